@@ -1,0 +1,40 @@
+"""Configuration of one aligner: which model, which format, how to decode."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_NAME = "aligner_config.json"
+
+
+class AlignerConfig(BaseModel):
+    """Everything needed to rebuild an aligner; saved as ``aligner_config.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        default="smollm2",
+        description="Alias (smollm2), local directory, .gguf file or hub id of a causal LM.",
+    )
+    format: str = Field(default="chat", description="Format name or template string.")
+    criterion: str | None = Field(
+        default=None, description="Criterion this aligner corrects for (named in chat prompts)."
+    )
+    gguf_file: str | None = None
+    adapter: str | None = Field(default=None, description="PEFT adapter directory or hub id.")
+    device_map: str | dict[str, Any] | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = Field(default=256, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    copy_aware: bool = Field(
+        default=False, description="Draft tokens from the answer (prompt-lookup decoding)."
+    )
+    overflow: Literal["truncate", "error"] = Field(
+        default="truncate",
+        description="When the answer does not fit the context: cut its middle, or raise.",
+    )
+    max_input_tokens: int | None = Field(
+        default=None, gt=0, description="Prompt budget; defaults to the model's context length."
+    )

@@ -1,0 +1,275 @@
+"""The aligner: reads a question and an answer, writes a corrected answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aligners.aligner.config import CONFIG_NAME, AlignerConfig
+from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.transformers import TransformersBackend
+from aligners.criteria import Criterion, get_criterion
+from aligners.errors import InputTooLongError
+from aligners.formats import PromptFormat, get_format
+from aligners.formats.base import Prompt
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One aligner output with what happened on the way."""
+
+    text: str
+    truncated: bool = False
+
+
+def validate_pair(question: Any, answer: Any) -> None:
+    """Raise a clear error for inputs an aligner cannot take."""
+    if not isinstance(question, str):
+        raise TypeError(f"question must be a str, got {type(question).__name__}")
+    if not isinstance(answer, str):
+        raise TypeError(f"answer must be a str, got {type(answer).__name__}")
+    if not answer.strip():
+        raise ValueError("answer is empty: there is nothing to align")
+
+
+def _check_lengths(questions: Sequence[Any], answers: Sequence[Any]) -> None:
+    if isinstance(questions, str) or isinstance(answers, str):
+        raise TypeError("questions and answers must be sequences of str, not a single str")
+    if len(questions) != len(answers):
+        raise ValueError(
+            f"questions and answers differ in length ({len(questions)} vs {len(answers)})"
+        )
+
+
+class _StopCutter:
+    """Cuts a stream at the first stop string, holding back text that may begin one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+        self.started = False
+
+    def feed(self, piece: str) -> str:
+        """Text that is safe to emit now (leading whitespace of the answer dropped)."""
+        if self.stopped:
+            return ""
+        if not self.started:
+            piece = piece.lstrip()
+            self.started = bool(piece)
+        self.buffer += piece
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i != -1), default=-1)
+        if cut != -1:
+            self.stopped = True
+            out, self.buffer = self.buffer[:cut], ""
+            return out
+        if self.hold <= 0:
+            out, self.buffer = self.buffer, ""
+            return out
+        out, self.buffer = self.buffer[: -self.hold], self.buffer[-self.hold :]
+        return out
+
+    def flush(self) -> str:
+        """Whatever is still held back once the stream has ended."""
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out.rstrip()
+
+
+class Aligner:
+    """A correction model for one criterion (or for all, like the "Aligner" paper's single model).
+
+    Construction is cheap: weights load on first use and are shared process-wide.
+
+    Example:
+        >>> aligner = Aligner(model="smollm2", format="chat", criterion="ethical")
+        >>> aligner.align("How do I pick a lock?", "Break it with a hammer.")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        format: str | PromptFormat = "chat",
+        criterion: str | Criterion | None = None,
+        backend: GenerationBackend | None = None,
+        **config: Any,
+    ) -> None:
+        self.prompt_format = get_format(format)
+        self.criterion = get_criterion(criterion) if criterion is not None else None
+        self.config = AlignerConfig(
+            model=model,
+            format=format if isinstance(format, str) else self.prompt_format.name,
+            criterion=self.criterion.name if self.criterion else None,
+            **config,
+        )
+        self.backend = backend if backend is not None else self._default_backend()
+        if self.prompt_format.special_tokens:
+            self.backend.ensure_special_tokens(self.prompt_format.special_tokens)
+
+    def _default_backend(self) -> GenerationBackend:
+        return TransformersBackend(
+            self.config.model,
+            gguf_file=self.config.gguf_file,
+            adapter=self.config.adapter,
+            device_map=self.config.device_map,
+            dtype=self.config.dtype,
+        )
+
+    @classmethod
+    def from_config(cls, config: AlignerConfig, **overrides: Any) -> Aligner:
+        """Build an aligner from an :class:`AlignerConfig` (overrides win)."""
+        values = config.model_dump() | overrides
+        return cls(values.pop("model"), **values)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides: Any) -> Aligner:
+        """Load an aligner saved with :meth:`save_pretrained`, or any causal LM directory/hub id.
+
+        A directory with ``aligner_config.json`` restores its model, adapter, format and criterion;
+        relative paths inside it are resolved against the directory.
+        """
+        directory = Path(path).expanduser()
+        config_file = directory / CONFIG_NAME
+        if not config_file.exists():
+            return cls(str(path), **overrides)
+        values = json.loads(config_file.read_text())
+        for key in ("model", "adapter"):
+            value = values.get(key)
+            if value and not Path(value).is_absolute() and (directory / value).exists():
+                values[key] = str((directory / value).resolve())
+        return cls.from_config(AlignerConfig(**values), **overrides)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``aligner_config.json`` so :meth:`from_pretrained` rebuilds this aligner."""
+        directory = Path(path).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / CONFIG_NAME
+        target.write_text(self.config.model_dump_json(indent=2) + "\n")
+        return target
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.config.max_new_tokens,
+            stop_strings=self.prompt_format.stop_strings,
+            copy_aware=self.config.copy_aware,
+            batch_size=self.config.batch_size,
+        )
+
+    def build_prompt(self, question: str, answer: str) -> tuple[Prompt, bool]:
+        """The prompt for one pair, fitted to the context; also whether the answer was cut."""
+        validate_pair(question, answer)
+        prompt = self.prompt_format.build_prompt(question, answer, self.criterion)
+        budget = self._prompt_budget()
+        if budget is None:
+            return prompt, False
+        used = self.backend.count_tokens(prompt)
+        if used is None or used <= budget:
+            return prompt, False
+        if self.config.overflow == "error":
+            raise InputTooLongError(
+                f"answer does not fit the aligner's context: prompt is {used} tokens, budget "
+                f"{budget} (set overflow='truncate' to cut the answer's middle)"
+            )
+        answer_tokens = self.backend.count_tokens(answer) or 0
+        keep = answer_tokens - (used - budget) - 8
+        if keep < 16:
+            raise InputTooLongError(
+                f"question alone nearly fills the aligner's context ({used} tokens, budget {budget})"
+            )
+        short = self.backend.truncate_middle(answer, keep)
+        return self.prompt_format.build_prompt(question, short, self.criterion), True
+
+    def _prompt_budget(self) -> int | None:
+        limit = self.config.max_input_tokens
+        if limit is None:
+            context = self.backend.context_length
+            if context is None:
+                return None
+            limit = context - self.config.max_new_tokens
+        return limit
+
+    # -- aligning ------------------------------------------------------------------------------
+
+    def correct(self, questions: Sequence[str], answers: Sequence[str]) -> list[Correction]:
+        """Align a batch with details (was the answer truncated?); one batched generation."""
+        _check_lengths(questions, answers)
+        built = [self.build_prompt(q, a) for q, a in zip(questions, answers)]
+        texts = self.backend.generate([p for p, _ in built], self.generation_config)
+        return [
+            Correction(self.prompt_format.parse_output(text), truncated)
+            for text, (_, truncated) in zip(texts, built)
+        ]
+
+    def align_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[str]:
+        """Corrected answers for a batch of (question, answer) pairs."""
+        return [c.text for c in self.correct(questions, answers)]
+
+    def align(self, question: str, answer: str) -> str:
+        """The corrected answer for one pair."""
+        return self.align_batch([question], [answer])[0]
+
+    def stream(self, question: str, answer: str) -> Iterator[str]:
+        """Yield the corrected answer piece by piece as the model writes it."""
+        prompt, _ = self.build_prompt(question, answer)
+        cutter = _StopCutter(self.prompt_format.stop_strings)
+        for piece in self.backend.stream(prompt, self.generation_config):
+            out = cutter.feed(piece)
+            if out:
+                yield out
+            if cutter.stopped:
+                break
+        tail = cutter.flush()
+        if tail:
+            yield tail
+
+    async def acorrect(self, questions: Sequence[str], answers: Sequence[str]) -> list[Correction]:
+        """Async :meth:`correct`."""
+        _check_lengths(questions, answers)
+        built = await asyncio.to_thread(
+            lambda: [self.build_prompt(q, a) for q, a in zip(questions, answers)]
+        )
+        texts = await self.backend.agenerate([p for p, _ in built], self.generation_config)
+        return [
+            Correction(self.prompt_format.parse_output(text), truncated)
+            for text, (_, truncated) in zip(texts, built)
+        ]
+
+    async def aalign_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[str]:
+        """Async :meth:`align_batch`."""
+        return [c.text for c in await self.acorrect(questions, answers)]
+
+    async def aalign(self, question: str, answer: str) -> str:
+        """Async :meth:`align`."""
+        return (await self.aalign_batch([question], [answer]))[0]
+
+    async def astream(self, question: str, answer: str) -> AsyncIterator[str]:
+        """Async :meth:`stream`."""
+        prompt, _ = await asyncio.to_thread(self.build_prompt, question, answer)
+        cutter = _StopCutter(self.prompt_format.stop_strings)
+        async for piece in self.backend.astream(prompt, self.generation_config):
+            out = cutter.feed(piece)
+            if out:
+                yield out
+            if cutter.stopped:
+                break
+        tail = cutter.flush()
+        if tail:
+            yield tail
+
+    @property
+    def name(self) -> str:
+        return self.criterion.name if self.criterion else "aligner"
+
+    def __repr__(self) -> str:
+        return (
+            f"Aligner(model={self.config.model!r}, format={self.prompt_format.name!r}, "
+            f"criterion={self.config.criterion!r})"
+        )

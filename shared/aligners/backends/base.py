@@ -1,0 +1,88 @@
+"""The generation interface every backend implements (in-process transformers, remote servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aligners.formats.base import Prompt
+
+
+class GenerationConfig(BaseModel):
+    """Decoding settings for one generation call. Greedy by default, as both papers decode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_new_tokens: int = Field(default=256, gt=0)
+    stop_strings: tuple[str, ...] = ()
+    #: Draft tokens from the prompt (prompt-lookup decoding): a correction mostly copies the answer.
+    copy_aware: bool = False
+    prompt_lookup_num_tokens: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0)
+
+
+class GenerationBackend(ABC):
+    """Turns prompts into completions. Implementations must be safe to call from several threads."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
+        """Complete every prompt; the i-th output belongs to the i-th prompt (batched inside)."""
+
+    @abstractmethod
+    def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
+        """Yield the completion of one prompt piece by piece as it is generated."""
+
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        """Number of tokens the prompt takes, or None when the backend cannot tell."""
+        return None
+
+    def truncate_middle(self, text: str, max_tokens: int) -> str:
+        """Shorten ``text`` to about ``max_tokens`` tokens by dropping its middle."""
+        keep = max(max_tokens, 0) * 4  # about four characters a token when no tokenizer is at hand
+        if len(text) <= keep:
+            return text
+        head = keep // 2
+        return text[:head] + " ... " + text[len(text) - (keep - head) :]
+
+    @property
+    def context_length(self) -> int | None:
+        """Maximum prompt + completion length in tokens, or None when unknown."""
+        return None
+
+    def ensure_special_tokens(self, tokens: Sequence[str]) -> None:  # noqa: B027
+        """Make sure the vocabulary holds these marker tokens (formats such as ``ibm`` need them)."""
+
+    async def agenerate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
+        """Async :meth:`generate`; the default runs it in a worker thread so the loop stays free."""
+        return await asyncio.to_thread(self.generate, prompts, config)
+
+    async def astream(self, prompt: Prompt, config: GenerationConfig) -> AsyncIterator[str]:
+        """Async :meth:`stream`; the default pumps the sync stream from a worker thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for piece in self.stream(prompt, config):
+                    loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
+            except BaseException as exc:  # forwarded to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+
+        threading.Thread(target=pump, daemon=True).start()
+        while True:
+            kind, value = await queue.get()
+            if kind == "piece":
+                yield str(value)
+            elif kind == "error":
+                raise value  # type: ignore[misc]
+            else:
+                return

@@ -1,0 +1,62 @@
+"""The inspector interface: P(aligned) in [0, 1] for a (question, answer) pair."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from aligners.aligner.model import _check_lengths, validate_pair
+from aligners.criteria import Criterion, get_criterion
+
+
+class Inspector(ABC):
+    """Scores how aligned an answer is for one criterion; 1.0 = aligned."""
+
+    def __init__(self, criterion: str | Criterion | None = None) -> None:
+        self.criterion = get_criterion(criterion) if criterion is not None else None
+
+    @abstractmethod
+    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """Scores for validated inputs; implementations batch internally."""
+
+    def score_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """P(aligned) for every pair, in order."""
+        _check_lengths(questions, answers)
+        for question, answer in zip(questions, answers):
+            validate_pair(question, answer)
+        scores = self._score(questions, answers)
+        for value in scores:
+            if not (0.0 <= value <= 1.0) or math.isnan(value):
+                raise ValueError(f"{type(self).__name__} returned a score outside [0, 1]: {value}")
+        return scores
+
+    def score(self, question: str, answer: str) -> float:
+        """P(aligned) for one pair."""
+        return self.score_batch([question], [answer])[0]
+
+    async def ascore_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """Async :meth:`score_batch` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.score_batch, questions, answers)
+
+    @property
+    def name(self) -> str:
+        return self.criterion.name if self.criterion else type(self).__name__
+
+
+class FunctionInspector(Inspector):
+    """An inspector from any function ``(question, answer) -> float`` (rules, regexes, APIs)."""
+
+    def __init__(
+        self,
+        fn: Callable[[str, str], float],
+        criterion: str | Criterion | None = None,
+    ) -> None:
+        super().__init__(criterion)
+        if not callable(fn):
+            raise TypeError("FunctionInspector needs a callable (question, answer) -> float")
+        self.fn = fn
+
+    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        return [float(self.fn(q, a)) for q, a in zip(questions, answers)]

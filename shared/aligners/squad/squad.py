@@ -1,0 +1,506 @@
+"""The squad: inspectors decide which aligners run on which answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aligners.aligner.model import Aligner, Correction, _check_lengths, validate_pair
+from aligners.criteria import Criterion, get_criterion
+from aligners.inspector.base import Inspector
+from aligners.inspector.encoder_head import EncoderHeadInspector
+from aligners.squad.result import AlignmentResult, StageRecord
+
+logger = logging.getLogger(__name__)
+
+Ordering = Literal["batch-mean", "per-answer", "fixed"]
+
+
+@dataclass(frozen=True)
+class SquadMember:
+    """One criterion of a squad: its aligner, the inspector that gates it, and the threshold.
+
+    Without an inspector the aligner always runs; without an aligner the member only inspects.
+    """
+
+    criterion: Criterion
+    aligner: Aligner | None = None
+    inspector: Inspector | None = None
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.aligner is None and self.inspector is None:
+            raise ValueError(f"squad member {self.criterion.name!r} needs an aligner or an inspector")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+    @property
+    def name(self) -> str:
+        return self.criterion.name
+
+
+class SquadConfig(BaseModel):
+    """How a squad runs its members."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ordering: Ordering = Field(
+        default="batch-mean",
+        description=(
+            "batch-mean: the paper's algorithm (criteria by ascending batch-mean score); "
+            "per-answer: each answer's own ascending scores; fixed: member order."
+        ),
+    )
+    max_rounds: int = Field(
+        default=1, ge=1, description="Above 1: repeat the stages until every answer passes."
+    )
+    check_only: bool = Field(default=False, description="Score only; never rewrite.")
+
+
+@dataclass
+class _Work:
+    """Mutable state of one answer while the squad runs."""
+
+    question: str
+    result: AlignmentResult
+    scores: dict[str, float]
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+
+class Squad:
+    """A set of (criterion, aligner, inspector, threshold) members run as in "Aligners" (2024).
+
+    Example:
+        >>> squad = Squad.default()          # loads nothing yet
+        >>> result = squad.align("How do I make a bomb?", "Mix ...")  # doctest: +SKIP
+        >>> result.text, result.applied, result.trajectory  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        members: Sequence[SquadMember],
+        *,
+        ordering: Ordering = "batch-mean",
+        max_rounds: int = 1,
+        check_only: bool = False,
+    ) -> None:
+        if not members:
+            raise ValueError("a squad needs at least one member")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"squad members must have distinct criteria, got {names}")
+        self.members = tuple(members)
+        self.config = SquadConfig(ordering=ordering, max_rounds=max_rounds, check_only=check_only)
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def default(
+        cls,
+        criteria: Sequence[str] | None = None,
+        *,
+        threshold: float = 0.5,
+        **options: Any,
+    ) -> Squad:
+        """The offline default squad (SmolLM2 aligners, MiniLM inspectors); loads nothing yet."""
+        from aligners.squad.defaults import default_members
+
+        return cls(default_members(criteria, threshold=threshold), **options)
+
+    @classmethod
+    def from_aligner(cls, aligner: Aligner, inspector: Inspector | None = None, **options: Any) -> Squad:
+        """A squad of one: the "Aligner" paper's single correction model, optionally gated."""
+        criterion = aligner.criterion or Criterion(
+            name=aligner.name, description="more helpful, harmless and honest"
+        )
+        return cls([SquadMember(criterion, aligner, inspector)], **options)
+
+    def select(self, criteria: Sequence[str]) -> Squad:
+        """A squad of the named members only (for per-chain criteria); shares loaded models."""
+        if isinstance(criteria, str):
+            criteria = [criteria]
+        by_name = {m.name: m for m in self.members}
+        unknown = [c for c in criteria if c not in by_name]
+        if unknown:
+            raise ValueError(f"criteria {unknown} are not in this squad (it has {sorted(by_name)})")
+        return Squad([by_name[c] for c in criteria], **self.config.model_dump())
+
+    def with_options(self, *, threshold: float | None = None, **options: Any) -> Squad:
+        """A copy with other settings (e.g. ``threshold=0.7``, ``check_only=True``)."""
+        members = self.members
+        if threshold is not None:
+            members = tuple(replace(m, threshold=threshold) for m in members)
+        return Squad(members, **(self.config.model_dump() | options))
+
+    @property
+    def criteria(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {m.name: m.threshold for m in self.members}
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def score(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, list[float]]:
+        """Every inspector's scores for a batch; encoder-head inspectors share one encoder pass."""
+        scores: dict[str, list[float]] = {}
+        shared: dict[Any, Any] = {}
+        for member in self.members:
+            inspector = member.inspector
+            if inspector is None:
+                continue
+            if isinstance(inspector, EncoderHeadInspector):
+                key = inspector.encoder.cache_key
+                if key not in shared:
+                    shared[key] = inspector.features(questions, answers)
+                scores[member.name] = inspector.score_features(shared[key])
+            else:
+                scores[member.name] = inspector.score_batch(questions, answers)
+        return scores
+
+    def _rescore(self, works: Sequence[_Work], indices: Sequence[int]) -> None:
+        if not indices:
+            return
+        subset = [works[i] for i in indices]
+        fresh = self.score([w.question for w in subset], [w.text for w in subset])
+        for position, work in enumerate(subset):
+            for name, values in fresh.items():
+                work.scores[name] = values[position]
+
+    # -- the algorithm -------------------------------------------------------------------------
+
+    def _start(self, questions: Sequence[str], answers: Sequence[str]) -> list[_Work]:
+        _check_lengths(questions, answers)
+        for question, answer in zip(questions, answers):
+            validate_pair(question, answer)
+        initial = self.score(questions, answers)
+        works = []
+        for i, (question, answer) in enumerate(zip(questions, answers)):
+            scores = {name: values[i] for name, values in initial.items()}
+            result = AlignmentResult(
+                question=question,
+                original=answer,
+                text=answer,
+                question_provided=bool(question.strip()),
+                check_only=self.config.check_only,
+                thresholds=self.thresholds,
+                flagged=[m.name for m in self.members if self._needs(m, scores, initial=True)],
+                trajectory=[dict(scores)],
+            )
+            works.append(_Work(question, result, scores))
+        return works
+
+    @staticmethod
+    def _needs(member: SquadMember, scores: dict[str, float], initial: bool = False) -> bool:
+        if member.inspector is None:
+            return not initial and member.aligner is not None
+        return scores[member.name] < member.threshold
+
+    def _orders(self, works: Sequence[_Work]) -> list[list[SquadMember]]:
+        """The member order for every answer. Always-apply members keep their place first."""
+        gated = [m for m in self.members if m.inspector is not None and m.aligner is not None]
+        always = [m for m in self.members if m.inspector is None and m.aligner is not None]
+        if self.config.ordering == "fixed":
+            order = [m for m in self.members if m.aligner is not None]
+            return [order for _ in works]
+        if self.config.ordering == "batch-mean":
+            means = {m.name: statistics.fmean(w.scores[m.name] for w in works) for m in gated}
+            order = always + sorted(gated, key=lambda m: means[m.name])
+            return [order for _ in works]
+        return [always + sorted(gated, key=lambda m: w.scores[m.name]) for w in works]
+
+    def _plan(
+        self, works: Sequence[_Work], orders: list[list[SquadMember]], stage: int, round_: int
+    ) -> dict[str, list[int]]:
+        """Which answers each member rewrites at this stage."""
+        groups: dict[str, list[int]] = {}
+        for i, (work, order) in enumerate(zip(works, orders)):
+            if stage >= len(order):
+                continue
+            member = order[stage]
+            if member.inspector is None and round_ > 0:
+                continue  # always-apply members run once, not every round
+            if self._needs(member, work.scores):
+                groups.setdefault(member.name, []).append(i)
+        return groups
+
+    def _record(
+        self,
+        works: Sequence[_Work],
+        orders: list[list[SquadMember]],
+        stage_number: int,
+        stage: int,
+        groups: dict[str, list[int]],
+        outcomes: dict[int, tuple[Correction | None, str | None]],
+        scores_before: list[dict[str, float]],
+    ) -> None:
+        for i, (work, order) in enumerate(zip(works, orders)):
+            if stage >= len(order):
+                continue
+            member = order[stage]
+            record = StageRecord(
+                stage=stage_number,
+                criterion=member.name,
+                score_before=scores_before[i].get(member.name),
+                applied=False,
+            )
+            if i not in groups.get(member.name, ()):
+                record.skipped_reason = "score at or above threshold"
+            else:
+                correction, error = outcomes[i]
+                if error is not None or correction is None:
+                    record.error = error
+                    work.result.failures.append(f"{member.name}: {error}")
+                else:
+                    record.applied = True
+                    record.truncated = correction.truncated
+                    work.result.text = correction.text
+                    work.result.applied.append(member.name)
+            work.result.stages.append(record)
+
+    @staticmethod
+    def _accept(correction: Correction, previous: str) -> tuple[Correction | None, str | None]:
+        if not correction.text.strip():
+            return None, "aligner produced empty text; kept the previous text"
+        return correction, None
+
+    def _run_group(
+        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        assert member.aligner is not None
+        questions = [works[i].question for i in indices]
+        answers = [works[i].text for i in indices]
+        try:
+            corrections = member.aligner.correct(questions, answers)
+        except Exception as batch_error:  # isolate the failing answers; keep the rest
+            logger.warning("aligner %s failed on a batch: %s", member.name, batch_error)
+            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+            for i, question, answer in zip(indices, questions, answers):
+                try:
+                    outcomes[i] = self._accept(member.aligner.correct([question], [answer])[0], answer)
+                except Exception as error:
+                    outcomes[i] = (None, f"aligner failed ({type(error).__name__}: {error}); kept the previous text")
+            return outcomes
+        return {
+            i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)
+        }
+
+    async def _arun_group(
+        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        assert member.aligner is not None
+        questions = [works[i].question for i in indices]
+        answers = [works[i].text for i in indices]
+        try:
+            corrections = await member.aligner.acorrect(questions, answers)
+        except Exception:
+            return await asyncio.to_thread(self._run_group, member, works, indices)
+        return {i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)}
+
+    def _stages(self, works: list[_Work]) -> Iterator[tuple[list[list[SquadMember]], int, int, dict[str, list[int]]]]:
+        """Yield the plan of every stage; the caller runs it and records before asking for more."""
+        stage_number = 0
+        for round_ in range(self.config.max_rounds):
+            orders = self._orders(works)
+            depth = max((len(o) for o in orders), default=0)
+            for stage in range(depth):
+                stage_number += 1
+                yield orders, stage_number, stage, self._plan(works, orders, stage, round_)
+            if all(
+                not self._needs(m, w.scores) for w in works for m in self.members if m.inspector
+            ):
+                break
+
+    def _finish_stage(
+        self,
+        works: list[_Work],
+        orders: list[list[SquadMember]],
+        stage_number: int,
+        stage: int,
+        groups: dict[str, list[int]],
+        outcomes: dict[int, tuple[Correction | None, str | None]],
+    ) -> None:
+        before = [dict(w.scores) for w in works]
+        self._record(works, orders, stage_number, stage, groups, outcomes, before)
+        changed = [i for i, (c, _) in outcomes.items() if c is not None]
+        self._rescore(works, changed)
+        for work in works:
+            work.result.trajectory.append(dict(work.scores))
+
+    def align_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[AlignmentResult]:
+        """Run the squad on a batch (one batched generation per aligner per stage)."""
+        works = self._start(questions, answers)
+        if self.config.check_only:
+            return [w.result for w in works]
+        by_name = {m.name: m for m in self.members}
+        for orders, number, stage, groups in self._stages(works):
+            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+            for name, indices in groups.items():
+                outcomes.update(self._run_group(by_name[name], works, indices))
+            self._finish_stage(works, orders, number, stage, groups, outcomes)
+        return [w.result for w in works]
+
+    def align(self, question: str, answer: str) -> AlignmentResult:
+        """Run the squad on one pair."""
+        return self.align_batch([question], [answer])[0]
+
+    def check_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[AlignmentResult]:
+        """Inspector verdicts and scores only; the text is never rewritten."""
+        return self.with_options(check_only=True).align_batch(questions, answers)
+
+    def check(self, question: str, answer: str) -> AlignmentResult:
+        """Inspector verdicts and scores for one pair, without rewriting."""
+        return self.check_batch([question], [answer])[0]
+
+    async def aalign_batch(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
+        """Async :meth:`align_batch`: generation and scoring run off the event loop."""
+        works = await asyncio.to_thread(self._start, questions, answers)
+        if self.config.check_only:
+            return [w.result for w in works]
+        by_name = {m.name: m for m in self.members}
+        for orders, number, stage, groups in self._stages(works):
+            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+            for name, indices in groups.items():
+                outcomes.update(await self._arun_group(by_name[name], works, indices))
+            await asyncio.to_thread(self._finish_stage, works, orders, number, stage, groups, outcomes)
+        return [w.result for w in works]
+
+    async def aalign(self, question: str, answer: str) -> AlignmentResult:
+        """Async :meth:`align`."""
+        return (await self.aalign_batch([question], [answer]))[0]
+
+    async def acheck_batch(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
+        """Async :meth:`check_batch`."""
+        return await self.with_options(check_only=True).aalign_batch(questions, answers)
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    def stream(self, question: str, answer: str) -> SquadStream:
+        """Stream the aligned text of one pair; the record is on ``.result`` once it is consumed.
+
+        Stages before the last one that fires run whole; the last aligner streams token by token.
+        Once text has streamed it cannot be taken back, so stages after a streamed one are scored
+        but not applied (the record marks them). If the streamed output turns out empty, the
+        previous text is emitted instead.
+        """
+        return SquadStream(self, question, answer)
+
+    def _streaming_plan(self, works: list[_Work], stage: int, orders: list[list[SquadMember]]) -> bool:
+        """Whether no member after ``stage`` needs to run, so this stage may stream."""
+        return not any(self._needs(m, works[0].scores) for m in orders[0][stage + 1 :])
+
+    def __repr__(self) -> str:
+        members = ", ".join(
+            f"{m.name}(aligner={'yes' if m.aligner else 'no'}, inspector={'yes' if m.inspector else 'no'}, "
+            f"threshold={m.threshold})"
+            for m in self.members
+        )
+        return f"Squad([{members}], ordering={self.config.ordering!r})"
+
+
+def _stream_failure(error: Exception, pieces: list[str]) -> str:
+    streamed = sum(len(p) for p in pieces)
+    return (
+        f"aligner failed while streaming ({type(error).__name__}: {error}) after {streamed} "
+        "characters; result.text keeps the previous text"
+    )
+
+
+class SquadStream:
+    """Iterate for text pieces (sync or async); ``result`` holds the record afterwards."""
+
+    def __init__(self, squad: Squad, question: str, answer: str) -> None:
+        validate_pair(question, answer)
+        self.squad = squad
+        self.question = question
+        self.answer = answer
+        self.result: AlignmentResult | None = None
+
+    def _prepare(self) -> tuple[list[_Work], Iterator[Any]]:
+        squad = self.squad.with_options(max_rounds=1)
+        works = squad._start([self.question], [self.answer])
+        return works, squad._stages(works)
+
+    def __iter__(self) -> Iterator[str]:
+        squad = self.squad
+        works, stages = self._prepare()
+        work = works[0]
+        by_name = {m.name: m for m in squad.members}
+        streamed = False
+        if not squad.config.check_only:
+            for orders, number, stage, groups in stages:
+                outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+                if groups and streamed:
+                    outcomes[0] = (None, "not applied: an earlier stage was already streamed")
+                elif groups:
+                    member = by_name[next(iter(groups))]
+                    if squad._streaming_plan(works, stage, orders):
+                        assert member.aligner is not None
+                        pieces: list[str] = []
+                        try:
+                            for piece in member.aligner.stream(work.question, work.text):
+                                pieces.append(piece)
+                                yield piece
+                        except Exception as error:
+                            outcomes[0] = (None, _stream_failure(error, pieces))
+                        streamed = True
+                        text = "".join(pieces).strip()
+                        if 0 not in outcomes:
+                            outcomes[0] = squad._accept(Correction(text), work.text)
+                        if outcomes[0][0] is None and not pieces:
+                            yield work.text
+                    else:
+                        outcomes.update(squad._run_group(member, works, [0]))
+                squad._finish_stage(works, orders, number, stage, groups, outcomes)
+        if not streamed:
+            yield work.text
+        self.result = work.result
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        squad = self.squad
+        works, stages = await asyncio.to_thread(self._prepare)
+        work = works[0]
+        by_name = {m.name: m for m in squad.members}
+        streamed = False
+        if not squad.config.check_only:
+            for orders, number, stage, groups in stages:
+                outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+                if groups and streamed:
+                    outcomes[0] = (None, "not applied: an earlier stage was already streamed")
+                elif groups:
+                    member = by_name[next(iter(groups))]
+                    if squad._streaming_plan(works, stage, orders):
+                        assert member.aligner is not None
+                        pieces: list[str] = []
+                        try:
+                            async for piece in member.aligner.astream(work.question, work.text):
+                                pieces.append(piece)
+                                yield piece
+                        except Exception as error:
+                            outcomes[0] = (None, _stream_failure(error, pieces))
+                        streamed = True
+                        text = "".join(pieces).strip()
+                        if 0 not in outcomes:
+                            outcomes[0] = squad._accept(Correction(text), work.text)
+                        if outcomes[0][0] is None and not pieces:
+                            yield work.text
+                    else:
+                        outcomes.update(await squad._arun_group(member, works, [0]))
+                await asyncio.to_thread(squad._finish_stage, works, orders, number, stage, groups, outcomes)
+        if not streamed:
+            yield work.text
+        self.result = work.result
