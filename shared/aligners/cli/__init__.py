@@ -1,0 +1,1 @@
+"""The ``aligners`` command line."""
