@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import click
 import typer
 
 
 def run_cli(app: typer.Typer) -> int:
     """Run ``app``; usage and input errors print one line to stderr and return 2."""
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return int(done.exit_code or 0)
-    except click.exceptions.Abort:
+        result = app(standalone_mode=False)
+    except typer.Exit as done:
+        return int(getattr(done, "exit_code", 0) or 0)
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as error:
-        typer.echo(f"error: {error.format_message()}", err=True)
+    except typer.TyperException as error:  # usage errors: bad option values, missing options
+        message = getattr(error, "format_message", lambda: str(error))()
+        if message.strip():  # empty when help was shown for a bare `aligners`
+            typer.echo(f"error: {message}", err=True)
         return 2
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         return 2
-    return 0
+    return int(result) if isinstance(result, int) else 0
