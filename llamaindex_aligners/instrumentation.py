@@ -1,0 +1,262 @@
+"""Squad runs inside llama-index instrumentation: one span per squad call, events for its record.
+
+Every squad call (answer, chat reply, or a batch of retrieved nodes) opens a span on this
+module's dispatcher (a child of llama-index's root dispatcher, so handlers attached there see
+it). Inside the span it emits :class:`AlignmentStartEvent`, one :class:`InspectorScoresEvent` per
+scoring pass (before the first stage and after each), one :class:`AlignerAppliedEvent` per
+aligner that rewrote, and :class:`AlignmentEndEvent` (or :class:`AlignmentErrorEvent`).
+The squad runs as one engine call, so the score and aligner events are emitted from its record
+when that call returns, not while it runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import llama_index.core.instrumentation as instrument
+from aligners import AlignmentResult, Squad
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.span import active_span_id
+
+dispatcher = instrument.get_dispatcher(__name__)
+
+Target = Literal["answer", "chat", "nodes"]
+
+
+class AlignmentStartEvent(BaseEvent):
+    """A squad starts on ``len(answers)`` texts."""
+
+    target: str
+    criteria: list[str]
+    thresholds: dict[str, float]
+    check_only: bool
+    questions: list[str]
+    answers: list[str]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignmentStartEvent"
+
+
+class InspectorScoresEvent(BaseEvent):
+    """The inspectors' P(aligned) for one text at one point (``stage`` 0 = before any aligner)."""
+
+    target: str
+    item: int
+    stage: int
+    scores: dict[str, float]
+    thresholds: dict[str, float]
+    failing: list[str]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "InspectorScoresEvent"
+
+
+class AlignerAppliedEvent(BaseEvent):
+    """An aligner rewrote one text."""
+
+    target: str
+    item: int
+    stage: int
+    criterion: str
+    score_before: float | None
+    truncated: bool
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignerAppliedEvent"
+
+
+class AlignmentEndEvent(BaseEvent):
+    """The squad finished one text; ``record`` is ``AlignmentResult.to_record()``."""
+
+    target: str
+    item: int
+    applied: list[str]
+    changed: bool
+    passed: bool
+    record: dict[str, Any]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignmentEndEvent"
+
+
+class AlignmentErrorEvent(BaseEvent):
+    """The squad call failed (the integration then keeps or raises, per ``on_error``)."""
+
+    target: str
+    error: str
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignmentErrorEvent"
+
+
+def _emit_start(
+    squad: Squad, questions: Sequence[str], answers: Sequence[str], target: str, **kw: Any
+) -> None:
+    dispatcher.event(
+        AlignmentStartEvent(
+            target=target,
+            criteria=squad.criteria,
+            thresholds=squad.thresholds,
+            check_only=squad.config.check_only,
+            questions=list(questions),
+            answers=list(answers),
+            **kw,
+        )
+    )
+
+
+def _emit_results(results: Sequence[AlignmentResult], target: str, **kw: Any) -> None:
+    for item, result in enumerate(results):
+        for stage, scores in enumerate(result.trajectory):
+            failing = [n for n, s in scores.items() if s < result.thresholds.get(n, 0.5)]
+            dispatcher.event(
+                InspectorScoresEvent(
+                    target=target,
+                    item=item,
+                    stage=stage,
+                    scores=scores,
+                    thresholds=result.thresholds,
+                    failing=failing,
+                    **kw,
+                )
+            )
+        for record in result.stages:
+            if record.applied:
+                dispatcher.event(
+                    AlignerAppliedEvent(
+                        target=target,
+                        item=item,
+                        stage=record.stage,
+                        criterion=record.criterion,
+                        score_before=record.score_before,
+                        truncated=record.truncated,
+                        **kw,
+                    )
+                )
+        dispatcher.event(
+            AlignmentEndEvent(
+                target=target,
+                item=item,
+                applied=list(result.applied),
+                changed=result.changed,
+                passed=result.passed,
+                record=result.to_record(),
+                **kw,
+            )
+        )
+
+
+@dispatcher.span
+def run_squad(
+    squad: Squad, questions: Sequence[str], answers: Sequence[str], target: Target = "answer"
+) -> list[AlignmentResult]:
+    """``squad.align_batch`` inside a span, with events (``check_only`` squads only score)."""
+    _emit_start(squad, questions, answers, target)
+    try:
+        results = squad.align_batch(questions, answers)
+    except Exception as error:
+        dispatcher.event(
+            AlignmentErrorEvent(target=target, error=f"{type(error).__name__}: {error}")
+        )
+        raise
+    _emit_results(results, target)
+    return results
+
+
+@dispatcher.span
+async def arun_squad(
+    squad: Squad, questions: Sequence[str], answers: Sequence[str], target: Target = "answer"
+) -> list[AlignmentResult]:
+    """Async :func:`run_squad` (``squad.aalign_batch``; the event loop stays free)."""
+    _emit_start(squad, questions, answers, target)
+    try:
+        results = await squad.aalign_batch(questions, answers)
+    except Exception as error:
+        dispatcher.event(
+            AlignmentErrorEvent(target=target, error=f"{type(error).__name__}: {error}")
+        )
+        raise
+    _emit_results(results, target)
+    return results
+
+
+def stream_squad(question: str, answer: str) -> None:
+    """Stand-in whose signature names the arguments of a streaming squad span."""
+
+
+class _StreamSpan:
+    """A span opened by hand: a generator's span must last until it is consumed, which the
+    decorator cannot do (it closes when the generator object is returned)."""
+
+    def __init__(self, question: str, answer: str) -> None:
+        self.id_ = f"stream_squad-{uuid.uuid4()}"
+        self.bound = inspect.signature(stream_squad).bind(question, answer)
+        dispatcher.span_enter(
+            id_=self.id_, bound_args=self.bound, parent_id=active_span_id.get(), tags={}
+        )
+
+    def exit(self, result: Any) -> None:
+        dispatcher.span_exit(id_=self.id_, bound_args=self.bound, result=result)
+
+    def drop(self, error: BaseException) -> None:
+        dispatcher.span_drop(id_=self.id_, bound_args=self.bound, err=error)
+
+
+def _stream_failed(span: _StreamSpan, target: str, error: BaseException) -> None:
+    if isinstance(error, Exception):
+        message = f"{type(error).__name__}: {error}"
+        dispatcher.event(AlignmentErrorEvent(target=target, error=message, span_id=span.id_))
+    span.drop(error)
+
+
+def iter_squad_stream(
+    squad: Squad,
+    question: str,
+    answer: str,
+    on_done: Callable[[AlignmentResult], None],
+    target: Target = "answer",
+) -> Iterator[str]:
+    """Yield ``squad.stream(question, answer)`` pieces in a span; ``on_done(result)`` at the end."""
+    span = _StreamSpan(question, answer)
+    _emit_start(squad, [question], [answer], target, span_id=span.id_)
+    stream = squad.stream(question, answer)
+    try:
+        yield from stream
+    except BaseException as error:  # includes GeneratorExit: a consumer that stopped early
+        _stream_failed(span, target, error)
+        raise
+    assert stream.result is not None
+    _emit_results([stream.result], target, span_id=span.id_)
+    on_done(stream.result)
+    span.exit(stream.result)
+
+
+async def aiter_squad_stream(
+    squad: Squad,
+    question: str,
+    answer: str,
+    on_done: Callable[[AlignmentResult], None],
+    target: Target = "answer",
+) -> AsyncIterator[str]:
+    """Async :func:`iter_squad_stream` (the squad's async stream; the loop stays free)."""
+    span = _StreamSpan(question, answer)
+    _emit_start(squad, [question], [answer], target, span_id=span.id_)
+    stream = squad.stream(question, answer)
+    try:
+        async for piece in stream:
+            yield piece
+    except BaseException as error:
+        _stream_failed(span, target, error)
+        raise
+    assert stream.result is not None
+    _emit_results([stream.result], target, span_id=span.id_)
+    on_done(stream.result)
+    span.exit(stream.result)

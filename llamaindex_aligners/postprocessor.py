@@ -1,0 +1,213 @@
+"""Node-level alignment: inspect (and drop or rewrite) retrieved nodes before synthesis."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+from aligners import AlignmentResult, Squad
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+
+from llamaindex_aligners.instrumentation import (
+    AlignmentErrorEvent,
+    arun_squad,
+    dispatcher,
+    run_squad,
+)
+from llamaindex_aligners.settings import AlignmentSettings, OnError, configure_squad
+
+if TYPE_CHECKING:
+    from llama_index.core.base.base_query_engine import BaseQueryEngine
+    from llama_index.core.chat_engine.types import BaseChatEngine
+
+    from llamaindex_aligners.chat_engine import AlignedChatEngine
+    from llamaindex_aligners.query_engine import AlignedQueryEngine
+
+logger = logging.getLogger(__name__)
+
+#: The node metadata key holding the scores; kept out of LLM prompts and embeddings.
+METADATA_KEY = "aligners"
+
+NodeMode = Literal["drop", "rewrite", "annotate"]
+
+
+class AlignerPostprocessor(BaseNodePostprocessor):
+    """Scores retrieved nodes with the squad's inspectors, the query as the question.
+
+    Every node gets ``node.metadata["aligners"]`` (scores, passed, flagged, what was done).
+    Nodes that fail a criterion are then, by ``mode``: ``"annotate"`` kept as they are,
+    ``"drop"`` removed, or ``"rewrite"`` rewritten by the failing criteria's aligners (the
+    original text stays in the metadata). Returned nodes are copies; the index is untouched.
+
+    Example:
+        >>> post = AlignerPostprocessor(criteria=["ethical"], threshold=0.6, mode="drop")
+        >>> engine = index.as_query_engine(node_postprocessors=[post])  # doctest: +SKIP
+        >>> aligned = post.wrap(engine)  # the answer is aligned too  # doctest: +SKIP
+    """
+
+    squad: Any = Field(
+        default=None,
+        exclude=True,
+        description="An aligners.Squad; None builds the offline default lazily on first use.",
+    )
+    criteria: list[str] | None = Field(default=None, description="Squad members to use.")
+    threshold: float | dict[str, float] | None = Field(
+        default=None, description="One threshold, or one per criterion; None keeps the squad's."
+    )
+    mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
+    on_error: OnError = Field(
+        default="keep", description="keep: return the nodes unchanged if the squad fails."
+    )
+    _squad: Squad | None = PrivateAttr(default=None)
+
+    @field_validator("squad")
+    @classmethod
+    def _is_squad(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, Squad):
+            raise TypeError(f"squad must be an aligners.Squad, got {type(value).__name__}")
+        return value
+
+    def __init__(self, squad: Squad | None = None, **data: Any) -> None:
+        super().__init__(squad=squad, **data)  # type: ignore[call-arg]
+        # Validate criteria/threshold now so a typo fails at construction, not mid-query.
+        self.settings()
+        if squad is not None:
+            self._squad = configure_squad(squad, self.settings())
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignerPostprocessor"
+
+    def settings(self, **overrides: Any) -> AlignmentSettings:
+        """This postprocessor's settings (``overrides`` win), as the wrappers take them."""
+        values = {"criteria": self.criteria, "threshold": self.threshold, "on_error": self.on_error}
+        return AlignmentSettings(**(values | overrides))
+
+    def get_squad(self) -> Squad:
+        """The configured squad (the default one is built here, still without loading weights)."""
+        if self._squad is None:
+            self._squad = configure_squad(self.squad, self.settings())
+        return self._squad
+
+    # -- postprocessing ------------------------------------------------------------------------
+
+    def _prepare(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> tuple[Squad, str, list[int], list[str]]:
+        squad = self.get_squad()
+        if self.mode != "rewrite":
+            squad = squad.with_options(check_only=True)
+        question = query_bundle.query_str if query_bundle is not None else ""
+        texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+        # Empty nodes have nothing to inspect; they pass through untouched.
+        indices = [i for i, t in enumerate(texts) if t.strip()]
+        return squad, question, indices, [texts[i] for i in indices]
+
+    def _apply(
+        self, nodes: list[NodeWithScore], indices: list[int], results: list[AlignmentResult]
+    ) -> list[NodeWithScore]:
+        by_index = dict(zip(indices, results, strict=True))
+        out: list[NodeWithScore] = []
+        for i, node in enumerate(nodes):
+            result = by_index.get(i)
+            if result is None:
+                out.append(node)
+                continue
+            if self.mode == "drop" and not result.passed:
+                logger.debug("dropping node %s (scores %s)", node.node.node_id, result.final_scores)
+                continue
+            out.append(_annotated(node, result, self.mode))
+        return out
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        squad, question, indices, texts = self._prepare(nodes, query_bundle)
+        if not texts:
+            return list(nodes)
+        try:
+            results = run_squad(squad, [question] * len(texts), texts, target="nodes")
+        except Exception as error:
+            return self._failed(nodes, error)
+        return self._apply(nodes, indices, results)
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        squad, question, indices, texts = self._prepare(nodes, query_bundle)
+        if not texts:
+            return list(nodes)
+        try:
+            results = await arun_squad(squad, [question] * len(texts), texts, target="nodes")
+        except Exception as error:
+            return self._failed(nodes, error)
+        return self._apply(nodes, indices, results)
+
+    def _failed(self, nodes: list[NodeWithScore], error: Exception) -> list[NodeWithScore]:
+        if self.on_error == "raise":
+            raise error
+        logger.warning("aligner squad failed on retrieved nodes; keeping them: %s", error)
+        dispatcher.event(
+            AlignmentErrorEvent(target="nodes", error=f"{type(error).__name__}: {error}")
+        )
+        return list(nodes)
+
+    # -- answer-level short form ---------------------------------------------------------------
+
+    def wrap(
+        self, engine: BaseQueryEngine | BaseChatEngine, **overrides: Any
+    ) -> AlignedQueryEngine | AlignedChatEngine:
+        """Align the final answer of ``engine`` with this postprocessor's squad and settings.
+
+        A query engine gives an :class:`AlignedQueryEngine`, a chat engine an
+        :class:`AlignedChatEngine`; ``overrides`` (e.g. ``check_only=True``) go to it.
+        """
+        from llama_index.core.base.base_query_engine import BaseQueryEngine
+        from llama_index.core.chat_engine.types import BaseChatEngine
+
+        from llamaindex_aligners.chat_engine import AlignedChatEngine
+        from llamaindex_aligners.query_engine import AlignedQueryEngine
+
+        # The raw squad: the wrapper applies these (possibly overridden) settings itself.
+        values = {"criteria": self.criteria, "threshold": self.threshold, "on_error": self.on_error}
+        kwargs = values | overrides
+        if isinstance(engine, BaseQueryEngine):
+            return AlignedQueryEngine(engine, squad=self.squad, **kwargs)
+        if isinstance(engine, BaseChatEngine):
+            return AlignedChatEngine(engine, squad=self.squad, **kwargs)
+        raise TypeError(
+            f"wrap() takes a llama-index query engine or chat engine, got {type(engine).__name__}"
+        )
+
+
+def _annotated(node: NodeWithScore, result: AlignmentResult, mode: str) -> NodeWithScore:
+    """A copy of ``node`` with the squad's verdict in its metadata (and its new text)."""
+    inner = node.node.model_copy()
+    inner.metadata = dict(inner.metadata)
+    rewritten = mode == "rewrite" and result.changed
+    info: dict[str, Any] = {
+        "scores": result.final_scores,
+        "initial_scores": result.initial_scores,
+        "thresholds": result.thresholds,
+        "passed": result.passed,
+        "flagged": list(result.flagged),
+        "applied": list(result.applied),
+        "action": "rewritten" if rewritten else "annotated" if result.flagged else "kept",
+    }
+    if rewritten:
+        if not isinstance(inner, TextNode):
+            raise TypeError(f"cannot rewrite a {type(inner).__name__}; use mode='annotate'")
+        info["original"] = result.original
+        inner.set_content(result.text)
+    inner.metadata[METADATA_KEY] = info
+    # Scores are for the application, not for the LLM prompt or the embedding.
+    # (New lists: the shallow copy still shares them with the stored node.)
+    inner.excluded_llm_metadata_keys = _with_key(inner.excluded_llm_metadata_keys)
+    inner.excluded_embed_metadata_keys = _with_key(inner.excluded_embed_metadata_keys)
+    return NodeWithScore(node=inner, score=node.score)
+
+
+def _with_key(keys: list[str]) -> list[str]:
+    return [*keys, METADATA_KEY] if METADATA_KEY not in keys else list(keys)

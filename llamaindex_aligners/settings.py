@@ -1,0 +1,94 @@
+"""Per-engine alignment settings and how they turn into a configured engine ``Squad``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Literal
+
+from aligners import Squad
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+OnError = Literal["keep", "raise"]
+
+
+class AlignmentSettings(BaseModel):
+    """Which criteria to inspect, their thresholds, and what to do when the squad fails.
+
+    ``threshold`` is one number for every criterion or a ``{criterion: threshold}`` map;
+    ``None`` keeps the squad's own thresholds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    criteria: list[str] | None = Field(
+        default=None, description="Squad members to use (default: every member of the squad)."
+    )
+    threshold: float | dict[str, float] | None = Field(
+        default=None, description="P(aligned) under which a criterion's aligner runs."
+    )
+    check_only: bool = Field(default=False, description="Score and annotate; never rewrite.")
+    on_error: OnError = Field(
+        default="keep",
+        description=(
+            "keep: if the squad itself fails, return the original text and record the error; "
+            "raise: propagate the error."
+        ),
+    )
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _one_criterion(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if value is not None and len(value) == 0:
+            raise ValueError("criteria must name at least one criterion (or be None for all)")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, value: Any) -> Any:
+        values = value.values() if isinstance(value, dict) else [] if value is None else [value]
+        for number in values:
+            if not 0.0 <= number <= 1.0:
+                raise ValueError(f"threshold must be in [0, 1], got {number}")
+        return value
+
+
+def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
+    """The squad to run: ``squad`` (or the lazy offline default) narrowed and re-thresholded.
+
+    Building the default loads no weights; they load on the first call that needs them.
+    """
+    if squad is not None and not isinstance(squad, Squad):
+        raise TypeError(f"squad must be an aligners.Squad, got {type(squad).__name__}")
+    base = squad if squad is not None else Squad.default(settings.criteria)
+    if settings.criteria is not None and squad is not None:
+        base = base.select(settings.criteria)
+    threshold = settings.threshold
+    if isinstance(threshold, dict):
+        unknown = sorted(set(threshold) - set(base.criteria))
+        if unknown:
+            raise ValueError(
+                f"thresholds given for criteria {unknown} that are not in the squad "
+                f"(it has {base.criteria})"
+            )
+        members = [replace(m, threshold=threshold.get(m.name, m.threshold)) for m in base.members]
+        base = Squad(members, **base.config.model_dump())
+    elif threshold is not None:
+        base = base.with_options(threshold=threshold)
+    if settings.check_only:
+        base = base.with_options(check_only=True)
+    return base
+
+
+def error_record(question: str, original: str, error: BaseException) -> dict[str, Any]:
+    """What goes into metadata when the squad failed and ``on_error="keep"`` kept the text."""
+    return {
+        "question": question,
+        "original": original,
+        "text": original,
+        "applied": [],
+        "changed": False,
+        "passed": None,
+        "error": f"{type(error).__name__}: {error}",
+    }
