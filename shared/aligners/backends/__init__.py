@@ -3,6 +3,7 @@
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.cache import MODEL_CACHE, ModelCache
 from aligners.backends.models import ModelSource, minilm_path, resolve_model, smollm2_path
+from aligners.backends.openai import OpenAIBackend as OpenAIBackend
 from aligners.backends.transformers import TransformersBackend
 
 __all__ = [

@@ -1,0 +1,151 @@
+"""``aligners serve``: the aligning proxy, or (``--plain``) a local model behind the OpenAI API."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+
+
+def _api_key(env: str | None) -> str | None:
+    if not env:
+        return None
+    value = os.environ.get(env)
+    return value or None
+
+
+def build_proxy_squad(
+    criteria: str | None,
+    threshold: float,
+    check_only: bool,
+    aligner_url: str | None,
+    aligner_model: str | None,
+    aligner_format: str | None,
+    aligner_api_key_env: str | None,
+) -> Any:
+    """The squad for the proxy: the default squad, or its inspectors with remote aligners."""
+    from aligners.aligner.model import Aligner
+    from aligners.backends.openai import OpenAIBackend
+    from aligners.cli.align import build_squad
+    from aligners.squad.squad import Squad, SquadMember
+
+    if not aligner_url:
+        return build_squad(criteria, aligner_format, aligner_model, None, threshold, check_only)
+    if not aligner_model:
+        raise typer.BadParameter("--aligner-model is required with --aligner-url")
+    squad = build_squad(criteria, None, None, None, threshold, check_only)
+    # One client for all members: they share its connection pool and concurrency limit.
+    backend = OpenAIBackend(aligner_url, aligner_model, api_key_env=aligner_api_key_env)
+    members = [
+        SquadMember(
+            m.criterion,
+            Aligner(format=aligner_format or "chat", criterion=m.criterion, backend=backend),
+            m.inspector,
+            m.threshold,
+        )
+        for m in squad.members
+    ]
+    return Squad(members, check_only=check_only)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the CLI."""
+
+    @app.command()
+    def serve(
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535),
+        plain: bool = typer.Option(
+            False, "--plain", help="Serve --model directly (no squad): an OpenAI-compatible server."
+        ),
+        model: str = typer.Option(
+            "smollm2",
+            "--model",
+            help="Local model: the upstream of the proxy, or what --plain serves.",
+        ),
+        served_model_name: str | None = typer.Option(
+            None, "--served-model-name", help="Name in /v1/models (proxy default: aligners)."
+        ),
+        upstream_url: str | None = typer.Option(
+            None,
+            "--upstream-url",
+            help="Remote OpenAI-compatible API root, e.g. http://gpu:8000/v1.",
+        ),
+        upstream_model: str | None = typer.Option(
+            None, "--upstream-model", help="Model name at the upstream server."
+        ),
+        upstream_api_key_env: str = typer.Option(
+            "UPSTREAM_API_KEY", "--upstream-api-key-env", help="Env var with the upstream's key."
+        ),
+        upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", min=0.1),
+        criteria: str | None = typer.Option(
+            None, "--criteria", "-c", help="Comma-separated criteria."
+        ),
+        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
+        aligner_url: str | None = typer.Option(
+            None, "--aligner-url", help="Run the aligners on this OpenAI-compatible server."
+        ),
+        aligner_model: str | None = typer.Option(
+            None, "--aligner-model", help="Aligner model (local path/alias, or the remote name)."
+        ),
+        aligner_format: str | None = typer.Option(None, "--aligner-format", help="e.g. chat, pku."),
+        aligner_api_key_env: str = typer.Option("ALIGNER_API_KEY", "--aligner-api-key-env"),
+        api_key_env: str = typer.Option(
+            "ALIGNERS_API_KEY",
+            "--api-key-env",
+            help="Env var holding this server's key; when set, clients must send it.",
+        ),
+        max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", min=1),
+        default_max_tokens: int = typer.Option(256, "--default-max-tokens", min=1),
+        max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", min=1),
+        log_level: str = typer.Option("info", "--log-level"),
+    ) -> None:
+        """Serve the aligning proxy (default) or a plain model (--plain) with the OpenAI API."""
+        from aligners.server import (
+            ModelServerSettings,
+            ProxySettings,
+            create_app,
+            create_model_app,
+            run,
+        )
+
+        limits: dict[str, Any] = {
+            "api_key": _api_key(api_key_env),
+            "max_request_bytes": max_request_bytes,
+            "default_max_tokens": default_max_tokens,
+            "max_tokens_limit": max_tokens_limit,
+        }
+        if plain:
+            if upstream_url or aligner_url:
+                raise typer.BadParameter(
+                    "--plain serves --model only; drop the --upstream/--aligner options"
+                )
+            settings = ModelServerSettings(
+                model=model, served_model_name=served_model_name, **limits
+            )
+            application = create_model_app(model, settings)
+        else:
+            proxy = ProxySettings(
+                upstream_url=upstream_url,
+                upstream_model=upstream_model,
+                upstream_api_key_env=upstream_api_key_env,
+                upstream_timeout=upstream_timeout,
+                local_model=model,
+                served_model_name=served_model_name or "aligners",
+                threshold=threshold,
+                check_only=check_only,
+                **limits,
+            )
+            squad = build_proxy_squad(
+                criteria,
+                threshold,
+                check_only,
+                aligner_url,
+                aligner_model,
+                aligner_format,
+                aligner_api_key_env,
+            )
+            application = create_app(proxy, squad=squad)
+        run(application, host=host, port=port, log_level=log_level)

@@ -1,0 +1,208 @@
+"""Pieces both servers share: OpenAI-style errors, body limits, API keys, JSON logs, SSE."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+logger = logging.getLogger("aligners.server")
+
+
+class APIError(Exception):
+    """An error the client should see as an OpenAI-style ``{"error": {...}}`` body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        code = {400: "bad_request", 401: "invalid_api_key", 404: "not_found", 413: "too_large"}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": code.get(self.status, str(self.status)),
+            }
+        }
+
+
+def error_response(error: APIError) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def install_error_handlers(app: Any) -> None:
+    """Every error, including FastAPI's own 404/405/422, leaves in the OpenAI error shape."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Any:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Any:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        return error_response(APIError(exc.status_code, message, kind))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Any:
+        return error_response(APIError(400, f"invalid request: {exc.errors()}"))
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per problem: ``messages.0.content: Input should be a valid string``."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+async def read_json(request: Any, limit: int, model: type[BaseModel]) -> Any:
+    """Read at most ``limit`` bytes of JSON body and validate it, or raise a clear 4xx."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # counted as it arrives: chunked uploads cannot dodge it
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise APIError(400, "request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise APIError(400, f"invalid request: {describe_validation_error(exc)}") from None
+
+
+def check_api_key(request: Any, api_key: str | None) -> None:
+    """Require ``Authorization: Bearer <key>`` when the server was given a key."""
+    if not api_key:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise APIError(
+            401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error"
+        )
+    if not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise APIError(401, "invalid API key", "authentication_error")
+
+
+def sse(data: Any) -> str:
+    """One server-sent event carrying JSON (or the literal ``[DONE]``)."""
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {payload}\n\n"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def message_text(content: Any) -> str:
+    """The text of an OpenAI message ``content`` (a string, or a list of ``text`` parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if (
+            not isinstance(part, dict)
+            or part.get("type") != "text"
+            or not isinstance(part.get("text"), str)
+        ):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise APIError(400, f"only text message content is supported, got a {kind!r} part")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+# -- structured logs ---------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra={"fields": ...}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_json_logging(level: str = "info") -> None:
+    """Send the ``aligners`` and ``uvicorn`` loggers to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for name in ("aligners", "uvicorn", "uvicorn.error"):
+        target = logging.getLogger(name)
+        target.handlers = [handler]
+        target.setLevel(level.upper())
+        target.propagate = False
+
+
+def install_request_logging(app: Any) -> None:
+    """Log every request as one JSON line (the access log) and echo an ``X-Request-ID``."""
+    from fastapi import Request
+
+    @app.middleware("http")
+    async def _log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = request_id
+        request.state.log_fields = {}
+        start = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        fields = {
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.url.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+            "client": request.client.host if request.client else None,
+        }
+        fields.update(request.state.log_fields)
+        logger.info("request", extra={"fields": fields})
+        return response

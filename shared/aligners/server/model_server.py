@@ -1,0 +1,261 @@
+"""``aligners serve --plain``: a local model behind the OpenAI-compatible API.
+
+A small stand-in for vLLM / llama.cpp / TGI on a machine without them: the remote backend and the
+proxy talk to it exactly as they would to those servers (the tests use it as the real server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.transformers import TransformersBackend
+from aligners.formats.base import Prompt
+from aligners.server.common import (
+    APIError,
+    check_api_key,
+    install_error_handlers,
+    install_request_logging,
+    message_text,
+    new_id,
+    read_json,
+    sse,
+)
+from aligners.server.local import Completion, LocalGenerator
+from aligners.server.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
+from aligners.server.settings import ModelServerSettings, ServerLimits
+
+logger = logging.getLogger("aligners.server")
+
+
+class Readiness:
+    """Whether startup work (loading weights) is done; what failed if it did not work."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.error: str | None = None
+
+    def body(self) -> tuple[int, dict[str, Any]]:
+        if self.ready:
+            return 200, {"status": "ready"}
+        if self.error:
+            return 503, {"status": "failed", "error": self.error}
+        return 503, {"status": "loading"}
+
+    async def run(self, work: Any) -> None:
+        try:
+            await asyncio.to_thread(work)
+        except Exception as exc:  # reported by /ready; the process stays up for diagnosis
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.error("warmup failed", extra={"fields": {"error": self.error}})
+        else:
+            self.ready = True
+            logger.info("ready")
+
+
+def generation_config(
+    request: _Sampling, limits: ServerLimits, max_tokens: int | None
+) -> GenerationConfig:
+    """The decoding settings a request asks for, within the server's limits."""
+    request.reject_unsupported()
+    wanted = max_tokens or limits.default_max_tokens
+    if wanted > limits.max_tokens_limit:
+        raise APIError(
+            400,
+            f"max_tokens={wanted} exceeds this server's limit of {limits.max_tokens_limit}",
+            param="max_tokens",
+        )
+    return GenerationConfig(
+        max_new_tokens=wanted,
+        temperature=request.temperature or 0.0,
+        stop_strings=request.stops,
+        batch_size=1,
+    )
+
+
+def chat_messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
+    """Messages as plain ``{"role", "content"}`` dicts with text content."""
+    return [{"role": m.role, "content": message_text(m.content)} for m in request.messages]
+
+
+def usage(prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int] | None:
+    if prompt_tokens is None or completion_tokens is None:
+        return None
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def create_model_app(
+    model: str | GenerationBackend = "smollm2",
+    settings: ModelServerSettings | None = None,
+) -> Any:
+    """The FastAPI app serving ``model`` (an alias/path, or any backend) the OpenAI way.
+
+    Endpoints: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (both with
+    ``stream``), ``/health`` (process is up), ``/ready`` (weights loaded).
+    """
+
+    if settings is None:
+        settings = ModelServerSettings(model=model if isinstance(model, str) else "model")
+    backend = TransformersBackend(model) if isinstance(model, str) else model
+    generator = LocalGenerator(backend)
+    name = settings.name
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    readiness = Readiness()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            readiness.run(generator.warmup if settings.warmup else lambda: None)
+        )
+        yield
+        task.cancel()
+
+    app = FastAPI(title="aligners model server", lifespan=lifespan)
+    app.state.readiness = readiness
+    install_error_handlers(app)
+    install_request_logging(app)
+
+    def check_model(requested: str | None) -> None:
+        if requested and requested != name:
+            raise APIError(
+                404,
+                f"model {requested!r} is not served here; available: [{name!r}]",
+                "not_found_error",
+                "model",
+            )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Any:
+        status, body = readiness.body()
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        check_api_key(request, api_key)
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "aligners"}],
+        }
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        check_api_key(request, api_key)
+        body: CompletionRequest = await read_json(
+            request, settings.max_request_bytes, CompletionRequest
+        )
+        check_model(body.model)
+        config = generation_config(body, settings, body.max_tokens)
+        request.state.log_fields.update(endpoint="completions", prompts=len(body.prompts))
+        if body.stream:
+            if len(body.prompts) != 1:
+                raise APIError(400, "stream=true takes one prompt", param="prompt")
+            return stream_response(body.prompts[0], config, "text_completion")
+        results = await asyncio.gather(*(generator.acomplete(p, config) for p in body.prompts))
+        return {
+            "id": new_id("cmpl"),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [
+                {"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+                for i, r in enumerate(results)
+            ],
+            "usage": _sum_usage(results),
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        check_api_key(request, api_key)
+        body: ChatCompletionRequest = await read_json(
+            request, settings.max_request_bytes, ChatCompletionRequest
+        )
+        check_model(body.model)
+        config = generation_config(body, settings, body.token_limit)
+        messages = chat_messages(body)
+        request.state.log_fields.update(endpoint="chat", messages=len(messages))
+        if body.stream:
+            return stream_response(messages, config, "chat.completion.chunk")
+        try:
+            result = await generator.acomplete(messages, config)
+        except ValueError as exc:  # e.g. the model has no chat template
+            raise APIError(400, str(exc)) from None
+        return {
+            "id": new_id("chatcmpl"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": result.finish_reason,
+                }
+            ],
+            "usage": usage(result.prompt_tokens, result.completion_tokens),
+        }
+
+    def stream_response(prompt: Prompt, config: GenerationConfig, kind: str) -> Any:
+        ident = new_id("chatcmpl" if kind.startswith("chat") else "cmpl")
+        created = int(time.time())
+
+        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+            if kind == "text_completion":
+                choice: dict[str, Any] = {"index": 0, "text": text or "", "finish_reason": finish}
+            else:
+                delta: dict[str, Any] = {"role": "assistant"} if first else {}
+                if text is not None:
+                    delta["content"] = text
+                choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return {
+                "id": ident,
+                "object": kind,
+                "created": created,
+                "model": name,
+                "choices": [choice],
+            }
+
+        async def events() -> AsyncIterator[str]:
+            state = Completion("")
+            if kind != "text_completion":
+                yield sse(chunk("", None, first=True))
+            try:
+                async for piece in generator.astream(prompt, config, state):
+                    yield sse(chunk(piece, None))
+            except Exception as exc:  # headers are sent: report in-band, as OpenAI servers do
+                logger.error("generation failed mid-stream", extra={"fields": {"error": str(exc)}})
+                yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
+                return
+            yield sse(chunk(None if kind != "text_completion" else "", state.finish_reason))
+            yield sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def _sum_usage(results: list[Completion]) -> dict[str, int] | None:
+    if any(r.prompt_tokens is None or r.completion_tokens is None for r in results):
+        return None
+    prompt = sum(r.prompt_tokens or 0 for r in results)
+    completion = sum(r.completion_tokens or 0 for r in results)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }

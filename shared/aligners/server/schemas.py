@@ -1,0 +1,99 @@
+"""Request bodies of the OpenAI-compatible endpoints (only the fields these servers act on).
+
+Unknown fields are accepted and ignored, as OpenAI clients send many optional ones; fields that
+would change the answer in ways these servers cannot honour (``n > 1``, tools) are rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aligners.server.common import APIError
+
+
+class ChatMessage(BaseModel):
+    """One message; ``content`` is a string or a list of ``{"type": "text", "text": ...}`` parts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | str | None:
+        if isinstance(value, list) and len(value) > 16:
+            raise ValueError("at most 16 stop strings")
+        return value
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(s for s in self.stop if s)
+
+    def reject_unsupported(self) -> None:
+        if self.n not in (None, 1):
+            raise APIError(400, f"n={self.n} is not supported; ask for one choice (n=1)", param="n")
+        extra = self.model_extra or {}
+        for field in ("tools", "functions", "tool_choice", "function_call"):
+            if extra.get(field) not in (None, [], "none"):
+                raise APIError(400, f"'{field}' is not supported by this server", param=field)
+        if extra.get("logprobs") or extra.get("best_of") not in (None, 1):
+            raise APIError(400, "logprobs and best_of are not supported by this server")
+
+
+class AlignersOptions(BaseModel):
+    """Per-request squad options, sent as the ``aligners`` field of a chat completion request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    criteria: list[str] | str | None = Field(
+        default=None, description="Criteria to run (a subset of the proxy's squad)."
+    )
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    check_only: bool | None = Field(
+        default=None, description="Score only; return the answer as is."
+    )
+
+
+class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    aligners: AlignersOptions | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt list is empty")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)

@@ -1,0 +1,65 @@
+"""Settings of the two servers (pydantic: bad values fail at startup with a clear message)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class ServerLimits(BaseModel):
+    """What every endpoint enforces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, requests need 'Authorization: Bearer <key>'."
+    )
+    max_request_bytes: int = Field(default=1_000_000, gt=0, description="Larger bodies get 413.")
+    default_max_tokens: int = Field(default=256, gt=0, description="When a request sets none.")
+    max_tokens_limit: int = Field(default=4096, gt=0, description="Larger max_tokens get 400.")
+    warmup: bool = Field(default=True, description="Load models at startup; /ready waits for it.")
+
+
+class ModelServerSettings(ServerLimits):
+    """``aligners serve --plain``: one local model behind the OpenAI API, no squad."""
+
+    model: str = Field(default="smollm2", description="Alias, directory, .gguf file or hub id.")
+    served_model_name: str | None = Field(
+        default=None, description="Name clients use in 'model' (default: the model argument)."
+    )
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model
+
+
+class ProxySettings(ServerLimits):
+    """``aligners serve``: forward chat completions upstream, align the answer, return it."""
+
+    upstream_url: str | None = Field(
+        default=None, description="OpenAI-compatible API root (http://host:8000/v1); None = local."
+    )
+    upstream_model: str | None = Field(
+        default=None, description="Model name at the upstream server (required with upstream_url)."
+    )
+    upstream_api_key_env: str | None = Field(
+        default="UPSTREAM_API_KEY", description="Environment variable with the upstream's key."
+    )
+    upstream_timeout: float = Field(default=120.0, gt=0)
+    upstream_max_retries: int = Field(default=2, ge=0)
+    local_model: str = Field(
+        default="smollm2", description="The in-process upstream model when upstream_url is None."
+    )
+    served_model_name: str = Field(default="aligners", description="The name /v1/models lists.")
+    criteria: list[str] | None = Field(
+        default=None, description="Squad criteria (default: ethical, factuality, helpful)."
+    )
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    check_only: bool = Field(default=False, description="Only score answers; never rewrite.")
+
+    @model_validator(mode="after")
+    def _upstream_complete(self) -> ProxySettings:
+        if self.upstream_url and not self.upstream_model:
+            raise ValueError("upstream_model is required with upstream_url (the name it serves)")
+        if self.upstream_url and not self.upstream_url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream_url must be an http(s) URL, got {self.upstream_url!r}")
+        return self
