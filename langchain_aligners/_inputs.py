@@ -1,0 +1,110 @@
+"""How LangChain values become (question, answer) pairs, and how results go back into them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aligners import AlignmentResult
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.prompt_values import ChatPromptValue, PromptValue
+from langchain_core.runnables.utils import AddableDict
+
+#: Key of the squad's record in ``AIMessage.response_metadata``.
+METADATA_KEY = "aligners"
+
+
+def answer_text(answer: Any) -> str:
+    """The text of an answer: a str, or a message's text content."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, BaseMessage):
+        return answer.text
+    raise TypeError(
+        "AlignerSquad aligns a str, a chat message, or a dict with a question and an answer; "
+        f"got {type(answer).__name__}"
+    )
+
+
+def question_from_input(value: Any, key: str = "question") -> str:
+    """The user's question inside a chain's input.
+
+    A str is the question; a prompt value or a list of messages gives its last human message;
+    a dict gives ``value[key]`` (itself any of these forms).
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, ChatPromptValue):
+        return _last_human(value.messages)
+    if isinstance(value, PromptValue):
+        return value.to_string()
+    if isinstance(value, BaseMessage):
+        return value.text
+    if isinstance(value, Mapping):
+        if key not in value:
+            raise ValueError(
+                f"the chain input has no {key!r} key to take the question from "
+                f"(keys: {sorted(map(str, value))}); pass question_key= naming the right one"
+            )
+        return question_from_input(value[key], key)
+    if isinstance(value, (list, tuple)):
+        return _last_human(convert_to_messages(value))
+    raise TypeError(
+        "cannot find a question in a chain input of type "
+        f"{type(value).__name__}: expected a str, messages, a prompt value or a dict"
+    )
+
+
+def _last_human(messages: Any) -> str:
+    for message in reversed(list(messages)):
+        if isinstance(message, HumanMessage):
+            return message.text
+    return ""
+
+
+def with_result(message: BaseMessage, text: str, record: dict[str, Any]) -> BaseMessage:
+    """A copy of ``message`` with new content and the record in its metadata (no mutation)."""
+    metadata = {**getattr(message, "response_metadata", {}), METADATA_KEY: record}
+    update: dict[str, Any] = {"content": text}
+    if hasattr(message, "response_metadata"):
+        update["response_metadata"] = metadata
+    else:
+        update["additional_kwargs"] = {**message.additional_kwargs, METADATA_KEY: record}
+    return message.model_copy(update=update)
+
+
+def record_of(result: AlignmentResult) -> dict[str, Any]:
+    """The JSON-ready record a result leaves in metadata and events."""
+    return result.to_record()
+
+
+def gather(chunks: Any) -> Any:
+    """Join streamed chunks into one value (strings, message chunks, dicts of either)."""
+    total: Any = None
+    for chunk in chunks:
+        total = _add(total, chunk)
+    return total
+
+
+async def agather(chunks: Any) -> Any:
+    """Async :func:`gather`."""
+    total: Any = None
+    async for chunk in chunks:
+        total = _add(total, chunk)
+    return total
+
+
+def _add(total: Any, chunk: Any) -> Any:
+    if isinstance(chunk, Mapping) and not isinstance(chunk, AddableDict):
+        chunk = AddableDict(chunk)
+    if total is None:
+        return chunk
+    try:
+        return total + chunk
+    except TypeError:  # values that do not add (e.g. a full AIMessage after chunks): last wins
+        return chunk
+
+
+def stream_chunk(text: str, template: BaseMessage | None, **extra: Any) -> AIMessageChunk:
+    """A message chunk of aligned text shaped like the upstream message."""
+    return AIMessageChunk(content=text, id=template.id if template else None, **extra)

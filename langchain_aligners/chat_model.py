@@ -1,0 +1,166 @@
+"""``ChatAlignersLocal``: a LangChain chat model over the engine's in-process transformers backend.
+
+Runs any local causal LM the engine can load (``"smollm2"``, a directory, a ``.gguf`` file) with
+its chat template, offline. It shares loaded weights with aligners on the same model through the
+engine's ``MODEL_CACHE``. (``langchain-huggingface`` pins ``huggingface-hub<2`` while
+transformers 5 uses 2.x, and it cannot load GGUF checkpoints through its chat wrapper.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from aligners import GenerationConfig, TransformersBackend
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field, PrivateAttr
+
+
+def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the ``{"role", "content"}`` dicts chat templates take."""
+    converted = []
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            role = "system"
+        elif isinstance(message, HumanMessage):
+            role = "user"
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+        elif isinstance(message, ToolMessage):
+            role = "tool"
+        elif isinstance(message, ChatMessage):
+            role = message.role
+        else:
+            raise TypeError(f"ChatAlignersLocal cannot send a {type(message).__name__}")
+        converted.append({"role": role, "content": message.text})
+    return converted
+
+
+def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stops if s) if i != -1]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class ChatAlignersLocal(BaseChatModel):
+    """A local chat model (default SmolLM2-135M-Instruct) run in-process through transformers.
+
+    Example:
+        >>> llm = ChatAlignersLocal(model="smollm2", max_new_tokens=32)
+        >>> llm.invoke("What is the capital of France?").content  # doctest: +SKIP
+    """
+
+    model: str = Field(default="smollm2", description="Alias, directory or .gguf file.")
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0, description="0: greedy decoding.")
+    device_map: str | None = None
+
+    _backend: TransformersBackend | None = PrivateAttr(default=None)
+
+    @property
+    def backend(self) -> TransformersBackend:
+        """The engine backend (construction is cheap; weights load on first generation)."""
+        if self._backend is None:
+            self._backend = TransformersBackend(self.model, device_map=self.device_map)
+        return self._backend
+
+    @property
+    def _llm_type(self) -> str:
+        return "aligners-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
+
+    def _config(self, stop: list[str] | None) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            stop_strings=tuple(stop or ()),
+            temperature=self.temperature,
+        )
+
+    def _result(self, text: str, stop: list[str] | None) -> ChatResult:
+        text, _ = _cut(text, stop or ())
+        message = AIMessage(
+            content=text.strip(), response_metadata={"model_name": self.model}
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self.backend.generate([to_chat_messages(messages)], self._config(stop))[0]
+        return self._result(text, stop)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        texts = await self.backend.agenerate([to_chat_messages(messages)], self._config(stop))
+        return self._result(texts[0], stop)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        emitted = ""
+        text = ""
+        for piece in self.backend.stream(to_chat_messages(messages), self._config(stop)):
+            text += piece
+            visible, stopped = _cut(text, stop or ())
+            new = visible[len(emitted) :]
+            if new:
+                emitted = visible
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=new))
+                if run_manager:
+                    run_manager.on_llm_new_token(new, chunk=chunk)
+                yield chunk
+            if stopped:
+                break
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        emitted = ""
+        text = ""
+        async for piece in self.backend.astream(to_chat_messages(messages), self._config(stop)):
+            text += piece
+            visible, stopped = _cut(text, stop or ())
+            new = visible[len(emitted) :]
+            if new:
+                emitted = visible
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=new))
+                if run_manager:
+                    await run_manager.on_llm_new_token(new, chunk=chunk)
+                yield chunk
+            if stopped:
+                break

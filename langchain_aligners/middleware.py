@@ -1,0 +1,96 @@
+"""``AlignerSquadMiddleware``: aligners inside ``langchain.agents.create_agent``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+
+try:
+    from langchain.agents.middleware import AgentMiddleware, AgentState
+except ImportError as error:  # the agents extra is optional
+    raise ImportError(
+        "AlignerSquadMiddleware needs the `langchain` package (langchain>=1.0, for "
+        "create_agent): pip install 'aligners[agents]'"
+    ) from error
+
+from aligners import Squad
+
+from langchain_aligners.squad import AlignerSquad
+
+When = Literal["after_agent", "after_model"]
+
+
+class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
+    """Aligns the agent's final AI message (``when="after_agent"``) or every model reply that has
+    text (``when="after_model"``; replies that are only tool calls are left alone).
+
+    The aligned message replaces the original in the state (same id); its
+    ``response_metadata["aligners"]`` holds the squad's record. The question is the last human
+    message before the reply.
+
+    Example:
+        >>> middleware = [AlignerSquadMiddleware(criteria=["ethical"])]
+        >>> agent = create_agent(llm, tools, middleware=middleware)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        squad: AlignerSquad | Squad | None = None,
+        *,
+        when: When = "after_agent",
+        **squad_options: Any,
+    ) -> None:
+        super().__init__()
+        if when not in ("after_agent", "after_model"):
+            raise ValueError(f"when must be 'after_agent' or 'after_model', got {when!r}")
+        if isinstance(squad, AlignerSquad):
+            if squad_options:
+                raise ValueError("pass squad options to AlignerSquad(...), not to the middleware")
+            parser = squad
+        else:
+            parser = AlignerSquad(squad=squad, **squad_options)
+        # The middleware always works on messages, whatever output the parser was set up for.
+        self.squad = parser.model_copy(update={"output": "message"})
+        self.when = when
+
+    @staticmethod
+    def _target(messages: Sequence[AnyMessage]) -> tuple[str, AIMessage] | None:
+        if not messages or not isinstance(messages[-1], AIMessage):
+            return None
+        reply = messages[-1]
+        if not reply.text.strip():
+            return None  # tool calls only: nothing an aligner could rewrite
+        question = next(
+            (m.text for m in reversed(messages[:-1]) if isinstance(m, HumanMessage)), ""
+        )
+        return question, reply
+
+    def _update(self, state: Any) -> dict[str, Any] | None:
+        target = self._target(state["messages"])
+        if target is None:
+            return None
+        question, reply = target
+        aligned = self.squad.invoke({"question": question, "answer": reply})
+        return {"messages": [aligned]}  # same id: add_messages replaces the reply
+
+    async def _aupdate(self, state: Any) -> dict[str, Any] | None:
+        target = self._target(state["messages"])
+        if target is None:
+            return None
+        question, reply = target
+        aligned = await self.squad.ainvoke({"question": question, "answer": reply})
+        return {"messages": [aligned]}
+
+    def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        return self._update(state) if self.when == "after_model" else None
+
+    async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        return await self._aupdate(state) if self.when == "after_model" else None
+
+    def after_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        return self._update(state) if self.when == "after_agent" else None
+
+    async def aafter_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        return await self._aupdate(state) if self.when == "after_agent" else None

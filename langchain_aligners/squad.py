@@ -1,0 +1,529 @@
+"""``AlignerSquad``: the engine's squad as a LangChain output parser (``llm | AlignerSquad()``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+from aligners import (
+    Aligner,
+    AlignmentResult,
+    EncoderHeadInspector,
+    SentenceEncoder,
+    Squad,
+    SquadMember,
+    get_criterion,
+    list_criteria,
+)
+from aligners.aligner import validate_pair
+from aligners.criteria import BUILTIN_CRITERIA
+from aligners.squad.defaults import default_aligner, default_inspector
+from langchain_core.callbacks.manager import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.messages import BaseMessage
+from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.runnables import (
+    ConfigurableField,
+    ConfigurableFieldMultiOption,
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableParallel,
+    RunnableSerializable,
+)
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+
+from langchain_aligners._inputs import (
+    METADATA_KEY,
+    agather,
+    answer_text,
+    gather,
+    question_from_input,
+    record_of,
+    stream_chunk,
+    with_result,
+)
+
+#: Custom event with the inspector scores of one answer (``astream_events`` name).
+SCORES_EVENT = "aligners_scores"
+#: Custom event naming the aligners that rewrote one answer.
+APPLIED_EVENT = "aligners_applied"
+
+OutputMode = Literal["auto", "text", "message", "record"]
+
+# Members built from field values, shared by every AlignerSquad in the process: a configured
+# call (``with_config(configurable=...)``) builds a new parser instance, and must find the same
+# Aligner/Inspector objects (their weights live in the engine's MODEL_CACHE either way; sharing
+# the objects also keeps zero-shot inspector heads from being rebuilt).
+_MEMBERS: dict[tuple[Any, ...], SquadMember] = {}
+_MEMBERS_LOCK = threading.Lock()
+
+
+def _member(
+    name: str,
+    model: str | None,
+    format: str | None,
+    max_new_tokens: int | None,
+    inspector_encoder: str | None,
+) -> SquadMember:
+    key = (name, model, format, max_new_tokens, inspector_encoder)
+    with _MEMBERS_LOCK:
+        if key not in _MEMBERS:
+            criterion = get_criterion(name)
+            overrides: dict[str, Any] = {}
+            if max_new_tokens is not None:
+                overrides["max_new_tokens"] = max_new_tokens
+            if model is None and format is None:
+                aligner = default_aligner(name)
+                if overrides:
+                    aligner = Aligner.from_config(aligner.config, **overrides)
+            else:
+                aligner = Aligner(
+                    model or "smollm2", format=format or "chat", criterion=criterion, **overrides
+                )
+            if inspector_encoder is None:
+                inspector = default_inspector(name)
+            else:
+                encoder = SentenceEncoder(inspector_encoder)
+                inspector = EncoderHeadInspector.zero_shot(criterion, encoder=encoder)
+            _MEMBERS[key] = SquadMember(criterion, aligner, inspector)
+        return _MEMBERS[key]
+
+
+class AlignerSquad(BaseOutputParser[Any]):
+    """Aligners after any LLM or chain: inspectors score the answer, aligners fix what fails.
+
+    Pipes like any output parser: ``prompt | llm | AlignerSquad()``. Input a str (output a str),
+    a chat message (output a copy with the aligned content and the record in
+    ``response_metadata["aligners"]``) or a dict ``{"question": ..., "answer": ...}``.
+
+    Example:
+        >>> squad = AlignerSquad(criteria=["ethical"], threshold=0.6)  # loads nothing yet
+        >>> chain = prompt | llm | squad  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    criteria: list[str] | None = Field(
+        default=None,
+        description="Criteria to enforce (default: the squad's, or ethical/factuality/helpful).",
+    )
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Inspector score under which an aligner runs."
+    )
+    ordering: Literal["batch-mean", "per-answer", "fixed"] | None = Field(
+        default=None, description="Order of the aligners (None: the engine's batch-mean)."
+    )
+    max_rounds: int | None = Field(default=None, ge=1, description="Rounds of stages (None: 1).")
+    check_only: bool = Field(default=False, description="Score only; never rewrite.")
+    question_key: str = Field(default="question", description="Question key of dict inputs.")
+    answer_key: str = Field(default="answer", description="Answer key of dict inputs.")
+    model: str | None = Field(
+        default=None, description="Aligner model (alias, directory, .gguf); None: engine default."
+    )
+    format: str | None = Field(default=None, description="Aligner prompt format (default chat).")
+    max_new_tokens: int | None = Field(
+        default=None, gt=0, description="Cap on the aligner's output length in tokens."
+    )
+    inspector_encoder: str | None = Field(
+        default=None,
+        description=(
+            "None: the engine's default inspectors; an encoder alias or directory: zero-shot "
+            "inspectors on that encoder."
+        ),
+    )
+    output: OutputMode = Field(
+        default="auto",
+        description=(
+            "auto: the answer's own type (str or message), the record when check_only and the "
+            "answer is a str; text; message; record."
+        ),
+    )
+    squad: Squad | None = Field(
+        default=None, exclude=True, description="A pre-built engine squad to run instead."
+    )
+
+    _engine: Squad | None = PrivateAttr(default=None)
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _one_criterion(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if value is not None and not list(value):
+            raise ValueError("criteria must name at least one criterion (or be None for all)")
+        return value
+
+    # -- the engine ----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Squad:
+        """The engine squad these settings describe (built once per instance, loads nothing)."""
+        if self._engine is None:
+            self._engine = self._build_engine()
+        return self._engine
+
+    def _build_engine(self) -> Squad:
+        if self.squad is not None:
+            base = self.squad.select(self.criteria) if self.criteria else self.squad
+        else:
+            names = self.criteria or list(BUILTIN_CRITERIA)
+            members = [
+                _member(n, self.model, self.format, self.max_new_tokens, self.inspector_encoder)
+                for n in names
+            ]
+            base = Squad(members)
+        options: dict[str, Any] = {}
+        if self.ordering is not None:
+            options["ordering"] = self.ordering
+        if self.max_rounds is not None:
+            options["max_rounds"] = self.max_rounds
+        if self.check_only:
+            options["check_only"] = True
+        return base.with_options(threshold=self.threshold, **options)
+
+    @property
+    def available_criteria(self) -> list[str]:
+        """Criteria this parser can be configured with."""
+        return self.squad.criteria if self.squad is not None else list_criteria()
+
+    # -- input and output ----------------------------------------------------------------------
+
+    def _pair(self, value: Any) -> tuple[str, str, Any]:
+        """(question, answer text, answer object) of one input; raises a clear error if invalid."""
+        question: Any = ""
+        answer = value
+        if isinstance(value, Mapping):
+            if self.answer_key not in value:
+                raise ValueError(
+                    f"AlignerSquad got a dict without an {self.answer_key!r} key "
+                    f"(keys: {sorted(map(str, value))}); set answer_key= to the right one"
+                )
+            answer = value[self.answer_key]
+            if value.get(self.question_key) is not None:
+                question = question_from_input(value[self.question_key], self.question_key)
+        text = answer_text(answer)
+        validate_pair(question, text)
+        return question, text, answer
+
+    def _output(self, answer: Any, result: AlignmentResult) -> Any:
+        mode = self.output
+        if mode == "auto":
+            if isinstance(answer, BaseMessage):
+                mode = "message"
+            else:
+                mode = "record" if result.check_only else "text"
+        if mode == "record":
+            return record_of(result)
+        if mode == "text":
+            return result.text
+        if isinstance(answer, BaseMessage):
+            return with_result(answer, result.text, record_of(result))
+        from langchain_core.messages import AIMessage
+
+        return AIMessage(content=result.text, response_metadata={METADATA_KEY: record_of(result)})
+
+    @staticmethod
+    def _events(result: AlignmentResult) -> list[tuple[str, dict[str, Any]]]:
+        scores = {
+            "scores": result.initial_scores,
+            "final_scores": result.final_scores,
+            "thresholds": result.thresholds,
+            "flagged": result.flagged,
+            "question_provided": result.question_provided,
+            "check_only": result.check_only,
+        }
+        applied = {
+            "applied": result.applied,
+            "changed": result.changed,
+            "passed": result.passed,
+            "failures": result.failures,
+        }
+        return [(SCORES_EVENT, scores), (APPLIED_EVENT, applied)]
+
+    def _emit(self, result: AlignmentResult, config: RunnableConfig) -> None:
+        for name, data in self._events(result):
+            dispatch_custom_event(name, data, config=config)
+
+    async def _aemit(self, result: AlignmentResult, config: RunnableConfig) -> None:
+        for name, data in self._events(result):
+            await adispatch_custom_event(name, data, config=config)
+
+    # -- BaseOutputParser ----------------------------------------------------------------------
+
+    def parse(self, text: str) -> Any:
+        """Align one answer without a question (no callbacks; prefer ``invoke``)."""
+        question, answer, original = self._pair(text)
+        return self._output(original, self.engine.align(question, answer))
+
+    def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
+        first = result[0]
+        value = first.message if isinstance(first, ChatGeneration) else first.text
+        question, answer, original = self._pair(value)
+        return self._output(original, self.engine.align(question, answer))
+
+    @property
+    def _type(self) -> str:
+        return "aligner_squad"
+
+    def get_format_instructions(self) -> str:
+        return ""  # the squad rewrites prose; it asks nothing of the upstream model
+
+    # -- invoke --------------------------------------------------------------------------------
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, run_type="parser")
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        question, answer, original = self._pair(input)
+        result = self.engine.align(question, answer)
+        self._emit(result, config)
+        return self._output(original, result)
+
+    async def ainvoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="parser")
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        question, answer, original = self._pair(input)
+        result = await self.engine.aalign(question, answer)  # runs off the event loop
+        await self._aemit(result, config)
+        return self._output(original, result)
+
+    # -- batch: one engine call for the whole batch --------------------------------------------
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="parser"
+        )
+
+    def _split(
+        self, inputs: Sequence[Any]
+    ) -> tuple[list[Any], list[int], list[tuple[str, str, Any]]]:
+        """Bad inputs become their own error; the rest go to the engine together."""
+        outputs: list[Any] = [None] * len(inputs)
+        indices: list[int] = []
+        pairs: list[tuple[str, str, Any]] = []
+        for i, value in enumerate(inputs):
+            try:
+                pairs.append(self._pair(value))
+                indices.append(i)
+            except (TypeError, ValueError) as error:
+                outputs[i] = error
+        return outputs, indices, pairs
+
+    def _batch(
+        self,
+        inputs: list[Any],
+        run_manager: list[CallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[Any]:
+        outputs, indices, pairs = self._split(inputs)
+        if pairs:
+            results = self.engine.align_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
+                self._emit(result, config[i])
+                outputs[i] = self._output(original, result)
+        return outputs
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="parser"
+        )
+
+    async def _abatch(
+        self,
+        inputs: list[Any],
+        run_manager: list[AsyncCallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[Any]:
+        outputs, indices, pairs = self._split(inputs)
+        if pairs:
+            results = await self.engine.aalign_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
+                await self._aemit(result, config[i])
+                outputs[i] = self._output(original, result)
+        return outputs
+
+    # -- streaming: buffer the upstream answer, stream the aligned one -------------------------
+
+    def _stream_mode(self, original: Any) -> str:
+        if self.output != "auto":
+            return self.output
+        if isinstance(original, BaseMessage):
+            return "message"
+        return "record" if self.engine.config.check_only else "text"
+
+    def transform(
+        self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(
+            input, self._transform, config, run_type="parser"
+        )
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    def _transform(
+        self,
+        chunks: Iterator[Any],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> Iterator[Any]:
+        # An aligner rewrites the whole answer, so the upstream stream is gathered first.
+        question, answer, original = self._pair(gather(chunks))
+        mode = self._stream_mode(original)
+        squad_stream = self.engine.stream(question, answer)
+        template = original if isinstance(original, BaseMessage) else None
+        for piece in squad_stream:
+            if mode == "text":
+                yield piece
+            elif mode == "message":
+                yield stream_chunk(piece, template)
+        result = squad_stream.result
+        assert result is not None
+        self._emit(result, config)
+        yield from self._stream_tail(mode, template, result)
+
+    async def atransform(
+        self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async for chunk in self._atransform_stream_with_config(
+            input, self._atransform, config, run_type="parser"
+        ):
+            yield chunk
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self.atransform(one(), config, **kwargs):
+            yield chunk
+
+    async def _atransform(
+        self,
+        chunks: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[Any]:
+        question, answer, original = self._pair(await agather(chunks))
+        mode = self._stream_mode(original)
+        squad_stream = self.engine.stream(question, answer)
+        template = original if isinstance(original, BaseMessage) else None
+        async for piece in squad_stream:
+            if mode == "text":
+                yield piece
+            elif mode == "message":
+                yield stream_chunk(piece, template)
+        result = squad_stream.result
+        assert result is not None
+        await self._aemit(result, config)
+        for chunk in self._stream_tail(mode, template, result):
+            yield chunk
+
+    @staticmethod
+    def _stream_tail(mode: str, template: BaseMessage | None, result: AlignmentResult) -> list[Any]:
+        if mode == "record":
+            return [record_of(result)]
+        if mode == "message":
+            # Metadata goes on one chunk only: chunk addition would concatenate repeated strings.
+            metadata = dict(getattr(template, "response_metadata", {}) or {})
+            metadata[METADATA_KEY] = record_of(result)
+            return [stream_chunk("", template, response_metadata=metadata)]
+        return []
+
+    # -- composition helpers -------------------------------------------------------------------
+
+    def wrap(self, runnable: Any, *, question_key: str | None = None) -> Runnable[Any, Any]:
+        """A runnable that runs ``runnable`` on its input and aligns the output, taking the
+        question from that same input (a str, messages, a prompt value or ``input[question_key]``).
+        """
+        return wrap_with_question(
+            runnable,
+            self,
+            question_key=question_key or self.question_key,
+            squad_question_key=self.question_key,
+            squad_answer_key=self.answer_key,
+        )
+
+    def configurable(self, prefix: str = "aligner_") -> RunnableSerializable[Any, Any]:
+        """This squad with per-call settings: ``{prefix}criteria`` (a list of names),
+        ``{prefix}threshold`` and ``{prefix}check_only`` under ``configurable``.
+        """
+        criteria = self.criteria or (self.squad.criteria if self.squad else list(BUILTIN_CRITERIA))
+        return self.configurable_fields(
+            criteria=ConfigurableFieldMultiOption(
+                id=f"{prefix}criteria",
+                name="Aligner criteria",
+                description="Which of the squad's criteria to enforce.",
+                options={name: name for name in self.available_criteria},
+                default=list(criteria),
+            ),
+            threshold=ConfigurableField(
+                id=f"{prefix}threshold",
+                name="Aligner threshold",
+                description="Inspector score under which an aligner rewrites the answer.",
+            ),
+            check_only=ConfigurableField(
+                id=f"{prefix}check_only",
+                name="Aligner check only",
+                description="Return the inspectors' verdicts without rewriting.",
+            ),
+        )
+
+
+def wrap_with_question(
+    runnable: Any,
+    squad: Runnable[Any, Any],
+    *,
+    question_key: str = "question",
+    squad_question_key: str = "question",
+    squad_answer_key: str = "answer",
+) -> Runnable[Any, Any]:
+    """``runnable`` followed by ``squad`` (any AlignerSquad runnable, configurable ones too),
+    with the question taken from the input of ``runnable``.
+    """
+
+    def question(value: Any) -> str:
+        return question_from_input(value, question_key)
+
+    gather_pair = RunnableParallel(
+        {
+            squad_question_key: RunnableLambda(question, name="question"),
+            squad_answer_key: runnable,
+        }
+    )
+    return gather_pair | squad
