@@ -94,7 +94,7 @@ def process() -> Iterator[object]:
 
 
 def wait_ready(url: str, proc: Process, timeout: float = 120.0) -> None:
-    """Poll ``url/ready`` until 200; fail with the server's output if it dies or never gets there."""
+    """Poll ``url/ready`` until 200; fail with the server output if it dies or never gets ready."""
     import httpx
 
     deadline = time.monotonic() + timeout

@@ -33,12 +33,22 @@ ANSWER = "fixed answer"
 
 def _completion(body: dict[str, Any], finish: str = "stop") -> dict[str, Any]:
     if "messages" in body:
-        choice = {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": finish}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": ANSWER},
+            "finish_reason": finish,
+        }
         kind = "chat.completion"
     else:
         choice = {"index": 0, "text": ANSWER, "finish_reason": finish}
         kind = "text_completion"
-    return {"id": "x", "object": kind, "created": 0, "model": body.get("model"), "choices": [choice]}
+    return {
+        "id": "x",
+        "object": kind,
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [choice],
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):

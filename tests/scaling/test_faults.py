@@ -6,8 +6,6 @@ import sys
 import threading
 
 import pytest
-from conftest import HERE, free_port
-
 from aligners import (
     Aligner,
     FunctionInspector,
@@ -18,6 +16,7 @@ from aligners import (
     get_criterion,
 )
 from aligners.backends import OpenAIBackend
+from conftest import HERE, free_port
 
 CONFIG = GenerationConfig(max_new_tokens=8)
 FAST = {"backoff": 0.01, "timeout": 0.5}
@@ -175,7 +174,9 @@ def test_squad_stream_keeps_text_when_the_stream_breaks(fault_server) -> None:
     backend = OpenAIBackend(fault_server("stream-cut").base_url, "m", **FAST)
     stream = squad_on(backend).stream("q", "keep me")
     pieces = finishes(lambda: list(stream))
-    assert "".join(pieces).strip() == "fixed"  # what streamed before the break cannot be taken back...
+    assert (
+        "".join(pieces).strip() == "fixed"
+    )  # what streamed before the break cannot be taken back...
     assert stream.result is not None
     assert stream.result.text == "keep me"  # ...but the record keeps the previous text
     assert "before it was complete" in stream.result.failures[0]

@@ -103,13 +103,10 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Serve the aligning proxy (default) or a plain model (--plain) with the OpenAI API."""
-        from aligners.server import (
-            ModelServerSettings,
-            ProxySettings,
-            create_app,
-            create_model_app,
-            run,
-        )
+        from pydantic import ValidationError
+
+        from aligners.server import run
+        from aligners.server.common import describe_validation_error
 
         limits: dict[str, Any] = {
             "api_key": _api_key(api_key_env),
@@ -117,35 +114,54 @@ def register(app: typer.Typer) -> None:
             "default_max_tokens": default_max_tokens,
             "max_tokens_limit": max_tokens_limit,
         }
-        if plain:
-            if upstream_url or aligner_url:
-                raise typer.BadParameter(
-                    "--plain serves --model only; drop the --upstream/--aligner options"
+        try:
+            if plain:
+                if upstream_url or aligner_url:
+                    raise typer.BadParameter(
+                        "--plain serves --model only; drop the --upstream/--aligner options"
+                    )
+                application = _plain_app(model, served_model_name, limits)
+            else:
+                proxy = _proxy_settings(
+                    upstream_url=upstream_url,
+                    upstream_model=upstream_model,
+                    upstream_api_key_env=upstream_api_key_env,
+                    upstream_timeout=upstream_timeout,
+                    local_model=model,
+                    served_model_name=served_model_name or "aligners",
+                    threshold=threshold,
+                    check_only=check_only,
+                    **limits,
                 )
-            settings = ModelServerSettings(
-                model=model, served_model_name=served_model_name, **limits
-            )
-            application = create_model_app(model, settings)
-        else:
-            proxy = ProxySettings(
-                upstream_url=upstream_url,
-                upstream_model=upstream_model,
-                upstream_api_key_env=upstream_api_key_env,
-                upstream_timeout=upstream_timeout,
-                local_model=model,
-                served_model_name=served_model_name or "aligners",
-                threshold=threshold,
-                check_only=check_only,
-                **limits,
-            )
-            squad = build_proxy_squad(
-                criteria,
-                threshold,
-                check_only,
-                aligner_url,
-                aligner_model,
-                aligner_format,
-                aligner_api_key_env,
-            )
-            application = create_app(proxy, squad=squad)
+                squad = build_proxy_squad(
+                    criteria,
+                    threshold,
+                    check_only,
+                    aligner_url,
+                    aligner_model,
+                    aligner_format,
+                    aligner_api_key_env,
+                )
+                application = _proxy_app(proxy, squad)
+        except ValidationError as exc:  # one line naming the bad option, not a pydantic dump
+            raise typer.BadParameter(describe_validation_error(exc)) from None
         run(application, host=host, port=port, log_level=log_level)
+
+
+def _plain_app(model: str, served_model_name: str | None, limits: dict[str, Any]) -> Any:
+    from aligners.server import ModelServerSettings, create_model_app
+
+    settings = ModelServerSettings(model=model, served_model_name=served_model_name, **limits)
+    return create_model_app(model, settings)
+
+
+def _proxy_settings(**values: Any) -> Any:
+    from aligners.server import ProxySettings
+
+    return ProxySettings(**values)
+
+
+def _proxy_app(settings: Any, squad: Any) -> Any:
+    from aligners.server import create_app
+
+    return create_app(settings, squad=squad)

@@ -84,13 +84,13 @@ async def read_json(request: Any, limit: int, model: type[BaseModel]) -> Any:
     """Read at most ``limit`` bytes of JSON body and validate it, or raise a clear 4xx."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"request body is {declared} bytes; the limit is {limit}")
+        raise APIError(413, f"request body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():  # counted as it arrives: chunked uploads cannot dodge it
         size += len(chunk)
         if size > limit:
-            raise APIError(413, f"request body exceeds the limit of {limit} bytes")
+            raise APIError(413, f"request body exceeds the limit; the limit is {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
