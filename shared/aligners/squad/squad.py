@@ -109,12 +109,18 @@ class Squad:
         criteria: Sequence[str] | None = None,
         *,
         threshold: float = 0.5,
+        aligner_options: dict[str, Any] | None = None,
         **options: Any,
     ) -> Squad:
-        """The offline default squad (SmolLM2 aligners, MiniLM inspectors); loads nothing yet."""
+        """The offline default squad (SmolLM2 aligners, MiniLM inspectors); loads nothing yet.
+
+        ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``); ``options`` to
+        the squad (``ordering``, ``max_rounds``, ``check_only``).
+        """
         from aligners.squad.defaults import default_members
 
-        return cls(default_members(criteria, threshold=threshold), **options)
+        members = default_members(criteria, threshold=threshold, aligner_options=aligner_options)
+        return cls(members, **options)
 
     @classmethod
     def from_aligner(cls, aligner: Aligner, inspector: Inspector | None = None, **options: Any) -> Squad:

