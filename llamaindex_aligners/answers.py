@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from aligners import AlignmentResult, Squad
-
 from llamaindex_aligners.instrumentation import (
     Target,
     aiter_squad_stream,

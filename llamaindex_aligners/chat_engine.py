@@ -6,7 +6,6 @@ from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from aligners import Squad
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from llama_index.core.chat_engine.types import (
     AgentChatResponse,
@@ -15,6 +14,7 @@ from llama_index.core.chat_engine.types import (
 )
 from llama_index.core.memory import BaseMemory
 
+from aligners import Squad
 from llamaindex_aligners.answers import METADATA_KEY, AnswerAligner, Record, settings_from
 from llamaindex_aligners.settings import AlignmentSettings
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aligners import SentenceEncoder
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+
+from aligners import SentenceEncoder
 
 DEFAULT_EMBED_BATCH_SIZE = 32
 

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import llama_index.core.instrumentation as instrument
-from aligners import AlignmentResult, Squad
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.span import active_span_id
+
+from aligners import AlignmentResult, Squad
 
 dispatcher = instrument.get_dispatcher(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
-from aligners import GenerationBackend, GenerationConfig, TransformersBackend
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -24,6 +23,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+
+from aligners import GenerationBackend, GenerationConfig, TransformersBackend
 
 Messages = list[dict[str, str]]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from aligners import AlignmentResult, Squad
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
+from aligners import AlignmentResult, Squad
 from llamaindex_aligners.instrumentation import (
     AlignmentErrorEvent,
     arun_squad,

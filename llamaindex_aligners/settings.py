@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
-from aligners import Squad
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aligners import Squad
 
 OnError = Literal["keep", "raise"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import llama_index.core.instrumentation as instrument
 import pytest
-from aligners import FunctionInspector, Squad, SquadMember, get_criterion
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 
+from aligners import FunctionInspector, Squad, SquadMember, get_criterion
 from llamaindex_aligners import AlignersEmbedding
 from tests.llamaindex.li_helpers import (
     DOCS,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
+
+from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 
 DOCS = [
     "Paris is the capital of France.",

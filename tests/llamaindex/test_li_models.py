@@ -6,11 +6,11 @@ import math
 from pathlib import Path
 
 import pytest
-from aligners import GenerationConfig, SentenceEncoder, TransformersBackend
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.base.response.schema import StreamingResponse
 
+from aligners import GenerationConfig, SentenceEncoder, TransformersBackend
 from llamaindex_aligners import (
     AlignedQueryEngine,
     AlignerPostprocessor,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from aligners import FunctionInspector, Squad, SquadMember, get_criterion
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from pydantic import ValidationError
 
+from aligners import FunctionInspector, Squad, SquadMember, get_criterion
 from llamaindex_aligners import AlignerPostprocessor, AlignmentErrorEvent
 from tests.llamaindex.li_helpers import (
     DOCS,
