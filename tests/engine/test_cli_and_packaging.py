@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aligners.cli.main", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "aligners.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -47,7 +50,18 @@ def test_bad_jsonl_input_names_file_and_line(tmp_path: Path) -> None:
 
 def test_wheel_installs_the_three_packages_and_no_shared(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         timeout=300,
     )

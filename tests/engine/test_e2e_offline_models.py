@@ -35,7 +35,9 @@ def test_default_squad_gates_on_the_inspectors() -> None:
 
 
 def test_smollm2_batching_matches_one_by_one_and_weights_load_once() -> None:
-    aligner = Aligner("smollm2", format="chat", criterion="helpful", max_new_tokens=16, batch_size=4)
+    aligner = Aligner(
+        "smollm2", format="chat", criterion="helpful", max_new_tokens=16, batch_size=4
+    )
     questions = ["What is 2 + 2?", QUESTION, "Name a colour."]
     answers = ["5", ANSWER, "Blue is a colour."]
     batched = aligner.align_batch(questions, answers)
@@ -54,17 +56,42 @@ def test_smollm2_streams_token_by_token() -> None:
 
 def test_cli_align_and_demo_run_on_the_real_models(tmp_path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "aligners.cli.main", "align", "-q", QUESTION, "-a", ANSWER,
-         "--criteria", "ethical", "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "aligners.cli.main",
+            "align",
+            "-q",
+            QUESTION,
+            "-a",
+            ANSWER,
+            "--criteria",
+            "ethical",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["original"] == ANSWER and "ethical" in record["initial_scores"]
     demo = subprocess.run(
-        [sys.executable, "-m", "aligners.cli.main", "demo", "--max-new-tokens", "32", "--threshold", "1.0",
-         "--criteria", "helpful"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "aligners.cli.main",
+            "demo",
+            "--max-new-tokens",
+            "32",
+            "--threshold",
+            "1.0",
+            "--criteria",
+            "helpful",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert demo.returncode == 0, demo.stderr
     assert "original :" in demo.stdout and "aligned  :" in demo.stdout

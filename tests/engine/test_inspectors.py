@@ -25,7 +25,12 @@ def _head_inspector(encoder_dir: Path, hidden: int = 0) -> EncoderHeadInspector:
     encoder = SentenceEncoder(str(encoder_dir))
     torch.manual_seed(0)
     head = build_head(encoder.dimension, hidden)
-    config = EncoderHeadConfig(encoder=str(encoder_dir), criterion="ethical", embedding_dim=encoder.dimension, hidden_size=hidden)
+    config = EncoderHeadConfig(
+        encoder=str(encoder_dir),
+        criterion="ethical",
+        embedding_dim=encoder.dimension,
+        hidden_size=hidden,
+    )
     return EncoderHeadInspector(head, config, encoder=encoder)
 
 
@@ -69,8 +74,14 @@ def test_sequence_classifier_inspector(tmp_path: Path, tiny_encoder_dir: Path) -
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32,
-                        num_hidden_layers=1, num_attention_heads=2, num_labels=2)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_labels=2,
+    )
     BertForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     aligned = SequenceClassifierInspector(str(tmp_path), criterion="ethical")

@@ -82,9 +82,7 @@ def test_repeat_until_clean_respects_the_round_limit() -> None:
     result = squad.align("q", "a")
     assert result.applied == ["ethical"] * 3
     assert len(result.stages) == 3 and not result.passed
-    clean = Squad(
-        [_member("ethical", aligner, {"a": 0.1})], max_rounds=3
-    ).align("q", "a")
+    clean = Squad([_member("ethical", aligner, {"a": 0.1})], max_rounds=3).align("q", "a")
     assert clean.applied == ["ethical"]  # clean after round one: no more rounds
 
 
@@ -121,7 +119,9 @@ def test_failed_aligner_keeps_the_previous_text(backend, message: str) -> None:
 
 
 def test_one_bad_answer_does_not_sink_the_batch(tiny_lm_dir: Path) -> None:
-    aligner = Aligner(str(tiny_lm_dir), format="ibm", max_new_tokens=4, max_input_tokens=60, overflow="error")
+    aligner = Aligner(
+        str(tiny_lm_dir), format="ibm", max_new_tokens=4, max_input_tokens=60, overflow="error"
+    )
     long_answer = "word " * 300
     squad = Squad([_member("ethical", aligner, {"short": 0.1, long_answer: 0.1})])
     short, long = squad.align_batch(["q", "q"], ["short", long_answer])

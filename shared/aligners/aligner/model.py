@@ -182,7 +182,8 @@ class Aligner:
         keep = answer_tokens - (used - budget) - 8
         if keep < 16:
             raise InputTooLongError(
-                f"question alone nearly fills the aligner's context ({used} tokens, budget {budget})"
+                f"question alone nearly fills the aligner's context "
+                f"({used} tokens, budget {budget})"
             )
         short = self.backend.truncate_middle(answer, keep)
         return self.prompt_format.build_prompt(question, short, self.criterion), True

@@ -57,7 +57,7 @@ class GenerationBackend(ABC):
         return None
 
     def ensure_special_tokens(self, tokens: Sequence[str]) -> None:  # noqa: B027
-        """Make sure the vocabulary holds these marker tokens (formats such as ``ibm`` need them)."""
+        """Make sure the vocabulary holds these marker tokens (the ``ibm`` format needs them)."""
 
     async def agenerate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
         """Async :meth:`generate`; the default runs it in a worker thread so the loop stays free."""

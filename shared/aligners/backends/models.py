@@ -98,5 +98,7 @@ def converted_cache_dir(source: ModelSource) -> Path | None:
         return None
     gguf = Path(source.path) / source.gguf_file
     stat = gguf.stat()
-    digest = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    digest = hashlib.sha256(
+        f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()
     return Path(root) / "converted" / f"{gguf.stem}-{digest[:12]}"

@@ -35,9 +35,13 @@ def _torch_dtype(dtype: str) -> Any:
     if dtype == "auto":
         return "auto"
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            dtype
+        ]
     except KeyError:
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}") from None
+        raise ValueError(
+            f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}"
+        ) from None
 
 
 def _default_device_map() -> str | None:
@@ -133,7 +137,9 @@ def _apply_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> tup
         if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir) if adapter_dir.exists() else adapter)
+        peft_model = PeftModel.from_pretrained(
+            model, str(adapter_dir) if adapter_dir.exists() else adapter
+        )
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load PEFT adapter {adapter!r}: {exc}") from exc
     return (peft_model.merge_and_unload() if merge else peft_model), tokenizer
@@ -205,7 +211,7 @@ class TransformersBackend(GenerationBackend):
     # -- prompts -------------------------------------------------------------------------------
 
     def render(self, prompt: Prompt) -> str:
-        """The exact text fed to the model: raw prompts as is, chat messages through the template."""
+        """The exact text fed to the model: raw prompts as is, chat messages via the template."""
         if isinstance(prompt, str):
             return prompt
         tokenizer = self.load().tokenizer
@@ -214,7 +220,9 @@ class TransformersBackend(GenerationBackend):
                 f"model {self.source.path!r} has no chat template; use a raw format such as 'ibm' "
                 "or 'pku', or a template string"
             )
-        text: str = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        text: str = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=False
+        )
         return text
 
     def _encode(self, prompt: Prompt) -> list[int]:
@@ -248,7 +256,9 @@ class TransformersBackend(GenerationBackend):
         tokenizer = loaded.tokenizer
         vocab = tokenizer.get_vocab()
         eos = loaded.model.generation_config.eos_token_id
-        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        eos_ids = (
+            list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        )
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
             eos_ids.append(tokenizer.eos_token_id)
         text_stops = []

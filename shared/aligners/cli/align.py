@@ -96,11 +96,17 @@ def register(app: typer.Typer) -> None:
         input: Path | None = typer.Option(
             None, "--input", "-i", help="JSONL with 'question' and 'answer' per line.", exists=True
         ),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Write JSONL results here."),
+        output: Path | None = typer.Option(
+            None, "--output", "-o", help="Write JSONL results here."
+        ),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
-        model: str | None = typer.Option(None, "--model", help="Aligner model (alias, path, hub id)."),
-        device: str | None = typer.Option(None, "--device", help="device_map, e.g. cpu, cuda, auto."),
+        model: str | None = typer.Option(
+            None, "--model", help="Aligner model (alias, path, hub id)."
+        ),
+        device: str | None = typer.Option(
+            None, "--device", help="device_map, e.g. cpu, cuda, auto."
+        ),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
@@ -154,4 +160,6 @@ def register(app: typer.Typer) -> None:
             GenerationConfig(max_new_tokens=max_new_tokens),
         )[0].strip()
         squad = build_squad(criteria, None, None, None, threshold)
-        _print_result(squad.align(question, answer or "(the upstream model gave no answer)"), as_json)
+        _print_result(
+            squad.align(question, answer or "(the upstream model gave no answer)"), as_json
+        )

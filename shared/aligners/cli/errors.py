@@ -15,7 +15,8 @@ def run_cli(app: typer.Typer) -> int:
         typer.echo("aborted", err=True)
         return 130
     except typer.TyperException as error:  # usage errors: bad option values, missing options
-        message = getattr(error, "format_message", lambda: str(error))()
+        format_message = getattr(error, "format_message", None)
+        message = format_message() if callable(format_message) else str(error)
         if message.strip():  # empty when help was shown for a bare `aligners`
             typer.echo(f"error: {message}", err=True)
         return 2

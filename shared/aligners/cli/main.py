@@ -17,7 +17,12 @@ app = typer.Typer(
 register_align(app)
 
 # Verb groups added by other parts of the engine register here, one line each.
-_SUBCOMMANDS: list[tuple[str, str]] = []
+_SUBCOMMANDS: list[tuple[str, str]] = [
+    ("aligners.cli.data", "register"),
+    ("aligners.cli.train", "register"),
+    ("aligners.cli.eval", "register"),
+    ("aligners.cli.serve", "register"),
+]
 for module_name, attribute in _SUBCOMMANDS:
     module = __import__(module_name, fromlist=[attribute])
     getattr(module, attribute)(app)

@@ -22,11 +22,13 @@ def register_format(name: str, factory: Callable[[], PromptFormat]) -> None:
 
 
 def get_format(fmt: str | PromptFormat) -> PromptFormat:
-    """Resolve a format name, a template string containing ``{question}``/``{answer}``, or an object."""
+    """Resolve a format name, a template string with ``{question}``/``{answer}``, or an object."""
     if isinstance(fmt, PromptFormat):
         return fmt
     if not isinstance(fmt, str):
-        raise TypeError(f"format must be a name, a template string or a PromptFormat, got {type(fmt).__name__}")
+        raise TypeError(
+            f"format must be a name, a template string or a PromptFormat, got {type(fmt).__name__}"
+        )
     if fmt in _FORMATS:
         return _FORMATS[fmt]()
     if "{question}" in fmt and "{answer}" in fmt:

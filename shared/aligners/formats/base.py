@@ -8,7 +8,7 @@ from typing import Union
 from aligners.criteria import Criterion
 
 ChatMessages = list[dict[str, str]]
-Prompt = Union[str, ChatMessages]
+Prompt = Union[str, ChatMessages]  # noqa: UP007 (a runtime alias; `|` needs 3.10 objects)
 """A raw text prompt, or chat messages that the backend renders with the model's chat template."""
 
 
@@ -31,7 +31,9 @@ class PromptFormat(ABC):
         return False
 
     @abstractmethod
-    def build_prompt(self, question: str, answer: str, criterion: Criterion | None = None) -> Prompt:
+    def build_prompt(
+        self, question: str, answer: str, criterion: Criterion | None = None
+    ) -> Prompt:
         """The inference prompt for one pair."""
 
     def training_target(self, correction: str) -> str:

@@ -9,7 +9,7 @@ from aligners.formats.base import ChatMessages, PromptFormat
 
 
 class IbmFormat(PromptFormat):
-    """"Aligners" (Ngweta et al.): ``x [INIT] y [ALIGNED] y' [DONE]``, markers as special tokens."""
+    """The "Aligners" paper's format: ``x [INIT] y [ALIGNED] y' [DONE]``, markers as tokens."""
 
     name = "ibm"
     special_tokens = ("[INIT]", "[ALIGNED]", "[DONE]", "[SEP]")
@@ -104,11 +104,15 @@ class TemplateFormat(PromptFormat):
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         missing = {"question", "answer"} - fields
         if missing:
-            raise ValueError(f"format template must contain {{question}} and {{answer}}; missing {sorted(missing)}")
+            raise ValueError(
+                "format template must contain {question} and {answer}; "
+                f"missing {sorted(missing)}"
+            )
         unknown = fields - self._ALLOWED
         if unknown:
             raise ValueError(
-                f"format template has unknown fields {sorted(unknown)}; allowed: {sorted(self._ALLOWED)}"
+                f"format template has unknown fields {sorted(unknown)}; "
+                f"allowed: {sorted(self._ALLOWED)}"
             )
         self.template = template
         self.name = name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,8 +66,8 @@ class EncoderHeadInspector(Inspector):
     ) -> None:
         super().__init__(criterion if criterion is not None else config.criterion)
         # A callable builds the head on first use, so constructing a squad loads no weights.
-        self._head = head.eval() if hasattr(head, "eval") else None
-        self._head_factory = None if self._head is not None else head
+        self._head: Any = head.eval() if hasattr(head, "eval") else None
+        self._head_factory: Callable[[], Any] | None = None if self._head is not None else head
         self.config = config
         self.encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
 
@@ -75,6 +75,7 @@ class EncoderHeadInspector(Inspector):
     def head(self) -> Any:
         """The head network (built on first access for zero-shot inspectors)."""
         if self._head is None:
+            assert self._head_factory is not None
             self._head = self._head_factory().eval()
         return self._head
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.aligner.model import Aligner, Correction, _check_lengths, validate_pair
-from aligners.criteria import Criterion, get_criterion
+from aligners.criteria import Criterion
 from aligners.inspector.base import Inspector
 from aligners.inspector.encoder_head import EncoderHeadInspector
 from aligners.squad.result import AlignmentResult, StageRecord
@@ -36,7 +36,9 @@ class SquadMember:
 
     def __post_init__(self) -> None:
         if self.aligner is None and self.inspector is None:
-            raise ValueError(f"squad member {self.criterion.name!r} needs an aligner or an inspector")
+            raise ValueError(
+                f"squad member {self.criterion.name!r} needs an aligner or an inspector"
+            )
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
 
@@ -123,7 +125,9 @@ class Squad:
         return cls(members, **options)
 
     @classmethod
-    def from_aligner(cls, aligner: Aligner, inspector: Inspector | None = None, **options: Any) -> Squad:
+    def from_aligner(
+        cls, aligner: Aligner, inspector: Inspector | None = None, **options: Any
+    ) -> Squad:
         """A squad of one: the "Aligner" paper's single correction model, optionally gated."""
         criterion = aligner.criterion or Criterion(
             name=aligner.name, description="more helpful, harmless and honest"
@@ -293,13 +297,16 @@ class Squad:
             outcomes: dict[int, tuple[Correction | None, str | None]] = {}
             for i, question, answer in zip(indices, questions, answers):
                 try:
-                    outcomes[i] = self._accept(member.aligner.correct([question], [answer])[0], answer)
+                    outcomes[i] = self._accept(
+                        member.aligner.correct([question], [answer])[0], answer
+                    )
                 except Exception as error:
-                    outcomes[i] = (None, f"aligner failed ({type(error).__name__}: {error}); kept the previous text")
+                    outcomes[i] = (
+                        None,
+                        f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
+                    )
             return outcomes
-        return {
-            i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)
-        }
+        return {i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)}
 
     async def _arun_group(
         self, member: SquadMember, works: Sequence[_Work], indices: list[int]
@@ -313,7 +320,9 @@ class Squad:
             return await asyncio.to_thread(self._run_group, member, works, indices)
         return {i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)}
 
-    def _stages(self, works: list[_Work]) -> Iterator[tuple[list[list[SquadMember]], int, int, dict[str, list[int]]]]:
+    def _stages(
+        self, works: list[_Work]
+    ) -> Iterator[tuple[list[list[SquadMember]], int, int, dict[str, list[int]]]]:
         """Yield the plan of every stage; the caller runs it and records before asking for more."""
         stage_number = 0
         for round_ in range(self.config.max_rounds):
@@ -343,7 +352,9 @@ class Squad:
         for work in works:
             work.result.trajectory.append(dict(work.scores))
 
-    def align_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[AlignmentResult]:
+    def align_batch(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
         """Run the squad on a batch (one batched generation per aligner per stage)."""
         works = self._start(questions, answers)
         if self.config.check_only:
@@ -360,7 +371,9 @@ class Squad:
         """Run the squad on one pair."""
         return self.align_batch([question], [answer])[0]
 
-    def check_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[AlignmentResult]:
+    def check_batch(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
         """Inspector verdicts and scores only; the text is never rewritten."""
         return self.with_options(check_only=True).align_batch(questions, answers)
 
@@ -380,7 +393,9 @@ class Squad:
             outcomes: dict[int, tuple[Correction | None, str | None]] = {}
             for name, indices in groups.items():
                 outcomes.update(await self._arun_group(by_name[name], works, indices))
-            await asyncio.to_thread(self._finish_stage, works, orders, number, stage, groups, outcomes)
+            await asyncio.to_thread(
+                self._finish_stage, works, orders, number, stage, groups, outcomes
+            )
         return [w.result for w in works]
 
     async def aalign(self, question: str, answer: str) -> AlignmentResult:
@@ -405,13 +420,15 @@ class Squad:
         """
         return SquadStream(self, question, answer)
 
-    def _streaming_plan(self, works: list[_Work], stage: int, orders: list[list[SquadMember]]) -> bool:
+    def _streaming_plan(
+        self, works: list[_Work], stage: int, orders: list[list[SquadMember]]
+    ) -> bool:
         """Whether no member after ``stage`` needs to run, so this stage may stream."""
         return not any(self._needs(m, works[0].scores) for m in orders[0][stage + 1 :])
 
     def __repr__(self) -> str:
         members = ", ".join(
-            f"{m.name}(aligner={'yes' if m.aligner else 'no'}, inspector={'yes' if m.inspector else 'no'}, "
+            f"{m.name}(aligner={m.aligner is not None}, inspector={m.inspector is not None}, "
             f"threshold={m.threshold})"
             for m in self.members
         )
@@ -506,7 +523,9 @@ class SquadStream:
                             yield work.text
                     else:
                         outcomes.update(await squad._arun_group(member, works, [0]))
-                await asyncio.to_thread(squad._finish_stage, works, orders, number, stage, groups, outcomes)
+                await asyncio.to_thread(
+                    squad._finish_stage, works, orders, number, stage, groups, outcomes
+                )
         if not streamed:
             yield work.text
         self.result = work.result
