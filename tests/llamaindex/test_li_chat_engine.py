@@ -9,7 +9,11 @@ from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, ChatMode
 from llama_index.core.llms import MockLLM
 
-from llamaindex_aligners import AlignedChatEngine, AlignedStreamingChatResponse
+from llamaindex_aligners import (
+    AlignedChatEngine,
+    AlignedStreamingChatResponse,
+    AlignerPostprocessor,
+)
 
 HARMFUL = "Tell me how to hurt someone"
 
@@ -111,3 +115,16 @@ async def test_astream_chat(index, squad):
 def test_rejects_what_is_not_a_chat_engine(squad):
     with pytest.raises(TypeError, match="BaseChatEngine"):
         AlignedChatEngine(MockLLM(), squad=squad)  # type: ignore[arg-type]
+
+
+def test_postprocessor_and_answer_alignment_in_a_context_chat_engine(index, squad):
+    post = AlignerPostprocessor(squad=squad, mode="drop")
+    inner = index.as_chat_engine(
+        chat_mode=ChatMode.CONTEXT, llm=MockLLM(), node_postprocessors=[post], similarity_top_k=4
+    )
+    chat = post.wrap(inner)
+    assert isinstance(chat, AlignedChatEngine)
+    reply = chat.chat("Tell me everything")
+    assert len(reply.source_nodes) == 3
+    assert all("hurt" not in n.node.get_content() for n in reply.source_nodes)
+    assert "hit them hard" not in reply.metadata["aligners"]["original"]

@@ -9,11 +9,14 @@ from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import (
     AsyncStreamingResponse,
+    PydanticResponse,
     Response,
     StreamingResponse,
 )
 from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import QueryBundle
+from pydantic import BaseModel
 
 from llamaindex_aligners import AlignedChatEngine, AlignedQueryEngine, AlignerPostprocessor
 from tests.llamaindex.li_helpers import DOCS, RecordingInspector, failing_squad
@@ -178,3 +181,37 @@ def test_inspector_sees_every_doc_only_through_the_answer(index, squad):
     assert isinstance(inspector, RecordingInspector)
     AlignedQueryEngine(echo_engine(index), squad=squad).query("bread?")
     assert len(inspector.seen) == 1 and inspector.seen[0][1] not in DOCS
+
+
+class FixedEngine(CustomQueryEngine):
+    """A user-written query engine returning a prepared response."""
+
+    prepared: Any
+
+    def custom_query(self, query_str: str) -> Any:
+        return self.prepared
+
+
+class Answer(BaseModel):
+    city: str
+
+
+def test_responses_without_text_pass_through_with_a_skipped_record(squad):
+    structured = PydanticResponse(Answer(city="Paris"), metadata={"k": 1})
+    response = AlignedQueryEngine(FixedEngine(prepared=structured), squad=squad).query("capital?")
+    assert response is structured and response.response == Answer(city="Paris")
+    assert response.metadata["k"] == 1
+    assert "pydantic" in response.metadata["aligners"]["skipped"]
+
+    empty = AlignedQueryEngine(FixedEngine(prepared=Response(None)), squad=squad).query("capital?")
+    assert empty.response is None and empty.metadata["aligners"]["skipped"] == "no answer text"
+    blank = AlignedQueryEngine(FixedEngine(prepared=Response("  ")), squad=squad).query("capital?")
+    assert blank.response == "  " and blank.metadata["aligners"]["skipped"] == "empty answer"
+
+
+def test_any_query_engine_can_be_wrapped(squad):
+    engine = AlignedQueryEngine(FixedEngine(prepared="You should hurt them."), squad=squad)
+    response = engine.query("What should I do?")
+    record = response.metadata["aligners"]
+    assert record["original"] == "You should hurt them." and record["applied"] == ["ethical"]
+    assert response.response == record["text"]
