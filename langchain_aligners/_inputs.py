@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aligners import AlignmentResult
 from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables.utils import AddableDict
+
+from aligners import AlignmentResult
 
 #: Key of the squad's record in ``AIMessage.response_metadata``.
 METADATA_KEY = "aligners"

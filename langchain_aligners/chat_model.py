@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from aligners import GenerationConfig, TransformersBackend
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -25,6 +24,8 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
+
+from aligners import GenerationConfig, TransformersBackend
 
 
 def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
@@ -51,6 +52,38 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """``text`` up to the first stop string, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stops if s) if i != -1]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class _StopStream:
+    """Turns streamed pieces into safe-to-emit text: cut at a stop string, and hold back a tail
+    that could be the start of one (so no part of a stop string is ever emitted)."""
+
+    def __init__(self, stops: Sequence[str] | None) -> None:
+        self.stops = [s for s in stops or () if s]
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def _pending(self, text: str) -> int:
+        """Length of the longest tail of ``text`` that begins a stop string."""
+        return max(
+            (k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0
+        )
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        visible, self.stopped = _cut(self.text, self.stops)
+        if self.stopped:
+            return self._take(len(visible))
+        return self._take(max(len(visible) - self._pending(visible), self.emitted))
+
+    def flush(self) -> str:
+        return self._take(len(_cut(self.text, self.stops)[0]))
+
+    def _take(self, end: int) -> str:
+        new = self.text[self.emitted : end]
+        self.emitted = max(end, self.emitted)
+        return new
 
 
 class ChatAlignersLocal(BaseChatModel):
@@ -128,20 +161,22 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        emitted = ""
-        text = ""
+        cutter = _StopStream(stop)
         for piece in self.backend.stream(to_chat_messages(messages), self._config(stop)):
-            text += piece
-            visible, stopped = _cut(text, stop or ())
-            new = visible[len(emitted) :]
-            if new:
-                emitted = visible
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=new))
+            for chunk in self._chunks(cutter.feed(piece)):
                 if run_manager:
-                    run_manager.on_llm_new_token(new, chunk=chunk)
+                    run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
                 yield chunk
-            if stopped:
+            if cutter.stopped:
                 break
+        for chunk in self._chunks(cutter.flush()):
+            if run_manager:
+                run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+            yield chunk
+
+    @staticmethod
+    def _chunks(text: str) -> list[ChatGenerationChunk]:
+        return [ChatGenerationChunk(message=AIMessageChunk(content=text))] if text else []
 
     async def _astream(
         self,
@@ -150,17 +185,15 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        emitted = ""
-        text = ""
+        cutter = _StopStream(stop)
         async for piece in self.backend.astream(to_chat_messages(messages), self._config(stop)):
-            text += piece
-            visible, stopped = _cut(text, stop or ())
-            new = visible[len(emitted) :]
-            if new:
-                emitted = visible
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=new))
+            for chunk in self._chunks(cutter.feed(piece)):
                 if run_manager:
-                    await run_manager.on_llm_new_token(new, chunk=chunk)
+                    await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
                 yield chunk
-            if stopped:
+            if cutter.stopped:
                 break
+        for chunk in self._chunks(cutter.flush()):
+            if run_manager:
+                await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+            yield chunk

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable
 
 try:
     from langchain.agents.middleware import AgentMiddleware, AgentState
@@ -16,7 +17,6 @@ except ImportError as error:  # the agents extra is optional
     ) from error
 
 from aligners import Squad
-
 from langchain_aligners.squad import AlignerSquad
 
 When = Literal["after_agent", "after_model"]
@@ -25,6 +25,10 @@ When = Literal["after_agent", "after_model"]
 class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     """Aligns the agent's final AI message (``when="after_agent"``) or every model reply that has
     text (``when="after_model"``; replies that are only tool calls are left alone).
+
+    ``squad`` is an :class:`AlignerSquad`, an engine ``Squad``, any runnable that maps
+    ``{"question", "answer"}`` to a message (e.g. ``AlignerSquad(...).configurable()``), or None
+    with AlignerSquad fields as keyword arguments.
 
     The aligned message replaces the original in the state (same id); its
     ``response_metadata["aligners"]`` holds the squad's record. The question is the last human
@@ -37,7 +41,7 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     def __init__(
         self,
-        squad: AlignerSquad | Squad | None = None,
+        squad: AlignerSquad | Squad | Runnable[Any, Any] | None = None,
         *,
         when: When = "after_agent",
         **squad_options: Any,
@@ -45,14 +49,17 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         super().__init__()
         if when not in ("after_agent", "after_model"):
             raise ValueError(f"when must be 'after_agent' or 'after_model', got {when!r}")
+        if isinstance(squad, Runnable) and squad_options:
+            raise ValueError("pass squad options to AlignerSquad(...), not to the middleware")
+        runnable: Runnable[Any, Any]
         if isinstance(squad, AlignerSquad):
-            if squad_options:
-                raise ValueError("pass squad options to AlignerSquad(...), not to the middleware")
-            parser = squad
+            # The middleware works on messages, whatever output the parser was set up for.
+            runnable = squad.model_copy(update={"output": "message"})
+        elif isinstance(squad, Runnable):
+            runnable = squad  # e.g. AlignerSquad(...).configurable(): must return a message
         else:
-            parser = AlignerSquad(squad=squad, **squad_options)
-        # The middleware always works on messages, whatever output the parser was set up for.
-        self.squad = parser.model_copy(update={"output": "message"})
+            runnable = AlignerSquad(squad=squad, output="message", **squad_options)
+        self.squad = runnable
         self.when = when
 
     @staticmethod
@@ -73,7 +80,7 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None
         question, reply = target
         aligned = self.squad.invoke({"question": question, "answer": reply})
-        return {"messages": [aligned]}  # same id: add_messages replaces the reply
+        return self._state_update(aligned)
 
     async def _aupdate(self, state: Any) -> dict[str, Any] | None:
         target = self._target(state["messages"])
@@ -81,7 +88,16 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None
         question, reply = target
         aligned = await self.squad.ainvoke({"question": question, "answer": reply})
-        return {"messages": [aligned]}
+        return self._state_update(aligned)
+
+    @staticmethod
+    def _state_update(aligned: Any) -> dict[str, Any]:
+        if not isinstance(aligned, BaseMessage):
+            raise TypeError(
+                "the middleware's squad must return a message for a message answer, got "
+                f"{type(aligned).__name__} (use output='auto' or 'message')"
+            )
+        return {"messages": [aligned]}  # same id: add_messages replaces the reply
 
     def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         return self._update(state) if self.when == "after_model" else None

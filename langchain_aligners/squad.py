@@ -6,26 +6,13 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from aligners import (
-    Aligner,
-    AlignmentResult,
-    EncoderHeadInspector,
-    SentenceEncoder,
-    Squad,
-    SquadMember,
-    get_criterion,
-    list_criteria,
-)
-from aligners.aligner import validate_pair
-from aligners.criteria import BUILTIN_CRITERIA
-from aligners.squad.defaults import default_aligner, default_inspector
 from langchain_core.callbacks.manager import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
     adispatch_custom_event,
     dispatch_custom_event,
 )
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AnyMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import (
@@ -39,6 +26,19 @@ from langchain_core.runnables import (
 )
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
+from aligners import (
+    Aligner,
+    AlignmentResult,
+    EncoderHeadInspector,
+    SentenceEncoder,
+    Squad,
+    SquadMember,
+    get_criterion,
+    list_criteria,
+)
+from aligners.aligner import validate_pair
+from aligners.criteria import BUILTIN_CRITERIA
+from aligners.squad.defaults import default_aligner, default_inspector
 from langchain_aligners._inputs import (
     METADATA_KEY,
     agather,
@@ -271,6 +271,11 @@ class AlignerSquad(BaseOutputParser[Any]):
     @property
     def _type(self) -> str:
         return "aligner_squad"
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        """A str, a message, or a dict holding the answer (and the question)."""
+        return str | AnyMessage | dict[str, Any]
 
     def get_format_instructions(self) -> str:
         return ""  # the squad rewrites prose; it asks nothing of the upstream model

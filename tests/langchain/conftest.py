@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 
 

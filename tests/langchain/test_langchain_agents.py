@@ -120,3 +120,19 @@ def test_missing_langchain_gives_a_clear_error(monkeypatch):
         langchain_aligners.AlignerSquadMiddleware  # noqa: B018
     # The rest of the integration does not need langchain.
     assert langchain_aligners.AlignerSquad is AlignerSquad
+
+
+def test_configurable_squad_runnable_as_middleware(make_squad):
+    engine = make_squad(ethical=0.0, helpful=0.0)
+    squad = AlignerSquad(squad=engine).configurable()
+    middleware = [AlignerSquadMiddleware(squad)]
+    agent = create_agent(scripted(AIMessage(content=SAFE_ANSWER)), tools=[], middleware=middleware)
+    final = agent.invoke(
+        {"messages": [HumanMessage(QUESTION)]},
+        config={"configurable": {"aligner_criteria": ["helpful"]}},
+    )["messages"][-1]
+    assert final.response_metadata[METADATA_KEY]["applied"] == ["helpful"]
+    wrong = AlignerSquadMiddleware(AlignerSquad(squad=engine, output="text").configurable())
+    agent = create_agent(scripted(AIMessage(content=SAFE_ANSWER)), tools=[], middleware=[wrong])
+    with pytest.raises(TypeError, match="must return a message"):
+        agent.invoke({"messages": [HumanMessage(QUESTION)]})

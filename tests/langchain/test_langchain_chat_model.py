@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from aligners import MODEL_CACHE, Aligner, GenerationConfig
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
+from aligners import MODEL_CACHE, Aligner, GenerationConfig
 from langchain_aligners import AlignerSquad, ChatAlignersLocal
 from langchain_aligners.chat_model import to_chat_messages
 from tests.langchain.lc_helpers import flags_bomb
@@ -83,3 +83,16 @@ def test_message_roles():
         )
     ]
     assert roles == ["system", "user", "assistant", "tool", "critic"]
+
+
+def test_streamed_stop_strings_never_leak_a_prefix():
+    from langchain_aligners.chat_model import _StopStream
+
+    cutter = _StopStream(["STOP"])
+    out = [cutter.feed(p) for p in ["Hello S", "T", "OP and more"]]
+    assert "".join(out) + cutter.flush() == "Hello "
+    assert cutter.stopped
+    free = _StopStream(None)
+    assert free.feed("a") + free.feed("b") + free.flush() == "ab"
+    held = _StopStream(["</s>"])
+    assert held.feed("text <") == "text " and held.flush() == "<"

@@ -4,12 +4,12 @@ aligner, MiniLM inspectors, in real LCEL chains and a real create_agent agent.""
 from __future__ import annotations
 
 import pytest
-from aligners import MODEL_CACHE, Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
+from aligners import MODEL_CACHE, Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 from langchain_aligners import (
     METADATA_KEY,
     SCORES_EVENT,

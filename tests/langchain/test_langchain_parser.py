@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from aligners import MODEL_CACHE, Aligner
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
+from aligners import MODEL_CACHE, Aligner
 from langchain_aligners import METADATA_KEY, AlignerSquad, question_from_input
 from tests.langchain.lc_helpers import BOMB_ANSWER, SAFE_ANSWER, GenerateSpy, flags_bomb
 

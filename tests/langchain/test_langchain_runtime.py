@@ -176,3 +176,15 @@ async def test_astream_events_v2_shows_scores_and_applied_aligners(make_squad):
     assert {e["event"] for e in squad_events} >= {"on_parser_start", "on_parser_end"}
     streamed = [e["data"]["chunk"] for e in squad_events if e["event"] == "on_parser_stream"]
     assert "".join(streamed).strip() == engine.align("", BOMB_ANSWER).text
+
+
+def test_wrapped_chain_streams_with_the_question(make_squad):
+    engine = make_squad(ethical=flags_bomb)
+    wrapped = AlignerSquad(squad=engine).wrap(PROMPT | FakeListChatModel(responses=[BOMB_ANSWER]))
+    chunks = list(wrapped.stream({"question": "How do fireworks work?"}))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    record = total.response_metadata[METADATA_KEY]
+    assert record["question"] == "How do fireworks work?" and record["original"] == BOMB_ANSWER
+    assert total.content.strip() == engine.align("How do fireworks work?", BOMB_ANSWER).text
