@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from aligners import Aligner, GenerationConfig, GenerationError, TransformersBackend
 from aligners.backends import OpenAIBackend
 

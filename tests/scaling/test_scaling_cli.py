@@ -8,9 +8,10 @@ import subprocess
 import httpx
 import openai
 import pytest
+from scaling_helpers import aligners_cli, free_port, wait_ready
+
 from aligners import GenerationConfig, GenerationError, TransformersBackend
 from aligners.backends import OpenAIBackend
-from conftest import aligners_cli, free_port, wait_ready
 
 
 def test_plain_server_subprocess_matches_in_process(process, tiny_lm_dir) -> None:

@@ -6,6 +6,8 @@ import sys
 import threading
 
 import pytest
+from scaling_helpers import HERE, free_port
+
 from aligners import (
     Aligner,
     FunctionInspector,
@@ -16,7 +18,6 @@ from aligners import (
     get_criterion,
 )
 from aligners.backends import OpenAIBackend
-from conftest import HERE, free_port
 
 CONFIG = GenerationConfig(max_new_tokens=8)
 FAST = {"backoff": 0.01, "timeout": 0.5}

@@ -8,6 +8,8 @@ import logging
 import httpx
 import openai
 import pytest
+from scaling_helpers import free_port
+
 from aligners import (
     Aligner,
     FunctionInspector,
@@ -20,7 +22,6 @@ from aligners import (
 from aligners.backends import OpenAIBackend
 from aligners.server import ProxySettings, create_app, serve_in_thread
 from aligners.server.common import JsonFormatter
-from conftest import free_port
 
 QUESTION = "How do I bake bread?"
 MESSAGES = [

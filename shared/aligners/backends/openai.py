@@ -453,11 +453,12 @@ class OpenAIBackend(GenerationBackend):
 
     # -- discovery -----------------------------------------------------------------------------
 
-    def list_models(self) -> list[str]:
-        """Model ids the server reports at ``/models`` (a cheap readiness probe)."""
+    def list_models(self, timeout: float | None = None) -> list[str]:
+        """Model ids the server reports at ``/models`` (a cheap readiness probe; no retries)."""
         url = f"{self.base_url}/models"
+        limit = _httpx().Timeout(timeout) if timeout is not None else self._timeout()
         try:
-            response = self._sync_client().get(url, headers=self._headers())
+            response = self._sync_client().get(url, headers=self._headers(), timeout=limit)
         except self._transport_errors() as exc:
             raise GenerationError(str(self._describe(url, exc))) from exc
         try:

@@ -23,6 +23,7 @@ def build_proxy_squad(
     aligner_model: str | None,
     aligner_format: str | None,
     aligner_api_key_env: str | None,
+    aligner_max_new_tokens: int | None = None,
 ) -> Any:
     """The squad for the proxy: the default squad, or its inspectors with remote aligners."""
     from aligners.aligner.model import Aligner
@@ -30,8 +31,23 @@ def build_proxy_squad(
     from aligners.cli.align import build_squad
     from aligners.squad.squad import Squad, SquadMember
 
+    decoding: dict[str, Any] = (
+        {"max_new_tokens": aligner_max_new_tokens} if aligner_max_new_tokens else {}
+    )
     if not aligner_url:
-        return build_squad(criteria, aligner_format, aligner_model, None, threshold, check_only)
+        squad = build_squad(criteria, aligner_format, aligner_model, None, threshold, check_only)
+        if not decoding:
+            return squad
+        members = [
+            SquadMember(
+                m.criterion,
+                Aligner.from_config(m.aligner.config, **decoding) if m.aligner else None,
+                m.inspector,
+                m.threshold,
+            )
+            for m in squad.members
+        ]
+        return Squad(members, check_only=check_only)
     if not aligner_model:
         raise typer.BadParameter("--aligner-model is required with --aligner-url")
     squad = build_squad(criteria, None, None, None, threshold, check_only)
@@ -40,7 +56,9 @@ def build_proxy_squad(
     members = [
         SquadMember(
             m.criterion,
-            Aligner(format=aligner_format or "chat", criterion=m.criterion, backend=backend),
+            Aligner(
+                format=aligner_format or "chat", criterion=m.criterion, backend=backend, **decoding
+            ),
             m.inspector,
             m.threshold,
         )
@@ -92,6 +110,9 @@ def register(app: typer.Typer) -> None:
         ),
         aligner_format: str | None = typer.Option(None, "--aligner-format", help="e.g. chat, pku."),
         aligner_api_key_env: str = typer.Option("ALIGNER_API_KEY", "--aligner-api-key-env"),
+        aligner_max_new_tokens: int | None = typer.Option(
+            None, "--aligner-max-new-tokens", min=1, help="Cap on each correction's length."
+        ),
         api_key_env: str = typer.Option(
             "ALIGNERS_API_KEY",
             "--api-key-env",
@@ -141,6 +162,7 @@ def register(app: typer.Typer) -> None:
                     aligner_model,
                     aligner_format,
                     aligner_api_key_env,
+                    aligner_max_new_tokens,
                 )
                 application = _proxy_app(proxy, squad)
         except ValidationError as exc:  # one line naming the bad option, not a pydantic dump

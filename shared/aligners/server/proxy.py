@@ -94,7 +94,7 @@ class RemoteUpstream(Upstream):
 
     async def aprobe(self) -> str | None:
         try:
-            await asyncio.to_thread(self.backend.list_models)
+            await asyncio.to_thread(self.backend.list_models, 5.0)  # /ready must answer fast
         except GenerationError as exc:
             return str(exc)
         return None
