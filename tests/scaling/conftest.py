@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
-from scaling_helpers import Process
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fault_server, scaling_helpers
+
+from fault_server import FaultServer  # noqa: E402
+from scaling_helpers import Process  # noqa: E402
 
 
 @pytest.fixture(scope="session")
