@@ -16,6 +16,7 @@ from aligners.criteria import Criterion, get_criterion
 from aligners.errors import InputTooLongError
 from aligners.formats import PromptFormat, get_format
 from aligners.formats.base import Prompt
+from aligners.validation import validate_batch, validate_pair
 
 
 @dataclass(frozen=True)
@@ -24,25 +25,6 @@ class Correction:
 
     text: str
     truncated: bool = False
-
-
-def validate_pair(question: Any, answer: Any) -> None:
-    """Raise a clear error for inputs an aligner cannot take."""
-    if not isinstance(question, str):
-        raise TypeError(f"question must be a str, got {type(question).__name__}")
-    if not isinstance(answer, str):
-        raise TypeError(f"answer must be a str, got {type(answer).__name__}")
-    if not answer.strip():
-        raise ValueError("answer is empty: there is nothing to align")
-
-
-def _check_lengths(questions: Sequence[Any], answers: Sequence[Any]) -> None:
-    if isinstance(questions, str) or isinstance(answers, str):
-        raise TypeError("questions and answers must be sequences of str, not a single str")
-    if len(questions) != len(answers):
-        raise ValueError(
-            f"questions and answers differ in length ({len(questions)} vs {len(answers)})"
-        )
 
 
 class _StopCutter:
@@ -201,7 +183,7 @@ class Aligner:
 
     def correct(self, questions: Sequence[str], answers: Sequence[str]) -> list[Correction]:
         """Align a batch with details (was the answer truncated?); one batched generation."""
-        _check_lengths(questions, answers)
+        validate_batch(questions, answers)
         built = [self.build_prompt(q, a) for q, a in zip(questions, answers)]
         texts = self.backend.generate([p for p, _ in built], self.generation_config)
         return [
@@ -233,7 +215,7 @@ class Aligner:
 
     async def acorrect(self, questions: Sequence[str], answers: Sequence[str]) -> list[Correction]:
         """Async :meth:`correct`."""
-        _check_lengths(questions, answers)
+        validate_batch(questions, answers)
         built = await asyncio.to_thread(
             lambda: [self.build_prompt(q, a) for q, a in zip(questions, answers)]
         )

@@ -7,8 +7,8 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from aligners.aligner.model import _check_lengths, validate_pair
 from aligners.criteria import Criterion, get_criterion
+from aligners.validation import validate_batch
 
 
 class Inspector(ABC):
@@ -23,9 +23,7 @@ class Inspector(ABC):
 
     def score_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         """P(aligned) for every pair, in order."""
-        _check_lengths(questions, answers)
-        for question, answer in zip(questions, answers):
-            validate_pair(question, answer)
+        validate_batch(questions, answers)
         scores = self._score(questions, answers)
         for value in scores:
             if not (0.0 <= value <= 1.0) or math.isnan(value):

@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligners.aligner.model import Aligner, Correction, _check_lengths, validate_pair
+from aligners.aligner.model import Aligner, Correction
 from aligners.criteria import Criterion
 from aligners.inspector.base import Inspector
 from aligners.inspector.encoder_head import EncoderHeadInspector
 from aligners.squad.result import AlignmentResult, StageRecord
+from aligners.validation import validate_batch, validate_pair
 
 logger = logging.getLogger(__name__)
 
@@ -190,9 +191,7 @@ class Squad:
     # -- the algorithm -------------------------------------------------------------------------
 
     def _start(self, questions: Sequence[str], answers: Sequence[str]) -> list[_Work]:
-        _check_lengths(questions, answers)
-        for question, answer in zip(questions, answers):
-            validate_pair(question, answer)
+        validate_batch(questions, answers)
         initial = self.score(questions, answers)
         works = []
         for i, (question, answer) in enumerate(zip(questions, answers)):
