@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 
 import httpx
 import openai
@@ -14,6 +16,7 @@ from aligners import (
     Aligner,
     FunctionInspector,
     GenerationConfig,
+    Inspector,
     Squad,
     SquadMember,
     TransformersBackend,
@@ -285,3 +288,51 @@ def test_settings_validation() -> None:
         ProxySettings(upstream_url="http://127.0.0.1:1/v1")
     with pytest.raises(ValueError, match="http"):
         ProxySettings(upstream_url="127.0.0.1:1", upstream_model="m")
+
+
+class SlowFirstInspector(Inspector):
+    """Passes every answer; its first call sleeps so concurrent requests queue behind it."""
+
+    def __init__(self, criterion: str) -> None:
+        super().__init__(criterion)
+        self.calls: list[int] = []
+
+    def _score(self, questions, answers) -> list[float]:
+        self.calls.append(len(questions))
+        if len(self.calls) == 1:
+            time.sleep(1.0)
+        return [1.0] * len(questions)
+
+
+async def test_concurrent_requests_share_a_squad_batch(tiny_server, tiny_lm_dir) -> None:
+    crit = get_criterion("ethical")
+    inspector = SlowFirstInspector("ethical")
+    aligner = Aligner(str(tiny_lm_dir), format="chat", criterion=crit, max_new_tokens=8)
+    squad = Squad([SquadMember(crit, aligner, inspector)])
+    settings = ProxySettings(upstream_url=tiny_server.base_url, upstream_model="tiny", warmup=False)
+    questions = [f"Question number {i}: how do I bake bread?" for i in range(6)]
+    local = TransformersBackend(str(tiny_lm_dir))
+    expected = [
+        local.generate([[{"role": "user", "content": q}]], GenerationConfig(max_new_tokens=8))[0]
+        for q in questions
+    ]
+    server = serve_in_thread(create_app(settings, squad=squad))
+    try:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        replies = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model="any", messages=[{"role": "user", "content": q}], max_tokens=8
+                )
+                for q in questions
+            )
+        )
+        await client.close()
+    finally:
+        server.stop()
+    for question, answer, reply in zip(questions, expected, replies):
+        record = reply.model_extra["aligners"]
+        assert record["question"] == question  # no cross-talk between batched requests
+        assert reply.choices[0].message.content == answer == record["original"]
+    assert sum(inspector.calls) == len(questions)  # every answer scored exactly once
+    assert max(inspector.calls) > 1  # the requests queued behind the first were scored together

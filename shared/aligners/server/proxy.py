@@ -166,6 +166,72 @@ def _squad_for(squad: Squad, request: Any, body: ChatCompletionRequest) -> Squad
     return squad
 
 
+class SquadBatcher:
+    """Groups concurrent requests into one squad batch: one encoder pass scores them all.
+
+    No waiting window: the first request runs at once; requests that arrive while a batch runs
+    form the next batch. So an idle proxy adds no latency and a busy one scores many answers per
+    encoder pass. Requests are grouped only with others asking for the same criteria and options,
+    and ``batch-mean`` ordering becomes ``per-answer`` inside a batch, which for each answer is
+    exactly what a batch of one gives: batching never changes a result.
+    """
+
+    def __init__(self, max_batch_size: int = 32) -> None:
+        self.max_batch_size = max_batch_size
+        self._pending: dict[Any, list[tuple[str, str, asyncio.Future[Any]]]] = {}
+        self._squads: dict[Any, Squad] = {}
+        self._running: set[Any] = set()
+        self.batch_sizes: list[int] = []  # recent batch sizes, for logs and tests
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def key(squad: Squad) -> Any:
+        return (
+            tuple(squad.criteria),
+            tuple(squad.thresholds.items()),
+            squad.config.model_dump_json(),
+        )
+
+    async def align(self, squad: Squad, question: str, answer: str) -> Any:
+        """The squad's result for one pair, computed in a batch with concurrent requests."""
+        if self.max_batch_size <= 1:
+            return await squad.aalign(question, answer)
+        key = self.key(squad)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append((question, answer, future))
+        self._squads.setdefault(key, squad)
+        if key not in self._running:
+            self._running.add(key)
+            task = asyncio.create_task(self._drain(key))
+            self._tasks.add(task)  # keep a reference: a bare task may be garbage-collected
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self, key: Any) -> None:
+        squad = self._squads[key]
+        if squad.config.ordering == "batch-mean":
+            squad = squad.with_options(ordering="per-answer")
+        try:
+            while self._pending.get(key):
+                batch = self._pending[key][: self.max_batch_size]
+                del self._pending[key][: self.max_batch_size]
+                self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+                try:
+                    results = await squad.aalign_batch([b[0] for b in batch], [b[1] for b in batch])
+                except Exception as exc:  # each waiting request reports it and keeps its answer
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (*_, future), result in zip(batch, results):
+                        if not future.done():
+                            future.set_result(result)
+        finally:
+            self._running.discard(key)
+            self._squads.pop(key, None)
+            self._pending.pop(key, None)  # empty here: no await since the loop's last check
+
+
 def _question(messages: list[dict[str, str]]) -> str:
     """The last user message: what the squad judges the answer against."""
     for message in reversed(messages):
@@ -198,6 +264,7 @@ def create_app(
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     readiness = Readiness()
     name = settings.served_model_name
+    batcher = SquadBatcher(settings.max_batch_size)
 
     def warmup() -> None:
         if settings.warmup:
@@ -218,6 +285,7 @@ def create_app(
     app.state.squad = the_squad
     app.state.upstream = the_upstream
     app.state.readiness = readiness
+    app.state.batcher = batcher
     install_error_handlers(app)
     install_request_logging(app)
 
@@ -246,7 +314,7 @@ def create_app(
         if not answer.strip():
             return answer, {"skipped": "the upstream answer is empty; nothing to align"}
         try:
-            result = await squad.aalign(question, answer)
+            result = await batcher.align(squad, question, answer)
         except Exception as exc:  # never lose the answer; say loudly that it is unaligned
             logger.exception("squad failed", extra={"fields": {"error": str(exc)}})
             return answer, {

@@ -55,6 +55,11 @@ class ProxySettings(ServerLimits):
     )
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     check_only: bool = Field(default=False, description="Only score answers; never rewrite.")
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Concurrent requests aligned as one squad batch (1 = one at a time).",
+    )
 
     @model_validator(mode="after")
     def _upstream_complete(self) -> ProxySettings:
