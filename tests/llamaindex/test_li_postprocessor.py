@@ -181,3 +181,14 @@ def test_only_inspector_squad_cannot_rewrite_but_annotates(index):
     assert sorted(node_texts(response)) == sorted(DOCS)
     failing = [n for n in response.source_nodes if not n.node.metadata["aligners"]["passed"]]
     assert len(failing) == 1 and failing[0].node.metadata["aligners"]["action"] == "annotated"
+
+
+def test_serialises_its_settings_but_not_the_squad(squad):
+    post = AlignerPostprocessor(squad=squad, criteria=["ethical"], threshold=0.7, mode="drop")
+    data = post.to_dict()
+    assert data["class_name"] == "AlignerPostprocessor"
+    assert "squad" not in data
+    restored = AlignerPostprocessor.from_dict(data)
+    assert (restored.criteria, restored.threshold, restored.mode) == (["ethical"], 0.7, "drop")
+    # without a squad it falls back to the lazy default one, configured the same way
+    assert restored.get_squad().thresholds == {"ethical": 0.7}
