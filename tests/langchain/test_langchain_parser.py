@@ -239,3 +239,16 @@ def test_parse_and_parse_result_align_too(make_squad):
     assert squad.parse(BOMB_ANSWER) == expected
     message = squad.parse_result([ChatGeneration(message=AIMessage(BOMB_ANSWER))])
     assert message.content == expected
+
+
+def test_wrap_with_question_takes_a_configurable_squad(make_squad):
+    from langchain_aligners import wrap_with_question
+
+    engine = make_squad(ethical=question_aware, helpful=0.0)
+    squad = AlignerSquad(squad=engine, output="record").configurable()
+    chain = wrap_with_question(fake_llm(SAFE_ANSWER, SAFE_ANSWER) | StrOutputParser(), squad)
+    record = chain.invoke("Which weapon?")
+    assert record["question"] == "Which weapon?"
+    assert sorted(record["applied"]) == ["ethical", "helpful"]
+    configured = chain.with_config(configurable={"aligner_criteria": ["ethical"]})
+    assert configured.invoke("Which weapon?")["applied"] == ["ethical"]
