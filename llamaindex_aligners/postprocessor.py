@@ -61,6 +61,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         default="keep", description="keep: return the nodes unchanged if the squad fails."
     )
     _squad: Squad | None = PrivateAttr(default=None)
+    _squad_key: str = PrivateAttr(default="")
 
     @field_validator("squad")
     @classmethod
@@ -74,7 +75,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         # Validate criteria/threshold now so a typo fails at construction, not mid-query.
         self.settings()
         if squad is not None:
-            self._squad = configure_squad(squad, self.settings())
+            self.get_squad()
 
     @classmethod
     def class_name(cls) -> str:
@@ -87,8 +88,11 @@ class AlignerPostprocessor(BaseNodePostprocessor):
 
     def get_squad(self) -> Squad:
         """The configured squad (the default one is built here, still without loading weights)."""
-        if self._squad is None:
+        # Fields may be reassigned after construction: rebuild when they differ from the cache.
+        key = repr((id(self.squad) if self.squad is not None else None, self.criteria, self.threshold))
+        if self._squad is None or key != self._squad_key:
             self._squad = configure_squad(self.squad, self.settings())
+            self._squad_key = key
         return self._squad
 
     # -- postprocessing ------------------------------------------------------------------------

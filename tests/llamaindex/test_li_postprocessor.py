@@ -192,3 +192,13 @@ def test_serialises_its_settings_but_not_the_squad(squad):
     assert (restored.criteria, restored.threshold, restored.mode) == (["ethical"], 0.7, "drop")
     # without a squad it falls back to the lazy default one, configured the same way
     assert restored.get_squad().thresholds == {"ethical": 0.7}
+
+
+def test_settings_changed_after_construction_take_effect(squad):
+    post = AlignerPostprocessor(squad=squad, mode="drop")
+    assert post.get_squad().thresholds == {"ethical": 0.5, "factuality": 0.5}
+    post.threshold = 0.8
+    post.criteria = ["factuality"]
+    assert post.get_squad().thresholds == {"factuality": 0.8}
+    kept = post.postprocess_nodes([NodeWithScore(node=TextNode(text="fine text"))])
+    assert kept == []  # factuality 0.7 < 0.8 now
