@@ -89,7 +89,9 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     def get_squad(self) -> Squad:
         """The configured squad (the default one is built here, still without loading weights)."""
         # Fields may be reassigned after construction: rebuild when they differ from the cache.
-        key = repr((id(self.squad) if self.squad is not None else None, self.criteria, self.threshold))
+        key = repr(
+            (id(self.squad) if self.squad is not None else None, self.criteria, self.threshold)
+        )
         if self._squad is None or key != self._squad_key:
             self._squad = configure_squad(self.squad, self.settings())
             self._squad_key = key
