@@ -188,3 +188,23 @@ def test_wrapped_chain_streams_with_the_question(make_squad):
     record = total.response_metadata[METADATA_KEY]
     assert record["question"] == "How do fireworks work?" and record["original"] == BOMB_ANSWER
     assert total.content.strip() == engine.align("How do fireworks work?", BOMB_ANSWER).text
+
+
+def test_first_aligned_piece_arrives_before_the_aligner_has_finished(make_squad):
+    engine = make_squad(ethical=flags_bomb)
+    backend = engine.members[0].aligner.backend
+    produced: list[str] = []
+    stream = backend.stream
+
+    def recording_stream(prompt, config):
+        for piece in stream(prompt, config):
+            produced.append(piece)
+            yield piece
+
+    backend.stream = recording_stream  # type: ignore[method-assign]
+    chunks = str_chain(AlignerSquad(squad=engine), BOMB_ANSWER).stream({"question": "q"})
+    first = next(chunks)
+    pulled_at_first = len(produced)
+    rest = list(chunks)
+    assert first and rest
+    assert pulled_at_first < len(produced)  # the aligner was still writing when it arrived
