@@ -21,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.criteria import Criterion
 from aligners.errors import GenerationError
+from aligners.formats import PromptFormat, get_format
 from aligners.formats.base import Prompt
+from aligners.inspector.base import Inspector
 
 if TYPE_CHECKING:
     import httpx
@@ -306,8 +309,9 @@ class OpenAIBackend(GenerationBackend):
 
     # -- sync ----------------------------------------------------------------------------------
 
-    def _request(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, Any]:
-        url, body = self._payload(prompt, config, stream=False)
+    def post(self, url: str, body: dict[str, Any]) -> str:
+        """POST JSON with this backend's key, timeout, retries and concurrency limit; the body
+        of the (successful) response. Used for generation, and by remote inspectors."""
         client = self._sync_client()
         for attempt in range(self.max_retries + 1):
             try:
@@ -317,7 +321,7 @@ class OpenAIBackend(GenerationBackend):
                     except self._transport_errors() as exc:
                         raise self._describe(url, exc) from exc
                     self._check_status(url, response, response.text)
-                return self._parse(url, response.text)
+                return response.text
             except _Retryable as fault:
                 if attempt == self.max_retries:
                     raise self._give_up(fault, attempt + 1) from fault
@@ -325,6 +329,10 @@ class OpenAIBackend(GenerationBackend):
                 logger.warning("%s; retrying in %.2fs", fault, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _request(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, Any]:
+        url, body = self._payload(prompt, config, stream=False)
+        return self._parse(url, self.post(url, body))
 
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
         """Complete every prompt with concurrent requests (at most ``max_concurrency`` at once)."""
@@ -385,8 +393,8 @@ class OpenAIBackend(GenerationBackend):
 
     # -- async ---------------------------------------------------------------------------------
 
-    async def _arequest(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, Any]:
-        url, body = self._payload(prompt, config, stream=False)
+    async def apost(self, url: str, body: dict[str, Any]) -> str:
+        """Async :meth:`post`."""
         client, slots = self._async_state()
         for attempt in range(self.max_retries + 1):
             try:
@@ -396,7 +404,7 @@ class OpenAIBackend(GenerationBackend):
                     except self._transport_errors() as exc:
                         raise self._describe(url, exc) from exc
                     self._check_status(url, response, response.text)
-                return self._parse(url, response.text)
+                return response.text
             except _Retryable as fault:
                 if attempt == self.max_retries:
                     raise self._give_up(fault, attempt + 1) from fault
@@ -404,6 +412,10 @@ class OpenAIBackend(GenerationBackend):
                 logger.warning("%s; retrying in %.2fs", fault, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _arequest(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, Any]:
+        url, body = self._payload(prompt, config, stream=False)
+        return self._parse(url, await self.apost(url, body))
 
     async def agenerate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
         """Async :meth:`generate`: one task per prompt, bounded by ``max_concurrency``."""
@@ -544,3 +556,91 @@ class _SSEParser:
                 f"{self.url} ended the stream before it was complete (no finish_reason, no [DONE])"
             )
         self._check(self.url, self.finish_reason, self.config)
+
+
+class RemoteClassifierInspector(Inspector):
+    """An inspector whose classifier runs on a server with vLLM's classification API.
+
+    Sends ``format.inspector_text(question, answer)`` to ``POST <url>`` as
+    ``{"model": ..., "input": [texts]}`` and reads ``data[i].probs[aligned_label]`` (vLLM's
+    ``/classify``, SGLang's ``/v1/classify``, ``aligners serve --plain --classifier``). The same
+    scores as :class:`~aligners.inspector.SequenceClassifierInspector` on the same checkpoint.
+
+    Example:
+        >>> inspector = RemoteClassifierInspector(
+        ...     "http://gpu-box:8000/classify", "inspector-ethical", criterion="ethical"
+        ... )  # connects on first use
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        criterion: str | Criterion | None = None,
+        format: str | PromptFormat = "ibm",
+        aligned_label: int = 1,
+        batch_size: int = 64,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        max_concurrency: int = 8,
+    ) -> None:
+        super().__init__(criterion)
+        if aligned_label < 0:
+            raise ValueError(f"aligned_label must be >= 0, got {aligned_label}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.url = url
+        self.prompt_format = get_format(format)
+        self.aligned_label = aligned_label
+        self.batch_size = batch_size
+        # The transport (key, timeouts, retries, concurrency) is the generation backend's.
+        self.transport = OpenAIBackend(
+            url,
+            model,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            max_concurrency=max_concurrency,
+        )
+
+    def _bodies(self, questions: Sequence[str], answers: Sequence[str]) -> list[dict[str, Any]]:
+        texts = [self.prompt_format.inspector_text(q, a) for q, a in zip(questions, answers)]
+        return [
+            {"model": self.transport.model, "input": texts[i : i + self.batch_size]}
+            for i in range(0, len(texts), self.batch_size)
+        ]
+
+    def _read(self, raw: str, expected: int) -> list[float]:
+        try:
+            rows = sorted(json.loads(raw)["data"], key=lambda row: row.get("index", 0))
+            probs = [row["probs"] for row in rows]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise GenerationError(
+                f"{self.url} returned no classification data (data[i].probs): {raw[:200]!r}"
+            ) from None
+        if len(probs) != expected:
+            raise GenerationError(f"{self.url} returned {len(probs)} scores for {expected} inputs")
+        scores = []
+        for row in probs:
+            if not isinstance(row, list) or not row:
+                raise GenerationError(f"{self.url} returned malformed probs: {row!r:.100}")
+            if len(row) == 1:  # one-logit classifiers: the server already applied the sigmoid
+                scores.append(float(row[0]))
+            elif self.aligned_label < len(row):
+                scores.append(float(row[self.aligned_label]))
+            else:
+                raise GenerationError(
+                    f"{self.url} classifier has {len(row)} classes; aligned_label="
+                    f"{self.aligned_label} is out of range"
+                )
+        return scores
+
+    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        scores: list[float] = []
+        for body in self._bodies(questions, answers):
+            scores.extend(self._read(self.transport.post(self.url, body), len(body["input"])))
+        return scores

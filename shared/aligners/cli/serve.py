@@ -109,6 +109,10 @@ def register(app: typer.Typer) -> None:
             None, "--aligner-model", help="Aligner model (local path/alias, or the remote name)."
         ),
         aligner_format: str | None = typer.Option(None, "--aligner-format", help="e.g. chat, pku."),
+        classifier: str | None = typer.Option(
+            None, "--classifier", help="With --plain: also serve this classifier at /classify."
+        ),
+        served_classifier_name: str | None = typer.Option(None, "--served-classifier-name"),
         aligner_api_key_env: str = typer.Option("ALIGNER_API_KEY", "--aligner-api-key-env"),
         aligner_max_new_tokens: int | None = typer.Option(
             None, "--aligner-max-new-tokens", min=1, help="Cap on each correction's length."
@@ -141,8 +145,14 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter(
                         "--plain serves --model only; drop the --upstream/--aligner options"
                     )
-                application = _plain_app(model, served_model_name, limits)
+                classifier_options = {
+                    "classifier": classifier,
+                    "served_classifier_name": served_classifier_name,
+                }
+                application = _plain_app(model, served_model_name, limits | classifier_options)
             else:
+                if classifier:
+                    raise typer.BadParameter("--classifier goes with --plain")
                 proxy = _proxy_settings(
                     upstream_url=upstream_url,
                     upstream_model=upstream_model,

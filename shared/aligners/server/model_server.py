@@ -30,7 +30,12 @@ from aligners.server.common import (
     sse,
 )
 from aligners.server.local import Completion, LocalGenerator
-from aligners.server.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
+from aligners.server.schemas import (
+    ChatCompletionRequest,
+    ClassifyRequest,
+    CompletionRequest,
+    _Sampling,
+)
 from aligners.server.settings import ModelServerSettings, ServerLimits
 
 logger = logging.getLogger("aligners.server")
@@ -103,7 +108,9 @@ def create_model_app(
     """The FastAPI app serving ``model`` (an alias/path, or any backend) the OpenAI way.
 
     Endpoints: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (both with
-    ``stream``), ``/health`` (process is up), ``/ready`` (weights loaded).
+    ``stream``), ``/classify`` and ``/v1/classify`` (vLLM's classification API, when
+    ``settings.classifier`` names a sequence classifier), ``/health`` (process is up), ``/ready``
+    (weights loaded).
     """
 
     if settings is None:
@@ -113,12 +120,16 @@ def create_model_app(
     name = settings.name
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     readiness = Readiness()
+    classifier = _Classifier(settings.classifier) if settings.classifier else None
+
+    def warm() -> None:
+        generator.warmup()
+        if classifier is not None:
+            classifier.load()
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(
-            readiness.run(generator.warmup if settings.warmup else lambda: None)
-        )
+        task = asyncio.create_task(readiness.run(warm if settings.warmup else lambda: None))
         yield
         task.cancel()
 
@@ -210,6 +221,39 @@ def create_model_app(
             "usage": usage(result.prompt_tokens, result.completion_tokens),
         }
 
+    async def classify(request: Request) -> Any:
+        check_api_key(request, api_key)
+        if classifier is None:
+            raise APIError(
+                404, "this server has no classifier (start it with --classifier)", "not_found_error"
+            )
+        body: ClassifyRequest = await read_json(
+            request, settings.max_request_bytes, ClassifyRequest
+        )
+        if body.model and body.model != settings.classifier_name:
+            raise APIError(
+                404,
+                f"classifier {body.model!r} is not served here; "
+                f"available: [{settings.classifier_name!r}]",
+                "not_found_error",
+                "model",
+            )
+        rows = await asyncio.to_thread(classifier.probabilities, body.texts)
+        request.state.log_fields.update(endpoint="classify", inputs=len(rows))
+        return {
+            "id": new_id("classify"),
+            "object": "list",
+            "created": int(time.time()),
+            "model": settings.classifier_name,
+            "data": [
+                {"index": i, "label": label, "probs": probs, "num_classes": len(probs)}
+                for i, (label, probs) in enumerate(rows)
+            ],
+        }
+
+    app.add_api_route("/classify", classify, methods=["POST"])
+    app.add_api_route("/v1/classify", classify, methods=["POST"])
+
     def stream_response(prompt: Prompt, config: GenerationConfig, kind: str) -> Any:
         ident = new_id("chatcmpl" if kind.startswith("chat") else "cmpl")
         created = int(time.time())
@@ -259,3 +303,43 @@ def _sum_usage(results: list[Completion]) -> dict[str, int] | None:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+class _Classifier:
+    """A sequence classifier answering vLLM's ``/classify``: softmax over the classes (sigmoid
+    for one-logit heads), the label of the most likely class."""
+
+    def __init__(self, path: str) -> None:
+        from aligners.inspector.sequence_classifier import SequenceClassifierInspector
+
+        # The in-process inspector's loader and cache, so both read the checkpoint the same way.
+        self.inspector = SequenceClassifierInspector(path)
+
+    def load(self) -> Any:
+        return self.inspector.load()
+
+    def probabilities(self, texts: list[str]) -> list[tuple[str, list[float]]]:
+        import torch
+
+        loaded = self.load()
+        rows: list[tuple[str, list[float]]] = []
+        batch_size = self.inspector.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = loaded.tokenizer(
+                    texts[start : start + batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.inspector.max_length,
+                    return_tensors="pt",
+                ).to(loaded.model.device)
+                logits = loaded.model(**batch).logits.float()
+                if logits.shape[-1] == 1:
+                    probs = torch.sigmoid(logits)
+                else:
+                    probs = torch.softmax(logits, dim=-1)
+                labels = loaded.model.config.id2label
+                for row in probs.tolist():
+                    best = max(range(len(row)), key=row.__getitem__)
+                    rows.append((str(labels.get(best, best)), [float(p) for p in row]))
+        return rows

@@ -27,9 +27,21 @@ class ModelServerSettings(ServerLimits):
         default=None, description="Name clients use in 'model' (default: the model argument)."
     )
 
+    classifier: str | None = Field(
+        default=None,
+        description="A sequence-classification checkpoint served at /classify (vLLM's API).",
+    )
+    served_classifier_name: str | None = Field(
+        default=None, description="Name clients use for the classifier (default: its path)."
+    )
+
     @property
     def name(self) -> str:
         return self.served_model_name or self.model
+
+    @property
+    def classifier_name(self) -> str | None:
+        return self.served_classifier_name or self.classifier
 
 
 class ProxySettings(ServerLimits):
