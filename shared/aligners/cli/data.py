@@ -1,0 +1,170 @@
+"""``aligners data synth|convert|perturb|dpo-export``: build training data from files or a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from aligners.data.io import LAYOUTS, ReadResult, RowError
+
+data_app = typer.Typer(help="Build, convert and export training data.", no_args_is_help=True)
+
+
+def _report_errors(errors: list[RowError], show: int = 20) -> None:
+    for error in errors[:show]:
+        typer.echo(f"skipped {error}", err=True)
+    if len(errors) > show:
+        typer.echo(f"... and {len(errors) - show} more malformed rows", err=True)
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    return layout
+
+
+def _check_on_error(on_error: str) -> str:
+    if on_error not in ("skip", "raise"):
+        raise typer.BadParameter("--on-error must be 'skip' or 'raise'")
+    return on_error
+
+
+def read_many(
+    inputs: list[Path],
+    *,
+    examples: bool,
+    layout: str = "auto",
+    criterion: str | None = None,
+    on_error: str = "skip",
+    limit: int | None = None,
+) -> ReadResult:
+    """Read several files into one result (CLI helper shared with ``aligners train``)."""
+    from aligners.data.io import read_examples, read_triples
+
+    reader: Any = read_examples if examples else read_triples
+    result = ReadResult()
+    for path in inputs:
+        result.extend(
+            reader(path, layout=layout, criterion=criterion, on_error=on_error, limit=limit)
+        )
+    return result
+
+
+@data_app.command("convert")
+def convert(
+    inputs: list[Path] = typer.Argument(..., help="Input files (JSONL/JSON/CSV, .gz allowed)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .jsonl, .json or .csv."),
+    layout: str = typer.Option("auto", help=f"Input layout: {', '.join(LAYOUTS)}."),
+    to: str = typer.Option("triples", help="Write 'triples' or inspector 'examples'."),
+    criterion: str | None = typer.Option(None, help="Criterion for records that name none."),
+    on_error: str = typer.Option("skip", help="Malformed rows: 'skip' (reported) or 'raise'."),
+    limit: int | None = typer.Option(None, help="At most this many records per input file."),
+    max_chars: int | None = typer.Option(
+        None, help="Drop records whose question+answer+correction exceed this many characters."
+    ),
+    drop_unchanged: bool = typer.Option(False, help="Drop triples whose correction equals the answer."),
+    identity: bool = typer.Option(
+        False, help="Write identity triples (answer = correction) so an aligner learns to copy."
+    ),
+) -> None:
+    """Convert published layouts (PKU, IBM CSV, AlpacaEval, HH-RLHF) to triples or examples."""
+    from aligners.data.io import write_records
+    from aligners.data.records import triples_to_examples
+
+    if to not in ("triples", "examples"):
+        raise typer.BadParameter("--to must be 'triples' or 'examples'")
+    result = read_many(
+        inputs, examples=False, layout=_check_layout(layout), criterion=criterion,
+        on_error=_check_on_error(on_error), limit=limit,
+    )
+    _report_errors(result.errors)
+    triples = result.records
+    before = len(triples)
+    if max_chars is not None:
+        triples = [t for t in triples if len(t.question) + len(t.answer) + len(t.correction) <= max_chars]
+    too_long = before - len(triples)
+    unchanged = 0
+    if drop_unchanged:
+        kept = [t for t in triples if not t.unchanged]
+        unchanged, triples = len(triples) - len(kept), kept
+    if identity:
+        triples = [
+            t.model_copy(update={"answer": t.correction, "metadata": t.metadata | {"identity": True}})
+            for t in triples
+        ]
+    records = triples_to_examples(triples) if to == "examples" else triples
+    write_records(output, records)
+    typer.echo(
+        f"wrote {len(records)} {to} to {output} (read {before}, skipped {len(result.errors)} "
+        f"malformed, {too_long} too long, {unchanged} unchanged)"
+    )
+
+
+@data_app.command("split")
+def split(
+    inputs: list[Path] = typer.Argument(..., help="Triple files in any supported layout."),
+    output: Path = typer.Option(..., "--output", "-o", help="Training part (.jsonl/.json/.csv)."),
+    eval_output: Path = typer.Option(..., help="Held-out part."),
+    eval_fraction: float = typer.Option(0.1, help="Share of distinct questions held out."),
+    seed: int = typer.Option(0),
+    layout: str = typer.Option("auto"),
+) -> None:
+    """Seeded train/held-out split by question (no question lands on both sides)."""
+    from aligners.data.io import write_records
+    from aligners.training.aligner import split_triples
+
+    if not 0 < eval_fraction < 1:
+        raise typer.BadParameter("--eval-fraction must be between 0 and 1")
+    result = read_many(inputs, examples=False, layout=_check_layout(layout))
+    _report_errors(result.errors)
+    train, held = split_triples(result.records, eval_fraction, seed)
+    write_records(output, train)
+    write_records(eval_output, held)
+    typer.echo(f"wrote {len(train)} training triples to {output} and {len(held)} to {eval_output}")
+
+
+@data_app.command("perturb")
+def perturb(
+    inputs: list[Path] = typer.Argument(..., help="Triple files whose corrections are reference answers."),
+    output: Path = typer.Option(..., "--output", "-o"),
+    criterion: str = typer.Option("factuality"),
+    layout: str = typer.Option("auto"),
+    seed: int = typer.Option(0),
+    max_chars: int | None = typer.Option(2000, help="Skip reference answers longer than this."),
+    limit: int | None = typer.Option(None, help="At most this many records per input file."),
+) -> None:
+    """Factuality proxy: reference answers (aligned) and tampered copies (misaligned)."""
+    from aligners.data.io import write_records
+    from aligners.data.perturb import factuality_proxy_examples
+
+    result = read_many(inputs, examples=False, layout=_check_layout(layout), limit=limit)
+    _report_errors(result.errors)
+    examples = factuality_proxy_examples(result.records, seed=seed, criterion=criterion, max_chars=max_chars)
+    write_records(output, examples)
+    typer.echo(f"wrote {len(examples)} examples to {output} from {len(result.records)} triples")
+
+
+@data_app.command("dpo-export")
+def dpo_export(
+    inputs: list[Path] = typer.Argument(..., help="Triple files in any supported layout."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .jsonl for TRL's DPOTrainer."),
+    layout: str = typer.Option("auto"),
+    conversational: bool = typer.Option(False, help="Write chat-message lists instead of text."),
+    on_error: str = typer.Option("skip"),
+) -> None:
+    """Export (prompt, chosen = correction, rejected = answer) in TRL's DPO layout."""
+    from aligners.data.dpo import write_dpo
+
+    result = read_many(
+        inputs, examples=False, layout=_check_layout(layout), on_error=_check_on_error(on_error)
+    )
+    _report_errors(result.errors)
+    written, skipped = write_dpo(output, result.records, conversational=conversational)
+    typer.echo(f"wrote {written} preference pairs to {output} ({skipped} unchanged triples skipped)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` verb group to the main CLI."""
+    app.add_typer(data_app, name="data")
