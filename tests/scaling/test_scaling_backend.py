@@ -158,3 +158,27 @@ def test_construction_does_not_connect() -> None:
     aligner = Aligner(format="ibm", backend=backend)  # marker tokens cannot be added remotely
     assert aligner.backend is backend and backend.count_tokens("x") is None
     asyncio.run(backend.aclose())
+
+
+def test_plain_server_serves_a_peft_adapter(tiny_lm_dir, tmp_path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from aligners.server import ModelServerSettings, create_model_app, serve_in_thread
+
+    torch.manual_seed(3)
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    adapter = str(tmp_path / "adapter")
+    settings = ModelServerSettings(
+        model=str(tiny_lm_dir), adapter=adapter, served_model_name="tuned"
+    )
+    with serve_in_thread(create_model_app(str(tiny_lm_dir), settings)) as server:
+        remote = OpenAIBackend(server.base_url, "tuned", on_truncation="accept")
+        served = remote.generate(RAW_PROMPTS, GREEDY)
+    tuned = TransformersBackend(str(tiny_lm_dir), adapter=adapter)
+    plain = TransformersBackend(str(tiny_lm_dir))
+    assert served == [tuned.generate([p], GREEDY)[0] for p in RAW_PROMPTS]
+    assert served != [plain.generate([p], GREEDY)[0] for p in RAW_PROMPTS]  # the adapter matters

@@ -109,6 +109,9 @@ def register(app: typer.Typer) -> None:
             None, "--aligner-model", help="Aligner model (local path/alias, or the remote name)."
         ),
         aligner_format: str | None = typer.Option(None, "--aligner-format", help="e.g. chat, pku."),
+        adapter: str | None = typer.Option(
+            None, "--adapter", help="With --plain: a PEFT adapter on --model (a trained aligner)."
+        ),
         classifier: str | None = typer.Option(
             None, "--classifier", help="With --plain: also serve this classifier at /classify."
         ),
@@ -146,13 +149,14 @@ def register(app: typer.Typer) -> None:
                         "--plain serves --model only; drop the --upstream/--aligner options"
                     )
                 classifier_options = {
+                    "adapter": adapter,
                     "classifier": classifier,
                     "served_classifier_name": served_classifier_name,
                 }
                 application = _plain_app(model, served_model_name, limits | classifier_options)
             else:
-                if classifier:
-                    raise typer.BadParameter("--classifier goes with --plain")
+                if classifier or adapter:
+                    raise typer.BadParameter("--classifier and --adapter go with --plain")
                 proxy = _proxy_settings(
                     upstream_url=upstream_url,
                     upstream_model=upstream_model,

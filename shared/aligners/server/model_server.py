@@ -115,7 +115,10 @@ def create_model_app(
 
     if settings is None:
         settings = ModelServerSettings(model=model if isinstance(model, str) else "model")
-    backend = TransformersBackend(model) if isinstance(model, str) else model
+    if isinstance(model, str):
+        backend: GenerationBackend = TransformersBackend(model, adapter=settings.adapter)
+    else:
+        backend = model
     generator = LocalGenerator(backend)
     name = settings.name
     api_key = settings.api_key.get_secret_value() if settings.api_key else None

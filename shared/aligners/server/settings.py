@@ -26,6 +26,9 @@ class ModelServerSettings(ServerLimits):
     served_model_name: str | None = Field(
         default=None, description="Name clients use in 'model' (default: the model argument)."
     )
+    adapter: str | None = Field(
+        default=None, description="A PEFT adapter applied to the model (a trained aligner)."
+    )
 
     classifier: str | None = Field(
         default=None,
