@@ -15,12 +15,20 @@ from aligners import AlignmentResult
 METADATA_KEY = "aligners"
 
 
+def message_text(message: BaseMessage) -> str:
+    """A message's text content (``.text`` is a property in langchain-core 1.x, a method in 0.3)."""
+    text = message.text
+    if callable(text) and not isinstance(text, str):
+        text = text()
+    return str(text)
+
+
 def answer_text(answer: Any) -> str:
     """The text of an answer: a str, or a message's text content."""
     if isinstance(answer, str):
         return answer
     if isinstance(answer, BaseMessage):
-        return answer.text
+        return message_text(answer)
     raise TypeError(
         "AlignerSquad aligns a str, a chat message, or a dict with a question and an answer; "
         f"got {type(answer).__name__}"
@@ -40,7 +48,7 @@ def question_from_input(value: Any, key: str = "question") -> str:
     if isinstance(value, PromptValue):
         return value.to_string()
     if isinstance(value, BaseMessage):
-        return value.text
+        return message_text(value)
     if isinstance(value, Mapping):
         if key not in value:
             raise ValueError(
@@ -59,7 +67,7 @@ def question_from_input(value: Any, key: str = "question") -> str:
 def _last_human(messages: Any) -> str:
     for message in reversed(list(messages)):
         if isinstance(message, HumanMessage):
-            return message.text
+            return message_text(message)
     return ""
 
 

@@ -26,6 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field, PrivateAttr
 
 from aligners import GenerationConfig, TransformersBackend
+from langchain_aligners._inputs import message_text
 
 
 def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
@@ -44,7 +45,7 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
             role = message.role
         else:
             raise TypeError(f"ChatAlignersLocal cannot send a {type(message).__name__}")
-        converted.append({"role": role, "content": message.text})
+        converted.append({"role": role, "content": message_text(message)})
     return converted
 
 

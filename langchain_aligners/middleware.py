@@ -17,6 +17,7 @@ except ImportError as error:  # the agents extra is optional
     ) from error
 
 from aligners import Squad
+from langchain_aligners._inputs import message_text
 from langchain_aligners.squad import AlignerSquad
 
 When = Literal["after_agent", "after_model"]
@@ -58,7 +59,7 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         elif isinstance(squad, Runnable):
             runnable = squad  # e.g. AlignerSquad(...).configurable(): must return a message
         else:
-            runnable = AlignerSquad(squad=squad, output="message", **squad_options)
+            runnable = AlignerSquad(**{"squad": squad, **squad_options, "output": "message"})
         self.squad = runnable
         self.when = when
 
@@ -67,10 +68,10 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         if not messages or not isinstance(messages[-1], AIMessage):
             return None
         reply = messages[-1]
-        if not reply.text.strip():
+        if not message_text(reply).strip():
             return None  # tool calls only: nothing an aligner could rewrite
         question = next(
-            (m.text for m in reversed(messages[:-1]) if isinstance(m, HumanMessage)), ""
+            (message_text(m) for m in reversed(messages[:-1]) if isinstance(m, HumanMessage)), ""
         )
         return question, reply
 
