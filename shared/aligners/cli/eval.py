@@ -1,0 +1,134 @@
+"""``aligners eval`` and ``aligners bench``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+CRITERIA_HELP = "Comma-separated criteria (default: ethical,factuality,helpful)."
+
+
+def eval_squad(
+    criteria: str | None, threshold: float, max_new_tokens: int, aligner: str | None
+) -> Any:
+    """The default squad (or one built on ``aligner``), with the aligners' token budget set."""
+    from aligners.eval.harness import build_squad
+
+    names = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
+    if names == []:
+        raise typer.BadParameter("--criteria names no criterion")
+    return build_squad(names, threshold=threshold, max_new_tokens=max_new_tokens, aligner=aligner)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval`` and ``bench`` to the CLI."""
+
+    @app.command("eval")
+    def eval_command(
+        questions: list[Path] = typer.Argument(
+            ...,
+            help="Question files: HarmfulQA-style .json, .csv with an 'input' column, or .jsonl. "
+            "Rows that carry an 'answer' are aligned as they are (no upstream call).",
+        ),
+        out: Path = typer.Option(Path("eval-out"), "--out", "-o", help="Output folder."),
+        limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Questions to use."),
+        sampling: str = typer.Option(
+            "stratified",
+            "--sampling",
+            help="first, random, or stratified (round-robin categories).",
+        ),
+        seed: int = typer.Option(0, "--seed"),
+        upstream: str = typer.Option(
+            "smollm2", "--upstream", help="Upstream model: alias, local directory or hub id."
+        ),
+        upstream_max_new_tokens: int = typer.Option(128, "--upstream-max-new-tokens", min=1),
+        criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
+        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        aligner: str | None = typer.Option(
+            None,
+            "--aligner",
+            help="Aligner directory or model for every member (default: shipped).",
+        ),
+        max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Aligner budget."),
+        judge: list[str] = typer.Option(
+            ["inspector", "pairwise:smollm2"],
+            "--judge",
+            "-j",
+            help="Repeatable: inspector, pairwise[:MODEL], reward:MODEL.",
+        ),
+        batch_size: int = typer.Option(8, "--batch-size", min=1),
+        ci: str = typer.Option("wilson", "--ci", help="Confidence intervals: wilson or bootstrap."),
+        plots: bool = typer.Option(True, "--plots/--no-plots"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Evaluate the squad on questions: answers, alignments, judges, report and plots."""
+        from aligners.eval.data import load_questions
+        from aligners.eval.harness import EvalConfig, Evaluator
+        from aligners.eval.judges import make_judge
+
+        if sampling not in ("first", "random", "stratified"):
+            raise typer.BadParameter("--sampling must be first, random or stratified")
+        if ci not in ("wilson", "bootstrap"):
+            raise typer.BadParameter("--ci must be wilson or bootstrap")
+        items = load_questions(questions, limit=limit, sampling=sampling, seed=seed)  # type: ignore[arg-type]
+        squad = eval_squad(criteria, threshold, max_new_tokens, aligner)
+        judges = [make_judge(spec, squad) for spec in judge]
+        config = EvalConfig(batch_size=batch_size, ci=ci, seed=seed, progress=progress)  # type: ignore[arg-type]
+        evaluator = Evaluator(
+            squad=squad,
+            upstream=upstream,
+            judges=judges,
+            config=config,
+            upstream_options={"max_new_tokens": upstream_max_new_tokens, "batch_size": batch_size},
+        )
+        run = evaluator.run(items)
+        paths = run.write(out, plots=plots)
+        s = run.summary
+        typer.echo(
+            f"{s['n_evaluated']} evaluated ({s['n_errors']} errors), changed "
+            f"{(s['changed_rate'] or 0):.0%}, pass rate {(s['pass_rate_before'] or 0):.0%} -> "
+            f"{(s['pass_rate_after'] or 0):.0%}"
+        )
+        for name, stats in s["judges"].items():
+            overall = stats["overall"]
+            omega = overall["omega"]
+            typer.echo(
+                f"{name}: {overall['wins']} wins / {overall['ties']} ties / {overall['losses']} "
+                f"losses, omega {omega if omega is None else round(omega, 3)}"
+            )
+        typer.echo(f"report: {paths['report']}")
+
+    @app.command("bench")
+    def bench_command(
+        only: str | None = typer.Option(
+            None, "--only", help="Comma-separated benchmarks: inspect,batch,copy,critique,memory."
+        ),
+        out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="Output folder."),
+        quick: bool = typer.Option(
+            False, "--quick", help="Fewer inputs and repeats (a smoke run)."
+        ),
+        questions: Path | None = typer.Option(
+            None,
+            "--questions",
+            help="Question file (default: ../shared/data HarmfulQA or built-in).",
+        ),
+    ) -> None:
+        """Measure squad cost, batching, copy-aware decoding, a critique-and-revise baseline and
+        memory on this machine; writes bench.json and bench.md."""
+        from aligners.eval.bench import BENCHMARKS, BenchConfig, run_benchmarks
+
+        names = [n.strip() for n in only.split(",") if n.strip()] if only else list(BENCHMARKS)
+        unknown = [n for n in names if n not in BENCHMARKS]
+        if unknown:
+            raise typer.BadParameter(
+                f"unknown benchmarks {unknown}; known: {', '.join(BENCHMARKS)}"
+            )
+        config = BenchConfig.quick() if quick else BenchConfig()
+        if questions is not None:
+            config = config.model_copy(update={"questions": str(questions)})
+        results = run_benchmarks(names, config, out)
+        typer.echo(json.dumps({k: v.get("headline") for k, v in results.items()}, indent=2))
+        typer.echo(f"report: {out / 'bench.md'}")

@@ -1,0 +1,76 @@
+"""``aligners eval`` / ``aligners bench``: input errors fast, a real run on 3 questions (e2e)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aligners.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_eval_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    missing = cli("eval", str(tmp_path / "nope.json"), "-o", str(tmp_path / "o"))
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "hi?"}\n')
+    bad = cli("eval", str(questions), "--sampling", "best")
+    assert bad.returncode == 2 and "--sampling must be" in bad.stderr
+    judge = cli("eval", str(questions), "--judge", "vibes")
+    assert judge.returncode == 2 and "unknown judge" in judge.stderr
+
+
+def test_bench_rejects_unknown_benchmarks() -> None:
+    done = cli("bench", "--only", "speed")
+    assert done.returncode == 2 and "unknown benchmarks" in done.stderr
+
+
+@pytest.mark.e2e
+def test_eval_on_three_harmfulqa_questions(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "out"
+    done = cli(
+        "eval",
+        str(shared_data / "prompts" / "harmfulqa.json"),
+        "-n",
+        "3",
+        "-o",
+        str(out),
+        "--upstream-max-new-tokens",
+        "16",
+        "--max-new-tokens",
+        "16",
+        "--threshold",
+        "0.95",
+        "--criteria",
+        "ethical",
+        "--judge",
+        "inspector",
+        "--judge",
+        "pairwise:smollm2",
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "report:" in done.stdout
+    lines = (out / "examples.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    examples = [json.loads(line) for line in lines]
+    assert all(e["original"] for e in examples)
+    assert len({e["category"] for e in examples}) == 3  # stratified: three topics
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["judges"]) == {"inspector", "pairwise:smollm2"}
+    assert summary["judges"]["inspector"]["overall"]["total"] == 3
+    for name in ("trajectories", "categories", "edit_sizes"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 5000
+    assert "# Aligners evaluation" in (out / "report.md").read_text()
