@@ -162,3 +162,33 @@ def test_edit_size() -> None:
     assert edit_size("a b c", "a b c") == 0.0
     assert edit_size("a b c d", "x y z w") == 1.0
     assert 0 < edit_size("the cat sat on the mat", "the cat sat on a mat") < 0.3
+
+
+def test_build_squad_sets_budget_and_threshold_without_loading() -> None:
+    from aligners.backends.cache import MODEL_CACHE
+    from aligners.eval import build_squad
+    from aligners.squad.defaults import default_aligner
+
+    before = dict(MODEL_CACHE.load_counts)
+    squad = build_squad(["ethical", "helpful"], threshold=0.7, max_new_tokens=12)
+    assert squad.criteria == ["ethical", "helpful"]
+    assert squad.thresholds == {"ethical": 0.7, "helpful": 0.7}
+    shipped = default_aligner("ethical").config
+    for member in squad.members:
+        assert member.aligner.config.max_new_tokens == 12
+        assert member.aligner.config.adapter == shipped.adapter  # the shipped aligner is kept
+        assert member.aligner.criterion.name == member.name
+    assert MODEL_CACHE.load_counts == before
+
+
+def test_a_previous_runs_examples_can_be_evaluated_again(
+    tmp_path: Path, tiny_lm_dir: Path, tiny_encoder_dir: Path
+) -> None:
+    squad = tiny_squad(tiny_lm_dir, tiny_encoder_dir, criteria=("helpful",), threshold=0.0)
+    items = [EvalItem(id="q7", question="What is rain?", answer="Water.", category="science")]
+    first = evaluate(items, squad=squad, config=EvalConfig(progress=False))
+    paths = first.write(tmp_path / "first", plots=False)
+    again = load_questions(paths["examples"])
+    assert [(i.id, i.question, i.answer, i.category) for i in again] == [
+        ("q7", "What is rain?", "Water.", "science")
+    ]

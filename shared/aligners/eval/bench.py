@@ -424,7 +424,9 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
             spreads["copy-aware"].extend(t_aware.runs)
             identical += out_plain == out_aware
             tokens += _count_tokens([out_plain])
-            edits.append(edit_size(source, out_plain.strip()))
+            # Against the same number of source words: outputs stop at max_new_tokens.
+            words = out_plain.split()
+            edits.append(edit_size(" ".join(source.split()[: len(words)]), " ".join(words)))
         speedups[name] = times["plain"] / times["copy-aware"]
         all_identical.append(identical == len(prompts))
         rows.append(

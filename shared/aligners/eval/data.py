@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 Sampling = Literal["first", "random", "stratified"]
 QUESTION_KEYS = ("question", "input", "prompt", "instruction")
-ANSWER_KEYS = ("answer", "original_output", "response")
+# "original" lets the examples.jsonl of an earlier run be aligned and judged again.
+ANSWER_KEYS = ("answer", "original", "original_output", "response")
 
 
 class EvalItem(BaseModel):
