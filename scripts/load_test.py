@@ -182,10 +182,12 @@ def markdown(
             )
     lines += [
         "",
-        "`upstream direct` is the same request to the upstream server without the proxy; the "
-        "difference is the proxy's cost: one HTTP hop, one MiniLM pass over question and answer, "
-        "three heads. The model lock serialises generation and scoring on 2 cores, so requests/s "
-        "flattens as concurrency grows while latency rises with the queue.",
+        "`upstream direct` is the same request straight to the upstream server; the gap is the "
+        "proxy's cost (one more HTTP hop, one MiniLM pass over question and answer, three small "
+        "heads). Concurrent proxy requests share squad batches, so at higher concurrency the "
+        "proxy's throughput follows its upstream's. The two servers and the client share 2 CPU "
+        "cores with other jobs (see the load average), so repeated runs vary by tens of percent: "
+        "compare rows of one run, not across runs.",
         "",
     ]
     return "\n".join(lines)
