@@ -53,7 +53,7 @@ def test_local_chat_model_in_a_chain_with_the_default_squad() -> None:
     assert MODEL_CACHE.load_counts[key] == 1
 
 
-def test_rewrite_stream_and_batch_on_smollm2() -> None:
+def test_rewrite_and_stream_on_smollm2() -> None:
     engine = forced_squad()
     spy = GenerateSpy(engine.members[0].aligner)
     squad = AlignerSquad(squad=engine)
@@ -63,8 +63,15 @@ def test_rewrite_stream_and_batch_on_smollm2() -> None:
     pieces = list(squad.stream({"question": QUESTION, "answer": ANSWER}))
     assert len(pieces) > 2  # token by token, not one block
     assert "".join(pieces).strip() == aligned
-    outputs = squad.batch([{"question": "Name a colour.", "answer": "Blue."}, "Red is a colour."])
-    assert spy.sizes == [1, 2]  # one padded generation for the whole batch
+
+
+def test_batch_is_one_generation_on_smollm2() -> None:
+    engine = forced_squad()
+    spy = GenerateSpy(engine.members[0].aligner)
+    outputs = AlignerSquad(squad=engine).batch(
+        [{"question": "Name a colour.", "answer": "Blue."}, "Red is a colour."]
+    )
+    assert spy.sizes == [2]  # one padded generation for the whole batch
     assert outputs[0].strip() and outputs[1].strip()
 
 
