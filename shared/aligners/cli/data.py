@@ -165,6 +165,91 @@ def dpo_export(
     typer.echo(f"wrote {written} preference pairs to {output} ({skipped} unchanged triples skipped)")
 
 
+def _load_generator(spec: str, max_new_tokens: int, temperature: float) -> Any:
+    """'smollm2' (offline default) or 'package.module:attribute' naming a LangChain chat model
+    instance or a zero-argument factory returning one."""
+    if spec == "smollm2":
+        from aligners.data.synth import default_generator
+
+        return default_generator(max_new_tokens=max_new_tokens, temperature=temperature)
+    if ":" not in spec:
+        raise typer.BadParameter(
+            "--generator must be 'smollm2' or 'module:attribute' (a LangChain chat model or factory)"
+        )
+    import importlib
+
+    module_name, attribute = spec.split(":", 1)
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot import generator {spec!r}: {exc}") from None
+    model = target() if callable(target) and not hasattr(target, "batch") else target
+    if not hasattr(model, "batch"):
+        raise typer.BadParameter(f"generator {spec!r} is not a LangChain chat model (no .batch)")
+    return model
+
+
+def _read_questions(path: Path, limit: int | None, seed: int) -> list[str]:
+    import random
+
+    from aligners.data.io import iter_rows
+
+    questions = []
+    for line, row in iter_rows(path):
+        if isinstance(row, dict):
+            text = row.get("question") or row.get("input") or row.get("instruction")
+        else:
+            text = row if isinstance(row, str) else None
+        if not isinstance(text, str) or not text.strip():
+            typer.echo(f"skipped {path}:{line}: no question/input/instruction text", err=True)
+            continue
+        questions.append(text.strip())
+    random.Random(seed).shuffle(questions)
+    return questions[:limit] if limit else questions
+
+
+@data_app.command("synth")
+def synth(
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory (resumable)."),
+    criterion: str = typer.Option(..., help="Criterion the data teaches."),
+    generator: str = typer.Option("smollm2", help="'smollm2' or 'module:attr' LangChain chat model."),
+    n_topics: int = typer.Option(5),
+    questions_per_topic: int = typer.Option(3),
+    questions_file: Path | None = typer.Option(
+        None, help="Use these questions (CSV 'input', JSON/JSONL 'question') instead of brainstorming."
+    ),
+    limit_questions: int | None = typer.Option(None, help="Sample this many from --questions-file."),
+    principles_file: Path | None = typer.Option(
+        None, help="JSON with 'principles' and/or few-shot 'examples' to replace ours."
+    ),
+    batch_size: int = typer.Option(4),
+    seed: int = typer.Option(0),
+    max_new_tokens: int = typer.Option(160, help="Local generator only."),
+    temperature: float = typer.Option(0.7, help="Local generator only."),
+    dedupe_threshold: float = typer.Option(0.9, help="Drop pairs whose answer~correction cosine >= this."),
+) -> None:
+    """Synthesise triples and inspector pairs with any LangChain chat model (resumable)."""
+    from aligners.data.synth import SynthConfig, synthesize
+
+    extra: dict[str, Any] = {}
+    if principles_file is not None:
+        import json
+
+        extra = json.loads(principles_file.read_text())
+        unknown = set(extra) - {"principles", "examples"}
+        if unknown:
+            raise typer.BadParameter(f"--principles-file has unknown keys {sorted(unknown)}")
+    questions = _read_questions(questions_file, limit_questions, seed) if questions_file else None
+    config = SynthConfig(
+        criterion=criterion, n_topics=n_topics, questions_per_topic=questions_per_topic,
+        questions=questions, batch_size=batch_size, seed=seed, dedupe_threshold=dedupe_threshold,
+        **extra,
+    )
+    model = _load_generator(generator, max_new_tokens, temperature)
+    report = synthesize(model, output, config)
+    typer.echo(report.model_dump_json(indent=2))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` verb group to the main CLI."""
     app.add_typer(data_app, name="data")

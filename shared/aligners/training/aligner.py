@@ -430,7 +430,9 @@ def _save(model: Any, tokenizer: Any, output: Path, config: AlignerTrainingConfi
         for peft_config in getattr(model, "peft_config", {}).values():
             # Name the base as the user did (an alias travels; a cache path does not).
             peft_config.base_model_name_or_path = config.model
-        model.save_pretrained(str(target))
+        # New marker rows are saved by trainable_token_indices; the whole resized embedding
+        # matrix (tens of MB) need not be.
+        model.save_pretrained(str(target), save_embedding_layers=False)
         if new_tokens:
             # The engine takes the tokenizer from the adapter directory and grows the embeddings.
             tokenizer.save_pretrained(str(target))

@@ -143,6 +143,12 @@ def train_encoder_head(
     y_train = torch.tensor([float(e.label) for e in train])
     dim = x_train.shape[1] // 3
 
+    # Standardise features for training (pair features differ in scale by orders of magnitude),
+    # then fold the scaling into the first layer so the saved head takes raw features.
+    mean = x_train.mean(0)
+    std = x_train.std(0).clamp_min(1e-6)
+    x_train_std = (x_train - mean) / std
+
     torch.manual_seed(config.seed)
     head = build_head(dim, config.hidden_size)
     # Balance the classes in the loss so a skewed split does not just learn the majority.
@@ -165,10 +171,14 @@ def train_encoder_head(
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(head(x_train[index]).squeeze(-1), y_train[index])
+            loss = loss_fn(head(x_train_std[index]).squeeze(-1), y_train[index])
             loss.backward()
             optimizer.step()
     head.eval()
+    first = head if isinstance(head, torch.nn.Linear) else head[0]
+    with torch.no_grad():
+        first.bias -= (first.weight * (mean / std)).sum(-1)
+        first.weight /= std
     head_config = EncoderHeadConfig(
         encoder=config.encoder,
         criterion=config.criterion,
