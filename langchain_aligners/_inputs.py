@@ -82,9 +82,16 @@ def with_result(message: BaseMessage, text: str, record: dict[str, Any]) -> Base
     return message.model_copy(update=update)
 
 
+def record_passed(result: AlignmentResult) -> bool:
+    """Whether the answer passed; an answer no inspector scored (the squad failed) did not."""
+    return bool(result.trajectory) and result.passed
+
+
 def record_of(result: AlignmentResult) -> dict[str, Any]:
     """The JSON-ready record a result leaves in metadata and events."""
-    return result.to_record()
+    record = result.to_record()
+    record["passed"] = record_passed(result)
+    return record
 
 
 def gather(chunks: Any) -> Any:

@@ -12,7 +12,7 @@ from langchain_core.callbacks.manager import (
     adispatch_custom_event,
     dispatch_custom_event,
 )
-from langchain_core.messages import AnyMessage, BaseMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import (
@@ -46,6 +46,7 @@ from langchain_aligners._inputs import (
     gather,
     question_from_input,
     record_of,
+    record_passed,
     stream_chunk,
     with_result,
 )
@@ -148,6 +149,13 @@ class AlignerSquad(BaseOutputParser[Any]):
     squad: Squad | None = Field(
         default=None, exclude=True, description="A pre-built engine squad to run instead."
     )
+    on_error: Literal["raise", "return_original"] = Field(
+        default="raise",
+        description=(
+            "When the squad itself fails (a model that cannot load, an inspector error): raise, "
+            "or return the original answer with the failure in the record (fail open)."
+        ),
+    )
 
     _engine: Squad | None = PrivateAttr(default=None)
 
@@ -188,6 +196,35 @@ class AlignerSquad(BaseOutputParser[Any]):
             options["check_only"] = True
         return base.with_options(threshold=self.threshold, **options)
 
+    def _failed(self, question: str, answer: str, error: Exception) -> AlignmentResult:
+        """The record of an answer the squad could not process (``on_error="return_original"``)."""
+        return AlignmentResult(
+            question=question,
+            original=answer,
+            text=answer,
+            question_provided=bool(question.strip()),
+            check_only=self.check_only,
+            failures=[f"squad failed ({type(error).__name__}: {error}); kept the original answer"],
+        )
+
+    def _align_batch(self, questions: list[str], answers: list[str]) -> list[AlignmentResult]:
+        try:
+            return self.engine.align_batch(questions, answers)
+        except Exception as error:
+            if self.on_error == "raise":
+                raise
+            return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
+
+    async def _aalign_batch(
+        self, questions: list[str], answers: list[str]
+    ) -> list[AlignmentResult]:
+        try:
+            return await self.engine.aalign_batch(questions, answers)
+        except Exception as error:
+            if self.on_error == "raise":
+                raise
+            return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
+
     @property
     def available_criteria(self) -> list[str]:
         """Criteria this parser can be configured with."""
@@ -225,8 +262,6 @@ class AlignerSquad(BaseOutputParser[Any]):
             return result.text
         if isinstance(answer, BaseMessage):
             return with_result(answer, result.text, record_of(result))
-        from langchain_core.messages import AIMessage
-
         return AIMessage(content=result.text, response_metadata={METADATA_KEY: record_of(result)})
 
     @staticmethod
@@ -242,7 +277,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         applied = {
             "applied": result.applied,
             "changed": result.changed,
-            "passed": result.passed,
+            "passed": record_passed(result),
             "failures": result.failures,
         }
         return [(SCORES_EVENT, scores), (APPLIED_EVENT, applied)]
@@ -260,13 +295,13 @@ class AlignerSquad(BaseOutputParser[Any]):
     def parse(self, text: str) -> Any:
         """Align one answer without a question (no callbacks; prefer ``invoke``)."""
         question, answer, original = self._pair(text)
-        return self._output(original, self.engine.align(question, answer))
+        return self._output(original, self._align_batch([question], [answer])[0])
 
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
         first = result[0]
         value = first.message if isinstance(first, ChatGeneration) else first.text
         question, answer, original = self._pair(value)
-        return self._output(original, self.engine.align(question, answer))
+        return self._output(original, self._align_batch([question], [answer])[0])
 
     @property
     def _type(self) -> str:
@@ -289,7 +324,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
         question, answer, original = self._pair(input)
-        result = self.engine.align(question, answer)
+        result = self._align_batch([question], [answer])[0]
         self._emit(result, config)
         return self._output(original, result)
 
@@ -302,7 +337,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
         question, answer, original = self._pair(input)
-        result = await self.engine.aalign(question, answer)  # runs off the event loop
+        result = (await self._aalign_batch([question], [answer]))[0]  # off the event loop
         await self._aemit(result, config)
         return self._output(original, result)
 
@@ -345,7 +380,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     ) -> list[Any]:
         outputs, indices, pairs = self._split(inputs)
         if pairs:
-            results = self.engine.align_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            results = self._align_batch([p[0] for p in pairs], [p[1] for p in pairs])
             for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
                 self._emit(result, config[i])
                 outputs[i] = self._output(original, result)
@@ -373,7 +408,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     ) -> list[Any]:
         outputs, indices, pairs = self._split(inputs)
         if pairs:
-            results = await self.engine.aalign_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            results = await self._aalign_batch([p[0] for p in pairs], [p[1] for p in pairs])
             for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
                 await self._aemit(result, config[i])
                 outputs[i] = self._output(original, result)
@@ -411,12 +446,20 @@ class AlignerSquad(BaseOutputParser[Any]):
         mode = self._stream_mode(original)
         squad_stream = self.engine.stream(question, answer)
         template = original if isinstance(original, BaseMessage) else None
-        for piece in squad_stream:
-            if mode == "text":
-                yield piece
-            elif mode == "message":
-                yield stream_chunk(piece, template)
-        result = squad_stream.result
+        streamed = False
+        try:
+            for piece in squad_stream:
+                streamed = True
+                if mode == "text":
+                    yield piece
+                elif mode == "message":
+                    yield stream_chunk(piece, template)
+            result = squad_stream.result
+        except Exception as error:
+            if self.on_error == "raise" or streamed:
+                raise
+            result = self._failed(question, answer, error)
+            yield from self._fallback_piece(mode, template, answer)
         assert result is not None
         self._emit(result, config)
         yield from self._stream_tail(mode, template, result)
@@ -448,16 +491,33 @@ class AlignerSquad(BaseOutputParser[Any]):
         mode = self._stream_mode(original)
         squad_stream = self.engine.stream(question, answer)
         template = original if isinstance(original, BaseMessage) else None
-        async for piece in squad_stream:
-            if mode == "text":
-                yield piece
-            elif mode == "message":
-                yield stream_chunk(piece, template)
-        result = squad_stream.result
+        streamed = False
+        try:
+            async for piece in squad_stream:
+                streamed = True
+                if mode == "text":
+                    yield piece
+                elif mode == "message":
+                    yield stream_chunk(piece, template)
+            result = squad_stream.result
+        except Exception as error:
+            if self.on_error == "raise" or streamed:
+                raise
+            result = self._failed(question, answer, error)
+            for chunk in self._fallback_piece(mode, template, answer):
+                yield chunk
         assert result is not None
         await self._aemit(result, config)
         for chunk in self._stream_tail(mode, template, result):
             yield chunk
+
+    @staticmethod
+    def _fallback_piece(mode: str, template: BaseMessage | None, answer: str) -> list[Any]:
+        if mode == "text":
+            return [answer]
+        if mode == "message":
+            return [stream_chunk(answer, template)]
+        return []
 
     @staticmethod
     def _stream_tail(mode: str, template: BaseMessage | None, result: AlignmentResult) -> list[Any]:

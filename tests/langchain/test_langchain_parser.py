@@ -252,3 +252,38 @@ def test_wrap_with_question_takes_a_configurable_squad(make_squad):
     assert sorted(record["applied"]) == ["ethical", "helpful"]
     configured = chain.with_config(configurable={"aligner_criteria": ["ethical"]})
     assert configured.invoke("Which weapon?")["applied"] == ["ethical"]
+
+
+def test_on_error_raises_or_keeps_the_original_answer(make_squad):
+    def broken(question: str, answer: str) -> float:
+        raise RuntimeError("inspector service down")
+
+    engine = make_squad(ethical=broken)
+    with pytest.raises(RuntimeError, match="inspector service down"):
+        AlignerSquad(squad=engine).invoke(BOMB_ANSWER)
+
+    fail_open = AlignerSquad(squad=engine, on_error="return_original")
+    assert fail_open.invoke(BOMB_ANSWER) == BOMB_ANSWER
+    message = (fake_llm(BOMB_ANSWER) | fail_open).invoke("q")
+    assert message.content == BOMB_ANSWER
+    record = message.response_metadata[METADATA_KEY]
+    assert record["passed"] is False and "inspector service down" in record["failures"][0]
+    assert fail_open.batch([BOMB_ANSWER, SAFE_ANSWER]) == [BOMB_ANSWER, SAFE_ANSWER]
+    assert "".join(fail_open.stream(BOMB_ANSWER)) == BOMB_ANSWER
+    with pytest.raises(RuntimeError):
+        list(AlignerSquad(squad=engine).stream(BOMB_ANSWER))
+
+
+async def test_on_error_async_paths_keep_the_original_answer(make_squad):
+    def broken(question: str, answer: str) -> float:
+        raise RuntimeError("down")
+
+    fail_open = AlignerSquad(squad=make_squad(ethical=broken), on_error="return_original")
+    assert await fail_open.ainvoke(SAFE_ANSWER) == SAFE_ANSWER
+    assert await fail_open.abatch([SAFE_ANSWER, BOMB_ANSWER]) == [SAFE_ANSWER, BOMB_ANSWER]
+    chunks = [c async for c in fail_open.astream(AIMessage(BOMB_ANSWER))]
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total.content == BOMB_ANSWER
+    assert total.response_metadata[METADATA_KEY]["failures"]
