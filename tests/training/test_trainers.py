@@ -125,7 +125,7 @@ def test_split_keeps_questions_on_one_side() -> None:
 def test_encoder_head_inspector_training(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     encoder = SentenceEncoder(str(tiny_encoder_dir))
     config = InspectorTrainingConfig(
-        criterion="ethical", encoder=str(tiny_encoder_dir), epochs=60, learning_rate=0.05,
+        criterion="ethical", encoder=str(tiny_encoder_dir), epochs=60, learning_rate=0.05, standardize=True,
         cache_dir=str(tmp_path / "cache"),
     )
     metrics = train_inspector(_examples(), tmp_path / "insp", config, encoder=encoder, progress=False)
