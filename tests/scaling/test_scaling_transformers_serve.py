@@ -79,7 +79,10 @@ def test_backend_matches_in_process_against_transformers_serve(hf_server, tiny_l
     for prompt in (PROMPT, CHAT):
         expected = local.generate([prompt], CONFIG)[0]
         assert expected
-        assert remote.generate([prompt], CONFIG) == [expected]
+        # A half character cut off at max_new_tokens (the random model emits stray bytes) is
+        # decoded to U+FFFD by one decoder and dropped by the other; the text before it matches.
+        (got,) = remote.generate([prompt], CONFIG)
+        assert got.rstrip("\ufffd") == expected.rstrip("\ufffd")
     streamed = "".join(remote.stream(CHAT, CONFIG))
     # transformers serve's streamer drops a trailing half character (the random model emits
     # stray bytes), so its stream can lack a final U+FFFD; everything else is identical.
