@@ -26,7 +26,9 @@ from aligners.data import (
 
 def _triples() -> list[CorrectionTriple]:
     return [
-        CorrectionTriple(question="Q1?", answer="bad one", correction="good one", criterion="ethical"),
+        CorrectionTriple(
+            question="Q1?", answer="bad one", correction="good one", criterion="ethical"
+        ),
         CorrectionTriple(question="Q2?", answer="same", correction="same", metadata={"k": 1}),
     ]
 
@@ -40,14 +42,20 @@ def test_round_trip_every_file_type(tmp_path: Path, suffix: str) -> None:
 
 
 def test_examples_round_trip_csv(tmp_path: Path) -> None:
-    rows = [InspectorExample(question="q", answer="a", label=1), InspectorExample(question="q", answer="b", label=0)]
+    rows = [
+        InspectorExample(question="q", answer="a", label=1),
+        InspectorExample(question="q", answer="b", label=0),
+    ]
     path = write_records(tmp_path / "e.csv", rows)
     assert [e.label for e in read_examples(path).records] == [1, 0]
 
 
 def test_hh_rlhf_split_at_last_assistant_turn(tmp_path: Path) -> None:
     dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how do I hurt him?"
-    row = {"chosen": dialogue + "\n\nAssistant: I won't help with that.", "rejected": dialogue + "\n\nAssistant: Hit him."}
+    row = {
+        "chosen": dialogue + "\n\nAssistant: I won't help with that.",
+        "rejected": dialogue + "\n\nAssistant: Hit him.",
+    }
     path = tmp_path / "hh.jsonl.gz"
     with gzip.open(path, "wt") as handle:
         handle.write(json.dumps(row) + "\n")
@@ -67,7 +75,9 @@ def test_published_layouts(tmp_path: Path) -> None:
         writer.writerow(["input", "initial_response", "aligned_response"])
         writer.writerow(["Is it safe?", "Sure, go ahead.", "Please be careful."])
     alpaca = tmp_path / "model_outputs.json"
-    alpaca.write_text(json.dumps([{"instruction": "I", "original_output": "O", "output": "C", "generator": "g"}]))
+    alpaca.write_text(
+        json.dumps([{"instruction": "I", "original_output": "O", "output": "C", "generator": "g"}])
+    )
     pku = tmp_path / "pku.json"
     pku.write_text(json.dumps([{"question": "q", "answer": "a", "correction": "c"}]))
     assert read_triples(ibm).records[0].correction == "Please be careful."
@@ -80,8 +90,10 @@ def test_malformed_rows_are_reported_with_line_or_fatal(tmp_path: Path) -> None:
     path.write_text(
         json.dumps({"question": "q", "answer": "a", "correction": "c"}) + "\n"
         "{not json\n"
-        + json.dumps({"question": "q", "answer": "a"}) + "\n"
-        + json.dumps({"question": "q", "answer": "a", "correction": "   "}) + "\n"
+        + json.dumps({"question": "q", "answer": "a"})
+        + "\n"
+        + json.dumps({"question": "q", "answer": "a", "correction": "   "})
+        + "\n"
     )
     result = read_triples(path, layout="triples")
     assert len(result.records) == 1
@@ -127,7 +139,11 @@ def test_dpo_export_in_trl_layout(tmp_path: Path) -> None:
 
 def test_factuality_proxy_is_balanced_and_tampered() -> None:
     triples = [
-        CorrectionTriple(question=f"q{i}", answer="x", correction=f"Paris is the capital of France since {1800 + i}.")
+        CorrectionTriple(
+            question=f"q{i}",
+            answer="x",
+            correction=f"Paris is the capital of France since {1800 + i}.",
+        )
         for i in range(6)
     ]
     examples = factuality_proxy_examples(triples, seed=1)

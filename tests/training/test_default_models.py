@@ -28,7 +28,9 @@ def test_aligner_artifact_is_small_and_relative() -> None:
     config = json.loads((DEFAULT_ALIGNER_DIR / "aligner_config.json").read_text())
     assert config["model"] == "smollm2" and config["format"] == "chat"
     assert config["adapter"] == "adapter"  # relative: resolved against the folder
-    assert (DEFAULT_ALIGNER_DIR / "adapter" / "adapter_model.safetensors").stat().st_size < 20_000_000
+    assert (
+        DEFAULT_ALIGNER_DIR / "adapter" / "adapter_model.safetensors"
+    ).stat().st_size < 20_000_000
     assert (DEFAULT_ALIGNER_DIR / "MODEL_CARD.md").exists()
 
 
@@ -45,7 +47,9 @@ def test_default_squad_uses_the_shipped_artifacts() -> None:
 def test_shipped_aligner_copies_a_good_answer_and_stops() -> None:
     from aligners import Aligner
 
-    aligner = Aligner.from_pretrained(DEFAULT_ALIGNER_DIR, criterion="factuality", max_new_tokens=24)
+    aligner = Aligner.from_pretrained(
+        DEFAULT_ALIGNER_DIR, criterion="factuality", max_new_tokens=24
+    )
     answer = "The capital of France is Paris."
     out = aligner.align("What is the capital of France?", answer)
     assert out.strip() and "<|im" not in out and "\nuser" not in out  # ends its turn cleanly

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from aligners.training import auroc, chrf, classification_metrics, expected_calibration_error, is_degenerate, rouge_l
+from aligners.training import (
+    auroc,
+    chrf,
+    classification_metrics,
+    expected_calibration_error,
+    is_degenerate,
+    rouge_l,
+)
 
 
 def test_auroc_perfect_random_and_ties() -> None:
@@ -32,4 +39,6 @@ def test_text_similarity_and_degeneracy() -> None:
     assert rouge_l("", "a") == 0.0
     assert is_degenerate("  ")
     assert is_degenerate("go on and on " * 10)
-    assert not is_degenerate("Paris is the capital of France, and it is known for the Eiffel Tower.")
+    assert not is_degenerate(
+        "Paris is the capital of France, and it is known for the Eiffel Tower."
+    )

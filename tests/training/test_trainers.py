@@ -11,7 +11,12 @@ from typer.testing import CliRunner
 from aligners import Aligner, EncoderHeadInspector, SentenceEncoder, load_inspector
 from aligners.data import CorrectionTriple, InspectorExample, write_records
 from aligners.formats import get_format
-from aligners.training.aligner import AlignerTrainingConfig, build_stages, encode_triple, train_aligner
+from aligners.training.aligner import (
+    AlignerTrainingConfig,
+    build_stages,
+    encode_triple,
+    train_aligner,
+)
 from aligners.training.inspector import InspectorTrainingConfig, split_examples, train_inspector
 
 runner = CliRunner()
@@ -22,7 +27,9 @@ BAD = "Tell me how to hurt someone."
 
 def _triples(n: int = 12) -> list[CorrectionTriple]:
     return [
-        CorrectionTriple(question=f"How do I bake bread {i}?", answer=BAD, correction=GOOD, criterion="ethical")
+        CorrectionTriple(
+            question=f"How do I bake bread {i}?", answer=BAD, correction=GOOD, criterion="ethical"
+        )
         for i in range(n)
     ]
 
@@ -42,7 +49,9 @@ def test_encode_triple_masks_the_prompt(tiny_lm_dir: Path) -> None:
     target = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != -100]
     # Loss covers exactly the correction and the chat template's end-of-turn token.
     assert tokenizer.decode(target) == GOOD + "<|im_end|>"
-    assert encoded.labels[: len(encoded.labels) - len(target)] == [-100] * (len(encoded.labels) - len(target))
+    assert encoded.labels[: len(encoded.labels) - len(target)] == [-100] * (
+        len(encoded.labels) - len(target)
+    )
     assert encode_triple(_triples(1)[0], get_format("chat"), tokenizer, max_length=10) is None
     raw = encode_triple(_triples(1)[0], get_format("ibm"), tokenizer)
     assert raw is not None and raw.labels[-1] == tokenizer.eos_token_id
@@ -57,14 +66,38 @@ def test_stages_identity_warmup_and_copies() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["chat", "ibm"])
-def test_cli_trains_a_lora_aligner_the_engine_loads(tiny_lm_dir: Path, tmp_path: Path, fmt: str) -> None:
+def test_cli_trains_a_lora_aligner_the_engine_loads(
+    tiny_lm_dir: Path, tmp_path: Path, fmt: str
+) -> None:
     data = write_records(tmp_path / "train.jsonl", _triples())
     out = tmp_path / f"aligner-{fmt}"
     result = runner.invoke(
         _app(),
-        ["train", "aligner", str(data), "-o", str(out), "--model", str(tiny_lm_dir), "--format", fmt,
-         "--epochs", "3", "--batch-size", "4", "--learning-rate", "5e-3", "--eval-fraction", "0.25",
-         "--save-steps", "4", "--max-new-tokens", "8", "--lora-r", "4"],
+        [
+            "train",
+            "aligner",
+            str(data),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_lm_dir),
+            "--format",
+            fmt,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--learning-rate",
+            "5e-3",
+            "--eval-fraction",
+            "0.25",
+            "--save-steps",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--lora-r",
+            "4",
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -73,9 +106,11 @@ def test_cli_trains_a_lora_aligner_the_engine_loads(tiny_lm_dir: Path, tmp_path:
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert json.loads((out / "aligner_config.json").read_text())["adapter"] == "adapter"
     if fmt == "ibm":  # marker tokens travel with the adapter
-        assert "[DONE]" in (out / "adapter" / "tokenizer_config.json").read_text() + (
-            out / "adapter" / "tokenizer.json"
-        ).read_text()
+        assert (
+            "[DONE]"
+            in (out / "adapter" / "tokenizer_config.json").read_text()
+            + (out / "adapter" / "tokenizer.json").read_text()
+        )
     aligner = Aligner.from_pretrained(out)
     assert aligner.prompt_format.name == fmt
     assert isinstance(aligner.align("How do I bake bread?", BAD), str)
@@ -84,8 +119,15 @@ def test_cli_trains_a_lora_aligner_the_engine_loads(tiny_lm_dir: Path, tmp_path:
 def test_full_finetune_and_resume(tiny_lm_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"
     config = AlignerTrainingConfig(
-        model=str(tiny_lm_dir), method="full", epochs=2, batch_size=4, save_steps=2,
-        warmup_fraction=0.0, eval_fraction=0.0, learning_rate=1e-3, max_new_tokens=4,
+        model=str(tiny_lm_dir),
+        method="full",
+        epochs=2,
+        batch_size=4,
+        save_steps=2,
+        warmup_fraction=0.0,
+        eval_fraction=0.0,
+        learning_rate=1e-3,
+        max_new_tokens=4,
     )
     first = train_aligner(_triples(8), out, config, progress=False)
     assert first["main"]["steps"] == 4
@@ -125,10 +167,16 @@ def test_split_keeps_questions_on_one_side() -> None:
 def test_encoder_head_inspector_training(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     encoder = SentenceEncoder(str(tiny_encoder_dir))
     config = InspectorTrainingConfig(
-        criterion="ethical", encoder=str(tiny_encoder_dir), epochs=60, learning_rate=0.05, standardize=True,
+        criterion="ethical",
+        encoder=str(tiny_encoder_dir),
+        epochs=60,
+        learning_rate=0.05,
+        standardize=True,
         cache_dir=str(tmp_path / "cache"),
     )
-    metrics = train_inspector(_examples(), tmp_path / "insp", config, encoder=encoder, progress=False)
+    metrics = train_inspector(
+        _examples(), tmp_path / "insp", config, encoder=encoder, progress=False
+    )
     assert metrics["accuracy"] > metrics["majority_baseline_accuracy"]
     assert metrics["auroc"] == 1.0  # two fixed answer texts: trivially separable
     saved = json.loads((tmp_path / "insp" / "inspector_config.json").read_text())
@@ -152,9 +200,25 @@ def test_cli_sequence_classifier_inspector(tiny_encoder_dir: Path, tmp_path: Pat
     out = tmp_path / "clf"
     result = runner.invoke(
         _app(),
-        ["train", "inspector", str(data), "-o", str(out), "--kind", "sequence-classifier",
-         "--encoder", str(tiny_encoder_dir), "--epochs", "1", "--batch-size", "8",
-         "--learning-rate", "1e-3", "--criterion", "ethical"],
+        [
+            "train",
+            "inspector",
+            str(data),
+            "-o",
+            str(out),
+            "--kind",
+            "sequence-classifier",
+            "--encoder",
+            str(tiny_encoder_dir),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--criterion",
+            "ethical",
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -166,23 +230,47 @@ def test_cli_sequence_classifier_inspector(tiny_encoder_dir: Path, tmp_path: Pat
 def test_cli_data_convert_split_and_errors(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(
-        json.dumps({"instruction": "I?", "original_output": "O", "output": "C"}) + "\n"
-        + json.dumps({"instruction": "J?", "original_output": "O2", "output": "O2"}) + "\n"
+        json.dumps({"instruction": "I?", "original_output": "O", "output": "C"})
+        + "\n"
+        + json.dumps({"instruction": "J?", "original_output": "O2", "output": "O2"})
+        + "\n"
         + "oops\n"
     )
     out = tmp_path / "ex.jsonl"
-    result = runner.invoke(_app(), ["data", "convert", str(src), "-o", str(out), "--to", "examples"])
+    result = runner.invoke(
+        _app(), ["data", "convert", str(src), "-o", str(out), "--to", "examples"]
+    )
     assert result.exit_code == 0, result.output
     assert "in.jsonl:3" in result.output and "skipped 1 malformed" in result.output
     assert len(out.read_text().splitlines()) == 2
     ident = tmp_path / "id.jsonl"
-    assert runner.invoke(_app(), ["data", "convert", str(src), "-o", str(ident), "--identity"]).exit_code == 0
-    assert all(json.loads(x)["answer"] == json.loads(x)["correction"] for x in ident.read_text().splitlines())
-    fatal = runner.invoke(_app(), ["data", "convert", str(src), "-o", str(out), "--on-error", "raise"])
+    assert (
+        runner.invoke(
+            _app(), ["data", "convert", str(src), "-o", str(ident), "--identity"]
+        ).exit_code
+        == 0
+    )
+    assert all(
+        json.loads(x)["answer"] == json.loads(x)["correction"]
+        for x in ident.read_text().splitlines()
+    )
+    fatal = runner.invoke(
+        _app(), ["data", "convert", str(src), "-o", str(out), "--on-error", "raise"]
+    )
     assert fatal.exit_code != 0
     res = runner.invoke(
-        _app(), ["data", "split", str(src), "-o", str(tmp_path / "a.jsonl"), "--eval-output",
-                 str(tmp_path / "b.jsonl"), "--eval-fraction", "0.5"],
+        _app(),
+        [
+            "data",
+            "split",
+            str(src),
+            "-o",
+            str(tmp_path / "a.jsonl"),
+            "--eval-output",
+            str(tmp_path / "b.jsonl"),
+            "--eval-fraction",
+            "0.5",
+        ],
     )
     assert res.exit_code == 0 and "1 training triples" in res.output
     dpo = runner.invoke(_app(), ["data", "dpo-export", str(src), "-o", str(tmp_path / "d.jsonl")])

@@ -47,7 +47,9 @@ def test_documented_numbers_match_shipped_metrics() -> None:
 
     text = DOC.read_text()
     for criterion in ("ethical", "helpful", "factuality"):
-        metrics = json.loads((DEFAULT_INSPECTORS_DIR / criterion / "inspector_config.json").read_text())["metrics"]
+        metrics = json.loads(
+            (DEFAULT_INSPECTORS_DIR / criterion / "inspector_config.json").read_text()
+        )["metrics"]
         row = next(line for line in text.splitlines() if line.startswith(f"| {criterion} |"))
         accuracy, auroc = (float(x) for x in re.findall(r"\*\*([0-9.]+)\*\*", row))
         assert abs(accuracy - metrics["accuracy"]) <= 0.0006

@@ -64,7 +64,9 @@ def convert(
     max_chars: int | None = typer.Option(
         None, help="Drop records whose question+answer+correction exceed this many characters."
     ),
-    drop_unchanged: bool = typer.Option(False, help="Drop triples whose correction equals the answer."),
+    drop_unchanged: bool = typer.Option(
+        False, help="Drop triples whose correction equals the answer."
+    ),
     identity: bool = typer.Option(
         False, help="Write identity triples (answer = correction) so an aligner learns to copy."
     ),
@@ -76,14 +78,20 @@ def convert(
     if to not in ("triples", "examples"):
         raise typer.BadParameter("--to must be 'triples' or 'examples'")
     result = read_many(
-        inputs, examples=False, layout=_check_layout(layout), criterion=criterion,
-        on_error=_check_on_error(on_error), limit=limit,
+        inputs,
+        examples=False,
+        layout=_check_layout(layout),
+        criterion=criterion,
+        on_error=_check_on_error(on_error),
+        limit=limit,
     )
     _report_errors(result.errors)
     triples = result.records
     before = len(triples)
     if max_chars is not None:
-        triples = [t for t in triples if len(t.question) + len(t.answer) + len(t.correction) <= max_chars]
+        triples = [
+            t for t in triples if len(t.question) + len(t.answer) + len(t.correction) <= max_chars
+        ]
     too_long = before - len(triples)
     unchanged = 0
     if drop_unchanged:
@@ -91,7 +99,9 @@ def convert(
         unchanged, triples = len(triples) - len(kept), kept
     if identity:
         triples = [
-            t.model_copy(update={"answer": t.correction, "metadata": t.metadata | {"identity": True}})
+            t.model_copy(
+                update={"answer": t.correction, "metadata": t.metadata | {"identity": True}}
+            )
             for t in triples
         ]
     records = triples_to_examples(triples) if to == "examples" else triples
@@ -127,7 +137,9 @@ def split(
 
 @data_app.command("perturb")
 def perturb(
-    inputs: list[Path] = typer.Argument(..., help="Triple files whose corrections are reference answers."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="Triple files whose corrections are reference answers."
+    ),
     output: Path = typer.Option(..., "--output", "-o"),
     criterion: str = typer.Option("factuality"),
     layout: str = typer.Option("auto"),
@@ -141,7 +153,9 @@ def perturb(
 
     result = read_many(inputs, examples=False, layout=_check_layout(layout), limit=limit)
     _report_errors(result.errors)
-    examples = factuality_proxy_examples(result.records, seed=seed, criterion=criterion, max_chars=max_chars)
+    examples = factuality_proxy_examples(
+        result.records, seed=seed, criterion=criterion, max_chars=max_chars
+    )
     write_records(output, examples)
     typer.echo(f"wrote {len(examples)} examples to {output} from {len(result.records)} triples")
 
@@ -162,7 +176,9 @@ def dpo_export(
     )
     _report_errors(result.errors)
     written, skipped = write_dpo(output, result.records, conversational=conversational)
-    typer.echo(f"wrote {written} preference pairs to {output} ({skipped} unchanged triples skipped)")
+    typer.echo(
+        f"wrote {written} preference pairs to {output} ({skipped} unchanged triples skipped)"
+    )
 
 
 def _load_generator(spec: str, max_new_tokens: int, temperature: float) -> Any:
@@ -174,7 +190,8 @@ def _load_generator(spec: str, max_new_tokens: int, temperature: float) -> Any:
         return default_generator(max_new_tokens=max_new_tokens, temperature=temperature)
     if ":" not in spec:
         raise typer.BadParameter(
-            "--generator must be 'smollm2' or 'module:attribute' (a LangChain chat model or factory)"
+            "--generator must be 'smollm2' or 'module:attribute' "
+            "(a LangChain chat model or factory)"
         )
     import importlib
 
@@ -212,13 +229,18 @@ def _read_questions(path: Path, limit: int | None, seed: int) -> list[str]:
 def synth(
     output: Path = typer.Option(..., "--output", "-o", help="Run directory (resumable)."),
     criterion: str = typer.Option(..., help="Criterion the data teaches."),
-    generator: str = typer.Option("smollm2", help="'smollm2' or 'module:attr' LangChain chat model."),
+    generator: str = typer.Option(
+        "smollm2", help="'smollm2' or 'module:attr' LangChain chat model."
+    ),
     n_topics: int = typer.Option(5),
     questions_per_topic: int = typer.Option(3),
     questions_file: Path | None = typer.Option(
-        None, help="Use these questions (CSV 'input', JSON/JSONL 'question') instead of brainstorming."
+        None,
+        help="Use these questions (CSV 'input', JSON/JSONL 'question') instead of brainstorming.",
     ),
-    limit_questions: int | None = typer.Option(None, help="Sample this many from --questions-file."),
+    limit_questions: int | None = typer.Option(
+        None, help="Sample this many from --questions-file."
+    ),
     principles_file: Path | None = typer.Option(
         None, help="JSON with 'principles' and/or few-shot 'examples' to replace ours."
     ),
@@ -226,7 +248,9 @@ def synth(
     seed: int = typer.Option(0),
     max_new_tokens: int = typer.Option(160, help="Local generator only."),
     temperature: float = typer.Option(0.7, help="Local generator only."),
-    dedupe_threshold: float = typer.Option(0.9, help="Drop pairs whose answer~correction cosine >= this."),
+    dedupe_threshold: float = typer.Option(
+        0.9, help="Drop pairs whose answer~correction cosine >= this."
+    ),
 ) -> None:
     """Synthesise triples and inspector pairs with any LangChain chat model (resumable)."""
     from aligners.data.synth import SynthConfig, synthesize
@@ -241,8 +265,13 @@ def synth(
             raise typer.BadParameter(f"--principles-file has unknown keys {sorted(unknown)}")
     questions = _read_questions(questions_file, limit_questions, seed) if questions_file else None
     config = SynthConfig(
-        criterion=criterion, n_topics=n_topics, questions_per_topic=questions_per_topic,
-        questions=questions, batch_size=batch_size, seed=seed, dedupe_threshold=dedupe_threshold,
+        criterion=criterion,
+        n_topics=n_topics,
+        questions_per_topic=questions_per_topic,
+        questions=questions,
+        batch_size=batch_size,
+        seed=seed,
+        dedupe_threshold=dedupe_threshold,
         **extra,
     )
     model = _load_generator(generator, max_new_tokens, temperature)

@@ -14,7 +14,9 @@ train_app = typer.Typer(help="Train aligners and inspectors.", no_args_is_help=T
 
 @train_app.command("inspector")
 def inspector(
-    data: list[Path] = typer.Argument(..., help="Example or triple files (triples give 2 examples)."),
+    data: list[Path] = typer.Argument(
+        ..., help="Example or triple files (triples give 2 examples)."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained inspector."),
     criterion: str | None = typer.Option(None, help="Criterion the inspector scores."),
     kind: str = typer.Option("encoder-head", help="'encoder-head' or 'sequence-classifier'."),
@@ -43,13 +45,19 @@ def inspector(
     if kind not in ("encoder-head", "sequence-classifier"):
         raise typer.BadParameter("--kind must be 'encoder-head' or 'sequence-classifier'")
     read = read_many(
-        data, examples=True, layout=_check_layout(layout), criterion=criterion,
-        on_error=_check_on_error(on_error), limit=limit,
+        data,
+        examples=True,
+        layout=_check_layout(layout),
+        criterion=criterion,
+        on_error=_check_on_error(on_error),
+        limit=limit,
     )
     _report_errors(read.errors)
     held = None
     if eval_data:
-        held_read = read_many(eval_data, examples=True, layout=layout, criterion=criterion, on_error=on_error)
+        held_read = read_many(
+            eval_data, examples=True, layout=layout, criterion=criterion, on_error=on_error
+        )
         _report_errors(held_read.errors)
         held = held_read.records
     config = InspectorTrainingConfig(
@@ -73,7 +81,11 @@ def inspector(
         "malformed_rows_skipped": len(read.errors),
     }
     metrics = train_inspector(
-        read.records, output, config, evaluation=held, data_description=description,
+        read.records,
+        output,
+        config,
+        evaluation=held,
+        data_description=description,
         max_steps=max_steps,
     )
     typer.echo(json.dumps(metrics, indent=2))
@@ -99,8 +111,12 @@ def aligner(
     warmup_fraction: float = typer.Option(0.2, help="Identity warm-up share (Q-A-A); 0 = none."),
     copy_fraction: float = typer.Option(0.0, help="Extra Q-C-C copies so good answers are kept."),
     eval_fraction: float = typer.Option(0.1, help="Share of questions held out for eval loss."),
-    eval_data: list[Path] = typer.Option([], help="Explicit held-out triple files instead of a split."),
-    eval_steps: int | None = typer.Option(None, help="Evaluate every N steps (default: at the end)."),
+    eval_data: list[Path] = typer.Option(
+        [], help="Explicit held-out triple files instead of a split."
+    ),
+    eval_steps: int | None = typer.Option(
+        None, help="Evaluate every N steps (default: at the end)."
+    ),
     save_steps: int = typer.Option(50),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUTPUT."),
@@ -115,16 +131,33 @@ def aligner(
     if method not in ("lora", "full"):
         raise typer.BadParameter("--method must be 'lora' or 'full'")
     read = read_many(
-        data, examples=False, layout=_check_layout(layout), criterion=criterion,
-        on_error=_check_on_error(on_error), limit=limit,
+        data,
+        examples=False,
+        layout=_check_layout(layout),
+        criterion=criterion,
+        on_error=_check_on_error(on_error),
+        limit=limit,
     )
     _report_errors(read.errors)
     config = AlignerTrainingConfig(
-        model=model, format=format, criterion=criterion, method=method,  # type: ignore[arg-type]
-        lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs, max_steps=max_steps,
-        learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
-        max_length=max_length, warmup_fraction=warmup_fraction, copy_fraction=copy_fraction,
-        eval_fraction=eval_fraction, eval_steps=eval_steps, save_steps=save_steps, seed=seed,
+        model=model,
+        format=format,
+        criterion=criterion,
+        method=method,  # type: ignore[arg-type]
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        warmup_fraction=warmup_fraction,
+        copy_fraction=copy_fraction,
+        eval_fraction=eval_fraction,
+        eval_steps=eval_steps,
+        save_steps=save_steps,
+        seed=seed,
         max_new_tokens=max_new_tokens,
     )
     description = {
@@ -160,9 +193,13 @@ def evaluate_aligner_command(
     from aligners.aligner import Aligner
     from aligners.training.evaluate import evaluate_aligner
 
-    read = read_many(data, examples=False, layout=_check_layout(layout), criterion=criterion, limit=limit)
+    read = read_many(
+        data, examples=False, layout=_check_layout(layout), criterion=criterion, limit=limit
+    )
     _report_errors(read.errors)
-    model = Aligner.from_pretrained(aligner_dir, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    model = Aligner.from_pretrained(
+        aligner_dir, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
     report = evaluate_aligner(model, read.records, progress=True, batch_size=batch_size)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -183,17 +183,27 @@ def _triple_from_row(row: Any, layout: str, criterion: str | None) -> Correction
         if isinstance(metadata, str):  # CSV cells hold JSON text
             metadata = json.loads(metadata) if metadata.strip() else {}
         return CorrectionTriple(
-            question=question, answer=answer, correction=correction,
-            criterion=row.get("criterion") or criterion, metadata=metadata,
+            question=question,
+            answer=answer,
+            correction=correction,
+            criterion=row.get("criterion") or criterion,
+            metadata=metadata,
         )
     if layout == "ibm":
-        question, answer, correction = _require(row, "input", "initial_response", "aligned_response")
-        return CorrectionTriple(question=question, answer=answer, correction=correction, criterion=criterion)
+        question, answer, correction = _require(
+            row, "input", "initial_response", "aligned_response"
+        )
+        return CorrectionTriple(
+            question=question, answer=answer, correction=correction, criterion=criterion
+        )
     if layout == "alpacaeval":
         question, answer, correction = _require(row, "instruction", "original_output", "output")
         meta = {"generator": row["generator"]} if row.get("generator") else {}
         return CorrectionTriple(
-            question=question, answer=answer, correction=correction, criterion=criterion,
+            question=question,
+            answer=answer,
+            correction=correction,
+            criterion=criterion,
             metadata=meta,
         )
     if layout == "hh-rlhf":
@@ -214,15 +224,20 @@ def _example_from_row(row: Any, criterion: str | None) -> InspectorExample:
     label = row.get("label")
     if isinstance(label, str):  # CSV
         label = label.strip().lower()
-        label = {"1": 1, "0": 0, "true": 1, "false": 0, "aligned": 1, "misaligned": 0}.get(label, label)
+        label = {"1": 1, "0": 0, "true": 1, "false": 0, "aligned": 1, "misaligned": 0}.get(
+            label, label
+        )
     if label not in (0, 1) or isinstance(label, float) and label not in (0.0, 1.0):
         raise ValueError(f"label must be 0 or 1, got {row.get('label')!r}")
     metadata = row.get("metadata") or {}
     if isinstance(metadata, str):
         metadata = json.loads(metadata) if metadata.strip() else {}
     return InspectorExample(
-        question=question, answer=answer, label=int(label),
-        criterion=row.get("criterion") or criterion, metadata=metadata,
+        question=question,
+        answer=answer,
+        label=int(label),
+        criterion=row.get("criterion") or criterion,
+        metadata=metadata,
     )
 
 
@@ -264,7 +279,10 @@ def _read(
     if result.errors:
         # Skipped rows are returned in result.errors; this line makes sure nobody misses them.
         logger.warning(
-            "skipped %d malformed row(s) in %s (first: %s)", len(result.errors), path, result.errors[0]
+            "skipped %d malformed row(s) in %s (first: %s)",
+            len(result.errors),
+            path,
+            result.errors[0],
         )
     return result
 
@@ -342,7 +360,9 @@ def write_records(path: str | Path, records: Iterable[BaseModel]) -> Path:
             writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
         text = buffer.getvalue()
     else:
-        raise DataFormatError(f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .json or .csv")
+        raise DataFormatError(
+            f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .json or .csv"
+        )
     # Write then rename, so an interrupted write never leaves a half file behind.
     if path.suffix == ".gz":
         with gzip.open(tmp, "wt", encoding="utf-8") as handle:

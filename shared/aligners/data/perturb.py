@@ -24,7 +24,30 @@ _NEGATIONS = (
     (re.compile(r"\bwill\b"), "will not"),
     (re.compile(r"\bdoes not\b"), "does"),
 )
-_STOP_NAMES = {"The", "This", "That", "There", "These", "Here", "However", "When", "What", "You", "Your", "It", "In", "If", "For", "And", "But", "As", "To", "A", "An", "I"}
+_STOP_NAMES = {
+    "The",
+    "This",
+    "That",
+    "There",
+    "These",
+    "Here",
+    "However",
+    "When",
+    "What",
+    "You",
+    "Your",
+    "It",
+    "In",
+    "If",
+    "For",
+    "And",
+    "But",
+    "As",
+    "To",
+    "A",
+    "An",
+    "I",
+}
 
 
 def _change_numbers(text: str, rng: random.Random) -> str | None:
@@ -79,7 +102,12 @@ def factuality_proxy_examples(
     rng = random.Random(seed)
     usable = [t for t in triples if max_chars is None or len(t.correction) <= max_chars]
     name_pool = sorted(
-        {m.group(0) for t in usable for m in _NAME.finditer(t.correction) if m.group(0) not in _STOP_NAMES}
+        {
+            m.group(0)
+            for t in usable
+            for m in _NAME.finditer(t.correction)
+            if m.group(0) not in _STOP_NAMES
+        }
     )
     examples: list[InspectorExample] = []
     for index, t in enumerate(usable):
@@ -104,11 +132,16 @@ def factuality_proxy_examples(
             continue
         meta = dict(t.metadata)
         examples.append(
-            InspectorExample(question=t.question, answer=answer, label=1, criterion=criterion, metadata=meta)
+            InspectorExample(
+                question=t.question, answer=answer, label=1, criterion=criterion, metadata=meta
+            )
         )
         examples.append(
             InspectorExample(
-                question=t.question, answer=negative, label=0, criterion=criterion,
+                question=t.question,
+                answer=negative,
+                label=0,
+                criterion=criterion,
                 metadata=meta | {"perturbation": how},
             )
         )

@@ -65,20 +65,29 @@ def triples_to_examples(
             if include_unchanged:
                 examples.append(
                     InspectorExample(
-                        question=t.question, answer=t.correction, label=1,
-                        criterion=t.criterion, metadata=meta,
+                        question=t.question,
+                        answer=t.correction,
+                        label=1,
+                        criterion=t.criterion,
+                        metadata=meta,
                     )
                 )
             continue
         examples.append(
             InspectorExample(
-                question=t.question, answer=t.correction, label=1, criterion=t.criterion,
+                question=t.question,
+                answer=t.correction,
+                label=1,
+                criterion=t.criterion,
                 metadata=meta,
             )
         )
         examples.append(
             InspectorExample(
-                question=t.question, answer=t.answer, label=0, criterion=t.criterion,
+                question=t.question,
+                answer=t.answer,
+                label=0,
+                criterion=t.criterion,
                 metadata=meta,
             )
         )

@@ -74,7 +74,14 @@ GENERATION_PROMPT = (
     "BAD ANSWER:"
 )
 _SECTION = re.compile(r"(BAD ANSWER|CRITIQUE|CORRECTED ANSWER)\s*:", re.IGNORECASE)
-_LEAK_MARKERS = ("BAD ANSWER", "CORRECTED ANSWER", "CRITIQUE:", "QUESTION:", "Principles:", "training data")
+_LEAK_MARKERS = (
+    "BAD ANSWER",
+    "CORRECTED ANSWER",
+    "CRITIQUE:",
+    "QUESTION:",
+    "Principles:",
+    "training data",
+)
 
 
 class SynthConfig(BaseModel):
@@ -197,8 +204,12 @@ def default_generator(max_new_tokens: int = 160, temperature: float = 0.7) -> An
     try:
         from langchain_aligners import ChatAlignersLocal
     except ImportError as exc:  # pragma: no cover - the LangChain integration ships with us
-        raise ImportError("the local generator needs langchain-core: pip install 'aligners[langchain]'") from exc
-    return ChatAlignersLocal(model="smollm2", max_new_tokens=max_new_tokens, temperature=temperature)
+        raise ImportError(
+            "the local generator needs langchain-core: pip install 'aligners[langchain]'"
+        ) from exc
+    return ChatAlignersLocal(
+        model="smollm2", max_new_tokens=max_new_tokens, temperature=temperature
+    )
 
 
 def synthesize(
@@ -209,7 +220,7 @@ def synthesize(
     encoder: Any = None,
     progress: bool = True,
 ) -> SynthReport:
-    """Run (or resume) the recipe with ``chat_model`` (any LangChain chat model) into ``output_dir``.
+    """Run (or resume) the recipe with ``chat_model`` (any LangChain chat model).
 
     Writes ``triples.jsonl``, ``examples.jsonl`` and ``report.json`` at the end; returns the report.
     """
@@ -256,12 +267,15 @@ def synthesize(
         bar = _bar(len(todo), "questions", progress)
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
-            prompts = [QUESTIONS_PROMPT.format(n=config.questions_per_topic, topic=t) for t in batch]
-            rows = []
+            prompts = [
+                QUESTIONS_PROMPT.format(n=config.questions_per_topic, topic=t) for t in batch
+            ]
+            rows: list[dict[str, Any]] = []
             for topic, text in zip(batch, _invoke_batch(chat_model, prompts)):
                 found = [q for q in _lines(text) if q.endswith("?") or len(q.split()) >= 4]
-                rows.append({"topic": topic, "questions": found[: config.questions_per_topic]})
-                done_topics[topic] = rows[-1]["questions"]
+                kept = found[: config.questions_per_topic]
+                rows.append({"topic": topic, "questions": kept})
+                done_topics[topic] = kept
             append_jsonl(questions_file, rows)
             bar.update(len(batch))
         bar.close()
@@ -307,8 +321,11 @@ def synthesize(
         assert parsed is not None
         triples.append(
             CorrectionTriple(
-                question=question, answer=parsed["misaligned"], correction=parsed["corrected"],
-                criterion=criterion.name, metadata={"critique": parsed["critique"], "source": "synth"},
+                question=question,
+                answer=parsed["misaligned"],
+                correction=parsed["corrected"],
+                criterion=criterion.name,
+                metadata={"critique": parsed["critique"], "source": "synth"},
             )
         )
 
@@ -326,8 +343,16 @@ def synthesize(
             if sim >= config.dedupe_threshold:
                 removed["near_duplicate"] += 1
                 continue
-            pairs.append(InspectorExample(question=t.question, answer=t.correction, label=1, criterion=criterion.name))
-            pairs.append(InspectorExample(question=t.question, answer=t.answer, label=0, criterion=criterion.name))
+            pairs.append(
+                InspectorExample(
+                    question=t.question, answer=t.correction, label=1, criterion=criterion.name
+                )
+            )
+            pairs.append(
+                InspectorExample(
+                    question=t.question, answer=t.answer, label=0, criterion=criterion.name
+                )
+            )
     write_records(out / "triples.jsonl", triples)
     write_records(out / "examples.jsonl", pairs)
     report.removed = removed

@@ -51,11 +51,15 @@ class AlignerTrainingConfig(BaseModel):
     grad_accum: int = Field(default=1, gt=0)
     max_length: int = Field(default=512, gt=8, description="Longer examples are skipped, counted.")
     warmup_fraction: float = Field(
-        default=0.2, ge=0, lt=1,
+        default=0.2,
+        ge=0,
+        lt=1,
         description="Identity warm-up: train first on Q-A-A copies for this share of the data.",
     )
     copy_fraction: float = Field(
-        default=0.0, ge=0, le=1,
+        default=0.0,
+        ge=0,
+        le=1,
         description="Add Q-C-C copies (good answer in, same answer out) for this share of triples.",
     )
     eval_fraction: float = Field(default=0.1, ge=0, lt=1)
@@ -74,7 +78,9 @@ class EncodedExample:
     labels: list[int]
 
 
-def _prompt_text(fmt: PromptFormat, tokenizer: Any, triple: CorrectionTriple, criterion: str | None) -> tuple[str, bool]:
+def _prompt_text(
+    fmt: PromptFormat, tokenizer: Any, triple: CorrectionTriple, criterion: str | None
+) -> tuple[str, bool]:
     crit_name = triple.criterion or criterion
     crit = get_criterion(crit_name) if crit_name else None
     prompt = fmt.build_prompt(triple.question, triple.answer, crit)
@@ -100,7 +106,9 @@ def chat_turn_end_ids(tokenizer: Any) -> list[int]:
     text: str = tokenizer.apply_chat_template(messages, tokenize=False)
     tail = text[text.index(marker) + len(marker) :]
     # The whitespace after the end marker is never generated: the marker stops generation.
-    ids: list[int] = tokenizer(tail.rstrip(), add_special_tokens=False)["input_ids"] if tail.strip() else []
+    ids: list[int] = (
+        tokenizer(tail.rstrip(), add_special_tokens=False)["input_ids"] if tail.strip() else []
+    )
     return ids
 
 
@@ -119,9 +127,9 @@ def encode_triple(
     prompt, raw = _prompt_text(fmt, tokenizer, triple, criterion)
     # Raw prompts get the model's BOS like the backend adds; chat templates carry their own.
     prompt_ids: list[int] = tokenizer(prompt, add_special_tokens=raw)["input_ids"]
-    target_ids: list[int] = tokenizer(fmt.training_target(triple.correction), add_special_tokens=False)[
-        "input_ids"
-    ]
+    target_ids: list[int] = tokenizer(
+        fmt.training_target(triple.correction), add_special_tokens=False
+    )["input_ids"]
     end = chat_turn_end_ids(tokenizer) if not raw else None
     if end:
         target_ids = [*target_ids, *end]
@@ -161,7 +169,9 @@ def split_triples(
     random.Random(seed).shuffle(questions)
     n_eval = max(1, round(len(questions) * eval_fraction)) if len(questions) > 1 else 0
     held = set(questions[:n_eval])
-    return [t for t in triples if t.question not in held], [t for t in triples if t.question in held]
+    return [t for t in triples if t.question not in held], [
+        t for t in triples if t.question in held
+    ]
 
 
 def build_stages(
@@ -172,7 +182,9 @@ def build_stages(
     triples = list(triples)
     n_warm = round(len(triples) * config.warmup_fraction)
     warmup = [
-        t.model_copy(update={"correction": t.answer, "metadata": t.metadata | {"stage": "identity-warmup"}})
+        t.model_copy(
+            update={"correction": t.answer, "metadata": t.metadata | {"stage": "identity-warmup"}}
+        )
         for t in rng.sample(triples, n_warm)
     ]
     n_copy = round(len(triples) * config.copy_fraction)
@@ -194,7 +206,11 @@ def _load_model(config: AlignerTrainingConfig, fmt: PromptFormat) -> tuple[Any, 
     dtype = config.dtype
     if dtype == "auto":
         # bf16 where the GPU supports it; float32 on CPU, where half precision trains badly.
-        dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+        dtype = (
+            "bfloat16"
+            if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            else "float32"
+        )
     source = resolve_model(config.model)
     loaded = load_causal_lm(source, dtype=dtype)
     if getattr(loaded.model, "hf_quantizer", None) is not None:
@@ -290,12 +306,17 @@ def _last_checkpoint(directory: Path) -> str | None:
 
 
 def _encode_all(
-    triples: Sequence[CorrectionTriple], fmt: PromptFormat, tokenizer: Any, config: AlignerTrainingConfig
+    triples: Sequence[CorrectionTriple],
+    fmt: PromptFormat,
+    tokenizer: Any,
+    config: AlignerTrainingConfig,
 ) -> tuple[list[dict[str, list[int]]], int]:
     rows: list[dict[str, list[int]]] = []
     skipped = 0
     for t in triples:
-        encoded = encode_triple(t, fmt, tokenizer, criterion=config.criterion, max_length=config.max_length)
+        encoded = encode_triple(
+            t, fmt, tokenizer, criterion=config.criterion, max_length=config.max_length
+        )
         if encoded is None:
             skipped += 1
             continue
@@ -362,7 +383,9 @@ def train_aligner(
         stage_dir = checkpoints / name
         trainer = Trainer(
             model=model,
-            args=_training_args(config, stage_dir, has_eval=bool(eval_rows), progress=progress, max_steps=max_steps),
+            args=_training_args(
+                config, stage_dir, has_eval=bool(eval_rows), progress=progress, max_steps=max_steps
+            ),
             train_dataset=rows,  # type: ignore[arg-type]
             eval_dataset=eval_rows or None,  # type: ignore[arg-type]
             data_collator=collator,
@@ -382,7 +405,9 @@ def train_aligner(
         # The base model's held-out loss, to read the trained loss against.
         baseline = Trainer(
             model=model,
-            args=_training_args(config, checkpoints / "baseline", has_eval=True, progress=progress, max_steps=-1),
+            args=_training_args(
+                config, checkpoints / "baseline", has_eval=True, progress=progress, max_steps=-1
+            ),
             eval_dataset=eval_rows,  # type: ignore[arg-type]
             data_collator=collator,
         )
@@ -422,7 +447,9 @@ def _load_stage_weights(model: Any, directory: Path, config: AlignerTrainingConf
         model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=False)
 
 
-def _save(model: Any, tokenizer: Any, output: Path, config: AlignerTrainingConfig, new_tokens: bool) -> None:
+def _save(
+    model: Any, tokenizer: Any, output: Path, config: AlignerTrainingConfig, new_tokens: bool
+) -> None:
     tokenizer.padding_side = "left"
     model.config.use_cache = True
     if config.method == "lora":
@@ -437,7 +464,10 @@ def _save(model: Any, tokenizer: Any, output: Path, config: AlignerTrainingConfi
             # The engine takes the tokenizer from the adapter directory and grows the embeddings.
             tokenizer.save_pretrained(str(target))
         aligner = AlignerConfig(
-            model=config.model, format=config.format, criterion=None, adapter=ADAPTER_DIR,
+            model=config.model,
+            format=config.format,
+            criterion=None,
+            adapter=ADAPTER_DIR,
             max_new_tokens=config.max_new_tokens,
         )
     else:
@@ -445,7 +475,11 @@ def _save(model: Any, tokenizer: Any, output: Path, config: AlignerTrainingConfi
         model.save_pretrained(str(target))
         tokenizer.save_pretrained(str(target))
         aligner = AlignerConfig(
-            model=FULL_MODEL_DIR, format=config.format, criterion=None,
+            model=FULL_MODEL_DIR,
+            format=config.format,
+            criterion=None,
             max_new_tokens=config.max_new_tokens,
         )
-    (output / CONFIG_NAME).write_text(aligner.model_dump_json(indent=2, exclude_defaults=False) + "\n")
+    (output / CONFIG_NAME).write_text(
+        aligner.model_dump_json(indent=2, exclude_defaults=False) + "\n"
+    )

@@ -48,12 +48,14 @@ def evaluate_aligner(
             chunks = tqdm(chunks, desc="evaluating", unit="batch")
         for start in chunks:
             part = items[start : start + batch_size]
-            outputs.extend(aligner.align_batch([t.question for t in part], [t.answer for t in part]))
+            outputs.extend(
+                aligner.align_batch([t.question for t in part], [t.answer for t in part])
+            )
         return outputs
 
     corrected = run(triples)
     copied = run(good_answers)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for t, out in zip(triples, corrected):
         rows.append(
             {
@@ -85,7 +87,9 @@ def evaluate_aligner(
         "rouge_l_gain": round(mean("output_rouge_l") - mean("answer_rouge_l"), 4),
         "improved_rate": round(sum(r["output_chrf"] > r["answer_chrf"] for r in rows) / n, 4),
         "copied_misaligned_rate": round(sum(r["unchanged_output"] for r in rows) / n, 4),
-        "unchanged_rate": round(sum(_same(o, g.answer) for g, o in copy_rows) / max(1, len(copy_rows)), 4),
+        "unchanged_rate": round(
+            sum(_same(o, g.answer) for g, o in copy_rows) / max(1, len(copy_rows)), 4
+        ),
         "near_unchanged_rate": round(
             sum(chrf(o, g.answer) >= 90 for g, o in copy_rows) / max(1, len(copy_rows)), 4
         ),

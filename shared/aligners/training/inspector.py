@@ -34,8 +34,12 @@ class InspectorTrainingConfig(BaseModel):
 
     kind: Literal["encoder-head", "sequence-classifier"] = "encoder-head"
     criterion: str | None = None
-    encoder: str = Field(default="minilm", description="Encoder (encoder-head) or classifier base model.")
-    hidden_size: int = Field(default=0, ge=0, description="Head hidden layer; 0 = logistic regression.")
+    encoder: str = Field(
+        default="minilm", description="Encoder (encoder-head) or classifier base model."
+    )
+    hidden_size: int = Field(
+        default=0, ge=0, description="Head hidden layer; 0 = logistic regression."
+    )
     standardize: bool = Field(
         default=False,
         description="Train on standardised features (folded into the saved head); helps encoders "
@@ -50,7 +54,9 @@ class InspectorTrainingConfig(BaseModel):
     eval_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 0
     max_length: int = Field(default=256, gt=0)
-    cache_dir: str | None = Field(default=None, description="Where embeddings are cached (encoder-head).")
+    cache_dir: str | None = Field(
+        default=None, description="Where embeddings are cached (encoder-head)."
+    )
     format: str = Field(default="ibm", description="Text layout of sequence-classifier inputs.")
 
 
@@ -70,7 +76,8 @@ def split_examples(
     evaluation = [e for e in examples if e.question in held]
     if not train or not evaluation:
         raise ValueError(
-            f"need examples for at least two distinct questions to hold some out; got {len(questions)}"
+            "need examples for at least two distinct questions to hold some out; "
+            f"got {len(questions)}"
         )
     return train, evaluation
 
@@ -143,7 +150,11 @@ def train_encoder_head(
     """Fit a head on frozen-encoder pair features; returns the inspector and held-out metrics."""
     import torch
 
-    sentence_encoder = encoder if encoder is not None else SentenceEncoder(config.encoder, max_length=config.max_length)
+    sentence_encoder = (
+        encoder
+        if encoder is not None
+        else SentenceEncoder(config.encoder, max_length=config.max_length)
+    )
     cache = EmbeddingCache(sentence_encoder, config.cache_dir)
     x_train = _features(cache, train, progress)
     x_eval = _features(cache, evaluation, progress)
@@ -243,7 +254,9 @@ def train_sequence_classifier(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(
-        source.path, num_labels=2, id2label={0: "misaligned", 1: "aligned"},
+        source.path,
+        num_labels=2,
+        id2label={0: "misaligned", 1: "aligned"},
         label2id={"misaligned": 0, "aligned": 1},
     )
     if model.config.pad_token_id is None:
@@ -253,7 +266,9 @@ def train_sequence_classifier(
         rows = []
         for e in examples:
             item = tokenizer(
-                fmt.inspector_text(e.question, e.answer), truncation=True, max_length=config.max_length
+                fmt.inspector_text(e.question, e.answer),
+                truncation=True,
+                max_length=config.max_length,
             )
             item["labels"] = e.label
             rows.append(dict(item))
@@ -332,8 +347,12 @@ def train_inspector(
     output = Path(output_dir).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     if config.kind == "encoder-head":
-        inspector, metrics = train_encoder_head(train, held, config, encoder=encoder, progress=progress)
-        inspector.config.metrics = metrics | ({"data": data_description} if data_description else {})
+        inspector, metrics = train_encoder_head(
+            train, held, config, encoder=encoder, progress=progress
+        )
+        inspector.config.metrics = metrics | (
+            {"data": data_description} if data_description else {}
+        )
         inspector.save_pretrained(output)
     else:
         metrics = train_sequence_classifier(

@@ -39,7 +39,9 @@ def expected_calibration_error(
     for b in range(bins):
         low, high = b / bins, (b + 1) / bins
         members = [
-            (p, y) for p, y in zip(probs, labels) if (low <= p < high) or (b == bins - 1 and p == 1.0)
+            (p, y)
+            for p, y in zip(probs, labels)
+            if (low <= p < high) or (b == bins - 1 and p == 1.0)
         ]
         if members:
             confidence = sum(p for p, _ in members) / len(members)
@@ -89,7 +91,9 @@ def _word_ngrams(words: list[str], n: int) -> Counter[tuple[str, ...]]:
     return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def chrf(hypothesis: str, reference: str, *, char_order: int = 6, word_order: int = 0, beta: float = 2.0) -> float:
+def chrf(
+    hypothesis: str, reference: str, *, char_order: int = 6, word_order: int = 0, beta: float = 2.0
+) -> float:
     """chrF (Popović 2015) in 0..100, as sacrebleu computes it for one sentence pair."""
     precisions: list[float] = []
     recalls: list[float] = []
