@@ -126,7 +126,7 @@ def test_small_sample_of_team_data_end_to_end(
 
 @pytest.mark.e2e
 def test_real_smollm2_lora_step_on_cpu(tmp_path: Path) -> None:
-    """The shipped aligner's command, cut to two steps: it runs on this CPU with the real model."""
+    """The shipped aligner's command, cut to one step: it runs on this CPU with the real model."""
     data = tmp_path / "t.jsonl"
     rows = [
         {
@@ -135,37 +135,17 @@ def test_real_smollm2_lora_step_on_cpu(tmp_path: Path) -> None:
             "correction": f"It is {2 * i}.",
             "criterion": "helpful",
         }
-        for i in range(6)
+        for i in range(4)
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "smol"
     _invoke(
-        [
-            "train",
-            "aligner",
-            str(data),
-            "-o",
-            str(out),
-            "--model",
-            "smollm2",
-            "--format",
-            "chat",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--warmup-fraction",
-            "0",
-            "--copy-fraction",
-            "0.5",
-            "--eval-fraction",
-            "0.34",
-            "--max-new-tokens",
-            "8",
-        ]
-    )
+        ["train", "aligner", str(data), "-o", str(out), "--model", "smollm2", "--format", "chat",
+         "--max-steps", "1", "--batch-size", "2", "--warmup-fraction", "0", "--copy-fraction",
+         "0.5", "--eval-fraction", "0.25", "--max-length", "256", "--max-new-tokens", "8"]
+    )  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert metrics["main"]["steps"] == 2 and metrics["n_eval_examples"] == 2
+    assert metrics["main"]["steps"] == 1 and metrics["n_eval_examples"] == 1
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size < 20_000_000
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "smollm2"
