@@ -152,3 +152,12 @@ def test_backend_errors_surface_from_the_aligner() -> None:
     aligner = Aligner("unused-model-id", format="pku", backend=BrokenBackend())
     with pytest.raises(ConnectionError, match="unreachable"):
         aligner.align("q", "a")
+
+
+def test_copy_aware_decoding_is_on_by_default_and_keeps_the_greedy_text(tiny_lm_dir: Path) -> None:
+    aware = Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=16)
+    plain = Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=16, copy_aware=False)
+    assert aware.config.copy_aware and aware.generation_config.copy_aware
+    assert aware.backend._generate_kwargs(aware.generation_config, 1)["prompt_lookup_num_tokens"]  # type: ignore[attr-defined]
+    for question, answer in zip(QUESTIONS, ANSWERS):
+        assert aware.align(question, answer) == plain.align(question, answer)
