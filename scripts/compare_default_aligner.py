@@ -1,24 +1,52 @@
-"""CPU comparison on 20 held-out triples: shipped adapter vs zero-shot SmolLM2 (chat), 128 new tokens.
+"""Shipped adapter vs zero-shot SmolLM2 (chat) on 20 held-out triples, 128 new tokens, on CPU.
 
-Run after `scripts/train_defaults.sh aligner` (reads /work/notes/data/aligner_heldout.jsonl; edit the path).
+Usage: python scripts/compare_default_aligner.py HELDOUT.jsonl OUT.json
+(HELDOUT is the aligner_heldout.jsonl written by scripts/train_defaults.sh aligner.)
 """
-import json, random, time
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from typing import Any
+
 from aligners import Aligner
 from aligners.data import read_triples
+from aligners.squad.defaults import DEFAULT_ALIGNER_DIR
 from aligners.training.evaluate import evaluate_aligner
-held = [t for t in read_triples('/work/notes/data/aligner_heldout.jsonl').records if not t.unchanged]
-rng = random.Random(0)
-sub = rng.sample([t for t in held if t.criterion == 'helpful'], 10) + rng.sample([t for t in held if t.criterion == 'ethical'], 10)
-res = {}
-for name, make in [('trained', lambda: Aligner.from_pretrained('shared/aligners/default_models/aligner', max_new_tokens=128, batch_size=10)),
-                   ('zero_shot', lambda: Aligner('smollm2', format='chat', max_new_tokens=128, batch_size=10))]:
-    t = time.time()
-    # criterion per triple matters for the chat prompt: evaluate each criterion group separately
-    parts = {}
-    for crit in ['helpful', 'ethical']:
-        a = make(); a.criterion = __import__('aligners').get_criterion(crit)
-        parts[crit] = evaluate_aligner(a, [x for x in sub if x.criterion == crit], batch_size=10)
-    res[name] = {c: {k: v for k, v in r.items() if k != 'examples'} | {'outputs': [e['output'] for e in r['examples']]} for c, r in parts.items()}
-    res[name]['seconds'] = round(time.time() - t, 1)
-    print(name, json.dumps({c: {k: v for k, v in r.items() if k != 'outputs'} for c, r in res[name].items() if c != 'seconds'}), res[name]['seconds'], flush=True)
-json.dump(res, open('/work/notes/cpu_compare.json', 'w'), indent=1)
+
+
+def main(heldout: str, output: str) -> None:
+    held = [t for t in read_triples(heldout).records if not t.unchanged]
+    rng = random.Random(0)
+    subset = {
+        crit: rng.sample([t for t in held if t.criterion == crit], 10)
+        for crit in ("helpful", "ethical")
+    }
+    results: dict[str, Any] = {}
+    for name in ("trained", "zero_shot"):
+        start = time.time()
+        results[name] = {}
+        for crit, triples in subset.items():
+            # The chat prompt names the criterion, so each group runs with its own.
+            if name == "trained":
+                aligner = Aligner.from_pretrained(
+                    DEFAULT_ALIGNER_DIR, criterion=crit, max_new_tokens=128, batch_size=10
+                )
+            else:
+                aligner = Aligner(
+                    "smollm2", format="chat", criterion=crit, max_new_tokens=128, batch_size=10
+                )
+            report = evaluate_aligner(aligner, triples, batch_size=10)
+            report["outputs"] = [row["output"] for row in report.pop("examples")]
+            results[name][crit] = report
+        results[name]["seconds"] = round(time.time() - start, 1)
+        print(name, json.dumps({c: r for c, r in results[name].items() if c != "seconds"})[:2000])
+    with open(output, "w") as handle:
+        json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
