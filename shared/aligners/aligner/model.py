@@ -16,6 +16,7 @@ from aligners.criteria import Criterion, get_criterion
 from aligners.errors import InputTooLongError
 from aligners.formats import PromptFormat, get_format
 from aligners.formats.base import Prompt
+from aligners.formats.stops import StopCutter
 from aligners.validation import validate_batch, validate_pair
 
 
@@ -25,41 +26,6 @@ class Correction:
 
     text: str
     truncated: bool = False
-
-
-class _StopCutter:
-    """Cuts a stream at the first stop string, holding back text that may begin one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.buffer = ""
-        self.stopped = False
-        self.started = False
-
-    def feed(self, piece: str) -> str:
-        """Text that is safe to emit now (leading whitespace of the answer dropped)."""
-        if self.stopped:
-            return ""
-        if not self.started:
-            piece = piece.lstrip()
-            self.started = bool(piece)
-        self.buffer += piece
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i != -1), default=-1)
-        if cut != -1:
-            self.stopped = True
-            out, self.buffer = self.buffer[:cut], ""
-            return out
-        if self.hold <= 0:
-            out, self.buffer = self.buffer, ""
-            return out
-        out, self.buffer = self.buffer[: -self.hold], self.buffer[-self.hold :]
-        return out
-
-    def flush(self) -> str:
-        """Whatever is still held back once the stream has ended."""
-        out, self.buffer = ("" if self.stopped else self.buffer), ""
-        return out.rstrip()
 
 
 class Aligner:
@@ -202,7 +168,7 @@ class Aligner:
     def stream(self, question: str, answer: str) -> Iterator[str]:
         """Yield the corrected answer piece by piece as the model writes it."""
         prompt, _ = self.build_prompt(question, answer)
-        cutter = _StopCutter(self.prompt_format.stop_strings)
+        cutter = StopCutter(self.prompt_format.stop_strings, strip=True)
         for piece in self.backend.stream(prompt, self.generation_config):
             out = cutter.feed(piece)
             if out:
@@ -236,7 +202,7 @@ class Aligner:
     async def astream(self, question: str, answer: str) -> AsyncIterator[str]:
         """Async :meth:`stream`."""
         prompt, _ = await asyncio.to_thread(self.build_prompt, question, answer)
-        cutter = _StopCutter(self.prompt_format.stop_strings)
+        cutter = StopCutter(self.prompt_format.stop_strings, strip=True)
         async for piece in self.backend.astream(prompt, self.generation_config):
             out = cutter.feed(piece)
             if out:

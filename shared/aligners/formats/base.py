@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Union
 
 from aligners.criteria import Criterion
+from aligners.formats.stops import cut_at_stop
 
 ChatMessages = list[dict[str, str]]
 Prompt = Union[str, ChatMessages]  # noqa: UP007 (a runtime alias; `|` needs 3.10 objects)
@@ -46,11 +47,7 @@ class PromptFormat(ABC):
 
     def parse_output(self, text: str) -> str:
         """Cut generated text at the first stop string and strip surrounding whitespace."""
-        for stop in self.stop_strings:
-            index = text.find(stop)
-            if index != -1:
-                text = text[:index]
-        return text.strip()
+        return cut_at_stop(text, self.stop_strings)[0].strip()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

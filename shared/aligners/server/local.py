@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.transformers import TransformersBackend
 from aligners.formats.base import Prompt
+from aligners.formats.stops import StopCutter, cut_at_stop
 
 
 @dataclass
@@ -21,43 +22,6 @@ class Completion:
     finish_reason: str = "stop"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """Text before the first stop string (OpenAI servers never return the stop string)."""
-    cuts = [i for i in (text.find(s) for s in stops if s) if i != -1]
-    if not cuts:
-        return text, False
-    return text[: min(cuts)], True
-
-
-class _StreamCutter:
-    """Cuts a stream at the first stop string, holding back text that may begin one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.buffer = ""
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.buffer += piece
-        text, found = cut_at_stop(self.buffer, self.stops)
-        if found:
-            self.stopped = True
-            self.buffer = ""
-            return text
-        if self.hold <= 0:
-            out, self.buffer = self.buffer, ""
-            return out
-        out, self.buffer = self.buffer[: -self.hold], self.buffer[-self.hold :]
-        return out
-
-    def flush(self) -> str:
-        out, self.buffer = ("" if self.stopped else self.buffer), ""
-        return out
 
 
 class LocalGenerator:
@@ -119,7 +83,7 @@ class LocalGenerator:
     def stream(self, prompt: Prompt, config: GenerationConfig, state: Completion) -> Iterator[str]:
         """Yield text pieces; ``state`` holds the finish reason and counts once it is exhausted."""
         backend = self._transformers
-        cutter = _StreamCutter(config.stop_strings)
+        cutter = StopCutter(config.stop_strings)
         if backend is None:
             for piece in self.backend.stream(prompt, config):
                 out = cutter.feed(piece)
@@ -136,7 +100,7 @@ class LocalGenerator:
         yield from self._stream_transformers(prompt, config, state, cutter)
 
     def _stream_transformers(
-        self, prompt: Prompt, config: GenerationConfig, state: Completion, cutter: _StreamCutter
+        self, prompt: Prompt, config: GenerationConfig, state: Completion, cutter: StopCutter
     ) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
