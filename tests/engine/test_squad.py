@@ -183,3 +183,20 @@ def test_default_squad_loads_nothing_at_construction() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "lazy"
+
+
+def test_an_aligner_that_copies_is_recorded_as_unchanged() -> None:
+    copier = Aligner("unused", format="chat", backend=ConstantBackend("same answer"))
+    rewriter = Aligner("unused", format="chat", backend=ConstantBackend("new answer"))
+    squad = Squad(
+        [
+            _member("ethical", copier, {"same answer": 0.1}),
+            _member("helpful", rewriter, {"same answer": 0.2}),
+        ],
+        ordering="fixed",
+    )
+    result = squad.align("q", "same answer")
+    assert result.applied == ["ethical", "helpful"]
+    assert [s.changed for s in result.stages] == [False, True]
+    assert result.unchanged_by == ["ethical"]
+    assert result.to_record()["unchanged_by"] == ["ethical"]

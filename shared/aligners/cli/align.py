@@ -60,7 +60,9 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
     typer.echo(f"question : {result.question}")
     typer.echo(f"original : {result.original}")
     typer.echo(f"scores   : {scores}")
-    typer.echo(f"applied  : {', '.join(result.applied) or 'none (answer passed the inspectors)'}")
+    unchanged = set(result.unchanged_by)
+    applied = [f"{name} (kept the text)" if name in unchanged else name for name in result.applied]
+    typer.echo(f"applied  : {', '.join(applied) or 'none (answer passed the inspectors)'}")
     typer.echo(f"aligned  : {result.text}")
     typer.echo(f"final    : {final}")
     for failure in result.failures:

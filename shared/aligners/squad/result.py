@@ -13,7 +13,8 @@ class StageRecord(BaseModel):
     stage: int
     criterion: str
     score_before: float | None = Field(description="This criterion's score before the stage.")
-    applied: bool = Field(description="Whether the aligner rewrote the answer at this stage.")
+    applied: bool = Field(description="Whether the aligner ran and its output was accepted.")
+    changed: bool = Field(default=False, description="Whether that output differs from the input.")
     skipped_reason: str | None = None
     error: str | None = Field(default=None, description="Why the aligner's output was rejected.")
     truncated: bool = Field(default=False, description="The answer's middle was cut to fit.")
@@ -31,7 +32,11 @@ class AlignmentResult(BaseModel):
     flagged: list[str] = Field(
         default_factory=list, description="Criteria whose initial score was under threshold."
     )
-    applied: list[str] = Field(default_factory=list, description="Aligners that rewrote, in order.")
+    applied: list[str] = Field(
+        default_factory=list,
+        description="Aligners whose output was accepted, in order (an aligner may copy the answer "
+        "unchanged: see stages[].changed and `unchanged_by`).",
+    )
     trajectory: list[dict[str, float]] = Field(
         default_factory=list, description="Inspector scores before the first stage and after each."
     )
@@ -42,6 +47,11 @@ class AlignmentResult(BaseModel):
     def changed(self) -> bool:
         """Whether the final text differs from the original."""
         return self.text != self.original
+
+    @property
+    def unchanged_by(self) -> list[str]:
+        """Aligners that ran but returned the text they were given (judged it fine)."""
+        return [s.criterion for s in self.stages if s.applied and not s.changed]
 
     @property
     def initial_scores(self) -> dict[str, float]:
@@ -63,6 +73,7 @@ class AlignmentResult(BaseModel):
         record = self.model_dump()
         record.update(
             changed=self.changed,
+            unchanged_by=self.unchanged_by,
             passed=self.passed,
             initial_scores=self.initial_scores,
             final_scores=self.final_scores,

@@ -272,6 +272,7 @@ class Squad:
                     work.result.failures.append(f"{member.name}: {error}")
                 else:
                     record.applied = True
+                    record.changed = correction.text != work.result.text
                     record.truncated = correction.truncated
                     work.result.text = correction.text
                     work.result.applied.append(member.name)
