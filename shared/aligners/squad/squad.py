@@ -435,6 +435,9 @@ class Squad:
         return f"Squad([{members}], ordering={self.config.ordering!r})"
 
 
+_ALREADY_STREAMED = "not applied: an earlier stage was already streamed"
+
+
 def _stream_failure(error: Exception, pieces: list[str]) -> str:
     streamed = sum(len(p) for p in pieces)
     return (
@@ -458,36 +461,56 @@ class SquadStream:
         works = squad._start([self.question], [self.answer])
         return works, squad._stages(works)
 
+    def _step(
+        self,
+        works: list[_Work],
+        orders: list[list[SquadMember]],
+        stage: int,
+        groups: dict[str, list[int]],
+        streamed: bool,
+    ) -> tuple[str, SquadMember | None]:
+        """What a stage does in a stream: ``none``, ``skip`` (text already streamed), ``stream``
+        (the last aligner that fires) or ``run`` (an earlier one, generated whole)."""
+        if not groups:
+            return "none", None
+        if streamed:
+            return "skip", None
+        member = next(m for m in self.squad.members if m.name in groups)
+        return ("stream" if self.squad._streaming_plan(works, stage, orders) else "run"), member
+
+    def _streamed_outcome(
+        self, pieces: list[str], error: Exception | None, previous: str
+    ) -> tuple[Correction | None, str | None]:
+        if error is not None:
+            return None, _stream_failure(error, pieces)
+        return self.squad._accept(Correction("".join(pieces).strip()), previous)
+
     def __iter__(self) -> Iterator[str]:
         squad = self.squad
         works, stages = self._prepare()
         work = works[0]
-        by_name = {m.name: m for m in squad.members}
         streamed = False
         if not squad.config.check_only:
             for orders, number, stage, groups in stages:
                 outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-                if groups and streamed:
-                    outcomes[0] = (None, "not applied: an earlier stage was already streamed")
-                elif groups:
-                    member = by_name[next(iter(groups))]
-                    if squad._streaming_plan(works, stage, orders):
-                        assert member.aligner is not None
-                        pieces: list[str] = []
-                        try:
-                            for piece in member.aligner.stream(work.question, work.text):
-                                pieces.append(piece)
-                                yield piece
-                        except Exception as error:
-                            outcomes[0] = (None, _stream_failure(error, pieces))
-                        streamed = True
-                        text = "".join(pieces).strip()
-                        if 0 not in outcomes:
-                            outcomes[0] = squad._accept(Correction(text), work.text)
-                        if outcomes[0][0] is None and not pieces:
-                            yield work.text
-                    else:
-                        outcomes.update(squad._run_group(member, works, [0]))
+                action, member = self._step(works, orders, stage, groups, streamed)
+                if action == "skip":
+                    outcomes[0] = (None, _ALREADY_STREAMED)
+                elif action == "run" and member is not None:
+                    outcomes.update(squad._run_group(member, works, [0]))
+                elif action == "stream" and member is not None and member.aligner is not None:
+                    pieces: list[str] = []
+                    error: Exception | None = None
+                    try:
+                        for piece in member.aligner.stream(work.question, work.text):
+                            pieces.append(piece)
+                            yield piece
+                    except Exception as exc:
+                        error = exc
+                    streamed = True
+                    outcomes[0] = self._streamed_outcome(pieces, error, work.text)
+                    if outcomes[0][0] is None and not pieces:
+                        yield work.text
                 squad._finish_stage(works, orders, number, stage, groups, outcomes)
         if not streamed:
             yield work.text
@@ -497,32 +520,28 @@ class SquadStream:
         squad = self.squad
         works, stages = await asyncio.to_thread(self._prepare)
         work = works[0]
-        by_name = {m.name: m for m in squad.members}
         streamed = False
         if not squad.config.check_only:
             for orders, number, stage, groups in stages:
                 outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-                if groups and streamed:
-                    outcomes[0] = (None, "not applied: an earlier stage was already streamed")
-                elif groups:
-                    member = by_name[next(iter(groups))]
-                    if squad._streaming_plan(works, stage, orders):
-                        assert member.aligner is not None
-                        pieces: list[str] = []
-                        try:
-                            async for piece in member.aligner.astream(work.question, work.text):
-                                pieces.append(piece)
-                                yield piece
-                        except Exception as error:
-                            outcomes[0] = (None, _stream_failure(error, pieces))
-                        streamed = True
-                        text = "".join(pieces).strip()
-                        if 0 not in outcomes:
-                            outcomes[0] = squad._accept(Correction(text), work.text)
-                        if outcomes[0][0] is None and not pieces:
-                            yield work.text
-                    else:
-                        outcomes.update(await squad._arun_group(member, works, [0]))
+                action, member = self._step(works, orders, stage, groups, streamed)
+                if action == "skip":
+                    outcomes[0] = (None, _ALREADY_STREAMED)
+                elif action == "run" and member is not None:
+                    outcomes.update(await squad._arun_group(member, works, [0]))
+                elif action == "stream" and member is not None and member.aligner is not None:
+                    pieces: list[str] = []
+                    error: Exception | None = None
+                    try:
+                        async for piece in member.aligner.astream(work.question, work.text):
+                            pieces.append(piece)
+                            yield piece
+                    except Exception as exc:
+                        error = exc
+                    streamed = True
+                    outcomes[0] = self._streamed_outcome(pieces, error, work.text)
+                    if outcomes[0][0] is None and not pieces:
+                        yield work.text
                 await asyncio.to_thread(
                     squad._finish_stage, works, orders, number, stage, groups, outcomes
                 )
