@@ -20,6 +20,7 @@ from aligners.errors import (
 )
 from aligners.formats import PromptFormat, TemplateFormat, get_format, list_formats, register_format
 from aligners.inspector import (
+    CrossEncoderInspector,
     EncoderHeadInspector,
     FunctionInspector,
     Inspector,
@@ -38,6 +39,7 @@ __all__ = [
     "AlignmentResult",
     "Correction",
     "Criterion",
+    "CrossEncoderInspector",
     "EncoderHeadInspector",
     "FunctionInspector",
     "GenerationBackend",

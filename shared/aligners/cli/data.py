@@ -279,6 +279,58 @@ def synth(
     typer.echo(report.model_dump_json(indent=2))
 
 
+@data_app.command("safety")
+def safety(
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory (resumable)."),
+    data_dir: Path = typer.Option(
+        Path("../shared/data"), "--data-dir", help="The team's public data (see its README)."
+    ),
+    generator: str = typer.Option("smollm2", help="Local model answering the requests."),
+    heldout_topic: list[str] = typer.Option(
+        [], "--heldout-topic", help="Repeatable: topics kept out of training (default: ours)."
+    ),
+    harmful_train: int = typer.Option(600, min=0),
+    harmful_heldout: int = typer.Option(160, min=0),
+    ordinary_train: int = typer.Option(160, min=0),
+    ordinary_heldout: int = typer.Option(80, min=0),
+    alpaca_train: int = typer.Option(600, min=0),
+    alpaca_heldout: int = typer.Option(120, min=0),
+    safety_prompted: int = typer.Option(48, min=0),
+    aligner_identity: int = typer.Option(300, min=0),
+    max_new_tokens: int = typer.Option(112, min=1, help="The generator's answer budget."),
+    batch_size: int = typer.Option(16, min=1),
+    seed: int = typer.Option(0),
+) -> None:
+    """Inspector and aligner data for "is this answer, to this question, fine as it is?"."""
+    import json
+
+    from aligners.backends.transformers import TransformersBackend
+    from aligners.data.safety import SafetyRecipeConfig, build_safety_data
+
+    if not data_dir.is_dir():
+        raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
+    values = {
+        "harmful_train": harmful_train,
+        "harmful_heldout": harmful_heldout,
+        "ordinary_train": ordinary_train,
+        "ordinary_heldout": ordinary_heldout,
+        "alpaca_train": alpaca_train,
+        "alpaca_heldout": alpaca_heldout,
+        "safety_prompted": safety_prompted,
+        "aligner_identity": aligner_identity,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    if heldout_topic:
+        values["heldout_topics"] = heldout_topic
+    summary = build_safety_data(
+        data_dir, output, TransformersBackend(generator), SafetyRecipeConfig(**values)
+    )
+    typer.echo(json.dumps(summary["counts"], indent=2))
+    typer.echo(f"wrote {output}/inspector_train.jsonl, aligner_train.jsonl, heldout_answers.jsonl")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` verb group to the main CLI."""
     app.add_typer(data_app, name="data")

@@ -101,6 +101,35 @@ def register(app: typer.Typer) -> None:
             )
         typer.echo(f"report: {paths['report']}")
 
+    @app.command("eval-safety")
+    def eval_safety_command(
+        data: list[Path] = typer.Argument(
+            ...,
+            help="Labelled answers (JSONL: question, answer, label, metadata.kind = good | safe | "
+            "compliant), e.g. heldout_answers.jsonl from `aligners data safety`.",
+        ),
+        out: Path = typer.Option(Path("safety-eval"), "--out", "-o", help="Output folder."),
+        criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
+        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
+        max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Aligner budget."),
+        batch_size: int = typer.Option(16, "--batch-size", min=1),
+        limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Rows per file."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Does the squad align? Good and safe answers kept, compliant ones made safe, refusals
+        introduced on alarming-but-safe questions, inspector AUROC; writes summary.json."""
+        from aligners.cli.data import _report_errors, read_many
+        from aligners.eval.safety import evaluate_safety, write_safety_report
+
+        read = read_many(data, examples=True, limit=limit)
+        _report_errors(read.errors)
+        squad = eval_squad(criteria, threshold, max_new_tokens, aligner)
+        report = evaluate_safety(squad, read.records, batch_size=batch_size, progress=progress)
+        write_safety_report(report, out)
+        typer.echo(json.dumps(report["summary"], indent=2))
+        typer.echo(f"records: {out / 'records.jsonl'}")
+
     @app.command("bench")
     def bench_command(
         only: str | None = typer.Option(

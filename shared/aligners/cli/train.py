@@ -178,6 +178,54 @@ def aligner(
     typer.echo(f"saved aligner to {output} (load with Aligner.from_pretrained)")
 
 
+@train_app.command("cross-encoder")
+def cross_encoder(
+    data: list[Path] = typer.Argument(..., help="Inspector example files (JSONL)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for trunk and heads."),
+    eval_data: list[Path] = typer.Option(
+        [], help="Held-out example files (questions from topics never trained on)."
+    ),
+    criterion: str = typer.Option("ethical", help="Criterion of examples that name none."),
+    encoder: str = typer.Option("minilm"),
+    trained_layers: int = typer.Option(2, min=1, help="Top encoder layers fine-tuned."),
+    max_length: int = typer.Option(256, min=16),
+    epochs: float = typer.Option(3.0),
+    learning_rate: float = typer.Option(5e-5),
+    head_learning_rate: float = typer.Option(1e-3),
+    batch_size: int = typer.Option(32),
+    calibration_fraction: float = typer.Option(0.1, help="Questions kept out to calibrate on."),
+    seed: int = typer.Option(0),
+    max_steps: int = typer.Option(-1, help="Stop after this many steps."),
+) -> None:
+    """Fine-tune a cross-encoder inspector (MiniLM top layers, one head per criterion)."""
+    from aligners.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
+
+    read = read_many(data, examples=True, layout="auto", criterion=criterion, on_error="skip")
+    _report_errors(read.errors)
+    held = None
+    if eval_data:
+        held_read = read_many(eval_data, examples=True, layout="auto", criterion=criterion)
+        _report_errors(held_read.errors)
+        held = held_read.records
+    config = CrossEncoderTrainingConfig(
+        encoder=encoder,
+        criterion=criterion,
+        trained_layers=trained_layers,
+        max_length=max_length,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate,
+        batch_size=batch_size,
+        calibration_fraction=calibration_fraction,
+        seed=seed,
+    )
+    metrics = train_cross_encoder(
+        read.records, output, config, evaluation=held, max_steps=max_steps
+    )
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"saved cross-encoder inspector to {output}")
+
+
 @train_app.command("evaluate-aligner")
 def evaluate_aligner_command(
     aligner_dir: str = typer.Argument(..., help="Trained aligner directory (or base model)."),

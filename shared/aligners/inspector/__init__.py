@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aligners.inspector.base import FunctionInspector, Inspector
+from aligners.inspector.base import FeatureInspector, FunctionInspector, Inspector
+from aligners.inspector.cross_encoder import (
+    CrossEncoderConfig,
+    CrossEncoderInspector,
+    CrossEncoderTrunk,
+)
 from aligners.inspector.encoder_head import (
     INSPECTOR_CONFIG,
     EncoderHeadConfig,
@@ -18,15 +23,25 @@ from aligners.inspector.sequence_classifier import SequenceClassifierInspector
 
 
 def load_inspector(path: str | Path, **kwargs: Any) -> Inspector:
-    """Load either inspector kind from a directory (or a classifier by hub id)."""
+    """Load any inspector kind from a directory (or a classifier by hub id).
+
+    A cross-encoder directory with several heads needs ``criterion=`` to pick one.
+    """
     directory = Path(path).expanduser()
     config_file = directory / INSPECTOR_CONFIG
-    if config_file.exists() and json.loads(config_file.read_text()).get("kind") == "encoder-head":
+    kind = json.loads(config_file.read_text()).get("kind") if config_file.exists() else None
+    if kind == "encoder-head":
         return EncoderHeadInspector.from_pretrained(directory, **kwargs)
+    if kind == "cross-encoder":
+        return CrossEncoderInspector.from_pretrained(directory, **kwargs)
     return SequenceClassifierInspector(str(path), **kwargs)
 
 
 __all__ = [
+    "CrossEncoderConfig",
+    "CrossEncoderInspector",
+    "CrossEncoderTrunk",
+    "FeatureInspector",
     "EncoderHeadConfig",
     "EncoderHeadInspector",
     "FunctionInspector",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 from aligners.criteria import Criterion, get_criterion
 from aligners.validation import validate_batch
@@ -58,3 +59,26 @@ class FunctionInspector(Inspector):
 
     def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         return [float(self.fn(q, a)) for q, a in zip(questions, answers)]
+
+
+class FeatureInspector(Inspector):
+    """An inspector that scores precomputed features, so inspectors that share a model share
+    its pass: a squad computes :meth:`features` once per :attr:`feature_key` and hands the result
+    to every inspector with that key.
+    """
+
+    @property
+    @abstractmethod
+    def feature_key(self) -> Hashable:
+        """Inspectors with equal keys compute identical features for the same pairs."""
+
+    @abstractmethod
+    def features(self, questions: Sequence[str], answers: Sequence[str]) -> Any:
+        """Features of validated (question, answer) pairs."""
+
+    @abstractmethod
+    def score_features(self, features: Any) -> list[float]:
+        """P(aligned) for every row of :meth:`features`."""
+
+    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        return self.score_features(self.features(questions, answers))

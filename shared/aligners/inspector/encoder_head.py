@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.backends.encoder import SentenceEncoder
 from aligners.criteria import Criterion, get_criterion
-from aligners.inspector.base import Inspector
+from aligners.inspector.base import FeatureInspector
 
 INSPECTOR_CONFIG = "inspector_config.json"
 HEAD_WEIGHTS = "head.safetensors"
@@ -49,7 +49,7 @@ def build_head(embedding_dim: int, hidden_size: int) -> Any:
     return nn.Sequential(nn.Linear(features, hidden_size), nn.GELU(), nn.Linear(hidden_size, 1))
 
 
-class EncoderHeadInspector(Inspector):
+class EncoderHeadInspector(FeatureInspector):
     """Embeds question and answer with a frozen encoder; a small head gives P(aligned).
 
     One encoder pass per text, shared by every inspector on the same encoder: a squad of three
@@ -143,6 +143,10 @@ class EncoderHeadInspector(Inspector):
         )
         return cls(make_head, config, encoder=sentence_encoder)
 
+    @property
+    def feature_key(self) -> Hashable:
+        return ("encoder-head", self.encoder.cache_key)
+
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> Any:
         """Pair features from one encoder pass over the distinct texts."""
         texts = list(dict.fromkeys([*questions, *answers]))
@@ -159,6 +163,3 @@ class EncoderHeadInspector(Inspector):
         with torch.inference_mode():
             logits = self.head(features).squeeze(-1)
             return [float(x) for x in torch.sigmoid(logits)]
-
-    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
-        return self.score_features(self.features(questions, answers))

@@ -1,4 +1,9 @@
-"""The offline default squad: what ``Squad.default()`` and the CLI use without options."""
+"""The offline default squad: what ``Squad.default()`` and the CLI use without options.
+
+A criterion is in :data:`DEFAULT_CRITERIA` only when its shipped inspector met the targets on
+held-out topics (docs/training.md); the others stay available by name, with their measured
+metrics in their model cards.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,50 @@ from pathlib import Path
 from typing import Any
 
 from aligners.aligner.model import Aligner
-from aligners.criteria import BUILTIN_CRITERIA, get_criterion
+from aligners.criteria import get_criterion
 from aligners.inspector.base import Inspector
+from aligners.inspector.cross_encoder import CrossEncoderInspector, read_cross_encoder_config
 from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspector
 from aligners.squad.squad import SquadMember
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "default_models"
+#: The general aligner (helpful, factuality): corrections of AlpacaEval answers, mostly copies.
 DEFAULT_ALIGNER_DIR = DEFAULT_MODELS_DIR / "aligner"
+#: The safety aligner (ethical): compliant answers to harmful requests -> safe responses.
+SAFETY_ALIGNER_DIR = DEFAULT_MODELS_DIR / "safety_aligner"
 DEFAULT_INSPECTORS_DIR = DEFAULT_MODELS_DIR / "inspectors"
+#: One fine-tuned MiniLM trunk with a head per criterion (one encoder pass for all of them).
+CROSS_ENCODER_DIR = DEFAULT_INSPECTORS_DIR / "cross-encoder"
+
+#: Criteria whose shipped inspector met the held-out targets (AUROC >= 0.90 and the squad
+#: targets in docs/training.md). helpful and factuality stay available by name.
+DEFAULT_CRITERIA: tuple[str, ...] = ("ethical",)
+
+
+def _aligner_dir(criterion: str) -> Path:
+    if criterion == "ethical" and (SAFETY_ALIGNER_DIR / "aligner_config.json").exists():
+        return SAFETY_ALIGNER_DIR
+    return DEFAULT_ALIGNER_DIR
 
 
 def default_aligner(criterion: str, **options: Any) -> Aligner:
-    """The shipped trained aligner if present, else SmolLM2-135M-Instruct zero-shot (chat format).
+    """The shipped trained aligner for ``criterion`` if present, else SmolLM2-135M-Instruct
+    zero-shot (chat format).
 
     ``options`` are :class:`~aligners.aligner.AlignerConfig` fields, e.g. ``max_new_tokens=64``.
     """
-    if (DEFAULT_ALIGNER_DIR / "aligner_config.json").exists():
-        return Aligner.from_pretrained(DEFAULT_ALIGNER_DIR, criterion=criterion, **options)
+    directory = _aligner_dir(criterion)
+    if (directory / "aligner_config.json").exists():
+        return Aligner.from_pretrained(directory, criterion=criterion, **options)
     return Aligner("smollm2", format="chat", criterion=criterion, **options)
 
 
 def default_inspector(criterion: str) -> Inspector:
-    """The shipped MiniLM head for a built-in criterion, else a zero-shot MiniLM inspector."""
+    """The shipped inspector for a criterion: a cross-encoder head where one was trained, else
+    a frozen-MiniLM head, else a zero-shot MiniLM inspector."""
+    if (CROSS_ENCODER_DIR / INSPECTOR_CONFIG).exists():
+        if criterion in read_cross_encoder_config(CROSS_ENCODER_DIR).heads:
+            return CrossEncoderInspector.from_pretrained(CROSS_ENCODER_DIR, criterion=criterion)
     directory = DEFAULT_INSPECTORS_DIR / criterion
     if (directory / INSPECTOR_CONFIG).exists():
         return EncoderHeadInspector.from_pretrained(directory)
@@ -41,8 +68,8 @@ def default_members(
     threshold: float = 0.5,
     aligner_options: dict[str, Any] | None = None,
 ) -> list[SquadMember]:
-    """Members for the named criteria (default: ethical, factuality, helpful)."""
-    names = list(BUILTIN_CRITERIA if criteria is None else criteria)
+    """Members for the named criteria (default: :data:`DEFAULT_CRITERIA`)."""
+    names = list(DEFAULT_CRITERIA if criteria is None else criteria)
     if isinstance(criteria, str):
         names = [criteria]
     return [

@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.aligner.model import Aligner, Correction
 from aligners.criteria import Criterion
-from aligners.inspector.base import Inspector
-from aligners.inspector.encoder_head import EncoderHeadInspector
+from aligners.inspector.base import FeatureInspector, Inspector
 from aligners.squad.result import AlignmentResult, StageRecord
 from aligners.validation import validate_batch, validate_pair
 
@@ -163,16 +162,17 @@ class Squad:
     # -- scoring -------------------------------------------------------------------------------
 
     def score(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, list[float]]:
-        """Every inspector's scores for a batch; encoder-head inspectors share one encoder pass."""
+        """Every inspector's scores for a batch; inspectors on the same model share one pass."""
         scores: dict[str, list[float]] = {}
         shared: dict[Any, Any] = {}
         for member in self.members:
             inspector = member.inspector
             if inspector is None:
                 continue
-            if isinstance(inspector, EncoderHeadInspector):
-                key = inspector.encoder.cache_key
+            if isinstance(inspector, FeatureInspector):
+                key = inspector.feature_key
                 if key not in shared:
+                    validate_batch(questions, answers)
                     shared[key] = inspector.features(questions, answers)
                 scores[member.name] = inspector.score_features(shared[key])
             else:
