@@ -1,4 +1,4 @@
-"""The shipped artifacts: small, complete, and what Squad.default() uses."""
+"""The shipped artifacts: small, complete, measured, and what Squad.default() uses."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import json
 
 import pytest
 
-from aligners.squad.defaults import DEFAULT_ALIGNER_DIR, DEFAULT_INSPECTORS_DIR
+from aligners.squad.defaults import (
+    CROSS_ENCODER_DIR,
+    DEFAULT_ALIGNER_DIR,
+    DEFAULT_CRITERIA,
+    DEFAULT_INSPECTORS_DIR,
+    DEFAULT_MODELS_DIR,
+    SAFETY_ALIGNER_DIR,
+)
 
-CRITERIA = ("ethical", "factuality", "helpful")
+FROZEN_HEADS = ("factuality", "helpful")
 
 
-@pytest.mark.parametrize("criterion", CRITERIA)
-def test_inspector_artifacts_carry_metrics(criterion: str) -> None:
+@pytest.mark.parametrize("criterion", FROZEN_HEADS)
+def test_frozen_head_artifacts_carry_metrics(criterion: str) -> None:
     directory = DEFAULT_INSPECTORS_DIR / criterion
     config = json.loads((directory / "inspector_config.json").read_text())
     assert config["kind"] == "encoder-head" and config["criterion"] == criterion
@@ -24,23 +31,44 @@ def test_inspector_artifacts_carry_metrics(criterion: str) -> None:
     assert "Held-out metrics" in (directory / "MODEL_CARD.md").read_text()
 
 
-def test_aligner_artifact_is_small_and_relative() -> None:
-    config = json.loads((DEFAULT_ALIGNER_DIR / "aligner_config.json").read_text())
+def test_default_criteria_are_the_ones_that_met_the_targets() -> None:
+    config = json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())
+    assert config["kind"] == "cross-encoder" and config["encoder"] == "minilm"
+    for name in DEFAULT_CRITERIA:
+        assert name in config["heads"]
+        held = config["metrics"][name]["heldout"]
+        assert held["auroc"] >= 0.90, (name, held)
+        assert held["accuracy"] > held["majority_baseline_accuracy"]
+        assert held["ece"] < 0.1  # calibrated: 0.5 means what it says
+    assert "Held-out metrics" in (CROSS_ENCODER_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_all_default_model_files_fit_in_20_mb() -> None:
+    total = sum(p.stat().st_size for p in DEFAULT_MODELS_DIR.rglob("*") if p.is_file())
+    assert total <= 20_000_000, total
+
+
+@pytest.mark.parametrize("directory", [DEFAULT_ALIGNER_DIR, SAFETY_ALIGNER_DIR])
+def test_aligner_artifacts_are_small_and_relative(directory) -> None:
+    config = json.loads((directory / "aligner_config.json").read_text())
     assert config["model"] == "smollm2" and config["format"] == "chat"
     assert config["adapter"] == "adapter"  # relative: resolved against the folder
-    assert (
-        DEFAULT_ALIGNER_DIR / "adapter" / "adapter_model.safetensors"
-    ).stat().st_size < 20_000_000
-    assert (DEFAULT_ALIGNER_DIR / "MODEL_CARD.md").exists()
+    assert (directory / "adapter" / "adapter_model.safetensors").stat().st_size < 12_000_000
+    assert (directory / "MODEL_CARD.md").exists()
 
 
 def test_default_squad_uses_the_shipped_artifacts() -> None:
-    from aligners import Squad
+    from aligners import CrossEncoderInspector, EncoderHeadInspector, Squad
 
     squad = Squad.default()  # lazy: nothing loads here
-    for member in squad.members:
-        assert member.inspector.config.metrics.get("auroc") is not None  # trained, not zero-shot
-        assert member.aligner.config.adapter == str((DEFAULT_ALIGNER_DIR / "adapter").resolve())
+    assert squad.criteria == list(DEFAULT_CRITERIA)
+    (member,) = squad.members
+    assert isinstance(member.inspector, CrossEncoderInspector)
+    assert member.aligner.config.adapter == str((SAFETY_ALIGNER_DIR / "adapter").resolve())
+    others = Squad.default(["helpful", "factuality"])
+    for m in others.members:
+        assert isinstance(m.inspector, EncoderHeadInspector)
+        assert m.aligner.config.adapter == str((DEFAULT_ALIGNER_DIR / "adapter").resolve())
 
 
 @pytest.mark.e2e

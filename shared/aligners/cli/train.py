@@ -124,6 +124,9 @@ def aligner(
     on_error: str = typer.Option("skip"),
     limit: int | None = typer.Option(None, help="At most this many records per file."),
     max_new_tokens: int = typer.Option(256, help="Written into aligner_config.json."),
+    adapter_dtype: str = typer.Option(
+        "float32", help="Saved LoRA weights: float32, float16 (half the size) or bfloat16."
+    ),
 ) -> None:
     """Fine-tune an aligner (loss on the correction only); saves a directory Aligner loads."""
     from aligners.training.aligner import AlignerTrainingConfig, train_aligner
@@ -159,6 +162,7 @@ def aligner(
         save_steps=save_steps,
         seed=seed,
         max_new_tokens=max_new_tokens,
+        adapter_dtype=adapter_dtype,  # type: ignore[arg-type]
     )
     description = {
         "files": [p.name for p in data],

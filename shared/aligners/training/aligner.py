@@ -70,6 +70,11 @@ class AlignerTrainingConfig(BaseModel):
     seed: int = 0
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_new_tokens: int = Field(default=256, gt=0, description="Written into aligner_config.json.")
+    adapter_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32",
+        description="Dtype of the saved LoRA weights; float16 halves the file, and the engine "
+        "casts them to the model's dtype on load.",
+    )
 
 
 @dataclass
@@ -447,6 +452,19 @@ def _load_stage_weights(model: Any, directory: Path, config: AlignerTrainingConf
         model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=False)
 
 
+def _cast_adapter(path: Path, dtype: str) -> None:
+    """Rewrite a saved adapter's floating-point tensors in ``dtype``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    state = {
+        k: v.to(target).contiguous() if v.is_floating_point() else v
+        for k, v in load_file(str(path)).items()
+    }
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
 def _save(
     model: Any, tokenizer: Any, output: Path, config: AlignerTrainingConfig, new_tokens: bool
 ) -> None:
@@ -460,6 +478,8 @@ def _save(
         # New marker rows are saved by trainable_token_indices; the whole resized embedding
         # matrix (tens of MB) need not be.
         model.save_pretrained(str(target), save_embedding_layers=False)
+        if config.adapter_dtype != "float32":
+            _cast_adapter(target / "adapter_model.safetensors", config.adapter_dtype)
         if new_tokens:
             # The engine takes the tokenizer from the adapter directory and grows the embeddings.
             tokenizer.save_pretrained(str(target))
