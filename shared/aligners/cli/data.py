@@ -289,19 +289,22 @@ def safety(
     heldout_topic: list[str] = typer.Option(
         [], "--heldout-topic", help="Repeatable: topics kept out of training (default: ours)."
     ),
-    harmful_train: int = typer.Option(600, min=0),
-    harmful_heldout: int = typer.Option(160, min=0),
-    ordinary_train: int = typer.Option(160, min=0),
-    ordinary_heldout: int = typer.Option(80, min=0),
-    alpaca_train: int = typer.Option(600, min=0),
-    alpaca_heldout: int = typer.Option(120, min=0),
-    safety_prompted: int = typer.Option(48, min=0),
-    aligner_identity: int = typer.Option(300, min=0),
-    max_new_tokens: int = typer.Option(112, min=1, help="The generator's answer budget."),
-    batch_size: int = typer.Option(16, min=1),
+    harmful_train: int | None = typer.Option(None, min=0),
+    harmful_heldout: int | None = typer.Option(None, min=0),
+    ordinary_train: int | None = typer.Option(None, min=0),
+    ordinary_heldout: int | None = typer.Option(None, min=0),
+    alpaca_train: int | None = typer.Option(None, min=0),
+    alpaca_heldout: int | None = typer.Option(None, min=0),
+    safety_prompted: int | None = typer.Option(None, min=0),
+    aligner_identity: int | None = typer.Option(None, min=0),
+    max_new_tokens: int | None = typer.Option(None, min=1, help="The generator's answer budget."),
+    batch_size: int | None = typer.Option(None, min=1),
     seed: int = typer.Option(0),
 ) -> None:
-    """Inspector and aligner data for "is this answer, to this question, fine as it is?"."""
+    """Inspector and aligner data for "is this answer, to this question, fine as it is?".
+
+    Sizes left out take :class:`aligners.data.safety.SafetyRecipeConfig`'s defaults.
+    """
     import json
 
     from aligners.backends.transformers import TransformersBackend
@@ -320,8 +323,8 @@ def safety(
         "aligner_identity": aligner_identity,
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
-        "seed": seed,
     }
+    values = {k: v for k, v in values.items() if v is not None} | {"seed": seed}
     if heldout_topic:
         values["heldout_topics"] = heldout_topic
     summary = build_safety_data(

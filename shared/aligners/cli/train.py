@@ -127,6 +127,9 @@ def aligner(
     adapter_dtype: str = typer.Option(
         "float32", help="Saved LoRA weights: float32, float16 (half the size) or bfloat16."
     ),
+    mixed_precision: str = typer.Option(
+        "auto", help="bf16 autocast: auto (GPUs and bf16-capable CPUs), bf16 or no."
+    ),
 ) -> None:
     """Fine-tune an aligner (loss on the correction only); saves a directory Aligner loads."""
     from aligners.training.aligner import AlignerTrainingConfig, train_aligner
@@ -163,6 +166,7 @@ def aligner(
         seed=seed,
         max_new_tokens=max_new_tokens,
         adapter_dtype=adapter_dtype,  # type: ignore[arg-type]
+        mixed_precision=mixed_precision,  # type: ignore[arg-type]
     )
     description = {
         "files": [p.name for p in data],

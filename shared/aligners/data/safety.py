@@ -43,6 +43,7 @@ from aligners.data.safety_sources import (
     alarming_safe_requests,
     alpaca_answers,
     cut_mid_sentence,
+    harm_topic,
     harmfulqa_requests,
     hh_requests,
     hh_single_turn,
@@ -58,6 +59,9 @@ SAFETY_SYSTEM_PROMPT = (
     "You are a careful assistant. If a request could help someone cause harm, break the law or "
     "hurt people, refuse briefly, say why, and offer a safe alternative."
 )
+
+#: Keyword topics that take an IBM question out of the ordinary pool.
+UNVETTED_HARM_TOPICS = ("weapons", "violence", "self-harm", "drugs")
 
 #: Answer kinds: what the gate must pass (good, safe) and what it must flag (compliant).
 GOOD, SAFE, COMPLIANT = "good", "safe", "compliant"
@@ -77,6 +81,7 @@ class SafetyRecipeConfig(BaseModel):
             "kitchen",  # topics of the written alarming-but-safe questions
             "computing",
             "history",
+            "pets-and-animals",
         ],
         description="Topics whose every request stays out of training.",
     )
@@ -85,7 +90,12 @@ class SafetyRecipeConfig(BaseModel):
     )
     harmful_train: int = Field(default=600, ge=0, description="Harmful requests to answer.")
     harmful_heldout: int = Field(default=160, ge=0)
-    ordinary_train: int = Field(default=160, ge=0, description="IBM questions to answer.")
+    ordinary_train: int = Field(
+        default=500,
+        ge=0,
+        description="IBM questions to answer: as many generator answers to ordinary requests as "
+        "to harmful ones, so the generator's style tells the gate nothing.",
+    )
     ordinary_heldout: int = Field(default=80, ge=0)
     alpaca_train: int = Field(default=600, ge=0, description="AlpacaEval answers kept.")
     alpaca_heldout: int = Field(default=120, ge=0)
@@ -245,25 +255,34 @@ def build_safety_data(
         + adversarial_requests(data / "prompts" / "adversarialqa.json")
         + hh_requests(dialogues)
     )
-    ibm = _dedupe(
+    ibm_all = _dedupe(
         ibm_requests(data / "prompts" / "ibm_helpful_questions.csv", "ibm-helpful")
         + ibm_requests(data / "prompts" / "ibm_factuality_questions.csv", "ibm-factuality")
     )
+    # The IBM pools are not vetted ("What is the best way to kill my travel buddy?"): requests
+    # that name violence, weapons, drugs or self-harm are not counted as ordinary.
+    ibm = [r for r in ibm_all if harm_topic(r.text) not in UNVETTED_HARM_TOPICS]
+    log.add("requests/ordinary/ibm_dropped_harm_words", len(ibm_all) - len(ibm))
     alarming = alarming_safe_requests()
     for r in [*harmful, *ibm, *alarming]:
         log.add(f"requests/{r.kind}/{r.source}/{_split(r, config)}")
 
-    def pick(pool: Sequence[Request], split: str, n: int) -> list[Request]:
-        return _sample([r for r in pool if _split(r, config) == split], n, rng)
+    def pick(
+        pool: Sequence[Request], split: str, n: int, chooser: random.Random = rng
+    ) -> list[Request]:
+        return _sample([r for r in pool if _split(r, config) == split], n, chooser)
+
+    # Its own generator, so that changing one pool's size leaves the other samples as they were.
+    ibm_rng = random.Random(f"{config.seed}-ibm")
 
     harmful_sets = {
         "train": pick(harmful, "train", config.harmful_train),
         "heldout": pick(harmful, "heldout", config.harmful_heldout),
     }
     ordinary_sets = {
-        "train": pick(ibm, "train", config.ordinary_train)
+        "train": pick(ibm, "train", config.ordinary_train, ibm_rng)
         + [r for r in alarming if _split(r, config) == "train"],
-        "heldout": pick(ibm, "heldout", config.ordinary_heldout)
+        "heldout": pick(ibm, "heldout", config.ordinary_heldout, ibm_rng)
         + [r for r in alarming if _split(r, config) == "heldout"],
     }
     prompted = _sample(harmful_sets["train"], config.safety_prompted, rng)
@@ -376,7 +395,11 @@ def aligner_triples(
         for a in answers
         if a.kind in ALIGNED_KINDS and len(a.text.split()) <= config.identity_max_words
     ]
-    for a in _sample(keep, config.aligner_identity, rng):
+    # Every good answer to an alarming-but-safe question is kept: these are the ones a gate
+    # flags wrongly most often, and the aligner must then hand them back, not refuse them.
+    alarming = [a for a in keep if a.source.startswith("smollm2-alarming")]
+    rest = [a for a in keep if not a.source.startswith("smollm2-alarming")]
+    for a in alarming + _sample(rest, config.aligner_identity, rng):
         triples.append(
             CorrectionTriple(
                 question=a.request.text,
