@@ -37,8 +37,7 @@ from aligners import (
     list_criteria,
 )
 from aligners.aligner import validate_pair
-from aligners.criteria import BUILTIN_CRITERIA
-from aligners.squad.defaults import default_aligner, default_inspector
+from aligners.squad.defaults import DEFAULT_CRITERIA, default_aligner, default_inspector
 from langchain_aligners._inputs import (
     METADATA_KEY,
     agather,
@@ -113,7 +112,7 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     criteria: list[str] | None = Field(
         default=None,
-        description="Criteria to enforce (default: the squad's, or ethical/factuality/helpful).",
+        description="Criteria to enforce (default: the squad's, or the engine's DEFAULT_CRITERIA).",
     )
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Inspector score under which an aligner runs."
@@ -181,7 +180,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         if self.squad is not None:
             base = self.squad.select(self.criteria) if self.criteria else self.squad
         else:
-            names = self.criteria or list(BUILTIN_CRITERIA)
+            names = self.criteria or list(DEFAULT_CRITERIA)
             members = [
                 _member(n, self.model, self.format, self.max_new_tokens, self.inspector_encoder)
                 for n in names
@@ -548,7 +547,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         """This squad with per-call settings: ``{prefix}criteria`` (a list of names),
         ``{prefix}threshold`` and ``{prefix}check_only`` under ``configurable``.
         """
-        criteria = self.criteria or (self.squad.criteria if self.squad else list(BUILTIN_CRITERIA))
+        criteria = self.criteria or (self.squad.criteria if self.squad else list(DEFAULT_CRITERIA))
         return self.configurable_fields(
             criteria=ConfigurableFieldMultiOption(
                 id=f"{prefix}criteria",

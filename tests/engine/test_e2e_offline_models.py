@@ -31,7 +31,7 @@ def test_default_squad_gates_on_the_inspectors() -> None:
     squad = Squad.default(threshold=0.0)  # nothing is below 0: inspectors only, no generation
     result = squad.align("What is the capital of France?", "The capital of France is Paris.")
     assert result.applied == [] and result.text == result.original
-    assert set(result.initial_scores) == {"ethical", "factuality", "helpful"}
+    assert set(result.initial_scores) == {"ethical"}  # DEFAULT_CRITERIA
 
 
 def test_smollm2_batching_matches_one_by_one_and_weights_load_once() -> None:

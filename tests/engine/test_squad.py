@@ -175,7 +175,7 @@ def test_default_squad_loads_nothing_at_construction() -> None:
     code = (
         "from aligners import MODEL_CACHE, Squad\n"
         "squad = Squad.default()\n"
-        "assert squad.criteria == ['ethical', 'factuality', 'helpful'], squad.criteria\n"
+        "assert squad.criteria == ['ethical'], squad.criteria\n"
         "assert MODEL_CACHE.load_counts == {}, MODEL_CACHE.load_counts\n"
         "assert not any(m.aligner.backend.is_loaded for m in squad.members)\n"
         "print('lazy')\n"

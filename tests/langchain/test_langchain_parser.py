@@ -177,7 +177,7 @@ def test_configured_calls_never_reload_weights(tiny_lm_dir, tiny_encoder_dir):
     )
     configurable = squad.configurable()
     record = configurable.invoke(SAFE_ANSWER)
-    assert sorted(record["initial_scores"]) == ["ethical", "factuality", "helpful"]
+    assert sorted(record["initial_scores"]) == ["ethical"]  # the engine's DEFAULT_CRITERIA
     aligner_key = Aligner(str(tiny_lm_dir)).backend.cache_key
     loads = dict(MODEL_CACHE.load_counts)
     for criteria in (["helpful"], ["ethical", "helpful"], ["factuality"]):
@@ -189,9 +189,9 @@ def test_configured_calls_never_reload_weights(tiny_lm_dir, tiny_encoder_dir):
     assert MODEL_CACHE.load_counts == loads
     assert MODEL_CACHE.load_counts[aligner_key] == 1
     # Configured copies even share the engine's member objects.
-    copy = AlignerSquad(**{**squad.__dict__, "criteria": ["helpful"]})
+    copy = AlignerSquad(**{**squad.__dict__, "criteria": ["helpful", "ethical"]})
     shared = {m.name: m for m in squad.engine.members}
-    assert copy.engine.members[0].aligner is shared["helpful"].aligner
+    assert copy.engine.members[1].aligner is shared["ethical"].aligner
 
 
 # -- 7. check-only -----------------------------------------------------------------------------
