@@ -24,7 +24,11 @@ from aligners.training.cross_encoder import CrossEncoderTrainingConfig, train_cr
 from aligners.training.metrics import auroc
 
 QUESTIONS = ["what is the capital of france", "how do i bake bread", "tell me how to hurt someone"]
-GOOD = ["the capital of france is paris", "mix flour water yeast and salt", "i cannot help with that"]
+GOOD = [
+    "the capital of france is paris",
+    "mix flour water yeast and salt",
+    "i cannot help with that",
+]
 BAD = ["hurt someone the quick fox", "lazy dog hurt someone", "hurt someone then jumps"]
 
 
@@ -33,8 +37,12 @@ def _examples(criterion: str = "ethical", copies: int = 12) -> list[InspectorExa
     for i in range(copies):
         for q, good, bad in zip(QUESTIONS, GOOD, BAD):
             question = f"{q} {i}"
-            rows.append(InspectorExample(question=question, answer=good, label=1, criterion=criterion))
-            rows.append(InspectorExample(question=question, answer=bad, label=0, criterion=criterion))
+            rows.append(
+                InspectorExample(question=question, answer=good, label=1, criterion=criterion)
+            )
+            rows.append(
+                InspectorExample(question=question, answer=bad, label=0, criterion=criterion)
+            )
     return rows
 
 
@@ -83,7 +91,10 @@ def test_saved_trunk_is_only_the_top_layers_and_round_trips(
     base = AutoModel.from_pretrained(tiny_encoder_dir).state_dict()
     assert any((delta[k].float() - base[k]).abs().max() > 1e-3 for k in delta)  # it was trained
     assert set(load_file(str(trained / HEAD_WEIGHTS))) == {
-        "ethical.weight", "ethical.bias", "helpful.weight", "helpful.bias"
+        "ethical.weight",
+        "ethical.bias",
+        "helpful.weight",
+        "helpful.bias",
     }
     q, a = ["how do i bake bread"], ["mix flour water yeast and salt"]
     first = CrossEncoderInspector.from_pretrained(trained, criterion="helpful")
@@ -104,7 +115,11 @@ def test_squad_runs_the_trunk_once_for_all_heads(
 
     monkeypatch.setattr(CrossEncoderTrunk, "features", counting)
     members = [
-        SquadMember(get_criterion(name), None, CrossEncoderInspector.from_pretrained(trained, criterion=name))
+        SquadMember(
+            get_criterion(name),
+            None,
+            CrossEncoderInspector.from_pretrained(trained, criterion=name),
+        )
         for name in ("ethical", "helpful")
     ]
     scores = Squad(members, check_only=True).score(QUESTIONS, BAD)

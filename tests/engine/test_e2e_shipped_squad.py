@@ -1,4 +1,4 @@
-"""The shipped default squad on requests written here (in no training set), as a new user meets it."""
+"""The shipped default squad on requests written here (in no training set), as users meet it."""
 
 from __future__ import annotations
 

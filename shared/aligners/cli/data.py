@@ -312,7 +312,7 @@ def safety(
 
     if not data_dir.is_dir():
         raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
-    values = {
+    values: dict[str, Any] = {
         "harmful_train": harmful_train,
         "harmful_heldout": harmful_heldout,
         "ordinary_train": ordinary_train,

@@ -198,7 +198,11 @@ def _split(request: Request, config: SafetyRecipeConfig) -> str:
     if request.topic in config.heldout_topics:
         return "heldout"
     if request.kind == ORDINARY and request.source != "alarming-safe":
-        return "heldout" if stable_fraction(request.text) < config.ordinary_heldout_fraction else "train"
+        return (
+            "heldout"
+            if stable_fraction(request.text) < config.ordinary_heldout_fraction
+            else "train"
+        )
     return "train"
 
 
@@ -291,12 +295,21 @@ def build_safety_data(
     everything = [*harmful_sets["train"], *harmful_sets["heldout"]]
     everything += [*ordinary_sets["train"], *ordinary_sets["heldout"]]
     smol = generate_answers(
-        generator, everything, cache, max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size, progress=progress,
+        generator,
+        everything,
+        cache,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        progress=progress,
     )
     safe_smol = generate_answers(
-        generator, prompted, cache, system=SAFETY_SYSTEM_PROMPT,
-        max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, progress=progress,
+        generator,
+        prompted,
+        cache,
+        system=SAFETY_SYSTEM_PROMPT,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        progress=progress,
     )
 
     answers: dict[str, list[Answer]] = {"train": [], "heldout": []}

@@ -77,9 +77,7 @@ def evaluate_safety(
     answers = [r.answer for r in rows]
     kinds = [_kind(r) for r in rows]
     results = []
-    for start in tqdm(
-        range(0, len(rows), batch_size), desc="aligning", disable=not progress
-    ):
+    for start in tqdm(range(0, len(rows), batch_size), desc="aligning", disable=not progress):
         results += squad.align_batch(
             questions[start : start + batch_size], answers[start : start + batch_size]
         )

@@ -241,7 +241,9 @@ def read_cross_encoder_config(directory: Path) -> CrossEncoderConfig:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_file} is not valid JSON: {exc}") from exc
     if values.get("kind") != "cross-encoder":
-        raise ValueError(f"{config_file} is not a cross-encoder inspector (kind={values.get('kind')!r})")
+        raise ValueError(
+            f"{config_file} is not a cross-encoder inspector (kind={values.get('kind')!r})"
+        )
     return CrossEncoderConfig(**values)
 
 
@@ -263,7 +265,9 @@ def load_heads(directory: Path, config: CrossEncoderConfig) -> dict[str, Any]:
     hidden = int(state[f"{config.heads[0]}.weight"].shape[-1]) if config.heads else 0
     heads = build_heads(config, hidden)
     for name, head in heads.items():
-        head.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in state.items() if k.startswith(f"{name}.")})
+        head.load_state_dict(
+            {k.split(".", 1)[1]: v.float() for k, v in state.items() if k.startswith(f"{name}.")}
+        )
     return heads
 
 

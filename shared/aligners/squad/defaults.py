@@ -53,9 +53,9 @@ def default_aligner(criterion: str, **options: Any) -> Aligner:
 def default_inspector(criterion: str) -> Inspector:
     """The shipped inspector for a criterion: a cross-encoder head where one was trained, else
     a frozen-MiniLM head, else a zero-shot MiniLM inspector."""
-    if (CROSS_ENCODER_DIR / INSPECTOR_CONFIG).exists():
-        if criterion in read_cross_encoder_config(CROSS_ENCODER_DIR).heads:
-            return CrossEncoderInspector.from_pretrained(CROSS_ENCODER_DIR, criterion=criterion)
+    trunk_config = CROSS_ENCODER_DIR / INSPECTOR_CONFIG
+    if trunk_config.exists() and criterion in read_cross_encoder_config(CROSS_ENCODER_DIR).heads:
+        return CrossEncoderInspector.from_pretrained(CROSS_ENCODER_DIR, criterion=criterion)
     directory = DEFAULT_INSPECTORS_DIR / criterion
     if (directory / INSPECTOR_CONFIG).exists():
         return EncoderHeadInspector.from_pretrained(directory)

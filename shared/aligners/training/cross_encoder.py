@@ -58,6 +58,13 @@ class CrossEncoderTrainingConfig(BaseModel):
     seed: int = 0
 
 
+def _head(example: InspectorExample) -> str:
+    """The criterion (head) of an example; every example has one once training starts."""
+    if example.criterion is None:
+        raise ValueError(f"example without a criterion: {example.question[:60]!r}")
+    return example.criterion
+
+
 def _encoder_layers(model: Any) -> Any:
     return model.encoder.layer
 
@@ -82,7 +89,9 @@ def _lower_states(
     from tqdm.auto import tqdm
 
     level = int(model.config.num_hidden_layers) - config.trained_layers
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].question + examples[i].answer))
+    order = sorted(
+        range(len(examples)), key=lambda i: len(examples[i].question + examples[i].answer)
+    )
     states: list[Any] = [None] * len(examples)
     size = 64
     model.eval()
@@ -179,13 +188,17 @@ def train_cross_encoder(
     examples = list(examples)
     if not examples:
         raise ValueError("no inspector examples to train on")
-    for e in examples:
-        e.criterion = e.criterion or config.criterion
+    examples = [
+        e if e.criterion else e.model_copy(update={"criterion": config.criterion})
+        for e in examples
+    ]
     criteria = sorted({e.criterion for e in examples if e.criterion})
     for name in criteria:
         labels = {e.label for e in examples if e.criterion == name}
         if labels != {0, 1}:
-            raise ValueError(f"criterion {name!r} needs both labels 0 and 1; found {sorted(labels)}")
+            raise ValueError(
+                f"criterion {name!r} needs both labels 0 and 1; found {sorted(labels)}"
+            )
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
 
@@ -218,7 +231,10 @@ def train_cross_encoder(
         total = min(total, max_steps)
     optimizer = torch.optim.AdamW(
         [
-            {"params": [p for layer in top for p in layer.parameters()], "lr": config.learning_rate},
+            {
+                "params": [p for layer in top for p in layer.parameters()],
+                "lr": config.learning_rate,
+            },
             {
                 "params": [p for h in heads.values() for p in h.parameters()],
                 "lr": config.head_learning_rate,
@@ -229,7 +245,7 @@ def train_cross_encoder(
     schedule = get_linear_schedule_with_warmup(
         optimizer, int(total * config.warmup_fraction), total
     )
-    criterion_ids = torch.tensor([head_index[e.criterion] for e in train])
+    criterion_ids = torch.tensor([head_index[_head(e)] for e in train])
     targets = torch.tensor([float(e.label) for e in train])
     step = 0
     bar = tqdm(total=total, desc="training cross-encoder", disable=not progress)
@@ -265,8 +281,8 @@ def train_cross_encoder(
     metrics: dict[str, Any] = {}
     calibration_scores = _raw_logits(output, ce_config, calibrate, criteria)
     for name in criteria:
-        rows = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
-        ce_config.calibration[name] = _fit_platt([s for s, _ in rows], [y for _, y in rows])
+        pairs = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
+        ce_config.calibration[name] = _fit_platt([s for s, _ in pairs], [y for _, y in pairs])
     ce_config.metrics = {name: {} for name in criteria}
     save_cross_encoder(output, ce_config, model, heads)
     for name in criteria:
@@ -291,7 +307,10 @@ def train_cross_encoder(
 
 
 def _raw_logits(
-    directory: Path, config: CrossEncoderConfig, rows: Sequence[InspectorExample], criteria: list[str]
+    directory: Path,
+    config: CrossEncoderConfig,
+    rows: Sequence[InspectorExample],
+    criteria: list[str],
 ) -> list[float]:
     """Uncalibrated logits of each row's own head, through the saved (reloaded) trunk."""
     import torch
@@ -305,7 +324,7 @@ def _raw_logits(
     features = trunk.features([e.question for e in rows], [e.answer for e in rows])
     heads = load_heads(directory, config)
     with torch.inference_mode():
-        return [float(heads[e.criterion](f).squeeze(-1)) for e, f in zip(rows, features)]
+        return [float(heads[_head(e)](f).squeeze(-1)) for e, f in zip(rows, features)]
 
 
 __all__ = ["CrossEncoderTrainingConfig", "train_cross_encoder", "trunk_layer_prefixes"]
