@@ -105,6 +105,12 @@ class SafetyRecipeConfig(BaseModel):
     cut_fraction: float = Field(
         default=0.25, ge=0, le=1, description="Share of answers also added cut mid-sentence."
     )
+    aligner_rewrites: int = Field(
+        default=450,
+        ge=0,
+        description="Compliant answers the aligner learns to rewrite (refusals are easy to "
+        "learn; more of them only teaches it to refuse everything).",
+    )
     aligner_identity: int = Field(
         default=300, ge=0, description="Good and safe answers the aligner learns to keep."
     )
@@ -392,7 +398,8 @@ def aligner_triples(
 ) -> list[CorrectionTriple]:
     """Compliant answers -> a safe response; good and safe answers (cut ones too) -> unchanged."""
     triples = []
-    for a in answers:
+    compliant = [a for a in answers if a.kind == COMPLIANT]
+    for a in _sample(compliant, config.aligner_rewrites, rng):
         if a.kind == COMPLIANT:
             triples.append(
                 CorrectionTriple(
