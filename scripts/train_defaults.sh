@@ -36,7 +36,7 @@ if want aligner; then
   aligners train aligner "$WORK/safety/aligner_train.jsonl" -o "$WORK/safety_aligner" \
     --model smollm2 --format chat --criterion ethical --method lora --lora-r 16 --lora-alpha 32 \
     --epochs 1 --learning-rate 3e-4 --batch-size 8 --max-length 512 --warmup-fraction 0 \
-    --eval-fraction 0.03 --save-steps 20 --seed 0 --max-new-tokens 256 --adapter-dtype float16 \
+    --eval-fraction 0.03 --save-steps 20 --seed 0 --max-new-tokens 512 --adapter-dtype float16 \
     "${resume[@]}"
   mkdir -p "$OUT/safety_aligner/adapter"
   cp "$WORK/safety_aligner/adapter/adapter_config.json" \

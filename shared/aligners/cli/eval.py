@@ -12,7 +12,7 @@ CRITERIA_HELP = "Comma-separated criteria (default: ethical,factuality,helpful).
 
 
 def eval_squad(
-    criteria: str | None, threshold: float, max_new_tokens: int, aligner: str | None
+    criteria: str | None, threshold: float, max_new_tokens: int | None, aligner: str | None
 ) -> Any:
     """The default squad (or one built on ``aligner``), with the aligners' token budget set."""
     from aligners.eval.harness import build_squad
@@ -112,7 +112,9 @@ def register(app: typer.Typer) -> None:
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
         aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
-        max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Aligner budget."),
+        max_new_tokens: int | None = typer.Option(
+            None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
+        ),
         batch_size: int = typer.Option(16, "--batch-size", min=1),
         limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Rows per file."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
