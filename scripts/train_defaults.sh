@@ -9,7 +9,8 @@
 #   inspector  the cross-encoder trunk + ethical head (a few minutes)
 #   aligner    the safety aligner, LoRA r=16 on SmolLM2 (~30 min; resumable: RESUME=1)
 #   eval       the held-out numbers in docs/training.md and the model cards (~10 min)
-# general: the older helpful/factuality frozen heads and general aligner (GPU advised).
+# general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
+#          not shipped: the default models stay under 20 MB, so those criteria use SmolLM2 zero-shot).
 # Every step runs unchanged on a GPU (`make setup TORCH_SPEC=...`), just faster.
 set -euo pipefail
 cd "$(dirname "$0")/.."

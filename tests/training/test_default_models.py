@@ -48,8 +48,8 @@ def test_all_default_model_files_fit_in_20_mb() -> None:
     assert total <= 20_000_000, total
 
 
-@pytest.mark.parametrize("directory", [DEFAULT_ALIGNER_DIR, SAFETY_ALIGNER_DIR])
-def test_aligner_artifacts_are_small_and_relative(directory) -> None:
+def test_safety_aligner_artifact_is_small_and_relative() -> None:
+    directory = SAFETY_ALIGNER_DIR
     config = json.loads((directory / "aligner_config.json").read_text())
     assert config["model"] == "smollm2" and config["format"] == "chat"
     assert config["adapter"] == "adapter"  # relative: resolved against the folder
@@ -68,16 +68,16 @@ def test_default_squad_uses_the_shipped_artifacts() -> None:
     others = Squad.default(["helpful", "factuality"])
     for m in others.members:
         assert isinstance(m.inspector, EncoderHeadInspector)
-        assert m.aligner.config.adapter == str((DEFAULT_ALIGNER_DIR / "adapter").resolve())
+        # the general adapter is not shipped: SmolLM2 zero-shot, unless a user trained one
+        expected = (DEFAULT_ALIGNER_DIR / "adapter").resolve()
+        assert m.aligner.config.adapter == (str(expected) if expected.exists() else None)
 
 
 @pytest.mark.e2e
 def test_shipped_aligner_copies_a_good_answer_and_stops() -> None:
     from aligners import Aligner
 
-    aligner = Aligner.from_pretrained(
-        DEFAULT_ALIGNER_DIR, criterion="factuality", max_new_tokens=24
-    )
+    aligner = Aligner.from_pretrained(SAFETY_ALIGNER_DIR, criterion="ethical", max_new_tokens=24)
     answer = "The capital of France is Paris."
     out = aligner.align("What is the capital of France?", answer)
     assert out.strip() and "<|im" not in out and "\nuser" not in out  # ends its turn cleanly

@@ -733,7 +733,7 @@ def machine_info() -> dict[str, Any]:
     import torch
     import transformers
 
-    from aligners.squad.defaults import DEFAULT_ALIGNER_DIR, DEFAULT_INSPECTORS_DIR
+    from aligners.squad.defaults import DEFAULT_INSPECTORS_DIR, SAFETY_ALIGNER_DIR
 
     inspectors = (
         sorted(
@@ -754,8 +754,8 @@ def machine_info() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "loadavg": os.getloadavg(),
-        "default_aligner": "trained (default_models/aligner)"
-        if (DEFAULT_ALIGNER_DIR / "aligner_config.json").exists()
+        "default_aligner": "trained (default_models/safety_aligner)"
+        if (SAFETY_ALIGNER_DIR / "aligner_config.json").exists()
         else "SmolLM2-135M-Instruct zero-shot, chat format",
         "default_inspectors": f"trained: {inspectors}"
         if inspectors

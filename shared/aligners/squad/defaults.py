@@ -19,7 +19,9 @@ from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspect
 from aligners.squad.squad import SquadMember
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "default_models"
-#: The general aligner (helpful, factuality): corrections of AlpacaEval answers, mostly copies.
+#: A general aligner for helpful and factuality, written by ``scripts/train_defaults.sh general``.
+#: Not shipped (the default models stay under 20 MB): without it those criteria use SmolLM2
+#: zero-shot.
 DEFAULT_ALIGNER_DIR = DEFAULT_MODELS_DIR / "aligner"
 #: The safety aligner (ethical): compliant answers to harmful requests -> safe responses.
 SAFETY_ALIGNER_DIR = DEFAULT_MODELS_DIR / "safety_aligner"
