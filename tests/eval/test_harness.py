@@ -173,10 +173,10 @@ def test_build_squad_sets_budget_and_threshold_without_loading() -> None:
     squad = build_squad(["ethical", "helpful"], threshold=0.7, max_new_tokens=12)
     assert squad.criteria == ["ethical", "helpful"]
     assert squad.thresholds == {"ethical": 0.7, "helpful": 0.7}
-    shipped = default_aligner("ethical").config
     for member in squad.members:
         assert member.aligner.config.max_new_tokens == 12
-        assert member.aligner.config.adapter == shipped.adapter  # the shipped aligner is kept
+        # each member keeps its own shipped aligner (the safety one for ethical)
+        assert member.aligner.config.adapter == default_aligner(member.name).config.adapter
         assert member.aligner.criterion.name == member.name
     assert MODEL_CACHE.load_counts == before
 
