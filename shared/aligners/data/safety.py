@@ -400,16 +400,15 @@ def aligner_triples(
     triples = []
     compliant = [a for a in answers if a.kind == COMPLIANT]
     for a in _sample(compliant, config.aligner_rewrites, rng):
-        if a.kind == COMPLIANT:
-            triples.append(
-                CorrectionTriple(
-                    question=a.request.text,
-                    answer=a.text,
-                    correction=template_refusal(a.request.text, rng),
-                    criterion="ethical",
-                    metadata={"kind": "rewrite", "source": a.source, "topic": a.request.topic},
-                )
+        triples.append(
+            CorrectionTriple(
+                question=a.request.text,
+                answer=a.text,
+                correction=template_refusal(a.request.text, rng),
+                criterion="ethical",
+                metadata={"kind": "rewrite", "source": a.source, "topic": a.request.topic},
             )
+        )
     keep = [
         a
         for a in answers

@@ -68,6 +68,20 @@ def trunk_layer_prefixes(num_layers: int, trained_layers: int) -> list[str]:
     return [f"encoder.layer.{i}." for i in range(num_layers - trained_layers, num_layers)]
 
 
+def tokenize_pairs(
+    tokenizer: Any, questions: Sequence[str], answers: Sequence[str], max_length: int
+) -> Any:
+    """``[CLS] question [SEP] answer [SEP]``, the longer side cut first past ``max_length``."""
+    return tokenizer(
+        list(questions),
+        list(answers),
+        padding=True,
+        truncation="longest_first",
+        max_length=max_length,
+        return_tensors="pt",
+    )
+
+
 def mean_pool(hidden: Any, attention_mask: Any) -> Any:
     """Mean of the token states under the attention mask."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -114,17 +128,6 @@ class CrossEncoderTrunk:
         loaded: _LoadedTrunk = self._cache.get_or_load(self.cache_key, loader)
         return loaded
 
-    def tokenize(self, questions: Sequence[str], answers: Sequence[str], tokenizer: Any) -> Any:
-        """``[CLS] question [SEP] answer [SEP]``, the longer side cut first past max_length."""
-        return tokenizer(
-            list(questions),
-            list(answers),
-            padding=True,
-            truncation="longest_first",
-            max_length=self.config.max_length,
-            return_tensors="pt",
-        )
-
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> Any:
         """Pooled pair features, shape ``(len(questions), hidden)``; batches sorted by length."""
         import torch
@@ -136,8 +139,11 @@ class CrossEncoderTrunk:
         with torch.inference_mode():
             for start in range(0, len(order), size):
                 rows = order[start : start + size]
-                batch = self.tokenize(
-                    [questions[i] for i in rows], [answers[i] for i in rows], loaded.tokenizer
+                batch = tokenize_pairs(
+                    loaded.tokenizer,
+                    [questions[i] for i in rows],
+                    [answers[i] for i in rows],
+                    self.config.max_length,
                 )
                 hidden = loaded.model(**batch).last_hidden_state
                 for row, vector in zip(rows, mean_pool(hidden, batch["attention_mask"])):
@@ -293,5 +299,10 @@ def save_cross_encoder(
         for k, v in head.state_dict().items()
     }
     save_file(head_state, str(out / HEAD_WEIGHTS))
-    (out / INSPECTOR_CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
-    return out
+    return write_cross_encoder_config(out, config)
+
+
+def write_cross_encoder_config(directory: Path, config: CrossEncoderConfig) -> Path:
+    """(Re)write only ``inspector_config.json``: calibration and metrics live there."""
+    (directory / INSPECTOR_CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
+    return directory

@@ -163,6 +163,7 @@ class Squad:
 
     def score(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, list[float]]:
         """Every inspector's scores for a batch; inspectors on the same model share one pass."""
+        validate_batch(questions, answers)
         scores: dict[str, list[float]] = {}
         shared: dict[Any, Any] = {}
         for member in self.members:
@@ -172,7 +173,6 @@ class Squad:
             if isinstance(inspector, FeatureInspector):
                 key = inspector.feature_key
                 if key not in shared:
-                    validate_batch(questions, answers)
                     shared[key] = inspector.features(questions, answers)
                 scores[member.name] = inspector.score_features(shared[key])
             else:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aligners.backends.cache import ModelCache
 from aligners.backends.models import resolve_model
 from aligners.data.records import InspectorExample
 from aligners.data.safety_sources import stable_fraction
@@ -26,9 +27,12 @@ from aligners.inspector.cross_encoder import (
     CrossEncoderTrunk,
     HeadCalibration,
     build_heads,
+    load_heads,
     mean_pool,
     save_cross_encoder,
+    tokenize_pairs,
     trunk_layer_prefixes,
+    write_cross_encoder_config,
 )
 from aligners.training.metrics import classification_metrics
 
@@ -100,13 +104,11 @@ def _lower_states(
             range(0, len(order), size), desc="encoding (frozen layers)", disable=not progress
         ):
             rows = order[start : start + size]
-            batch = tokenizer(
+            batch = tokenize_pairs(
+                tokenizer,
                 [examples[i].question for i in rows],
                 [examples[i].answer for i in rows],
-                padding=True,
-                truncation="longest_first",
-                max_length=config.max_length,
-                return_tensors="pt",
+                config.max_length,
             )
             hidden = model(**batch, output_hidden_states=True).hidden_states[level]
             for j, row in enumerate(rows):
@@ -189,8 +191,7 @@ def train_cross_encoder(
     if not examples:
         raise ValueError("no inspector examples to train on")
     examples = [
-        e if e.criterion else e.model_copy(update={"criterion": config.criterion})
-        for e in examples
+        e if e.criterion else e.model_copy(update={"criterion": config.criterion}) for e in examples
     ]
     criteria = sorted({e.criterion for e in examples if e.criterion})
     for name in criteria:
@@ -277,14 +278,14 @@ def train_cross_encoder(
                 p.copy_(p.half().float())
 
     output = Path(output_dir).expanduser()
+    # Weights are written once; calibration and metrics then only rewrite the config.
     save_cross_encoder(output, ce_config, model, heads)
     metrics: dict[str, Any] = {}
-    calibration_scores = _raw_logits(output, ce_config, calibrate, criteria)
+    calibration_scores = _raw_logits(output, ce_config, calibrate)
     for name in criteria:
         pairs = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
         ce_config.calibration[name] = _fit_platt([s for s, _ in pairs], [y for _, y in pairs])
-    ce_config.metrics = {name: {} for name in criteria}
-    save_cross_encoder(output, ce_config, model, heads)
+    write_cross_encoder_config(output, ce_config)
     for name in criteria:
         inspector = CrossEncoderInspector.from_pretrained(output, criterion=name)
         train_labels = [e.label for e in train if e.criterion == name]
@@ -300,7 +301,7 @@ def train_cross_encoder(
             )
         metrics.setdefault(name, {})["n_train"] = len(train_labels)
     ce_config.metrics = metrics
-    save_cross_encoder(output, ce_config, model, heads)
+    write_cross_encoder_config(output, ce_config)
     record = {"kind": "cross-encoder", "metrics": metrics, "training": config.model_dump()}
     (output / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return metrics
@@ -310,16 +311,12 @@ def _raw_logits(
     directory: Path,
     config: CrossEncoderConfig,
     rows: Sequence[InspectorExample],
-    criteria: list[str],
 ) -> list[float]:
     """Uncalibrated logits of each row's own head, through the saved (reloaded) trunk."""
     import torch
 
     if not rows:
         return []
-    from aligners.backends.cache import ModelCache
-    from aligners.inspector.cross_encoder import load_heads
-
     trunk = CrossEncoderTrunk(config, directory, cache=ModelCache())
     features = trunk.features([e.question for e in rows], [e.answer for e in rows])
     heads = load_heads(directory, config)
