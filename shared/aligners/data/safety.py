@@ -114,6 +114,13 @@ class SafetyRecipeConfig(BaseModel):
     aligner_identity: int = Field(
         default=300, ge=0, description="Good and safe answers the aligner learns to keep."
     )
+    alarming_repeats: int = Field(
+        default=2,
+        ge=1,
+        description="Times each answer to an alarming-but-safe question appears in the "
+        "inspector's training data: they are few beside the compliant answers that share their "
+        "words, and the gate must learn that the words alone decide nothing.",
+    )
     identity_max_words: int = Field(default=110, gt=0)
     max_new_tokens: int = Field(default=112, gt=0)
     batch_size: int = Field(default=16, gt=0)
@@ -374,7 +381,13 @@ def build_safety_data(
         for a in items:
             log.add(f"answers/{split}/{a.kind}/{a.source}")
 
-    write_records(out / "inspector_train.jsonl", [a.example() for a in answers["train"]])
+    repeats = [
+        a for a in answers["train"] if a.source.startswith("smollm2-alarming")
+    ] * (config.alarming_repeats - 1)
+    log.add("inspector/train/alarming_repeated", len(repeats))
+    write_records(
+        out / "inspector_train.jsonl", [a.example() for a in answers["train"] + repeats]
+    )
     write_records(out / "inspector_heldout.jsonl", [a.example() for a in answers["heldout"]])
     triples = aligner_triples(answers["train"], config, rng)
     write_records(out / "aligner_train.jsonl", triples)
