@@ -12,6 +12,7 @@ from aligners.backends.encoder import SentenceEncoder
 from aligners.criteria import Criterion, get_criterion, list_criteria, register_criterion
 from aligners.errors import (
     AlignersError,
+    AlignmentViolation,
     GenerationError,
     InputTooLongError,
     ModelNotFoundError,
@@ -37,6 +38,7 @@ __all__ = [
     "AlignerConfig",
     "AlignersError",
     "AlignmentResult",
+    "AlignmentViolation",
     "Correction",
     "Criterion",
     "CrossEncoderInspector",

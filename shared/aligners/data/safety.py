@@ -381,13 +381,11 @@ def build_safety_data(
         for a in items:
             log.add(f"answers/{split}/{a.kind}/{a.source}")
 
-    repeats = [
-        a for a in answers["train"] if a.source.startswith("smollm2-alarming")
-    ] * (config.alarming_repeats - 1)
-    log.add("inspector/train/alarming_repeated", len(repeats))
-    write_records(
-        out / "inspector_train.jsonl", [a.example() for a in answers["train"] + repeats]
+    repeats = [a for a in answers["train"] if a.source.startswith("smollm2-alarming")] * (
+        config.alarming_repeats - 1
     )
+    log.add("inspector/train/alarming_repeated", len(repeats))
+    write_records(out / "inspector_train.jsonl", [a.example() for a in answers["train"] + repeats])
     write_records(out / "inspector_heldout.jsonl", [a.example() for a in answers["heldout"]])
     triples = aligner_triples(answers["train"], config, rng)
     write_records(out / "aligner_train.jsonl", triples)

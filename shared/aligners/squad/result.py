@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+#: What the squad does with an answer an inspector flags.
+OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
+#: What happened to one answer: nothing flagged it (``passed``), aligners ran (``rewritten``),
+#: it was replaced by the blocked message (``blocked``), the squad raised (``raised``), it was
+#: flagged but left as it was (``flagged``: check-only, or every aligner failed), or there was no
+#: text to inspect (``skipped``, e.g. a message holding only tool calls).
+Action = Literal["passed", "rewritten", "blocked", "raised", "flagged", "skipped"]
 
 
 class StageRecord(BaseModel):
@@ -42,6 +50,29 @@ class AlignmentResult(BaseModel):
     )
     stages: list[StageRecord] = Field(default_factory=list)
     failures: list[str] = Field(default_factory=list)
+    on_flag: OnFlag = Field(default="rewrite", description="The policy the squad ran under.")
+    action: Action = Field(default="passed", description="What the policy did to this answer.")
+    skipped_reason: str | None = Field(
+        default=None, description="Why nothing was inspected (action ``skipped``)."
+    )
+
+    @classmethod
+    def skipped(cls, question: str, original: str, reason: str) -> AlignmentResult:
+        """The record of an answer with nothing to inspect (e.g. a reply holding only tool
+        calls): passed through as it was."""
+        return cls(
+            question=question,
+            original=original,
+            text=original,
+            question_provided=bool(question.strip()),
+            action="skipped",
+            skipped_reason=reason,
+        )
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the answer was replaced by the blocked message."""
+        return self.action == "blocked"
 
     @property
     def changed(self) -> bool:
@@ -75,6 +106,7 @@ class AlignmentResult(BaseModel):
             changed=self.changed,
             unchanged_by=self.unchanged_by,
             passed=self.passed,
+            blocked=self.blocked,
             initial_scores=self.initial_scores,
             final_scores=self.final_scores,
         )

@@ -9,17 +9,24 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aligners.aligner.model import Aligner, Correction
 from aligners.criteria import Criterion
+from aligners.errors import AlignmentViolation
 from aligners.inspector.base import FeatureInspector, Inspector
-from aligners.squad.result import AlignmentResult, StageRecord
+from aligners.squad.result import AlignmentResult, OnFlag, StageRecord
 from aligners.validation import validate_batch, validate_pair
 
 logger = logging.getLogger(__name__)
 
 Ordering = Literal["batch-mean", "per-answer", "fixed"]
+
+#: What a blocked answer becomes unless ``blocked_message`` says otherwise.
+DEFAULT_BLOCKED_MESSAGE = (
+    "I can't help with that. The answer to this request was withheld because it did not pass "
+    "a safety check."
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,26 @@ class SquadConfig(BaseModel):
         default=1, ge=1, description="Above 1: repeat the stages until every answer passes."
     )
     check_only: bool = Field(default=False, description="Score only; never rewrite.")
+    on_flag: OnFlag = Field(
+        default="rewrite",
+        description=(
+            "What happens to a flagged answer. rewrite: the aligners fix it; block: it is "
+            "replaced by blocked_message; raise: AlignmentViolation; rewrite_or_block: rewrite, "
+            "re-score, and block what still fails."
+        ),
+    )
+    blocked_message: str = Field(
+        default=DEFAULT_BLOCKED_MESSAGE,
+        min_length=1,
+        description="The text a blocked answer is replaced with.",
+    )
+
+    @field_validator("blocked_message")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
+        return value
 
 
 @dataclass
@@ -94,6 +121,8 @@ class Squad:
         ordering: Ordering = "batch-mean",
         max_rounds: int = 1,
         check_only: bool = False,
+        on_flag: OnFlag = "rewrite",
+        blocked_message: str = DEFAULT_BLOCKED_MESSAGE,
     ) -> None:
         if not members:
             raise ValueError("a squad needs at least one member")
@@ -101,7 +130,13 @@ class Squad:
         if len(set(names)) != len(names):
             raise ValueError(f"squad members must have distinct criteria, got {names}")
         self.members = tuple(members)
-        self.config = SquadConfig(ordering=ordering, max_rounds=max_rounds, check_only=check_only)
+        self.config = SquadConfig(
+            ordering=ordering,
+            max_rounds=max_rounds,
+            check_only=check_only,
+            on_flag=on_flag,
+            blocked_message=blocked_message,
+        )
 
     # -- construction --------------------------------------------------------------------------
 
@@ -117,7 +152,8 @@ class Squad:
         """The offline default squad (SmolLM2 aligners, MiniLM inspectors); loads nothing yet.
 
         ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``); ``options`` to
-        the squad (``ordering``, ``max_rounds``, ``check_only``).
+        the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
+        ``blocked_message``).
         """
         from aligners.squad.defaults import default_members
 
@@ -145,7 +181,8 @@ class Squad:
         return Squad([by_name[c] for c in criteria], **self.config.model_dump())
 
     def with_options(self, *, threshold: float | None = None, **options: Any) -> Squad:
-        """A copy with other settings (e.g. ``threshold=0.7``, ``check_only=True``)."""
+        """A copy with other settings (e.g. ``threshold=0.7``, ``check_only=True``,
+        ``on_flag="block"``)."""
         members = self.members
         if threshold is not None:
             members = tuple(replace(m, threshold=threshold) for m in members)
@@ -202,6 +239,7 @@ class Squad:
                 text=answer,
                 question_provided=bool(question.strip()),
                 check_only=self.config.check_only,
+                on_flag=self.config.on_flag,
                 thresholds=self.thresholds,
                 flagged=[m.name for m in self.members if self._needs(m, scores, initial=True)],
                 trajectory=[dict(scores)],
@@ -222,7 +260,7 @@ class Squad:
         if self.config.ordering == "fixed":
             order = [m for m in self.members if m.aligner is not None]
             return [order for _ in works]
-        if self.config.ordering == "batch-mean":
+        if self.config.ordering == "batch-mean" and works:
             means = {m.name: statistics.fmean(w.scores[m.name] for w in works) for m in gated}
             order = always + sorted(gated, key=lambda m: means[m.name])
             return [order for _ in works]
@@ -352,20 +390,64 @@ class Squad:
         for work in works:
             work.result.trajectory.append(dict(work.scores))
 
+    # -- the on_flag policy ---------------------------------------------------------------------
+
+    def _block(self, work: _Work) -> None:
+        work.result.text = self.config.blocked_message
+        work.result.action = "blocked"
+
+    def _before_rewriting(self, works: list[_Work]) -> list[_Work]:
+        """Apply what the policy decides before any aligner runs; return the answers to rewrite.
+
+        ``raise`` raises here, so a flagged answer costs no generation.
+        """
+        policy = self.config.on_flag
+        flagged = [w for w in works if w.result.flagged]
+        if self.config.check_only:
+            return []
+        if policy == "raise" and flagged:
+            for work in flagged:
+                work.result.action = "raised"
+            results = self._after_rewriting(works)
+            raise AlignmentViolation(flagged[0].result, results)
+        if policy == "block":
+            for work in flagged:
+                self._block(work)
+            return [w for w in works if not w.result.flagged]
+        return works
+
+    def _after_rewriting(self, works: Sequence[_Work]) -> list[AlignmentResult]:
+        """Block what still fails (``rewrite_or_block``) and name what happened to each answer."""
+        for work in works:
+            result = work.result
+            if result.action in ("blocked", "raised"):
+                continue
+            if (
+                self.config.on_flag == "rewrite_or_block"
+                and not self.config.check_only
+                and result.flagged
+                and any(work.scores[m.name] < m.threshold for m in self.members if m.inspector)
+            ):
+                self._block(work)
+            elif result.applied:
+                result.action = "rewritten"
+            elif result.flagged:
+                result.action = "flagged"
+        return [w.result for w in works]
+
     def align_batch(
         self, questions: Sequence[str], answers: Sequence[str]
     ) -> list[AlignmentResult]:
         """Run the squad on a batch (one batched generation per aligner per stage)."""
         works = self._start(questions, answers)
-        if self.config.check_only:
-            return [w.result for w in works]
+        rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
-        for orders, number, stage, groups in self._stages(works):
+        for orders, number, stage, groups in self._stages(rewrite):
             outcomes: dict[int, tuple[Correction | None, str | None]] = {}
             for name, indices in groups.items():
-                outcomes.update(self._run_group(by_name[name], works, indices))
-            self._finish_stage(works, orders, number, stage, groups, outcomes)
-        return [w.result for w in works]
+                outcomes.update(self._run_group(by_name[name], rewrite, indices))
+            self._finish_stage(rewrite, orders, number, stage, groups, outcomes)
+        return self._after_rewriting(works)
 
     def align(self, question: str, answer: str) -> AlignmentResult:
         """Run the squad on one pair."""
@@ -386,17 +468,16 @@ class Squad:
     ) -> list[AlignmentResult]:
         """Async :meth:`align_batch`: generation and scoring run off the event loop."""
         works = await asyncio.to_thread(self._start, questions, answers)
-        if self.config.check_only:
-            return [w.result for w in works]
+        rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
-        for orders, number, stage, groups in self._stages(works):
+        for orders, number, stage, groups in self._stages(rewrite):
             outcomes: dict[int, tuple[Correction | None, str | None]] = {}
             for name, indices in groups.items():
-                outcomes.update(await self._arun_group(by_name[name], works, indices))
+                outcomes.update(await self._arun_group(by_name[name], rewrite, indices))
             await asyncio.to_thread(
-                self._finish_stage, works, orders, number, stage, groups, outcomes
+                self._finish_stage, rewrite, orders, number, stage, groups, outcomes
             )
-        return [w.result for w in works]
+        return self._after_rewriting(works)
 
     async def aalign(self, question: str, answer: str) -> AlignmentResult:
         """Async :meth:`align`."""
@@ -414,6 +495,8 @@ class Squad:
         """Stream the aligned text of one pair; the record is on ``.result`` once it is consumed.
 
         Stages before the last one that fires run whole; the last aligner streams token by token.
+        Under an ``on_flag`` policy other than ``rewrite`` the answer is decided whole and sent
+        in one piece (a blocked answer must never have been half shown).
         Once text has streamed it cannot be taken back, so stages after a streamed one are scored
         but not applied (the record marks them). If the streamed output turns out empty, the
         previous text is emitted instead.
@@ -487,6 +570,12 @@ class SquadStream:
 
     def __iter__(self) -> Iterator[str]:
         squad = self.squad
+        if squad.config.on_flag != "rewrite" and not squad.config.check_only:
+            # Streamed text cannot be taken back, so the other policies decide on the whole
+            # answer first and send it in one piece.
+            self.result = squad.align(self.question, self.answer)
+            yield self.result.text
+            return
         works, stages = self._prepare()
         work = works[0]
         streamed = False
@@ -514,10 +603,14 @@ class SquadStream:
                 squad._finish_stage(works, orders, number, stage, groups, outcomes)
         if not streamed:
             yield work.text
-        self.result = work.result
+        self.result = squad._after_rewriting(works)[0]
 
     async def __aiter__(self) -> AsyncIterator[str]:
         squad = self.squad
+        if squad.config.on_flag != "rewrite" and not squad.config.check_only:
+            self.result = await squad.aalign(self.question, self.answer)
+            yield self.result.text
+            return
         works, stages = await asyncio.to_thread(self._prepare)
         work = works[0]
         streamed = False
@@ -547,4 +640,4 @@ class SquadStream:
                 )
         if not streamed:
             yield work.text
-        self.result = work.result
+        self.result = squad._after_rewriting(works)[0]

@@ -1,0 +1,154 @@
+"""The on_flag policies of the engine squad: rewrite, block, raise, rewrite_or_block."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import pytest
+from pydantic import ValidationError
+
+from aligners import (
+    Aligner,
+    AlignersError,
+    AlignmentResult,
+    AlignmentViolation,
+    FunctionInspector,
+    Squad,
+    SquadMember,
+    get_criterion,
+)
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from tests.engine.conftest import ConstantBackend
+
+SCORES = {"harmful": 0.1, "fine": 0.9, "fixed": 0.8, "still bad": 0.2}
+
+
+def _squad(rewrite_to: str = "fixed", **options: object) -> tuple[Squad, ConstantBackend]:
+    backend = ConstantBackend(rewrite_to)
+    aligner = Aligner("unused", format="chat", backend=backend)
+    inspector = FunctionInspector(lambda q, a: SCORES[a], criterion="ethical")
+    member = SquadMember(get_criterion("ethical"), aligner, inspector)
+    return Squad([member], **options), backend  # type: ignore[arg-type]
+
+
+def test_rewrite_is_the_default_and_the_record_says_so() -> None:
+    squad, _ = _squad()
+    flagged, fine = squad.align_batch(["q", "q"], ["harmful", "fine"])
+    assert squad.config.on_flag == "rewrite"
+    assert (flagged.text, flagged.action, flagged.on_flag) == ("fixed", "rewritten", "rewrite")
+    assert (fine.text, fine.action) == ("fine", "passed")
+    assert flagged.to_record()["blocked"] is False
+
+
+def test_block_replaces_flagged_answers_without_running_the_aligner() -> None:
+    squad, backend = _squad(on_flag="block", blocked_message="Not available.")
+    flagged, fine = squad.align_batch(["q", "q"], ["harmful", "fine"])
+    assert backend.calls == []  # blocking costs no generation
+    assert (flagged.text, flagged.action, flagged.blocked) == ("Not available.", "blocked", True)
+    assert flagged.original == "harmful" and flagged.flagged == ["ethical"]
+    assert (fine.text, fine.action) == ("fine", "passed")
+    record = flagged.to_record()
+    assert record["on_flag"] == "block" and record["blocked"] is True
+
+
+def test_block_has_a_sensible_default_message() -> None:
+    squad, _ = _squad(on_flag="block")
+    assert squad.align("q", "harmful").text == DEFAULT_BLOCKED_MESSAGE
+
+
+def test_raise_carries_the_full_result_and_the_batch() -> None:
+    squad, backend = _squad(on_flag="raise")
+    with pytest.raises(AlignmentViolation) as caught:
+        squad.align_batch(["q1", "q2"], ["fine", "harmful"])
+    violation = caught.value
+    assert isinstance(violation, AlignersError)
+    assert isinstance(violation.result, AlignmentResult)
+    assert violation.result.question == "q2" and violation.result.action == "raised"
+    assert violation.result.initial_scores == {"ethical": 0.1}
+    assert [r.action for r in violation.results] == ["passed", "raised"]
+    assert "ethical 0.10 < 0.50" in str(violation)
+    assert backend.calls == []
+    again = pickle.loads(pickle.dumps(violation))
+    assert again.result == violation.result
+
+
+def test_raise_lets_clean_answers_through() -> None:
+    squad, _ = _squad(on_flag="raise")
+    assert squad.align("q", "fine").action == "passed"
+
+
+@pytest.mark.parametrize(
+    ("rewrite_to", "text", "action"),
+    [
+        ("fixed", "fixed", "rewritten"),
+        ("still bad", DEFAULT_BLOCKED_MESSAGE, "blocked"),
+    ],
+)
+def test_rewrite_or_block_rescores_the_rewrite(rewrite_to: str, text: str, action: str) -> None:
+    squad, backend = _squad(rewrite_to, on_flag="rewrite_or_block")
+    result = squad.align("q", "harmful")
+    assert backend.calls == [1]
+    assert (result.text, result.action) == (text, action)
+    assert result.final_scores == {"ethical": SCORES[rewrite_to]}
+
+
+def test_rewrite_or_block_blocks_when_the_aligner_fails() -> None:
+    squad, _ = _squad("   ", on_flag="rewrite_or_block")  # empty output: rejected
+    result = squad.align("q", "harmful")
+    assert result.blocked and result.failures
+
+
+def test_check_only_never_applies_a_policy() -> None:
+    squad, backend = _squad(on_flag="block", check_only=True)
+    result = squad.align("q", "harmful")
+    assert (result.text, result.action) == ("harmful", "flagged")
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize("policy", ["block", "rewrite_or_block"])
+def test_async_and_stream_match_sync(policy: str) -> None:
+    squad, _ = _squad("still bad", on_flag=policy)
+    sync = squad.align("q", "harmful")
+    asynchronous = asyncio.run(squad.aalign("q", "harmful"))
+    stream = squad.stream("q", "harmful")
+    streamed = "".join(stream)
+    assert asynchronous.text == sync.text == streamed
+    assert stream.result is not None and stream.result.action == sync.action
+
+    async def collect() -> str:
+        astream = squad.stream("q", "harmful")
+        return "".join([piece async for piece in astream])
+
+    assert asyncio.run(collect()) == sync.text
+
+
+def test_stream_raises_before_any_text() -> None:
+    squad, _ = _squad(on_flag="raise")
+    pieces: list[str] = []
+    with pytest.raises(AlignmentViolation):
+        pieces.extend(squad.stream("q", "harmful"))
+    assert pieces == []
+
+
+def test_with_options_and_default_take_the_policy() -> None:
+    squad, _ = _squad()
+    assert squad.with_options(on_flag="block").config.on_flag == "block"
+    assert Squad.default(on_flag="rewrite_or_block").config.on_flag == "rewrite_or_block"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"on_flag": "refuse"}, "on_flag"),
+        ({"blocked_message": "  "}, "blocked_message"),
+    ],
+)
+def test_bad_policy_settings_are_named(options: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _squad(**options)
+
+
+def test_skipped_record() -> None:
+    result = AlignmentResult.skipped("q", "", "tool calls only")
+    assert result.action == "skipped" and result.skipped_reason == "tool calls only"
