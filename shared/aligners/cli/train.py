@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -232,6 +233,58 @@ def cross_encoder(
     )
     typer.echo(json.dumps(metrics, indent=2))
     typer.echo(f"saved cross-encoder inspector to {output}")
+
+
+def _read_requests(paths: list[Path]) -> list[Any]:
+    """Request examples from JSONL files, with the file and line of any bad row."""
+    from pydantic import ValidationError
+
+    from aligners.data.records import RequestExample
+
+    rows = []
+    for path in paths:
+        if not path.exists():
+            raise typer.BadParameter(f"no such file: {path}")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(RequestExample.model_validate_json(line))
+            except ValidationError as error:
+                problem = error.errors()[0]
+                where = ".".join(str(p) for p in problem["loc"]) or "row"
+                raise typer.BadParameter(
+                    f"{path}:{number}: {where}: {problem['msg']} (rows need 'request' and "
+                    "'label': 1 fine to answer, 0 harmful)"
+                ) from None
+    return rows
+
+
+@train_app.command("request-inspector")
+def request_inspector(
+    data: list[Path] = typer.Argument(..., help="Request files (JSONL: request, label)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the head."),
+    eval_data: list[Path] = typer.Option(
+        [], help="Held-out request files (topics never trained on)."
+    ),
+    encoder: str = typer.Option("minilm"),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Shipped threshold on P(fine)."),
+    weight_decay: float = typer.Option(1e-3, min=0.0),
+) -> None:
+    """Train a request inspector (frozen MiniLM + logistic head): is a request fine to answer?"""
+    from aligners.training.request_inspector import (
+        RequestInspectorTrainingConfig,
+        train_request_inspector,
+    )
+
+    train_rows = _read_requests(data)
+    held = _read_requests(eval_data) if eval_data else []
+    config = RequestInspectorTrainingConfig(
+        encoder=encoder, threshold=threshold, weight_decay=weight_decay
+    )
+    metrics = train_request_inspector(train_rows, held, output, config)
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"saved request inspector to {output}")
 
 
 @train_app.command("evaluate-aligner")

@@ -15,13 +15,19 @@ from aligners.data.io import (
     write_records,
 )
 from aligners.data.perturb import factuality_proxy_examples
-from aligners.data.records import CorrectionTriple, InspectorExample, triples_to_examples
+from aligners.data.records import (
+    CorrectionTriple,
+    InspectorExample,
+    RequestExample,
+    triples_to_examples,
+)
 
 __all__ = [
     "LAYOUTS",
     "CorrectionTriple",
     "DataFormatError",
     "InspectorExample",
+    "RequestExample",
     "ReadResult",
     "RowError",
     "append_jsonl",

@@ -50,6 +50,23 @@ class InspectorExample(BaseModel):
         return value
 
 
+class RequestExample(BaseModel):
+    """A labelled request for a request inspector; ``label`` 1 = fine to answer, 0 = harmful."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: str
+    label: int = Field(ge=0, le=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("request")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
 def triples_to_examples(
     triples: list[CorrectionTriple], *, include_unchanged: bool = False
 ) -> list[InspectorExample]:

@@ -12,7 +12,9 @@ From the team's public data and a local generator only (SmolLM2 by default, no n
   (AlpacaEval's GPT-4/Claude answers and the generator's own) and answers cut mid-sentence.
 
 Outputs (``output_dir``): ``inspector_train.jsonl`` / ``inspector_heldout.jsonl``
-(:class:`InspectorExample`), ``aligner_train.jsonl`` (:class:`CorrectionTriple`),
+(:class:`InspectorExample`), ``requests_train.jsonl`` / ``requests_heldout.jsonl``
+(:class:`RequestExample`, for the request inspector), ``aligner_train.jsonl``
+(:class:`CorrectionTriple`),
 ``heldout_answers.jsonl`` (what ``aligners eval-safety`` scores), and ``recipe_log.json`` with
 every count and filter. Generations are appended to ``generations.jsonl`` as they finish, so a
 rerun resumes.
@@ -34,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.data.io import append_jsonl, write_records
-from aligners.data.records import CorrectionTriple, InspectorExample
+from aligners.data.records import CorrectionTriple, InspectorExample, RequestExample
 from aligners.data.safety_sources import (
     HARMFUL,
     ORDINARY,
@@ -120,6 +122,12 @@ class SafetyRecipeConfig(BaseModel):
         description="Times each answer to an alarming-but-safe question appears in the "
         "inspector's training data: they are few beside the compliant answers that share their "
         "words, and the gate must learn that the words alone decide nothing.",
+    )
+    request_ordinary_per_source: int = Field(
+        default=1500,
+        ge=0,
+        description="Ordinary requests per source (IBM helpful, IBM factuality, AlpacaEval) in "
+        "the request inspector's data; every harmful request and written question is kept.",
     )
     identity_max_words: int = Field(default=110, gt=0)
     max_new_tokens: int = Field(default=112, gt=0)
@@ -248,6 +256,45 @@ def _ordinary_generated(
         kind_source = "smollm2" if r.source != "alarming-safe" else "smollm2-alarming"
         answers.append(Answer(r, text, GOOD, kind_source, split))
     return answers
+
+
+def _request_examples(
+    harmful: Sequence[Request],
+    ibm: Sequence[Request],
+    alarming: Sequence[Request],
+    alpaca: Sequence[tuple[str, str, str]],
+    config: SafetyRecipeConfig,
+    log: RecipeLog,
+) -> dict[str, list[RequestExample]]:
+    """Harmful vs ordinary requests, split by the same topics as the answers."""
+    rng = random.Random(f"{config.seed}-requests")
+    instructions = _dedupe(
+        [Request(row[0], ORDINARY, "alpacaeval", "alpacaeval") for row in alpaca]
+    )
+    ordinary: list[Request] = list(alarming)
+    for source in ("ibm-helpful", "ibm-factuality"):
+        pool = [r for r in ibm if r.source == source]
+        ordinary += _sample(pool, config.request_ordinary_per_source, rng)
+    ordinary += _sample(instructions, config.request_ordinary_per_source, rng)
+    rows: dict[str, list[RequestExample]] = {"train": [], "heldout": []}
+    for request in [*harmful, *ordinary]:
+        split = _split(request, config)
+        if request.source == "alpacaeval":  # the answers' split, so no instruction crosses
+            split = (
+                "heldout"
+                if stable_fraction(request.text) < config.ordinary_heldout_fraction
+                else "train"
+            )
+        label = 0 if request.kind == HARMFUL else 1
+        rows[split].append(
+            RequestExample(
+                request=request.text,
+                label=label,
+                metadata={"source": request.source, "topic": request.topic},
+            )
+        )
+        log.add(f"requests_for_request_inspector/{split}/{request.kind}")
+    return rows
 
 
 def build_safety_data(
@@ -393,6 +440,10 @@ def build_safety_data(
     log.add("aligner/rewrites", sum(not t.unchanged for t in triples))
     heldout_rows = [a.example() for a in answers["heldout"] if not a.source.endswith("+cut")]
     write_records(out / "heldout_answers.jsonl", heldout_rows)
+
+    request_rows = _request_examples(harmful, ibm, alarming, alpaca, config, log)
+    for split, rows in request_rows.items():
+        write_records(out / f"requests_{split}.jsonl", rows)
 
     summary = {
         "config": config.model_dump(),

@@ -19,6 +19,13 @@ from aligners.inspector.encoder_head import (
     build_head,
     pair_features,
 )
+from aligners.inspector.request import (
+    EncoderRequestInspector,
+    FunctionRequestInspector,
+    RequestCheck,
+    RequestInspector,
+    default_request_inspector,
+)
 from aligners.inspector.sequence_classifier import SequenceClassifierInspector
 
 
@@ -44,6 +51,11 @@ __all__ = [
     "FeatureInspector",
     "EncoderHeadConfig",
     "EncoderHeadInspector",
+    "EncoderRequestInspector",
+    "FunctionRequestInspector",
+    "RequestCheck",
+    "RequestInspector",
+    "default_request_inspector",
     "FunctionInspector",
     "Inspector",
     "SequenceClassifierInspector",

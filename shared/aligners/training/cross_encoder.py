@@ -142,7 +142,7 @@ def _batches(lengths: Sequence[int], size: int, rng: random.Random) -> list[list
     return batches
 
 
-def _fit_platt(logits: Sequence[float], labels: Sequence[int]) -> HeadCalibration:
+def fit_platt(logits: Sequence[float], labels: Sequence[int]) -> HeadCalibration:
     """Scale and bias minimising log loss, with Platt's smoothed targets so that separable
     calibration data cannot drive the scale to infinity."""
     import torch
@@ -284,7 +284,7 @@ def train_cross_encoder(
     calibration_scores = _raw_logits(output, ce_config, calibrate)
     for name in criteria:
         pairs = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
-        ce_config.calibration[name] = _fit_platt([s for s, _ in pairs], [y for _, y in pairs])
+        ce_config.calibration[name] = fit_platt([s for s, _ in pairs], [y for _, y in pairs])
     write_cross_encoder_config(output, ce_config)
     for name in criteria:
         inspector = CrossEncoderInspector.from_pretrained(output, criterion=name)
