@@ -66,7 +66,9 @@ class RequestInspector(ABC):
             return []
         scores = self._score(checked)
         if len(scores) != len(checked):
-            raise RuntimeError(f"request inspector returned {len(scores)} scores for {len(checked)}")
+            raise RuntimeError(
+                f"request inspector returned {len(scores)} scores for {len(checked)} requests"
+            )
         return [float(s) for s in scores]
 
     def score(self, request: str) -> float:
