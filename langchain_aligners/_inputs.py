@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    convert_to_messages,
+)
+from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables.utils import AddableDict
 
@@ -71,14 +79,64 @@ def _last_human(messages: Any) -> str:
     return ""
 
 
-def with_result(message: BaseMessage, text: str, record: dict[str, Any]) -> BaseMessage:
-    """A copy of ``message`` with new content and the record in its metadata (no mutation)."""
+def has_tool_calls(message: Any) -> bool:
+    """Whether a message asks for tool calls (complete or streamed)."""
+    return bool(getattr(message, "tool_calls", None) or getattr(message, "tool_call_chunks", None))
+
+
+def tool_calls_only(answer: Any, text: str) -> bool:
+    """A reply that only calls tools: nothing for an aligner to read, passed through as is."""
+    return isinstance(answer, AIMessage) and has_tool_calls(answer) and not text.strip()
+
+
+def tool_call_chunks_of(message: BaseMessage | None) -> list[ToolCallChunk]:
+    """The tool calls of a message as stream chunks (to re-emit them after aligned text)."""
+    if message is None:
+        return []
+    chunks = getattr(message, "tool_call_chunks", None)
+    if chunks:
+        return list(chunks)
+    return [
+        tool_call_chunk(
+            name=call["name"], args=json.dumps(call["args"]), id=call.get("id"), index=i
+        )
+        for i, call in enumerate(getattr(message, "tool_calls", None) or [])
+    ]
+
+
+def without_tool_calls(message: BaseMessage) -> dict[str, Any]:
+    """The update that removes a message's tool calls (a blocked reply must not run tools)."""
+    update: dict[str, Any] = {}
+    if isinstance(message, AIMessage):
+        update.update(tool_calls=[], invalid_tool_calls=[])
+        if isinstance(message, AIMessageChunk):
+            update["tool_call_chunks"] = []
+    extra = {
+        k: v
+        for k, v in message.additional_kwargs.items()
+        if k not in ("tool_calls", "function_call")
+    }
+    if extra != message.additional_kwargs:
+        update["additional_kwargs"] = extra
+    return update
+
+
+def with_result(
+    message: BaseMessage, text: str, record: dict[str, Any], *, blocked: bool = False
+) -> BaseMessage:
+    """A copy of ``message`` with new content and the record in its metadata (no mutation).
+
+    Tool calls are kept, unless the answer was blocked: a withheld reply runs no tools.
+    """
     metadata = {**getattr(message, "response_metadata", {}), METADATA_KEY: record}
     update: dict[str, Any] = {"content": text}
+    if blocked:
+        update.update(without_tool_calls(message))
     if hasattr(message, "response_metadata"):
         update["response_metadata"] = metadata
     else:
-        update["additional_kwargs"] = {**message.additional_kwargs, METADATA_KEY: record}
+        kwargs = update.get("additional_kwargs", message.additional_kwargs)
+        update["additional_kwargs"] = {**kwargs, METADATA_KEY: record}
     return message.model_copy(update=update)
 
 

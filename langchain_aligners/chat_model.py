@@ -121,6 +121,21 @@ class ChatAlignersLocal(BaseChatModel):
             "temperature": self.temperature,
         }
 
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        """Not supported: raises with what to use instead.
+
+        SmolLM2-class local models write no reliable tool calls, and the engine's backend has no
+        tool-call parser. Run tools with a tool-calling model (e.g. ``ChatOpenAI`` pointed at
+        ``aligners serve --upstream ...`` or any provider) and put the squad after it:
+        ``create_agent(model, tools, middleware=[AlignerSquadMiddleware()])``.
+        """
+        raise NotImplementedError(
+            "ChatAlignersLocal does not call tools: small local models write no reliable tool "
+            "calls. Use a tool-calling chat model for the agent (any provider, or ChatOpenAI "
+            "against `aligners serve` in proxy mode) and align its replies with "
+            "AlignerSquadMiddleware(...) or `model | AlignerSquad()`."
+        )
+
     def _config(self, stop: list[str] | None) -> GenerationConfig:
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens,
@@ -130,9 +145,7 @@ class ChatAlignersLocal(BaseChatModel):
 
     def _result(self, text: str, stop: list[str] | None) -> ChatResult:
         text, _ = _cut(text, stop or ())
-        message = AIMessage(
-            content=text.strip(), response_metadata={"model_name": self.model}
-        )
+        message = AIMessage(content=text.strip(), response_metadata={"model_name": self.model})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(

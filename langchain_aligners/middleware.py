@@ -9,15 +9,17 @@ from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMes
 from langchain_core.runnables import Runnable
 
 try:
-    from langchain.agents.middleware import AgentMiddleware, AgentState
+    from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
 except ImportError as error:  # the agents extra is optional
     raise ImportError(
         "AlignerSquadMiddleware needs the `langchain` package (langchain>=1.0, for "
         "create_agent): pip install 'aligners[agents]'"
     ) from error
 
-from aligners import Squad
-from langchain_aligners._inputs import message_text
+from aligners import RequestCheck, RequestInspector, Squad
+from aligners.inspector.request import resolve_request_inspector
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from langchain_aligners._inputs import METADATA_KEY, message_text
 from langchain_aligners.squad import AlignerSquad
 
 When = Literal["after_agent", "after_model"]
@@ -33,10 +35,17 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     The aligned message replaces the original in the state (same id); its
     ``response_metadata["aligners"]`` holds the squad's record. The question is the last human
-    message before the reply.
+    message before the reply. ``on_flag`` (a squad option) chooses what happens to a flagged
+    reply: rewrite, block, raise (``aligners.AlignmentViolation`` out of ``agent.invoke``) or
+    rewrite_or_block.
+
+    ``check_request=True`` (or a :class:`~aligners.RequestInspector`) checks the user's request
+    once per agent turn, before any model call: a request scored under ``request_threshold``
+    skips the model and tools and ends the turn with ``blocked_message``; the reply's
+    ``response_metadata["aligners"]["request_check"]`` holds the verdict.
 
     Example:
-        >>> middleware = [AlignerSquadMiddleware(criteria=["ethical"])]
+        >>> middleware = [AlignerSquadMiddleware(criteria=["ethical"], check_request=True)]
         >>> agent = create_agent(llm, tools, middleware=middleware)  # doctest: +SKIP
     """
 
@@ -45,6 +54,9 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         squad: AlignerSquad | Squad | Runnable[Any, Any] | None = None,
         *,
         when: When = "after_agent",
+        check_request: bool | RequestInspector = False,
+        request_threshold: float | None = None,
+        blocked_message: str | None = None,
         **squad_options: Any,
     ) -> None:
         super().__init__()
@@ -52,16 +64,64 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             raise ValueError(f"when must be 'after_agent' or 'after_model', got {when!r}")
         if isinstance(squad, Runnable) and squad_options:
             raise ValueError("pass squad options to AlignerSquad(...), not to the middleware")
+        if request_threshold is not None and not 0.0 <= request_threshold <= 1.0:
+            raise ValueError(f"request_threshold must be in [0, 1], got {request_threshold}")
+        if blocked_message is not None and not blocked_message.strip():
+            raise ValueError("blocked_message must have text (it replaces a blocked reply)")
         runnable: Runnable[Any, Any]
         if isinstance(squad, AlignerSquad):
             # The middleware works on messages, whatever output the parser was set up for.
-            runnable = squad.model_copy(update={"output": "message"})
+            update: dict[str, Any] = {"output": "message"}
+            if blocked_message is not None:
+                update["blocked_message"] = blocked_message
+            runnable = squad.model_copy(update=update)
+            blocked_message = blocked_message or squad.blocked_message
         elif isinstance(squad, Runnable):
             runnable = squad  # e.g. AlignerSquad(...).configurable(): must return a message
         else:
+            if blocked_message is not None:
+                squad_options["blocked_message"] = blocked_message
             runnable = AlignerSquad(**{"squad": squad, **squad_options, "output": "message"})
+            blocked_message = blocked_message or runnable.blocked_message  # type: ignore[attr-defined]
+        if blocked_message is None and isinstance(squad, Squad):
+            blocked_message = squad.config.blocked_message
         self.squad = runnable
         self.when = when
+        self.request_inspector = resolve_request_inspector(check_request)
+        self.request_threshold = request_threshold
+        self.blocked_message = blocked_message or DEFAULT_BLOCKED_MESSAGE
+
+    # -- the request check: once per turn, before any model call -------------------------------
+
+    @staticmethod
+    def _request(messages: Sequence[AnyMessage]) -> str | None:
+        if not messages or not isinstance(messages[-1], HumanMessage):
+            return None  # resuming after tools or an interrupt: the request was checked
+        return message_text(messages[-1])
+
+    def _blocked_reply(self, check: RequestCheck) -> dict[str, Any] | None:
+        if check.allowed:
+            return None
+        record = {"request_check": check.to_record(), "action": "blocked", "stage": "request"}
+        reply = AIMessage(content=self.blocked_message, response_metadata={METADATA_KEY: record})
+        return {"messages": [reply], "jump_to": "end"}
+
+    @hook_config(can_jump_to=["end"])
+    def before_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        request = self._request(state["messages"])
+        if self.request_inspector is None or request is None:
+            return None
+        return self._blocked_reply(self.request_inspector.check(request, self.request_threshold))
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        request = self._request(state["messages"])
+        if self.request_inspector is None or request is None:
+            return None
+        check = await self.request_inspector.acheck(request, self.request_threshold)
+        return self._blocked_reply(check)
+
+    # -- aligning replies ----------------------------------------------------------------------
 
     @staticmethod
     def _target(messages: Sequence[AnyMessage]) -> tuple[str, AIMessage] | None:
@@ -70,6 +130,8 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         reply = messages[-1]
         if not message_text(reply).strip():
             return None  # tool calls only: nothing an aligner could rewrite
+        if "request_check" in (reply.response_metadata.get(METADATA_KEY) or {}):
+            return None  # the request check's own blocked reply
         question = next(
             (message_text(m) for m in reversed(messages[:-1]) if isinstance(m, HumanMessage)), ""
         )

@@ -29,6 +29,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from aligners import (
     Aligner,
     AlignmentResult,
+    AlignmentViolation,
     EncoderHeadInspector,
     SentenceEncoder,
     Squad,
@@ -38,6 +39,7 @@ from aligners import (
 )
 from aligners.aligner import validate_pair
 from aligners.squad.defaults import DEFAULT_CRITERIA, default_aligner, default_inspector
+from aligners.squad.result import OnFlag
 from langchain_aligners._inputs import (
     METADATA_KEY,
     agather,
@@ -47,6 +49,8 @@ from langchain_aligners._inputs import (
     record_of,
     record_passed,
     stream_chunk,
+    tool_call_chunks_of,
+    tool_calls_only,
     with_result,
 )
 
@@ -148,6 +152,18 @@ class AlignerSquad(BaseOutputParser[Any]):
     squad: Squad | None = Field(
         default=None, exclude=True, description="A pre-built engine squad to run instead."
     )
+    on_flag: OnFlag | None = Field(
+        default=None,
+        description=(
+            "What happens to a flagged answer (None: the squad's, by default rewrite). rewrite; "
+            "block: replaced by blocked_message (a message's tool calls are dropped with it); "
+            "raise: aligners.AlignmentViolation; rewrite_or_block: rewrite, re-score, block what "
+            "still fails."
+        ),
+    )
+    blocked_message: str | None = Field(
+        default=None, description="Text of a blocked answer (None: the engine's default)."
+    )
     on_error: Literal["raise", "return_original"] = Field(
         default="raise",
         description=(
@@ -193,6 +209,10 @@ class AlignerSquad(BaseOutputParser[Any]):
             options["max_rounds"] = self.max_rounds
         if self.check_only:
             options["check_only"] = True
+        if self.on_flag is not None:
+            options["on_flag"] = self.on_flag
+        if self.blocked_message is not None:
+            options["blocked_message"] = self.blocked_message
         return base.with_options(threshold=self.threshold, **options)
 
     def _failed(self, question: str, answer: str, error: Exception) -> AlignmentResult:
@@ -209,6 +229,8 @@ class AlignerSquad(BaseOutputParser[Any]):
     def _align_batch(self, questions: list[str], answers: list[str]) -> list[AlignmentResult]:
         try:
             return self.engine.align_batch(questions, answers)
+        except AlignmentViolation:
+            raise  # the policy the user chose, not a failure to fail open on
         except Exception as error:
             if self.on_error == "raise":
                 raise
@@ -219,6 +241,8 @@ class AlignerSquad(BaseOutputParser[Any]):
     ) -> list[AlignmentResult]:
         try:
             return await self.engine.aalign_batch(questions, answers)
+        except AlignmentViolation:
+            raise
         except Exception as error:
             if self.on_error == "raise":
                 raise
@@ -245,8 +269,38 @@ class AlignerSquad(BaseOutputParser[Any]):
             if value.get(self.question_key) is not None:
                 question = question_from_input(value[self.question_key], self.question_key)
         text = answer_text(answer)
+        if tool_calls_only(answer, text):
+            return question, text, answer  # passed through: see _skipped
         validate_pair(question, text)
         return question, text, answer
+
+    @staticmethod
+    def _skipped(question: str, text: str, answer: Any) -> AlignmentResult | None:
+        """The record of an answer with nothing to align (a reply holding only tool calls)."""
+        if tool_calls_only(answer, text):
+            return AlignmentResult.skipped(question, text, "tool calls only: no text to inspect")
+        return None
+
+    def _align_pairs(self, pairs: Sequence[tuple[str, str, Any]]) -> list[AlignmentResult]:
+        """Results for parsed pairs: skipped ones recorded, the rest in one engine call."""
+        results: list[AlignmentResult | None] = [self._skipped(*p) for p in pairs]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            aligned = self._align_batch([pairs[i][0] for i in todo], [pairs[i][1] for i in todo])
+            for i, result in zip(todo, aligned, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    async def _aalign_pairs(self, pairs: Sequence[tuple[str, str, Any]]) -> list[AlignmentResult]:
+        results: list[AlignmentResult | None] = [self._skipped(*p) for p in pairs]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            aligned = await self._aalign_batch(
+                [pairs[i][0] for i in todo], [pairs[i][1] for i in todo]
+            )
+            for i, result in zip(todo, aligned, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
 
     def _output(self, answer: Any, result: AlignmentResult) -> Any:
         mode = self.output
@@ -260,7 +314,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         if mode == "text":
             return result.text
         if isinstance(answer, BaseMessage):
-            return with_result(answer, result.text, record_of(result))
+            return with_result(answer, result.text, record_of(result), blocked=result.blocked)
         return AIMessage(content=result.text, response_metadata={METADATA_KEY: record_of(result)})
 
     @staticmethod
@@ -278,6 +332,8 @@ class AlignerSquad(BaseOutputParser[Any]):
             "changed": result.changed,
             "passed": record_passed(result),
             "failures": result.failures,
+            "action": result.action,
+            "on_flag": result.on_flag,
         }
         return [(SCORES_EVENT, scores), (APPLIED_EVENT, applied)]
 
@@ -293,14 +349,14 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     def parse(self, text: str) -> Any:
         """Align one answer without a question (no callbacks; prefer ``invoke``)."""
-        question, answer, original = self._pair(text)
-        return self._output(original, self._align_batch([question], [answer])[0])
+        pair = self._pair(text)
+        return self._output(pair[2], self._align_pairs([pair])[0])
 
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
         first = result[0]
         value = first.message if isinstance(first, ChatGeneration) else first.text
-        question, answer, original = self._pair(value)
-        return self._output(original, self._align_batch([question], [answer])[0])
+        pair = self._pair(value)
+        return self._output(pair[2], self._align_pairs([pair])[0])
 
     @property
     def _type(self) -> str:
@@ -322,23 +378,21 @@ class AlignerSquad(BaseOutputParser[Any]):
     def _invoke(
         self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
-        question, answer, original = self._pair(input)
-        result = self._align_batch([question], [answer])[0]
+        pair = self._pair(input)
+        result = self._align_pairs([pair])[0]
         self._emit(result, config)
-        return self._output(original, result)
+        return self._output(pair[2], result)
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return await self._acall_with_config(self._ainvoke, input, config, run_type="parser")
 
     async def _ainvoke(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
-        question, answer, original = self._pair(input)
-        result = (await self._aalign_batch([question], [answer]))[0]  # off the event loop
+        pair = self._pair(input)
+        result = (await self._aalign_pairs([pair]))[0]  # off the event loop
         await self._aemit(result, config)
-        return self._output(original, result)
+        return self._output(pair[2], result)
 
     # -- batch: one engine call for the whole batch --------------------------------------------
 
@@ -379,10 +433,13 @@ class AlignerSquad(BaseOutputParser[Any]):
     ) -> list[Any]:
         outputs, indices, pairs = self._split(inputs)
         if pairs:
-            results = self._align_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            try:
+                results = self._align_pairs(pairs)
+            except AlignmentViolation as violation:
+                results = self._batch_results(pairs, violation)
             for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
                 self._emit(result, config[i])
-                outputs[i] = self._output(original, result)
+                outputs[i] = self._output_or_violation(original, result)
         return outputs
 
     async def abatch(
@@ -407,11 +464,28 @@ class AlignerSquad(BaseOutputParser[Any]):
     ) -> list[Any]:
         outputs, indices, pairs = self._split(inputs)
         if pairs:
-            results = await self._aalign_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            try:
+                results = await self._aalign_pairs(pairs)
+            except AlignmentViolation as violation:
+                results = self._batch_results(pairs, violation)
             for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
                 await self._aemit(result, config[i])
-                outputs[i] = self._output(original, result)
+                outputs[i] = self._output_or_violation(original, result)
         return outputs
+
+    def _batch_results(
+        self, pairs: Sequence[tuple[str, str, Any]], violation: AlignmentViolation
+    ) -> list[AlignmentResult]:
+        """Every input's result after a violation: skipped inputs keep their own record."""
+        aligned = iter(violation.results)
+        return [self._skipped(*pair) or next(aligned) for pair in pairs]
+
+    def _output_or_violation(self, original: Any, result: AlignmentResult) -> Any:
+        """A raised answer becomes its own error (``return_exceptions=True`` returns it in
+        place; otherwise the batch raises the first one), so one answer cannot hide others."""
+        if result.action == "raised":
+            return AlignmentViolation(result)
+        return self._output(original, result)
 
     # -- streaming: buffer the upstream answer, stream the aligned one -------------------------
 
@@ -443,8 +517,13 @@ class AlignerSquad(BaseOutputParser[Any]):
         # An aligner rewrites the whole answer, so the upstream stream is gathered first.
         question, answer, original = self._pair(gather(chunks))
         mode = self._stream_mode(original)
-        squad_stream = self.engine.stream(question, answer)
         template = original if isinstance(original, BaseMessage) else None
+        skipped = self._skipped(question, answer, original)
+        if skipped is not None:
+            self._emit(skipped, config)
+            yield from self._stream_tail(mode, template, skipped)
+            return
+        squad_stream = self.engine.stream(question, answer)
         streamed = False
         try:
             for piece in squad_stream:
@@ -488,8 +567,14 @@ class AlignerSquad(BaseOutputParser[Any]):
     ) -> AsyncIterator[Any]:
         question, answer, original = self._pair(await agather(chunks))
         mode = self._stream_mode(original)
-        squad_stream = self.engine.stream(question, answer)
         template = original if isinstance(original, BaseMessage) else None
+        skipped = self._skipped(question, answer, original)
+        if skipped is not None:
+            await self._aemit(skipped, config)
+            for chunk in self._stream_tail(mode, template, skipped):
+                yield chunk
+            return
+        squad_stream = self.engine.stream(question, answer)
         streamed = False
         try:
             async for piece in squad_stream:
@@ -526,7 +611,9 @@ class AlignerSquad(BaseOutputParser[Any]):
             # Metadata goes on one chunk only: chunk addition would concatenate repeated strings.
             metadata = dict(getattr(template, "response_metadata", {}) or {})
             metadata[METADATA_KEY] = record_of(result)
-            return [stream_chunk("", template, response_metadata=metadata)]
+            # Tool calls ride on the last chunk, after the aligned text (not when blocked).
+            calls = [] if result.blocked else tool_call_chunks_of(template)
+            return [stream_chunk("", template, response_metadata=metadata, tool_call_chunks=calls)]
         return []
 
     # -- composition helpers -------------------------------------------------------------------
