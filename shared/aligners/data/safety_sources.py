@@ -138,6 +138,12 @@ def harm_topic(text: str) -> str:
     return GENERAL_TOPIC
 
 
+#: Prefix for the hash that picks calibration slices: the unsalted hash already decides which
+#: topic-less requests are held out, so reusing it would leave every such request out of the
+#: calibration slice and calibrate on harmful requests alone.
+CALIBRATION_SALT = "calibration/"
+
+
 def stable_fraction(text: str) -> float:
     """A number in [0, 1) fixed by the text: splits that do not move when files are reordered."""
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()

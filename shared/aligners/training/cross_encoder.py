@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aligners.backends.cache import ModelCache
 from aligners.backends.models import resolve_model
 from aligners.data.records import InspectorExample
-from aligners.data.safety_sources import stable_fraction
+from aligners.data.safety_sources import CALIBRATION_SALT, stable_fraction
 from aligners.inspector.cross_encoder import (
     CrossEncoderConfig,
     CrossEncoderInspector,
@@ -203,8 +203,16 @@ def train_cross_encoder(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
 
-    calibrate = [e for e in examples if stable_fraction(e.question) < config.calibration_fraction]
-    train = [e for e in examples if stable_fraction(e.question) >= config.calibration_fraction]
+    calibrate = [
+        e
+        for e in examples
+        if stable_fraction(CALIBRATION_SALT + e.question) < config.calibration_fraction
+    ]
+    train = [
+        e
+        for e in examples
+        if stable_fraction(CALIBRATION_SALT + e.question) >= config.calibration_fraction
+    ]
     source = resolve_model(config.encoder)
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     model = AutoModel.from_pretrained(source.path)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.backends.encoder import SentenceEncoder
 from aligners.data.records import RequestExample
-from aligners.data.safety_sources import stable_fraction
+from aligners.data.safety_sources import CALIBRATION_SALT, stable_fraction
 from aligners.inspector.request import EncoderRequestInspector, RequestHeadConfig
 from aligners.training.cross_encoder import fit_platt
 from aligners.training.metrics import classification_metrics
@@ -95,8 +95,16 @@ def train_request_inspector(
     if len({e.label for e in train}) < 2:
         raise ValueError("request inspector training data needs both harmful and fine requests")
     sentence_encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
-    calibration = [e for e in train if stable_fraction(e.request) < config.calibration_fraction]
-    fit = [e for e in train if stable_fraction(e.request) >= config.calibration_fraction]
+    calibration = [
+        e
+        for e in train
+        if stable_fraction(CALIBRATION_SALT + e.request) < config.calibration_fraction
+    ]
+    fit = [
+        e
+        for e in train
+        if stable_fraction(CALIBRATION_SALT + e.request) >= config.calibration_fraction
+    ]
     if len({e.label for e in fit}) < 2:
         fit, calibration = list(train), []
 
@@ -109,8 +117,12 @@ def train_request_inspector(
     def labels(examples: Sequence[RequestExample]) -> Any:
         return torch.tensor([float(e.label) for e in examples])
 
-    logger.info("embedding %d fit, %d calibration, %d held-out requests",
-                len(fit), len(calibration), len(heldout))
+    logger.info(
+        "embedding %d fit, %d calibration, %d held-out requests",
+        len(fit),
+        len(calibration),
+        len(heldout),
+    )
     head = _fit_logistic(embed(fit), labels(fit), config)
     inspector = EncoderRequestInspector(
         head,
