@@ -5,6 +5,10 @@
 - :class:`AlignersEmbedding` / :class:`AlignersLLM`: offline MiniLM embeddings and a local LLM
   (SmolLM2) over the engine's backends.
 - :mod:`llamaindex_aligners.instrumentation`: the squad span and its events.
+
+Every wrapper takes ``on_flag`` (rewrite, block, raise, rewrite_or_block) and
+``blocked_message``; the engine wrappers also take ``check_request`` (a request inspector run
+before the wrapped engine) and ``request_threshold``.
 """
 
 from llamaindex_aligners.answers import METADATA_KEY
@@ -15,7 +19,10 @@ from llamaindex_aligners.instrumentation import (
     AlignmentEndEvent,
     AlignmentErrorEvent,
     AlignmentStartEvent,
+    AlignmentViolationEvent,
     InspectorScoresEvent,
+    RequestBlockedEvent,
+    RequestCheckEvent,
 )
 from llamaindex_aligners.llm import AlignersLLM
 from llamaindex_aligners.postprocessor import AlignerPostprocessor
@@ -35,5 +42,8 @@ __all__ = [
     "AlignmentErrorEvent",
     "AlignmentSettings",
     "AlignmentStartEvent",
+    "AlignmentViolationEvent",
     "InspectorScoresEvent",
+    "RequestBlockedEvent",
+    "RequestCheckEvent",
 ]

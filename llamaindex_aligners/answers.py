@@ -6,15 +6,24 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from aligners import AlignmentResult, Squad
+from aligners import AlignmentResult, AlignmentViolation, RequestInspector, Squad
+from aligners.inspector.request import resolve_request_inspector
 from llamaindex_aligners.instrumentation import (
+    RequestTarget,
     Target,
+    acheck_request,
     aiter_squad_stream,
     arun_squad,
+    check_request,
     iter_squad_stream,
     run_squad,
 )
-from llamaindex_aligners.settings import AlignmentSettings, configure_squad, error_record
+from llamaindex_aligners.settings import (
+    AlignmentSettings,
+    OnFlag,
+    configure_squad,
+    error_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +46,84 @@ def skipped_record(question: str, answer: str, reason: str) -> Record:
     }
 
 
+def request_blocked_record(request: str, text: str, check: Record) -> Record:
+    """The record of a request the request inspector turned away (nothing else ran)."""
+    return {
+        "question": request,
+        "text": text,
+        "action": "blocked",
+        "blocked": True,
+        "stage": "request",
+        "request_check": check,
+    }
+
+
+def with_request_check(record: Record, check: Record | None) -> Record:
+    """An answer's record with the verdict on its request beside it (when one was checked)."""
+    return record if check is None else {**record, "request_check": check}
+
+
+class RequestGate:
+    """The ``check_request`` option of a wrapper: is the request fine to answer at all?
+
+    ``check_request``: ``False``/``None`` (no check), ``True`` (the shipped request inspector;
+    raises ``FileNotFoundError`` now if none ships) or an ``aligners.RequestInspector``.
+    """
+
+    def __init__(
+        self,
+        check_request: bool | RequestInspector | None,
+        threshold: float | None,
+        on_error: str,
+        target: RequestTarget,
+    ) -> None:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"request_threshold must be in [0, 1], got {threshold}")
+        self.inspector = resolve_request_inspector(check_request)
+        if threshold is not None and self.inspector is None:
+            raise ValueError("request_threshold is set but check_request is off")
+        self.threshold = threshold
+        self.on_error = on_error
+        self.target: RequestTarget = target
+
+    def _failed(self, request: str, error: Exception) -> Record:
+        if self.on_error == "raise":
+            raise error
+        # Like the squad under on_error="keep": the check fails open, and the record says so.
+        logger.warning("request inspector failed; answering the request: %s", error)
+        return {
+            "request": request,
+            "score": None,
+            "threshold": self.threshold,
+            "allowed": True,
+            "error": f"{type(error).__name__}: {error}",
+        }
+
+    def check(self, request: str, blocked_message: str) -> Record | None:
+        """The verdict's record (``allowed`` says whether to go on), or None without a check."""
+        if self.inspector is None:
+            return None
+        try:
+            verdict = check_request(
+                self.inspector, request, self.threshold, blocked_message, self.target
+            )
+        except Exception as error:
+            return self._failed(request, error)
+        return verdict.to_record()
+
+    async def acheck(self, request: str, blocked_message: str) -> Record | None:
+        """Async :meth:`check`."""
+        if self.inspector is None:
+            return None
+        try:
+            verdict = await acheck_request(
+                self.inspector, request, self.threshold, blocked_message, self.target
+            )
+        except Exception as error:
+            return self._failed(request, error)
+        return verdict.to_record()
+
+
 class AnswerAligner:
     """Runs a squad on one (question, answer) and returns the text to show plus its record."""
 
@@ -54,8 +141,22 @@ class AnswerAligner:
             self._squad = configure_squad(self._raw, self.settings)
         return self._squad
 
+    @property
+    def blocked_message(self) -> str:
+        """What a blocked answer (or request) becomes: the configured squad's message."""
+        return self.squad.config.blocked_message
+
+    @property
+    def decides_whole(self) -> bool:
+        """Whether the squad decides on the whole answer before any text goes out (every
+        ``on_flag`` policy but ``rewrite``): streams then come in one piece, and wrappers run
+        them before returning, so a violation raises from the call itself."""
+        config = self.squad.config
+        return config.on_flag != "rewrite" and not config.check_only
+
     def _failed(self, question: str, answer: str, error: Exception) -> tuple[str, Record]:
-        if self.settings.on_error == "raise":
+        # A violation is the policy's verdict, not a failure: on_error never keeps it.
+        if self.settings.on_error == "raise" or isinstance(error, AlignmentViolation):
             raise error
         logger.warning("aligner squad failed; returning the original answer: %s", error)
         return answer, error_record(question, answer, error)
@@ -104,6 +205,7 @@ class AnswerAligner:
         except Exception as error:
             # The squad keeps aligner failures itself; what lands here is the inspectors failing
             # before any text streamed. Once text has gone out it cannot be replaced: re-raise.
+            # (_failed re-raises an AlignmentViolation too.)
             if started:
                 raise
             text, record = self._failed(question, answer, error)
@@ -145,6 +247,8 @@ def settings_from(
     threshold: float | dict[str, float] | None,
     check_only: bool,
     on_error: str,
+    on_flag: OnFlag | None = None,
+    blocked_message: str | None = None,
 ) -> AlignmentSettings:
     """Settings from keyword arguments (or a ready :class:`AlignmentSettings`)."""
     if settings is not None:
@@ -154,4 +258,6 @@ def settings_from(
         threshold=threshold,
         check_only=check_only,
         on_error=on_error,  # type: ignore[arg-type]
+        on_flag=on_flag,
+        blocked_message=blocked_message,
     )

@@ -4,7 +4,10 @@ Every squad call (answer, chat reply, or a batch of retrieved nodes) opens a spa
 module's dispatcher (a child of llama-index's root dispatcher, so handlers attached there see
 it). Inside the span it emits :class:`AlignmentStartEvent`, one :class:`InspectorScoresEvent` per
 scoring pass (before the first stage and after each), one :class:`AlignerAppliedEvent` per
-aligner that rewrote, and :class:`AlignmentEndEvent` (or :class:`AlignmentErrorEvent`).
+aligner that rewrote, and :class:`AlignmentEndEvent` (or :class:`AlignmentErrorEvent`; under
+``on_flag="raise"`` a flagged text gives :class:`AlignmentViolationEvent`, a subclass of it).
+A request check (``check_request=``) opens its own span and emits :class:`RequestCheckEvent`,
+plus :class:`RequestBlockedEvent` when the request is turned away.
 The squad runs as one engine call, so the score and aligner events are emitted from its record
 when that call returns, not while it runs.
 """
@@ -20,11 +23,13 @@ import llama_index.core.instrumentation as instrument
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.span import active_span_id
 
-from aligners import AlignmentResult, Squad
+from aligners import AlignmentResult, AlignmentViolation, RequestCheck, RequestInspector, Squad
 
 dispatcher = instrument.get_dispatcher(__name__)
 
 Target = Literal["answer", "chat", "nodes"]
+#: Where a request check runs: before a query engine or before a chat engine.
+RequestTarget = Literal["answer", "chat"]
 
 
 class AlignmentStartEvent(BaseEvent):
@@ -98,6 +103,43 @@ class AlignmentErrorEvent(BaseEvent):
         return "AlignmentErrorEvent"
 
 
+class AlignmentViolationEvent(AlignmentErrorEvent):
+    """The squad's policy is ``on_flag="raise"`` and it flagged a text: the integration raises
+    ``aligners.AlignmentViolation`` (never kept by ``on_error``). ``record`` is the first flagged
+    text's record, ``records`` every record of the batch (flagged ones have action ``raised``)."""
+
+    record: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignmentViolationEvent"
+
+
+class RequestCheckEvent(BaseEvent):
+    """A request inspector scored the request; ``record`` is ``RequestCheck.to_record()``."""
+
+    target: str
+    allowed: bool
+    record: dict[str, Any]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RequestCheckEvent"
+
+
+class RequestBlockedEvent(BaseEvent):
+    """The request was turned away: no retrieval, no LLM call; the reply is ``blocked_message``."""
+
+    target: str
+    record: dict[str, Any]
+    blocked_message: str
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RequestBlockedEvent"
+
+
 def _emit_start(
     squad: Squad, questions: Sequence[str], answers: Sequence[str], target: str, **kw: Any
 ) -> None:
@@ -155,6 +197,19 @@ def _emit_results(results: Sequence[AlignmentResult], target: str, **kw: Any) ->
         )
 
 
+def _error_event(error: Exception, target: str, **kw: Any) -> AlignmentErrorEvent:
+    message = f"{type(error).__name__}: {error}"
+    if isinstance(error, AlignmentViolation):
+        return AlignmentViolationEvent(
+            target=target,
+            error=message,
+            record=error.result.to_record(),
+            records=[r.to_record() for r in error.results],
+            **kw,
+        )
+    return AlignmentErrorEvent(target=target, error=message, **kw)
+
+
 @dispatcher.span
 def run_squad(
     squad: Squad, questions: Sequence[str], answers: Sequence[str], target: Target = "answer"
@@ -164,9 +219,7 @@ def run_squad(
     try:
         results = squad.align_batch(questions, answers)
     except Exception as error:
-        dispatcher.event(
-            AlignmentErrorEvent(target=target, error=f"{type(error).__name__}: {error}")
-        )
+        dispatcher.event(_error_event(error, target))
         raise
     _emit_results(results, target)
     return results
@@ -181,9 +234,7 @@ async def arun_squad(
     try:
         results = await squad.aalign_batch(questions, answers)
     except Exception as error:
-        dispatcher.event(
-            AlignmentErrorEvent(target=target, error=f"{type(error).__name__}: {error}")
-        )
+        dispatcher.event(_error_event(error, target))
         raise
     _emit_results(results, target)
     return results
@@ -213,8 +264,7 @@ class _StreamSpan:
 
 def _stream_failed(span: _StreamSpan, target: str, error: BaseException) -> None:
     if isinstance(error, Exception):
-        message = f"{type(error).__name__}: {error}"
-        dispatcher.event(AlignmentErrorEvent(target=target, error=message, span_id=span.id_))
+        dispatcher.event(_error_event(error, target, span_id=span.id_))
     span.drop(error)
 
 
@@ -261,3 +311,53 @@ async def aiter_squad_stream(
     _emit_results([stream.result], target, span_id=span.id_)
     on_done(stream.result)
     span.exit(stream.result)
+
+
+def emit_violation(error: AlignmentViolation, target: Target) -> None:
+    """The event of a violation the integration raises itself (not from inside a squad call)."""
+    dispatcher.event(_error_event(error, target))
+
+
+def _emit_check(check: RequestCheck, target: str, blocked_message: str) -> None:
+    record = check.to_record()
+    dispatcher.event(RequestCheckEvent(target=target, allowed=check.allowed, record=record))
+    if not check.allowed:
+        dispatcher.event(
+            RequestBlockedEvent(target=target, record=record, blocked_message=blocked_message)
+        )
+
+
+@dispatcher.span
+def check_request(
+    inspector: RequestInspector,
+    request: str,
+    threshold: float | None,
+    blocked_message: str,
+    target: RequestTarget = "answer",
+) -> RequestCheck:
+    """``inspector.check(request, threshold)`` inside a span, with its events."""
+    try:
+        check = inspector.check(request, threshold)
+    except Exception as error:
+        dispatcher.event(_error_event(error, "request"))
+        raise
+    _emit_check(check, target, blocked_message)
+    return check
+
+
+@dispatcher.span
+async def acheck_request(
+    inspector: RequestInspector,
+    request: str,
+    threshold: float | None,
+    blocked_message: str,
+    target: RequestTarget = "answer",
+) -> RequestCheck:
+    """Async :func:`check_request` (``inspector.acheck``: the encoder runs off the event loop)."""
+    try:
+        check = await inspector.acheck(request, threshold)
+    except Exception as error:
+        dispatcher.event(_error_event(error, "request"))
+        raise
+    _emit_check(check, target, blocked_message)
+    return check

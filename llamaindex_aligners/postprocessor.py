@@ -9,14 +9,15 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from aligners import AlignmentResult, Squad
+from aligners import AlignmentResult, AlignmentViolation, Squad
 from llamaindex_aligners.instrumentation import (
     AlignmentErrorEvent,
     arun_squad,
     dispatcher,
+    emit_violation,
     run_squad,
 )
-from llamaindex_aligners.settings import AlignmentSettings, OnError, configure_squad
+from llamaindex_aligners.settings import AlignmentSettings, OnError, OnFlag, configure_squad
 
 if TYPE_CHECKING:
     from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -41,6 +42,13 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     ``"drop"`` removed, or ``"rewrite"`` rewritten by the failing criteria's aligners (the
     original text stays in the metadata). Returned nodes are copies; the index is untouched.
 
+    ``on_flag`` (``None``: the squad's own, ``"rewrite"`` by default): ``"raise"`` raises
+    ``aligners.AlignmentViolation`` when any node is flagged, in every mode (the query fails
+    before the LLM sees the context). In ``mode="rewrite"``, ``"block"`` replaces a flagged node's
+    text with ``blocked_message`` (action ``"blocked"``; the original stays in the metadata) and
+    ``"rewrite_or_block"`` rewrites and blocks what still fails. :meth:`wrap` hands ``on_flag``
+    and ``blocked_message`` on to the answer-level wrapper.
+
     Example:
         >>> post = AlignerPostprocessor(criteria=["ethical"], threshold=0.6, mode="drop")
         >>> engine = index.as_query_engine(node_postprocessors=[post])  # doctest: +SKIP
@@ -59,6 +67,16 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
     on_error: OnError = Field(
         default="keep", description="keep: return the nodes unchanged if the squad fails."
+    )
+    on_flag: OnFlag | None = Field(
+        default=None,
+        description=(
+            "What happens to a flagged node: raise (any mode), or in mode='rewrite' rewrite, "
+            "block (text becomes blocked_message) or rewrite_or_block. None: the squad's own."
+        ),
+    )
+    blocked_message: str | None = Field(
+        default=None, description="The text of a blocked node (None: the squad's own)."
     )
     _squad: Squad | None = PrivateAttr(default=None)
     _squad_key: str = PrivateAttr(default="")
@@ -81,17 +99,24 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "AlignerPostprocessor"
 
+    def _values(self) -> dict[str, Any]:
+        return {
+            "criteria": self.criteria,
+            "threshold": self.threshold,
+            "on_error": self.on_error,
+            "on_flag": self.on_flag,
+            "blocked_message": self.blocked_message,
+        }
+
     def settings(self, **overrides: Any) -> AlignmentSettings:
         """This postprocessor's settings (``overrides`` win), as the wrappers take them."""
-        values = {"criteria": self.criteria, "threshold": self.threshold, "on_error": self.on_error}
-        return AlignmentSettings(**(values | overrides))
+        return AlignmentSettings(**(self._values() | overrides))
 
     def get_squad(self) -> Squad:
         """The configured squad (the default one is built here, still without loading weights)."""
         # Fields may be reassigned after construction: rebuild when they differ from the cache.
-        key = repr(
-            (id(self.squad) if self.squad is not None else None, self.criteria, self.threshold)
-        )
+        squad_id = id(self.squad) if self.squad is not None else None
+        key = repr((squad_id, self.criteria, self.threshold, self.on_flag, self.blocked_message))
         if self._squad is None or key != self._squad_key:
             self._squad = configure_squad(self.squad, self.settings())
             self._squad_key = key
@@ -104,6 +129,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     ) -> tuple[Squad, str, list[int], list[str]]:
         squad = self.get_squad()
         if self.mode != "rewrite":
+            # Scores only: "raise" is then applied by _raise_if_flagged.
             squad = squad.with_options(check_only=True)
         question = query_bundle.query_str if query_bundle is not None else ""
         texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
@@ -111,9 +137,23 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         indices = [i for i, t in enumerate(texts) if t.strip()]
         return squad, question, indices, [texts[i] for i in indices]
 
+    def _raise_if_flagged(self, results: list[AlignmentResult]) -> None:
+        """``on_flag="raise"`` outside ``mode="rewrite"`` (where the squad raises itself)."""
+        if self.mode == "rewrite" or self.get_squad().config.on_flag != "raise":
+            return
+        flagged = [r for r in results if r.flagged]
+        if not flagged:
+            return
+        for result in flagged:
+            result.action = "raised"
+        violation = AlignmentViolation(flagged[0], results)
+        emit_violation(violation, "nodes")
+        raise violation
+
     def _apply(
         self, nodes: list[NodeWithScore], indices: list[int], results: list[AlignmentResult]
     ) -> list[NodeWithScore]:
+        self._raise_if_flagged(results)
         by_index = dict(zip(indices, results, strict=True))
         out: list[NodeWithScore] = []
         for i, node in enumerate(nodes):
@@ -152,7 +192,8 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         return self._apply(nodes, indices, results)
 
     def _failed(self, nodes: list[NodeWithScore], error: Exception) -> list[NodeWithScore]:
-        if self.on_error == "raise":
+        # A violation (on_flag="raise") is a verdict, not a failure: never kept.
+        if self.on_error == "raise" or isinstance(error, AlignmentViolation):
             raise error
         logger.warning("aligner squad failed on retrieved nodes; keeping them: %s", error)
         dispatcher.event(
@@ -168,7 +209,8 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         """Align the final answer of ``engine`` with this postprocessor's squad and settings.
 
         A query engine gives an :class:`AlignedQueryEngine`, a chat engine an
-        :class:`AlignedChatEngine`; ``overrides`` (e.g. ``check_only=True``) go to it.
+        :class:`AlignedChatEngine`; ``overrides`` (e.g. ``check_only=True``, ``on_flag="block"``,
+        ``check_request=True``) go to it.
         """
         from llama_index.core.base.base_query_engine import BaseQueryEngine
         from llama_index.core.chat_engine.types import BaseChatEngine
@@ -177,8 +219,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         from llamaindex_aligners.query_engine import AlignedQueryEngine
 
         # The raw squad: the wrapper applies these (possibly overridden) settings itself.
-        values = {"criteria": self.criteria, "threshold": self.threshold, "on_error": self.on_error}
-        kwargs = values | overrides
+        kwargs = self._values() | overrides
         if isinstance(engine, BaseQueryEngine):
             return AlignedQueryEngine(engine, squad=self.squad, **kwargs)
         if isinstance(engine, BaseChatEngine):
@@ -193,6 +234,7 @@ def _annotated(node: NodeWithScore, result: AlignmentResult, mode: str) -> NodeW
     inner = node.node.model_copy()
     inner.metadata = dict(inner.metadata)
     rewritten = mode == "rewrite" and result.changed
+    action = "blocked" if result.blocked else "rewritten" if rewritten else None
     info: dict[str, Any] = {
         "scores": result.final_scores,
         "initial_scores": result.initial_scores,
@@ -200,7 +242,7 @@ def _annotated(node: NodeWithScore, result: AlignmentResult, mode: str) -> NodeW
         "passed": result.passed,
         "flagged": list(result.flagged),
         "applied": list(result.applied),
-        "action": "rewritten" if rewritten else "annotated" if result.flagged else "kept",
+        "action": action or ("annotated" if result.flagged else "kept"),
     }
     if rewritten:
         if not isinstance(inner, TextNode):

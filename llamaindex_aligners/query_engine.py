@@ -17,15 +17,18 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from aligners import Squad
+from aligners import RequestInspector, Squad
 from llamaindex_aligners.answers import (
     METADATA_KEY,
     AnswerAligner,
     Record,
+    RequestGate,
+    request_blocked_record,
     settings_from,
     skipped_record,
+    with_request_check,
 )
-from llamaindex_aligners.settings import AlignmentSettings
+from llamaindex_aligners.settings import AlignmentSettings, OnFlag
 
 
 class AlignedQueryEngine(BaseQueryEngine):
@@ -35,6 +38,20 @@ class AlignedQueryEngine(BaseQueryEngine):
     (``AlignmentResult.to_record()``: original, text, applied, trajectory, ...). Streaming
     responses are read whole, aligned, then streamed again piece by piece; their record is in
     the metadata once the stream has been consumed.
+
+    ``on_flag`` picks what happens to a flagged answer (``None`` keeps the squad's own policy,
+    ``"rewrite"`` by default): ``"block"`` replaces it with ``blocked_message`` (the record's
+    ``action`` is ``"blocked"``), ``"raise"`` raises ``aligners.AlignmentViolation`` out of
+    ``query``/``aquery`` (``on_error`` never keeps it), ``"rewrite_or_block"`` rewrites and blocks
+    what still fails. Under those policies a stream is decided before ``query`` returns and comes
+    in one piece, with its record already in the metadata.
+
+    ``check_request`` (``True``: the shipped request inspector, or an
+    ``aligners.RequestInspector``) checks the query first: a request scored under
+    ``request_threshold`` (default: the inspector's own) is answered with the blocked message
+    without calling the wrapped engine (no retrieval, no LLM); the record is
+    ``{"action": "blocked", "stage": "request", "request_check": {...}, ...}``. A request that
+    passes has its verdict in the answer's record under ``"request_check"``.
 
     Example:
         >>> engine = AlignedQueryEngine(qe, criteria=["ethical"])  # doctest: +SKIP
@@ -51,6 +68,10 @@ class AlignedQueryEngine(BaseQueryEngine):
         threshold: float | dict[str, float] | None = None,
         check_only: bool = False,
         on_error: str = "keep",
+        on_flag: OnFlag | None = None,
+        blocked_message: str | None = None,
+        check_request: bool | RequestInspector = False,
+        request_threshold: float | None = None,
         settings: AlignmentSettings | None = None,
         callback_manager: CallbackManager | None = None,
     ) -> None:
@@ -60,8 +81,13 @@ class AlignedQueryEngine(BaseQueryEngine):
                 f"got {type(query_engine).__name__}"
             )
         self._query_engine = query_engine
-        self.settings = settings_from(settings, criteria, threshold, check_only, on_error)
+        self.settings = settings_from(
+            settings, criteria, threshold, check_only, on_error, on_flag, blocked_message
+        )
         self._aligner = AnswerAligner(squad, self.settings, target="answer")
+        self._gate = RequestGate(
+            check_request, request_threshold, self.settings.on_error, target="answer"
+        )
         super().__init__(callback_manager or query_engine.callback_manager)
 
     @property
@@ -74,6 +100,16 @@ class AlignedQueryEngine(BaseQueryEngine):
         """The configured squad that aligns the answers."""
         return self._aligner.squad
 
+    @property
+    def request_inspector(self) -> RequestInspector | None:
+        """The inspector that checks each query first (None: no request check)."""
+        return self._gate.inspector
+
+    @property
+    def request_threshold(self) -> float | None:
+        """The request check's threshold (None: the inspector's own)."""
+        return self._gate.threshold
+
     def _get_prompt_modules(self) -> PromptMixinType:
         return {"query_engine": self._query_engine}
 
@@ -84,33 +120,64 @@ class AlignedQueryEngine(BaseQueryEngine):
     # -- querying ------------------------------------------------------------------------------
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        response = self._query_engine.query(query_bundle)
         question = query_bundle.query_str
+        check = self._gate.check(question, self._aligner.blocked_message)
+        if check is not None and not check["allowed"]:
+            return self._blocked(question, check, asynchronous=False)
+        response = self._query_engine.query(query_bundle)
         if isinstance(response, StreamingResponse):
             answer = _drain(response)
-            return _restream(response, self._aligner.stream, question, answer)
+            return _restream(
+                response, self._aligner.stream, question, answer, check, self._aligner.decides_whole
+            )
         if isinstance(response, Response):
             if response.response is None:
-                return _annotate(response, skipped_record(question, "", "no answer text"))
+                record = skipped_record(question, "", "no answer text")
+                return _annotate(response, with_request_check(record, check))
             text, record = self._aligner.align(question, response.response)
+            record = with_request_check(record, check)
             return Response(text, response.source_nodes, _metadata(response.metadata, record))
-        return _unsupported(response, question)
+        return _unsupported(response, question, check)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        response = await self._query_engine.aquery(query_bundle)
         question = query_bundle.query_str
+        check = await self._gate.acheck(question, self._aligner.blocked_message)
+        if check is not None and not check["allowed"]:
+            return self._blocked(question, check, asynchronous=True)
+        response = await self._query_engine.aquery(query_bundle)
+        whole = self._aligner.decides_whole
         if isinstance(response, AsyncStreamingResponse):
             answer = await _adrain(response)
-            return _arestream(response, self._aligner.astream, question, answer)
+            return await _arestream(response, self._aligner.astream, question, answer, check, whole)
         if isinstance(response, StreamingResponse):  # a sync stream from an async call
             answer = _drain(response)
-            return _restream(response, self._aligner.stream, question, answer)
+            return _restream(response, self._aligner.stream, question, answer, check, whole)
         if isinstance(response, Response):
             if response.response is None:
-                return _annotate(response, skipped_record(question, "", "no answer text"))
+                record = skipped_record(question, "", "no answer text")
+                return _annotate(response, with_request_check(record, check))
             text, record = await self._aligner.aalign(question, response.response)
+            record = with_request_check(record, check)
             return Response(text, response.source_nodes, _metadata(response.metadata, record))
-        return _unsupported(response, question)
+        return _unsupported(response, question, check)
+
+    def _blocked(self, question: str, check: Record, asynchronous: bool) -> RESPONSE_TYPE:
+        """The reply to a blocked request: the blocked message, streamed if the inner engine
+        streams (in one piece), so callers of a streaming engine still get a stream."""
+        text = self._aligner.blocked_message
+        metadata = {METADATA_KEY: request_blocked_record(question, text, check)}
+        if not _streams(self._query_engine):
+            return Response(text, [], metadata)
+        if asynchronous:
+            return AsyncStreamingResponse(response_gen=_agen([text]), metadata=metadata)
+        return StreamingResponse(response_gen=_gen([text]), metadata=metadata, response_txt=text)
+
+
+def _streams(engine: BaseQueryEngine) -> bool:
+    """Whether ``engine`` answers with streams (known for engines with a response synthesizer,
+    like every index's ``as_query_engine(streaming=True)``)."""
+    synthesizer = getattr(engine, "_response_synthesizer", None)
+    return bool(getattr(synthesizer, "_streaming", False))
 
 
 def _metadata(metadata: dict[str, Any] | None, record: Record) -> dict[str, Any]:
@@ -121,13 +188,13 @@ def _annotate(response: Response, record: Record) -> Response:
     return Response(response.response, response.source_nodes, _metadata(response.metadata, record))
 
 
-def _unsupported(response: RESPONSE_TYPE, question: str) -> RESPONSE_TYPE:
+def _unsupported(
+    response: RESPONSE_TYPE, question: str, check: Record | None = None
+) -> RESPONSE_TYPE:
     """Structured (pydantic) answers pass through: an aligner rewrites text, not objects."""
     if isinstance(response, PydanticResponse):
-        response.metadata = _metadata(
-            response.metadata,
-            skipped_record(question, str(response), "structured (pydantic) response"),
-        )
+        record = skipped_record(question, str(response), "structured (pydantic) response")
+        response.metadata = _metadata(response.metadata, with_request_check(record, check))
         return response
     raise TypeError(f"cannot align a response of type {type(response).__name__}")
 
@@ -148,16 +215,38 @@ def _empty() -> Generator[str, None, None]:
     yield from ()
 
 
+def _gen(pieces: list[str]) -> Generator[str, None, None]:
+    yield from pieces
+
+
+async def _agen(pieces: list[str]) -> AsyncGenerator[str, None]:
+    for piece in pieces:
+        yield piece
+
+
 def _restream(
-    response: StreamingResponse, stream: Any, question: str, answer: str
+    response: StreamingResponse,
+    stream: Any,
+    question: str,
+    answer: str,
+    check: Record | None = None,
+    whole: bool = False,
 ) -> StreamingResponse:
+    """The aligned stream. ``whole`` (an on_flag policy other than rewrite): the squad decides
+    now, so a violation raises from the query itself and the record is there at once."""
     metadata = dict(response.metadata or {})
     out = StreamingResponse(
         response_gen=_empty(), source_nodes=response.source_nodes, metadata=metadata
     )
 
     def done(record: Record) -> None:
-        metadata[METADATA_KEY] = record
+        metadata[METADATA_KEY] = with_request_check(record, check)
+
+    if whole:
+        pieces = list(stream(question, answer, done))
+        out.response_gen = _gen(pieces)
+        out.response_txt = "".join(pieces)
+        return out
 
     def gen() -> Generator[str, None, None]:
         pieces = []
@@ -171,13 +260,25 @@ def _restream(
     return out
 
 
-def _arestream(
-    response: AsyncStreamingResponse, stream: Any, question: str, answer: str
+async def _arestream(
+    response: AsyncStreamingResponse,
+    stream: Any,
+    question: str,
+    answer: str,
+    check: Record | None = None,
+    whole: bool = False,
 ) -> AsyncStreamingResponse:
+    """Async :func:`_restream`."""
     metadata = dict(response.metadata or {})
 
     def done(record: Record) -> None:
-        metadata[METADATA_KEY] = record
+        metadata[METADATA_KEY] = with_request_check(record, check)
+
+    if whole:
+        pieces = [piece async for piece in stream(question, answer, done)]
+        return AsyncStreamingResponse(
+            response_gen=_agen(pieces), source_nodes=response.source_nodes, metadata=metadata
+        )
 
     async def gen() -> AsyncGenerator[str, None]:
         async for piece in stream(question, answer, done):

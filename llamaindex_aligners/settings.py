@@ -8,15 +8,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aligners import Squad
+from aligners.squad.result import OnFlag
 
 OnError = Literal["keep", "raise"]
 
+__all__ = ["AlignmentSettings", "OnError", "OnFlag", "configure_squad", "error_record"]
+
 
 class AlignmentSettings(BaseModel):
-    """Which criteria to inspect, their thresholds, and what to do when the squad fails.
+    """Which criteria to inspect, their thresholds, what to do with a flagged answer, and what
+    to do when the squad fails.
 
     ``threshold`` is one number for every criterion or a ``{criterion: threshold}`` map;
-    ``None`` keeps the squad's own thresholds.
+    ``None`` keeps the squad's own thresholds. ``on_flag`` and ``blocked_message`` likewise keep
+    the squad's own when ``None`` (a squad's default policy is ``"rewrite"``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -32,8 +37,21 @@ class AlignmentSettings(BaseModel):
         default="keep",
         description=(
             "keep: if the squad itself fails, return the original text and record the error; "
-            "raise: propagate the error."
+            "raise: propagate the error. An aligners.AlignmentViolation (on_flag='raise') "
+            "always propagates: it is a verdict, not a failure."
         ),
+    )
+    on_flag: OnFlag | None = Field(
+        default=None,
+        description=(
+            "What happens to a flagged answer. rewrite: the aligners fix it; block: it is "
+            "replaced by blocked_message; raise: aligners.AlignmentViolation; rewrite_or_block: "
+            "rewrite, re-score, and block what still fails. None: the squad's own (rewrite)."
+        ),
+    )
+    blocked_message: str | None = Field(
+        default=None,
+        description="The text a blocked answer (or request) is replaced with; None: the squad's.",
     )
 
     @field_validator("criteria", mode="before")
@@ -43,6 +61,13 @@ class AlignmentSettings(BaseModel):
             return [value]
         if value is not None and len(value) == 0:
             raise ValueError("criteria must name at least one criterion (or be None for all)")
+        return value
+
+    @field_validator("blocked_message")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
         return value
 
     @field_validator("threshold")
@@ -77,8 +102,15 @@ def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
         base = Squad(members, **base.config.model_dump())
     elif threshold is not None:
         base = base.with_options(threshold=threshold)
+    options: dict[str, Any] = {}
     if settings.check_only:
-        base = base.with_options(check_only=True)
+        options["check_only"] = True
+    if settings.on_flag is not None:
+        options["on_flag"] = settings.on_flag
+    if settings.blocked_message is not None:
+        options["blocked_message"] = settings.blocked_message
+    if options:
+        base = base.with_options(**options)
     return base
 
 

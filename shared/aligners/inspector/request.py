@@ -167,9 +167,13 @@ class EncoderRequestInspector(RequestInspector):
         config_file = directory / REQUEST_INSPECTOR_CONFIG
         if not config_file.exists():
             raise FileNotFoundError(f"no {REQUEST_INSPECTOR_CONFIG} in {directory}")
-        config = RequestHeadConfig(**json.loads(config_file.read_text()))
-        if config.kind != "request-head":
-            raise ValueError(f"{directory} holds a {config.kind!r} inspector, not a request head")
+        raw = json.loads(config_file.read_text())
+        if raw.get("kind") != "request-head":
+            raise ValueError(
+                f"{directory} holds a {raw.get('kind')!r} inspector, not a request head "
+                "(kind 'request-head')"
+            )
+        config = RequestHeadConfig(**raw)
         head = cls.build_head(config.embedding_dim)
         head.load_state_dict(load_file(str(directory / REQUEST_HEAD_WEIGHTS)))
         return cls(head, config, encoder=encoder)

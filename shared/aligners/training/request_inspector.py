@@ -109,10 +109,19 @@ def train_request_inspector(
         fit, calibration = list(train), []
 
     def embed(examples: Sequence[RequestExample]) -> Any:
+        from tqdm.auto import tqdm
+
         texts = [e.request for e in examples]
         if not texts:
             return torch.zeros(0, sentence_encoder.dimension)
-        return sentence_encoder.encode(texts, batch_size=config.batch_size)
+        step = config.batch_size * 8
+        parts = [
+            sentence_encoder.encode(texts[i : i + step], batch_size=config.batch_size)
+            for i in tqdm(
+                range(0, len(texts), step), desc="embedding requests", disable=not progress
+            )
+        ]
+        return torch.cat(parts)
 
     def labels(examples: Sequence[RequestExample]) -> Any:
         return torch.tensor([float(e.label) for e in examples])
