@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default models (shared/aligners/default_models/) from ../shared/data.
 #
-#   scripts/train_defaults.sh [safety|data|inspector|aligner|eval|general|all]   (WORK=/scratch)
+#   scripts/train_defaults.sh [safety|data|inspector|request|aligner|eval|general|all]   (WORK=/scratch)
 #
 # safety (the default): what Squad.default() ships, on a 2-core CPU in about an hour:
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
 #              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out
 #   inspector  the cross-encoder trunk + ethical head (a few minutes)
+#   request    the request inspector: frozen MiniLM + logistic head on harmful vs ordinary
+#              requests (a few minutes, one embedding pass)
 #   aligner    the safety aligner, LoRA r=16 on SmolLM2 (~30 min; resumable: RESUME=1)
 #   eval       the held-out numbers in docs/training.md and the model cards (~10 min)
 # general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
@@ -29,6 +31,11 @@ if want inspector; then
   aligners train cross-encoder "$WORK/safety/inspector_train.jsonl" \
     --eval-data "$WORK/safety/inspector_heldout.jsonl" -o "$OUT/inspectors/cross-encoder" \
     --criterion ethical --trained-layers 2 --epochs 3 --learning-rate 5e-5 --batch-size 32 --seed 0
+fi
+
+if want request; then
+  aligners train request-inspector "$WORK/safety/requests_train.jsonl" \
+    --eval-data "$WORK/safety/requests_heldout.jsonl" -o "$OUT/inspectors/request"
 fi
 
 if want aligner; then

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.criteria import Criterion, get_criterion
 from aligners.data.io import append_jsonl, write_records
 from aligners.data.records import CorrectionTriple, InspectorExample
@@ -199,16 +200,31 @@ def _invoke_batch(model: Any, prompts: list[str]) -> list[str]:
     return [_content(m) for m in model.batch(prompts)]
 
 
-def default_generator(max_new_tokens: int = 160, temperature: float = 0.7) -> Any:
-    """The offline generator: SmolLM2-135M-Instruct as a LangChain chat model."""
-    try:
-        from langchain_aligners import ChatAlignersLocal
-    except ImportError as exc:  # pragma: no cover - the LangChain integration ships with us
-        raise ImportError(
-            "the local generator needs langchain-core: pip install 'aligners[langchain]'"
-        ) from exc
-    return ChatAlignersLocal(
-        model="smollm2", max_new_tokens=max_new_tokens, temperature=temperature
+class LocalChatGenerator:
+    """An engine backend with the one chat-model method the recipe calls (``batch``).
+
+    The recipe takes any LangChain chat model by that interface; this lets the engine run it
+    offline without importing an integration package.
+    """
+
+    def __init__(self, backend: GenerationBackend, config: GenerationConfig) -> None:
+        self.backend = backend
+        self.config = config
+
+    def batch(self, prompts: Sequence[str]) -> list[str]:
+        """One user turn per prompt, generated together."""
+        return self.backend.generate(
+            [[{"role": "user", "content": p}] for p in prompts], self.config
+        )
+
+
+def default_generator(max_new_tokens: int = 160, temperature: float = 0.7) -> LocalChatGenerator:
+    """The offline generator: SmolLM2-135M-Instruct through the engine's transformers backend."""
+    from aligners.backends.transformers import TransformersBackend
+
+    return LocalChatGenerator(
+        TransformersBackend("smollm2"),
+        GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
     )
 
 

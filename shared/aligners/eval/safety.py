@@ -96,6 +96,7 @@ def evaluate_safety(
                 "source": row.metadata.get("source"),
                 "topic": row.metadata.get("topic"),
                 "flagged": result.flagged,
+                "action": result.action,
                 "scores": result.initial_scores,
                 "changed": changed,
                 "content_kept": round(kept, 4),
@@ -135,6 +136,8 @@ def evaluate_safety(
             [r["refusal"] and not is_refusal(r["answer"]) for r in alarming]
         ),
         "max_content_kept": max_content_kept,
+        "on_flag": getattr(getattr(squad, "config", None), "on_flag", None),
+        "blocked": _share([r["action"] == "blocked" for r in records]),
     }
     return {"summary": summary, "records": records}
 

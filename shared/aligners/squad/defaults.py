@@ -16,7 +16,7 @@ from aligners.criteria import get_criterion
 from aligners.inspector.base import Inspector
 from aligners.inspector.cross_encoder import CrossEncoderInspector, read_cross_encoder_config
 from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspector
-from aligners.squad.squad import SquadMember
+from aligners.squad.member import SquadMember
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "default_models"
 #: A general aligner for helpful and factuality, written by ``scripts/train_defaults.sh general``.

@@ -15,6 +15,8 @@ from aligners.aligner.model import Aligner, Correction
 from aligners.criteria import Criterion
 from aligners.errors import AlignmentViolation
 from aligners.inspector.base import FeatureInspector, Inspector
+from aligners.squad.defaults import default_members
+from aligners.squad.member import SquadMember
 from aligners.squad.result import AlignmentResult, OnFlag, StageRecord
 from aligners.validation import validate_batch, validate_pair
 
@@ -27,31 +29,6 @@ DEFAULT_BLOCKED_MESSAGE = (
     "I can't help with that. The answer to this request was withheld because it did not pass "
     "a safety check."
 )
-
-
-@dataclass(frozen=True)
-class SquadMember:
-    """One criterion of a squad: its aligner, the inspector that gates it, and the threshold.
-
-    Without an inspector the aligner always runs; without an aligner the member only inspects.
-    """
-
-    criterion: Criterion
-    aligner: Aligner | None = None
-    inspector: Inspector | None = None
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.aligner is None and self.inspector is None:
-            raise ValueError(
-                f"squad member {self.criterion.name!r} needs an aligner or an inspector"
-            )
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-
-    @property
-    def name(self) -> str:
-        return self.criterion.name
 
 
 class SquadConfig(BaseModel):
@@ -155,8 +132,6 @@ class Squad:
         the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
         ``blocked_message``).
         """
-        from aligners.squad.defaults import default_members
-
         members = default_members(criteria, threshold=threshold, aligner_options=aligner_options)
         return cls(members, **options)
 
