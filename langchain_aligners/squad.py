@@ -213,18 +213,12 @@ class AlignerSquad(BaseOutputParser[Any]):
             options["on_flag"] = self.on_flag
         if self.blocked_message is not None:
             options["blocked_message"] = self.blocked_message
+        options["on_error"] = self.on_error  # the engine keeps a batch's good answers
         return base.with_options(threshold=self.threshold, **options)
 
     def _failed(self, question: str, answer: str, error: Exception) -> AlignmentResult:
         """The record of an answer the squad could not process (``on_error="return_original"``)."""
-        return AlignmentResult(
-            question=question,
-            original=answer,
-            text=answer,
-            question_provided=bool(question.strip()),
-            check_only=self.check_only,
-            failures=[f"squad failed ({type(error).__name__}: {error}); kept the original answer"],
-        )
+        return AlignmentResult.failed(question, answer, error, check_only=self.check_only)
 
     def _align_batch(self, questions: list[str], answers: list[str]) -> list[AlignmentResult]:
         try:

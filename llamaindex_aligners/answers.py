@@ -89,7 +89,7 @@ class RequestGate:
     def _failed(self, request: str, error: Exception) -> Record:
         if self.on_error == "raise":
             raise error
-        # Like the squad under on_error="keep": the check fails open, and the record says so.
+        # As under on_error="return_original" for answers: the check fails open, recorded.
         logger.warning("request inspector failed; answering the request: %s", error)
         return {
             "request": request,

@@ -17,7 +17,13 @@ from llamaindex_aligners.instrumentation import (
     emit_violation,
     run_squad,
 )
-from llamaindex_aligners.settings import AlignmentSettings, OnError, OnFlag, configure_squad
+from llamaindex_aligners.settings import (
+    AlignmentSettings,
+    OnError,
+    OnFlag,
+    configure_squad,
+    normalize_on_error,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -66,8 +72,10 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     )
     mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
     on_error: OnError = Field(
-        default="keep", description="keep: return the nodes unchanged if the squad fails."
+        default="return_original",
+        description="return_original ('keep' too): return the nodes unchanged if the squad fails.",
     )
+    _on_error = field_validator("on_error", mode="before")(normalize_on_error)
     on_flag: OnFlag | None = Field(
         default=None,
         description=(

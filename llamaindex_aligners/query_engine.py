@@ -67,7 +67,7 @@ class AlignedQueryEngine(BaseQueryEngine):
         criteria: list[str] | str | None = None,
         threshold: float | dict[str, float] | None = None,
         check_only: bool = False,
-        on_error: str = "keep",
+        on_error: str = "return_original",
         on_flag: OnFlag | None = None,
         blocked_message: str | None = None,
         check_request: bool | RequestInspector = False,

@@ -10,9 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from aligners import Squad
 from aligners.squad.result import OnFlag
 
-OnError = Literal["keep", "raise"]
+OnError = Literal["return_original", "raise"]
 
-__all__ = ["AlignmentSettings", "OnError", "OnFlag", "configure_squad", "error_record"]
+
+def normalize_on_error(value: Any) -> Any:
+    """The engine's two words; ``"keep"`` (this package's earlier spelling) still means
+    ``"return_original"``."""
+    return "return_original" if value == "keep" else value
+
+
+__all__ = [
+    "AlignmentSettings",
+    "OnError",
+    "OnFlag",
+    "configure_squad",
+    "error_record",
+    "normalize_on_error",
+]
 
 
 class AlignmentSettings(BaseModel):
@@ -34,9 +48,10 @@ class AlignmentSettings(BaseModel):
     )
     check_only: bool = Field(default=False, description="Score and annotate; never rewrite.")
     on_error: OnError = Field(
-        default="keep",
+        default="return_original",
         description=(
-            "keep: if the squad itself fails, return the original text and record the error; "
+            "return_original: if the squad itself fails, return the original text and record "
+            "the error (the engine's word; 'keep' is accepted too); "
             "raise: propagate the error. An aligners.AlignmentViolation (on_flag='raise') "
             "always propagates: it is a verdict, not a failure."
         ),
@@ -53,6 +68,8 @@ class AlignmentSettings(BaseModel):
         default=None,
         description="The text a blocked answer (or request) is replaced with; None: the squad's.",
     )
+
+    _on_error = field_validator("on_error", mode="before")(normalize_on_error)
 
     @field_validator("criteria", mode="before")
     @classmethod
@@ -115,7 +132,7 @@ def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
 
 
 def error_record(question: str, original: str, error: BaseException) -> dict[str, Any]:
-    """What goes into metadata when the squad failed and ``on_error="keep"`` kept the text."""
+    """Metadata when the squad failed and ``on_error="return_original"`` kept the text."""
     return {
         "question": question,
         "original": original,

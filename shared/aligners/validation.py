@@ -6,6 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def validate_text(text: str, field: str) -> None:
+    """Raise ``ValueError`` for text no tokenizer can take (lone surrogates, e.g. from bytes
+    decoded with ``surrogateescape``), naming the field and the position."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{field} is not valid Unicode text: a lone surrogate {text[error.start]!r} at "
+            f"position {error.start} (decode input bytes as UTF-8 with errors='replace')"
+        ) from None
+
+
 def validate_pair(question: Any, answer: Any) -> None:
     """Raise ``TypeError``/``ValueError`` naming the field for a pair nothing can align."""
     if not isinstance(question, str):
@@ -14,15 +26,31 @@ def validate_pair(question: Any, answer: Any) -> None:
         raise TypeError(f"answer must be a str, got {type(answer).__name__}")
     if not answer.strip():
         raise ValueError("answer is empty: there is nothing to align")
+    validate_text(question, "question")
+    validate_text(answer, "answer")
 
 
-def validate_batch(questions: Sequence[Any], answers: Sequence[Any]) -> None:
-    """Check that two batches are sequences of the same length holding valid pairs."""
+def validate_containers(questions: Sequence[Any], answers: Sequence[Any]) -> None:
+    """Check that two batches are sequences of the same length (not their items)."""
     if isinstance(questions, str) or isinstance(answers, str):
         raise TypeError("questions and answers must be sequences of str, not a single str")
     if len(questions) != len(answers):
         raise ValueError(
             f"questions and answers differ in length ({len(questions)} vs {len(answers)})"
         )
-    for question, answer in zip(questions, answers):
+
+
+def validate_batch(questions: Sequence[Any], answers: Sequence[Any]) -> None:
+    """Check that two batches are sequences of the same length holding valid pairs."""
+    validate_containers(questions, answers)
+    for i, (question, answer) in enumerate(zip(questions, answers)):
+        validate_item(i, question, answer)
+
+
+def validate_item(index: int, question: Any, answer: Any) -> None:
+    """:func:`validate_pair` for item ``index`` of a batch; the error names the item."""
+    try:
         validate_pair(question, answer)
+    except (TypeError, ValueError) as error:
+        field = "questions" if str(error).startswith("question") else "answers"
+        raise type(error)(f"{field}[{index}]: {error}") from None

@@ -802,3 +802,13 @@ def test_chat_history_passed_in_is_left_alone_by_a_blocked_request() -> None:
     reply = engine.chat(HARMFUL_QUERY, chat_history=given)
     assert reply.metadata["aligners"]["action"] == "blocked" and llm.calls == []
     assert [m.content for m in given] == ["hi"]
+
+
+def test_on_error_speaks_the_engine_words() -> None:
+    from llamaindex_aligners.settings import AlignmentSettings
+
+    assert AlignmentSettings().on_error == "return_original"
+    assert AlignmentSettings(on_error="keep").on_error == "return_original"  # earlier spelling
+    assert AlignmentSettings(on_error="raise").on_error == "raise"
+    with pytest.raises(ValueError, match="on_error"):
+        AlignmentSettings(on_error="ignore")

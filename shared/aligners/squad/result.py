@@ -10,9 +10,12 @@ from pydantic import BaseModel, Field
 OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
 #: What happened to one answer: nothing flagged it (``passed``), aligners ran (``rewritten``),
 #: it was replaced by the blocked message (``blocked``), the squad raised (``raised``), it was
-#: flagged but left as it was (``flagged``: check-only, or every aligner failed), or there was no
-#: text to inspect (``skipped``, e.g. a message holding only tool calls).
-Action = Literal["passed", "rewritten", "blocked", "raised", "flagged", "skipped"]
+#: flagged but left as it was (``flagged``: check-only, or every aligner failed), there was no
+#: text to inspect (``skipped``, e.g. a message holding only tool calls), or the squad could not
+#: process it and returned it as it was (``failed``, under ``on_error="return_original"``).
+Action = Literal["passed", "rewritten", "blocked", "raised", "flagged", "skipped", "failed"]
+#: What a squad does when it cannot process an answer (a bad input, a model that fails).
+OnError = Literal["raise", "return_original"]
 
 
 class StageRecord(BaseModel):
@@ -67,6 +70,24 @@ class AlignmentResult(BaseModel):
             question_provided=bool(question.strip()),
             action="skipped",
             skipped_reason=reason,
+        )
+
+    @classmethod
+    def failed(
+        cls, question: Any, original: Any, error: BaseException | str, **fields: Any
+    ) -> AlignmentResult:
+        """The record of an answer the squad could not process, returned as it was."""
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        text = original if isinstance(original, str) else ""
+        asked = question if isinstance(question, str) else ""
+        return cls(
+            question=asked,
+            original=text,
+            text=text,
+            question_provided=bool(asked.strip()),
+            action="failed",
+            failures=[f"squad failed ({reason}); kept the original answer"],
+            **fields,
         )
 
     @property

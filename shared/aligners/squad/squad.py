@@ -17,8 +17,13 @@ from aligners.errors import AlignmentViolation
 from aligners.inspector.base import FeatureInspector, Inspector
 from aligners.squad.defaults import default_members
 from aligners.squad.member import SquadMember
-from aligners.squad.result import AlignmentResult, OnFlag, StageRecord
-from aligners.validation import validate_batch, validate_pair
+from aligners.squad.result import AlignmentResult, OnError, OnFlag, StageRecord
+from aligners.validation import (
+    validate_batch,
+    validate_containers,
+    validate_item,
+    validate_pair,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,15 @@ class SquadConfig(BaseModel):
             "What happens to a flagged answer. rewrite: the aligners fix it; block: it is "
             "replaced by blocked_message; raise: AlignmentViolation; rewrite_or_block: rewrite, "
             "re-score, and block what still fails."
+        ),
+    )
+    on_error: OnError = Field(
+        default="raise",
+        description=(
+            "When an answer cannot be processed (a bad item, a model that fails): raise, or "
+            "return_original: that answer comes back as it was with the failure in its record, "
+            "and the rest of the batch is aligned. AlignmentViolation (on_flag='raise') is a "
+            "verdict, not a failure, and is always raised."
         ),
     )
     blocked_message: str = Field(
@@ -100,6 +114,7 @@ class Squad:
         check_only: bool = False,
         on_flag: OnFlag = "rewrite",
         blocked_message: str = DEFAULT_BLOCKED_MESSAGE,
+        on_error: OnError = "raise",
     ) -> None:
         if not members:
             raise ValueError("a squad needs at least one member")
@@ -113,6 +128,7 @@ class Squad:
             check_only=check_only,
             on_flag=on_flag,
             blocked_message=blocked_message,
+            on_error=on_error,
         )
 
     # -- construction --------------------------------------------------------------------------
@@ -130,7 +146,7 @@ class Squad:
 
         ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``); ``options`` to
         the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
-        ``blocked_message``).
+        ``blocked_message``, ``on_error``).
         """
         members = default_members(criteria, threshold=threshold, aligner_options=aligner_options)
         return cls(members, **options)
@@ -410,10 +426,67 @@ class Squad:
                 result.action = "flagged"
         return [w.result for w in works]
 
+    # -- the on_error contract ---------------------------------------------------------------
+
+    def _valid_items(
+        self, questions: Sequence[Any], answers: Sequence[Any]
+    ) -> tuple[list[int], dict[int, AlignmentResult]]:
+        """Items that can be aligned, and the failure records of the others
+        (``on_error="return_original"``); under ``raise`` the first bad item raises."""
+        validate_containers(questions, answers)
+        good: list[int] = []
+        failed: dict[int, AlignmentResult] = {}
+        for i, (question, answer) in enumerate(zip(questions, answers)):
+            try:
+                validate_item(i, question, answer)
+                good.append(i)
+            except (TypeError, ValueError) as error:
+                if self.config.on_error == "raise":
+                    raise
+                failed[i] = self._failed(question, answer, error)
+        return good, failed
+
+    def _failed(self, question: Any, answer: Any, error: BaseException) -> AlignmentResult:
+        return AlignmentResult.failed(
+            question,
+            answer,
+            error,
+            check_only=self.config.check_only,
+            on_flag=self.config.on_flag,
+            thresholds=self.thresholds,
+        )
+
+    @staticmethod
+    def _merge(
+        n: int, good: list[int], aligned: Sequence[AlignmentResult], failed: dict[int, Any]
+    ) -> list[AlignmentResult]:
+        merged = dict(failed) | dict(zip(good, aligned))
+        return [merged[i] for i in range(n)]
+
     def align_batch(
         self, questions: Sequence[str], answers: Sequence[str]
     ) -> list[AlignmentResult]:
-        """Run the squad on a batch (one batched generation per aligner per stage)."""
+        """Run the squad on a batch (one batched generation per aligner per stage).
+
+        Under ``on_error="return_original"`` a bad item or a failing model costs no answer: the
+        affected answers come back as they were, with the failure in their records.
+        """
+        good, failed = self._valid_items(questions, answers)
+        q, a = [questions[i] for i in good], [answers[i] for i in good]
+        try:
+            aligned = self._align_valid(q, a) if good else []
+        except AlignmentViolation:
+            raise
+        except Exception as error:
+            if self.config.on_error == "raise":
+                raise
+            logger.warning("squad failed on a batch; returning the originals: %s", error)
+            aligned = [self._failed(qi, ai, error) for qi, ai in zip(q, a)]
+        return self._merge(len(answers), good, aligned, failed)
+
+    def _align_valid(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
         works = self._start(questions, answers)
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
@@ -442,6 +515,22 @@ class Squad:
         self, questions: Sequence[str], answers: Sequence[str]
     ) -> list[AlignmentResult]:
         """Async :meth:`align_batch`: generation and scoring run off the event loop."""
+        good, failed = self._valid_items(questions, answers)
+        q, a = [questions[i] for i in good], [answers[i] for i in good]
+        try:
+            aligned = await self._aalign_valid(q, a) if good else []
+        except AlignmentViolation:
+            raise
+        except Exception as error:
+            if self.config.on_error == "raise":
+                raise
+            logger.warning("squad failed on a batch; returning the originals: %s", error)
+            aligned = [self._failed(qi, ai, error) for qi, ai in zip(q, a)]
+        return self._merge(len(answers), good, aligned, failed)
+
+    async def _aalign_valid(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
         works = await asyncio.to_thread(self._start, questions, answers)
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}

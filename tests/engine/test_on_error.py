@@ -1,0 +1,79 @@
+"""The engine's one failure contract: on_error = raise | return_original, items named."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aligners import (
+    Aligner,
+    AlignmentViolation,
+    FunctionInspector,
+    Squad,
+    SquadMember,
+    get_criterion,
+)
+from tests.engine.conftest import BrokenBackend, ConstantBackend
+
+
+def _squad(backend=None, score=lambda q, a: 0.1, **options) -> Squad:
+    aligner = Aligner("unused", format="chat", backend=backend or ConstantBackend("fixed"))
+    member = SquadMember(get_criterion("ethical"), aligner, FunctionInspector(score, "ethical"))
+    return Squad([member], **options)
+
+
+@pytest.mark.parametrize(
+    ("questions", "answers", "message"),
+    [
+        (["q", "q"], ["fine", "  "], r"answers\[1\]: answer is empty"),
+        (["q", 3], ["a", "b"], r"questions\[1\]: question must be a str, got int"),
+        (
+            ["q"],
+            ["bad \udcff byte"],
+            r"answers\[0\]: answer is not valid Unicode text: a lone "
+            r"surrogate '\\udcff' at position 4",
+        ),
+        (["q"], "a", "not a single str"),
+        (["q"], ["a", "b"], "differ in length"),
+    ],
+)
+def test_errors_name_the_item(questions, answers, message) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        _squad().align_batch(questions, answers)
+
+
+def test_return_original_keeps_bad_items_and_aligns_the_rest() -> None:
+    squad = _squad(on_error="return_original")
+    results = squad.align_batch(["q", "q", "q"], ["harmful", "", "bad \udcff"])
+    assert [r.action for r in results] == ["rewritten", "failed", "failed"]
+    assert results[0].text == "fixed"
+    assert results[1].text == "" and "answers[1]: answer is empty" in results[1].failures[0]
+    assert results[2].text == "bad \udcff" and "surrogate" in results[2].failures[0]
+    asynchronous = asyncio.run(squad.aalign_batch(["q", "q"], ["harmful", ""]))
+    assert [r.action for r in asynchronous] == ["rewritten", "failed"]
+
+
+def test_return_original_survives_a_failing_inspector_but_not_a_violation() -> None:
+    def broken(question: str, answer: str) -> float:
+        raise RuntimeError("inspector server down")
+
+    squad = _squad(score=broken, on_error="return_original")
+    result = squad.align("q", "answer")
+    assert (result.text, result.action) == ("answer", "failed")
+    assert "inspector server down" in result.failures[0]
+    with pytest.raises(RuntimeError, match="inspector server down"):
+        squad.with_options(on_error="raise").align("q", "answer")
+    strict = _squad(on_flag="raise", on_error="return_original")
+    with pytest.raises(AlignmentViolation):
+        strict.align("q", "harmful")
+
+
+def test_a_failing_aligner_keeps_the_text_under_either_contract() -> None:
+    result = _squad(BrokenBackend()).align("q", "harmful")
+    assert result.text == "harmful" and result.action == "flagged" and result.failures
+
+
+def test_on_error_is_validated() -> None:
+    with pytest.raises(ValueError, match="on_error"):
+        _squad(on_error="keep")
