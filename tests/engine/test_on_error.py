@@ -77,3 +77,24 @@ def test_a_failing_aligner_keeps_the_text_under_either_contract() -> None:
 def test_on_error_is_validated() -> None:
     with pytest.raises(ValueError, match="on_error"):
         _squad(on_error="keep")
+
+
+@pytest.mark.parametrize(
+    ("score", "error", "message"),
+    [
+        (
+            lambda q, a: "high",
+            TypeError,
+            r"inspector 'ethical' \(FunctionInspector\) returned a "
+            r"non-number for answer 0: 'high'",
+        ),
+        (lambda q, a: 1.5, ValueError, r"'ethical'.*outside \[0, 1\] for answer 0: 1.5"),
+        (lambda q, a: float("nan"), ValueError, "outside"),
+        (lambda q, a: None, TypeError, "non-number"),
+    ],
+)
+def test_a_bad_inspector_score_names_the_inspector(score, error, message) -> None:
+    with pytest.raises(error, match=message):
+        _squad(score=score).align("q", "answer")
+    kept = _squad(score=score, on_error="return_original").align("q", "answer")
+    assert kept.action == "failed" and kept.text == "answer"

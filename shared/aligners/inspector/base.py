@@ -25,11 +25,31 @@ class Inspector(ABC):
     def score_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         """P(aligned) for every pair, in order."""
         validate_batch(questions, answers)
-        scores = self._score(questions, answers)
-        for value in scores:
-            if not (0.0 <= value <= 1.0) or math.isnan(value):
-                raise ValueError(f"{type(self).__name__} returned a score outside [0, 1]: {value}")
-        return scores
+        return self.check_scores(self._score(questions, answers), len(answers))
+
+    def check_scores(self, scores: Any, expected: int) -> list[float]:
+        """``scores`` as floats in [0, 1], one per pair, or an error naming this inspector."""
+        who = f"inspector {self.name!r} ({type(self).__name__})"
+        try:
+            values = list(scores)
+        except TypeError:
+            kind = type(scores).__name__
+            raise TypeError(f"{who} returned {kind}, not a list of scores") from None
+        if len(values) != expected:
+            raise ValueError(f"{who} returned {len(values)} scores for {expected} answers")
+        checked = []
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                try:
+                    value = float(value)  # numpy and torch scalars
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"{who} returned a non-number for answer {i}: {value!r}"
+                    ) from None
+            if math.isnan(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{who} returned a score outside [0, 1] for answer {i}: {value}")
+            checked.append(float(value))
+        return checked
 
     def score(self, question: str, answer: str) -> float:
         """P(aligned) for one pair."""
@@ -58,7 +78,7 @@ class FunctionInspector(Inspector):
         self.fn = fn
 
     def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
-        return [float(self.fn(q, a)) for q, a in zip(questions, answers)]
+        return [self.fn(q, a) for q, a in zip(questions, answers)]
 
 
 class FeatureInspector(Inspector):

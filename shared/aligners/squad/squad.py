@@ -202,7 +202,9 @@ class Squad:
                 key = inspector.feature_key
                 if key not in shared:
                     shared[key] = inspector.features(questions, answers)
-                scores[member.name] = inspector.score_features(shared[key])
+                scores[member.name] = inspector.check_scores(
+                    inspector.score_features(shared[key]), len(answers)
+                )
             else:
                 scores[member.name] = inspector.score_batch(questions, answers)
         return scores
