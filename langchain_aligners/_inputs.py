@@ -121,6 +121,25 @@ def without_tool_calls(message: BaseMessage) -> dict[str, Any]:
     return update
 
 
+def with_text(content: Any, text: str) -> Any:
+    """Message content with its text replaced: non-text parts (images, audio, ...) are kept in
+    place, the text parts become one block holding ``text`` where the first one was."""
+    if isinstance(content, str):
+        return text
+    blocks: list[Any] = []
+    placed = False
+    for block in content:
+        if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text"):
+            if not placed:
+                blocks.append({"type": "text", "text": text})
+                placed = True
+            continue
+        blocks.append(block)
+    if not placed:
+        blocks.insert(0, {"type": "text", "text": text})
+    return blocks
+
+
 def with_result(
     message: BaseMessage, text: str, record: dict[str, Any], *, blocked: bool = False
 ) -> BaseMessage:
@@ -129,7 +148,7 @@ def with_result(
     Tool calls are kept, unless the answer was blocked: a withheld reply runs no tools.
     """
     metadata = {**getattr(message, "response_metadata", {}), METADATA_KEY: record}
-    update: dict[str, Any] = {"content": text}
+    update: dict[str, Any] = {"content": text if blocked else with_text(message.content, text)}
     if blocked:
         update.update(without_tool_calls(message))
     if hasattr(message, "response_metadata"):

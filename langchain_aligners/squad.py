@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from langchain_core.callbacks.manager import (
     AsyncCallbackManagerForChainRun,
@@ -17,14 +17,13 @@ from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import (
     ConfigurableField,
-    ConfigurableFieldMultiOption,
     Runnable,
     RunnableConfig,
     RunnableLambda,
     RunnableParallel,
     RunnableSerializable,
 )
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from aligners import (
     Aligner,
@@ -53,6 +52,17 @@ from langchain_aligners._inputs import (
     tool_calls_only,
     with_result,
 )
+
+
+class Pair(NamedTuple):
+    """One parsed input: the question, the answer's text, the answer object, and a record
+    already decided without the squad (tool calls only; an invalid answer handed back)."""
+
+    question: str
+    text: str
+    answer: Any
+    preset: AlignmentResult | None = None
+
 
 #: Custom event with the inspector scores of one answer (``astream_events`` name).
 SCORES_EVENT = "aligners_scores"
@@ -183,6 +193,17 @@ class AlignerSquad(BaseOutputParser[Any]):
             raise ValueError("criteria must name at least one criterion (or be None for all)")
         return value
 
+    @model_validator(mode="after")
+    def _known_criteria(self) -> AlignerSquad:
+        # Named here, at configuration time (also per call), not as a KeyError deep in a run.
+        known = self.squad.criteria if self.squad is not None else list_criteria()
+        unknown = [c for c in self.criteria or [] if c not in known]
+        if unknown and self.squad is not None:
+            raise ValueError(f"criteria {unknown} are not in this squad (it has {sorted(known)})")
+        if unknown:
+            raise ValueError(f"unknown criteria {unknown} (registered: {sorted(known)})")
+        return self
+
     # -- the engine ----------------------------------------------------------------------------
 
     @property
@@ -249,8 +270,21 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     # -- input and output ----------------------------------------------------------------------
 
-    def _pair(self, value: Any) -> tuple[str, str, Any]:
-        """(question, answer text, answer object) of one input; raises a clear error if invalid."""
+    def _pair(self, value: Any) -> Pair:
+        """The (question, answer text, answer object) of one input; raises a clear error if
+        invalid, unless ``on_error="return_original"`` can hand the answer back as it was."""
+        try:
+            return self._parse(value)
+        except (TypeError, ValueError) as error:
+            if self.on_error == "raise":
+                raise
+            fallback = self._fallback(value)
+            if fallback is None:
+                raise  # not an answer at all: nothing to hand back
+            question, text, answer = fallback
+            return Pair(question, text, answer, self._failed(question, text, error))
+
+    def _parse(self, value: Any) -> Pair:
         question: Any = ""
         answer = value
         if isinstance(value, Mapping):
@@ -264,20 +298,22 @@ class AlignerSquad(BaseOutputParser[Any]):
                 question = question_from_input(value[self.question_key], self.question_key)
         text = answer_text(answer)
         if tool_calls_only(answer, text):
-            return question, text, answer  # passed through: see _skipped
+            skipped = AlignmentResult.skipped(question, text, "tool calls only: no text to inspect")
+            return Pair(question, text, answer, skipped)
         validate_pair(question, text)
-        return question, text, answer
+        return Pair(question, text, answer)
 
-    @staticmethod
-    def _skipped(question: str, text: str, answer: Any) -> AlignmentResult | None:
-        """The record of an answer with nothing to align (a reply holding only tool calls)."""
-        if tool_calls_only(answer, text):
-            return AlignmentResult.skipped(question, text, "tool calls only: no text to inspect")
-        return None
+    def _fallback(self, value: Any) -> tuple[str, str, Any] | None:
+        """What an invalid input still holds: its answer (a str or a message), if any."""
+        answer = value.get(self.answer_key) if isinstance(value, Mapping) else value
+        if not isinstance(answer, (str, BaseMessage)):
+            return None
+        question = value.get(self.question_key) if isinstance(value, Mapping) else ""
+        return (question if isinstance(question, str) else ""), answer_text(answer), answer
 
-    def _align_pairs(self, pairs: Sequence[tuple[str, str, Any]]) -> list[AlignmentResult]:
-        """Results for parsed pairs: skipped ones recorded, the rest in one engine call."""
-        results: list[AlignmentResult | None] = [self._skipped(*p) for p in pairs]
+    def _align_pairs(self, pairs: Sequence[Pair]) -> list[AlignmentResult]:
+        """Results for parsed pairs: skipped and failed ones recorded, the rest in one call."""
+        results: list[AlignmentResult | None] = [p.preset for p in pairs]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             aligned = self._align_batch([pairs[i][0] for i in todo], [pairs[i][1] for i in todo])
@@ -285,8 +321,8 @@ class AlignerSquad(BaseOutputParser[Any]):
                 results[i] = result
         return [r for r in results if r is not None]
 
-    async def _aalign_pairs(self, pairs: Sequence[tuple[str, str, Any]]) -> list[AlignmentResult]:
-        results: list[AlignmentResult | None] = [self._skipped(*p) for p in pairs]
+    async def _aalign_pairs(self, pairs: Sequence[Pair]) -> list[AlignmentResult]:
+        results: list[AlignmentResult | None] = [p.preset for p in pairs]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             aligned = await self._aalign_batch(
@@ -404,13 +440,11 @@ class AlignerSquad(BaseOutputParser[Any]):
             self._batch, inputs, config, return_exceptions=return_exceptions, run_type="parser"
         )
 
-    def _split(
-        self, inputs: Sequence[Any]
-    ) -> tuple[list[Any], list[int], list[tuple[str, str, Any]]]:
+    def _split(self, inputs: Sequence[Any]) -> tuple[list[Any], list[int], list[Pair]]:
         """Bad inputs become their own error; the rest go to the engine together."""
         outputs: list[Any] = [None] * len(inputs)
         indices: list[int] = []
-        pairs: list[tuple[str, str, Any]] = []
+        pairs: list[Pair] = []
         for i, value in enumerate(inputs):
             try:
                 pairs.append(self._pair(value))
@@ -431,7 +465,8 @@ class AlignerSquad(BaseOutputParser[Any]):
                 results = self._align_pairs(pairs)
             except AlignmentViolation as violation:
                 results = self._batch_results(pairs, violation)
-            for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
+            for i, pair, result in zip(indices, pairs, results, strict=True):
+                original = pair.answer
                 self._emit(result, config[i])
                 outputs[i] = self._output_or_violation(original, result)
         return outputs
@@ -462,17 +497,19 @@ class AlignerSquad(BaseOutputParser[Any]):
                 results = await self._aalign_pairs(pairs)
             except AlignmentViolation as violation:
                 results = self._batch_results(pairs, violation)
-            for i, (_, _, original), result in zip(indices, pairs, results, strict=True):
+            for i, pair, result in zip(indices, pairs, results, strict=True):
+                original = pair.answer
                 await self._aemit(result, config[i])
                 outputs[i] = self._output_or_violation(original, result)
         return outputs
 
+    @staticmethod
     def _batch_results(
-        self, pairs: Sequence[tuple[str, str, Any]], violation: AlignmentViolation
+        pairs: Sequence[Pair], violation: AlignmentViolation
     ) -> list[AlignmentResult]:
         """Every input's result after a violation: skipped inputs keep their own record."""
         aligned = iter(violation.results)
-        return [self._skipped(*pair) or next(aligned) for pair in pairs]
+        return [pair.preset or next(aligned) for pair in pairs]
 
     def _output_or_violation(self, original: Any, result: AlignmentResult) -> Any:
         """A raised answer becomes its own error (``return_exceptions=True`` returns it in
@@ -488,7 +525,9 @@ class AlignerSquad(BaseOutputParser[Any]):
             return self.output
         if isinstance(original, BaseMessage):
             return "message"
-        return "record" if self.engine.config.check_only else "text"
+        # Without building the engine: a squad that cannot be built must not cost the answer.
+        prebuilt = self.squad is not None and self.squad.config.check_only
+        return "record" if self.check_only or prebuilt else "text"
 
     def transform(
         self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
@@ -509,17 +548,18 @@ class AlignerSquad(BaseOutputParser[Any]):
         config: RunnableConfig,
     ) -> Iterator[Any]:
         # An aligner rewrites the whole answer, so the upstream stream is gathered first.
-        question, answer, original = self._pair(gather(chunks))
+        question, answer, original, preset = self._pair(gather(chunks))
         mode = self._stream_mode(original)
         template = original if isinstance(original, BaseMessage) else None
-        skipped = self._skipped(question, answer, original)
-        if skipped is not None:
-            self._emit(skipped, config)
-            yield from self._stream_tail(mode, template, skipped)
+        if preset is not None:  # tool calls only, or an answer handed back as it was
+            self._emit(preset, config)
+            if preset.action == "failed":
+                yield from self._fallback_piece(mode, template, answer)
+            yield from self._stream_tail(mode, template, preset)
             return
-        squad_stream = self.engine.stream(question, answer)
         streamed = False
         try:
+            squad_stream = self.engine.stream(question, answer)  # building it may fail too
             for piece in squad_stream:
                 streamed = True
                 if mode == "text":
@@ -559,18 +599,20 @@ class AlignerSquad(BaseOutputParser[Any]):
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> AsyncIterator[Any]:
-        question, answer, original = self._pair(await agather(chunks))
+        question, answer, original, preset = self._pair(await agather(chunks))
         mode = self._stream_mode(original)
         template = original if isinstance(original, BaseMessage) else None
-        skipped = self._skipped(question, answer, original)
-        if skipped is not None:
-            await self._aemit(skipped, config)
-            for chunk in self._stream_tail(mode, template, skipped):
+        if preset is not None:
+            await self._aemit(preset, config)
+            tail = self._stream_tail(mode, template, preset)
+            if preset.action == "failed":
+                tail = self._fallback_piece(mode, template, answer) + tail
+            for chunk in tail:
                 yield chunk
             return
-        squad_stream = self.engine.stream(question, answer)
         streamed = False
         try:
+            squad_stream = self.engine.stream(question, answer)
             async for piece in squad_stream:
                 streamed = True
                 if mode == "text":
@@ -630,12 +672,15 @@ class AlignerSquad(BaseOutputParser[Any]):
         """
         criteria = self.criteria or (self.squad.criteria if self.squad else list(DEFAULT_CRITERIA))
         return self.configurable_fields(
-            criteria=ConfigurableFieldMultiOption(
+            # A plain field, not a multi-option one: an unknown name then reaches the validator
+            # and fails as a ValueError naming it (a multi-option field raises a bare KeyError).
+            criteria=ConfigurableField(
                 id=f"{prefix}criteria",
                 name="Aligner criteria",
-                description="Which of the squad's criteria to enforce.",
-                options={name: name for name in self.available_criteria},
-                default=list(criteria),
+                description=(
+                    f"Which of the squad's criteria to enforce (default {list(criteria)}; "
+                    f"any of {self.available_criteria})."
+                ),
             ),
             threshold=ConfigurableField(
                 id=f"{prefix}threshold",

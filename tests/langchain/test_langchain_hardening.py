@@ -1,0 +1,66 @@
+"""Bad and unusual inputs in the LangChain integration: clear errors, no lost answers."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from langchain_aligners import METADATA_KEY, AlignerSquad
+from tests.langchain.lc_helpers import BOMB_ANSWER, SAFE_ANSWER, flags_bomb
+
+IMAGE = {"type": "image", "url": "https://example.com/cat.png"}
+
+
+def broken_squad() -> AlignerSquad:
+    # An aligner model that cannot exist: building the squad fails when it is first used.
+    return AlignerSquad(model="/nonexistent/model/dir", on_error="return_original")
+
+
+async def test_stream_keeps_the_answer_when_the_squad_cannot_be_built() -> None:
+    squad = broken_squad()
+    assert "".join(squad.stream(SAFE_ANSWER)) == SAFE_ANSWER
+    assert "".join([p async for p in squad.astream(SAFE_ANSWER)]) == SAFE_ANSWER
+    chunks = list(squad.stream(AIMessage(content=SAFE_ANSWER)))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total.content == SAFE_ANSWER
+    assert total.response_metadata[METADATA_KEY]["action"] == "failed"
+
+
+async def test_empty_answer_under_return_original_comes_back_with_a_record(make_squad) -> None:
+    squad = AlignerSquad(squad=make_squad(ethical=flags_bomb), on_error="return_original")
+    message = squad.invoke(AIMessage(content="  "))
+    record = message.response_metadata[METADATA_KEY]
+    assert message.content == "  " and record["action"] == "failed"
+    assert "answer is empty" in record["failures"][0]
+    outputs = await squad.abatch([SAFE_ANSWER, ""])
+    assert outputs == [SAFE_ANSWER, ""]
+    assert "".join(squad.stream("")) == ""
+    with pytest.raises(ValueError, match="answer is empty"):
+        AlignerSquad(squad=make_squad(ethical=flags_bomb)).invoke("")
+
+
+def test_a_question_that_is_not_text_says_so(make_squad) -> None:
+    squad = AlignerSquad(squad=make_squad(ethical=flags_bomb))
+    with pytest.raises(TypeError, match="type int"):
+        squad.invoke({"question": 42, "answer": SAFE_ANSWER})
+
+
+def test_unknown_criteria_are_named_at_configuration_and_per_call(make_squad) -> None:
+    with pytest.raises(ValueError, match=r"unknown criteria \['ethicks'\]"):
+        AlignerSquad(criteria=["ethicks"])
+    configurable = AlignerSquad(squad=make_squad(ethical=flags_bomb)).configurable()
+    with pytest.raises(ValueError, match=r"\['helpful'\] are not in this squad"):
+        configurable.invoke(SAFE_ANSWER, config={"configurable": {"aligner_criteria": ["helpful"]}})
+
+
+def test_non_text_parts_are_kept(make_squad) -> None:
+    engine = make_squad(ethical=flags_bomb)
+    squad = AlignerSquad(squad=engine)
+    message = AIMessage(content=[{"type": "text", "text": BOMB_ANSWER}, IMAGE])
+    out = squad.invoke(message)
+    assert out.content[1] == IMAGE
+    assert out.content[0] == {"type": "text", "text": engine.align("", BOMB_ANSWER).text}
+    blocked = AlignerSquad(squad=engine, on_flag="block").invoke(message)
+    assert isinstance(blocked.content, str)  # a withheld answer keeps nothing of the original
