@@ -16,10 +16,10 @@ except ImportError as error:  # the agents extra is optional
         "create_agent): pip install 'aligners[agents]'"
     ) from error
 
-from aligners import RequestCheck, RequestInspector, Squad
+from aligners import AlignmentResult, RequestCheck, RequestInspector, Squad
 from aligners.inspector.request import resolve_request_inspector
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
-from langchain_aligners._inputs import METADATA_KEY, message_text
+from langchain_aligners._inputs import METADATA_KEY, message_text, record_of
 from langchain_aligners.squad import AlignerSquad
 
 When = Literal["after_agent", "after_model"]
@@ -102,8 +102,12 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def _blocked_reply(self, check: RequestCheck) -> dict[str, Any] | None:
         if check.allowed:
             return None
-        record = {"request_check": check.to_record(), "action": "blocked", "stage": "request"}
-        reply = AIMessage(content=self.blocked_message, response_metadata={METADATA_KEY: record})
+        result = AlignmentResult.blocked_request(
+            check.request, self.blocked_message, check.to_record()
+        )
+        reply = AIMessage(
+            content=self.blocked_message, response_metadata={METADATA_KEY: record_of(result)}
+        )
         return {"messages": [reply], "jump_to": "end"}
 
     @hook_config(can_jump_to=["end"])
@@ -130,7 +134,7 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         reply = messages[-1]
         if not message_text(reply).strip():
             return None  # tool calls only: nothing an aligner could rewrite
-        if "request_check" in (reply.response_metadata.get(METADATA_KEY) or {}):
+        if (reply.response_metadata.get(METADATA_KEY) or {}).get("stage") == "request":
             return None  # the request check's own blocked reply
         question = next(
             (message_text(m) for m in reversed(messages[:-1]) if isinstance(m, HumanMessage)), ""

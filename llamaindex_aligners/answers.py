@@ -35,27 +35,12 @@ Record = dict[str, Any]
 
 def skipped_record(question: str, answer: str, reason: str) -> Record:
     """The record of an answer the squad did not look at (empty, or not text)."""
-    return {
-        "question": question,
-        "original": answer,
-        "text": answer,
-        "applied": [],
-        "changed": False,
-        "passed": None,
-        "skipped": reason,
-    }
+    return AlignmentResult.skipped(question, answer, reason).to_record()
 
 
 def request_blocked_record(request: str, text: str, check: Record) -> Record:
     """The record of a request the request inspector turned away (nothing else ran)."""
-    return {
-        "question": request,
-        "text": text,
-        "action": "blocked",
-        "blocked": True,
-        "stage": "request",
-        "request_check": check,
-    }
+    return AlignmentResult.blocked_request(request, text, check).to_record()
 
 
 def with_request_check(record: Record, check: Record | None) -> Record:

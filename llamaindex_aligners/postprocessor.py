@@ -76,6 +76,14 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         description="return_original ('keep' too): return the nodes unchanged if the squad fails.",
     )
     _on_error = field_validator("on_error", mode="before")(normalize_on_error)
+    fail_closed: bool = Field(
+        default=False,
+        description=(
+            "When the squad fails under on_error='return_original': False keeps the nodes, each "
+            "marked {'action': 'failed'} in its metadata; True drops them (nothing unchecked "
+            "reaches the LLM)."
+        ),
+    )
     on_flag: OnFlag | None = Field(
         default=None,
         description=(
@@ -167,7 +175,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         for i, node in enumerate(nodes):
             result = by_index.get(i)
             if result is None:
-                out.append(node)
+                out.append(_with_record(node, dict(EMPTY_NODE)))
                 continue
             if self.mode == "drop" and not result.passed:
                 logger.debug("dropping node %s (scores %s)", node.node.node_id, result.final_scores)
@@ -180,7 +188,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         squad, question, indices, texts = self._prepare(nodes, query_bundle)
         if not texts:
-            return list(nodes)
+            return [_with_record(n, dict(EMPTY_NODE)) for n in nodes]
         try:
             results = run_squad(squad, [question] * len(texts), texts, target="nodes")
         except Exception as error:
@@ -192,7 +200,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         squad, question, indices, texts = self._prepare(nodes, query_bundle)
         if not texts:
-            return list(nodes)
+            return [_with_record(n, dict(EMPTY_NODE)) for n in nodes]
         try:
             results = await arun_squad(squad, [question] * len(texts), texts, target="nodes")
         except Exception as error:
@@ -203,11 +211,14 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         # A violation (on_flag="raise") is a verdict, not a failure: never kept.
         if self.on_error == "raise" or isinstance(error, AlignmentViolation):
             raise error
+        reason = f"{type(error).__name__}: {error}"
+        dispatcher.event(AlignmentErrorEvent(target="nodes", error=reason))
+        if self.fail_closed:
+            logger.warning("aligner squad failed on retrieved nodes; dropping them: %s", error)
+            return []
         logger.warning("aligner squad failed on retrieved nodes; keeping them: %s", error)
-        dispatcher.event(
-            AlignmentErrorEvent(target="nodes", error=f"{type(error).__name__}: {error}")
-        )
-        return list(nodes)
+        marker = {"action": "failed", "failures": [f"squad failed ({reason}); node kept as is"]}
+        return [_with_record(n, dict(marker)) for n in nodes]
 
     # -- answer-level short form ---------------------------------------------------------------
 
@@ -257,12 +268,22 @@ def _annotated(node: NodeWithScore, result: AlignmentResult, mode: str) -> NodeW
             raise TypeError(f"cannot rewrite a {type(inner).__name__}; use mode='annotate'")
         info["original"] = result.original
         inner.set_content(result.text)
+    return _with_record(NodeWithScore(node=inner, score=node.score), info)
+
+
+def _with_record(node: NodeWithScore, info: dict[str, Any]) -> NodeWithScore:
+    """A copy of ``node`` (unless already one) with ``info`` as its aligners metadata."""
+    inner = node.node.model_copy()
+    inner.metadata = dict(inner.metadata)
     inner.metadata[METADATA_KEY] = info
     # Scores are for the application, not for the LLM prompt or the embedding.
     # (New lists: the shallow copy still shares them with the stored node.)
     inner.excluded_llm_metadata_keys = _with_key(inner.excluded_llm_metadata_keys)
     inner.excluded_embed_metadata_keys = _with_key(inner.excluded_embed_metadata_keys)
     return NodeWithScore(node=inner, score=node.score)
+
+
+EMPTY_NODE = {"action": "skipped", "skipped_reason": "empty node: nothing to inspect"}
 
 
 def _with_key(keys: list[str]) -> list[str]:

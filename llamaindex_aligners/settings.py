@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aligners import Squad
+from aligners import AlignmentResult, Squad
 from aligners.squad.result import OnFlag
 
 OnError = Literal["return_original", "raise"]
@@ -133,12 +133,4 @@ def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
 
 def error_record(question: str, original: str, error: BaseException) -> dict[str, Any]:
     """Metadata when the squad failed and ``on_error="return_original"`` kept the text."""
-    return {
-        "question": question,
-        "original": original,
-        "text": original,
-        "applied": [],
-        "changed": False,
-        "passed": None,
-        "error": f"{type(error).__name__}: {error}",
-    }
+    return AlignmentResult.failed(question, original, error).to_record()

@@ -791,7 +791,37 @@ def test_node_with_no_text_under_a_policy_passes_through(index: VectorStoreIndex
     squad, _ = node_squad("unused")
     post = AlignerPostprocessor(squad=squad, on_flag="raise")
     empty = [NodeWithScore(node=TextNode(text="  "), score=1.0)]
-    assert post.postprocess_nodes(empty, query_str="q") == empty
+    out = post.postprocess_nodes(empty, query_str="q")
+    assert [n.node.get_content() for n in out] == ["  "]
+    assert out[0].node.metadata["aligners"]["action"] == "skipped"
+    assert "aligners" not in empty[0].node.metadata  # the stored node is not mutated
+
+
+def test_empty_node_in_drop_mode_is_kept_with_its_record() -> None:
+    squad, _ = node_squad("unused")
+    post = AlignerPostprocessor(squad=squad, mode="drop")
+    nodes = [NodeWithScore(node=TextNode(text=""), score=1.0)]
+    out = post.postprocess_nodes(nodes, query_str="q")
+    assert len(out) == 1 and out[0].node.metadata["aligners"]["skipped_reason"].startswith("empty")
+
+
+def test_a_failing_squad_marks_the_nodes_or_drops_them_when_fail_closed() -> None:
+    from aligners import FunctionInspector, Squad, SquadMember, get_criterion
+
+    def down(question: str, answer: str) -> float:
+        raise ConnectionError("inspector server down")
+
+    broken = Squad(
+        [SquadMember(get_criterion("ethical"), None, FunctionInspector(down, "ethical"))]
+    )
+    nodes = [NodeWithScore(node=TextNode(text="some retrieved text"), score=1.0)]
+    kept = AlignerPostprocessor(squad=broken, mode="drop").postprocess_nodes(nodes, query_str="q")
+    record = kept[0].node.metadata["aligners"]
+    assert record["action"] == "failed" and "inspector server down" in record["failures"][0]
+    closed = AlignerPostprocessor(squad=broken, mode="drop", fail_closed=True)
+    assert closed.postprocess_nodes(nodes, query_str="q") == []
+    with pytest.raises(ConnectionError):
+        AlignerPostprocessor(squad=broken, on_error="raise").postprocess_nodes(nodes, query_str="q")
 
 
 def test_chat_history_passed_in_is_left_alone_by_a_blocked_request() -> None:

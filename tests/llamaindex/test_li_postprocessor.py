@@ -145,7 +145,8 @@ def test_squad_failure_keeps_nodes_or_raises(index, tiny_lm_dir, collector):
     engine = index.as_query_engine(llm=MockLLM(), node_postprocessors=[keep], similarity_top_k=ALL)
     response = engine.query("anything")
     assert sorted(node_texts(response)) == sorted(DOCS)  # nothing lost
-    assert all("aligners" not in n.node.metadata for n in response.source_nodes)
+    # ...and every node says it went unchecked
+    assert all(n.node.metadata["aligners"]["action"] == "failed" for n in response.source_nodes)
     errors = collector.of(AlignmentErrorEvent)
     assert errors and "inspector service unreachable" in errors[0].error
 
@@ -164,7 +165,7 @@ def test_empty_nodes_pass_through_and_no_query_means_no_question(squad):
     nodes = [NodeWithScore(node=TextNode(text="")), NodeWithScore(node=TextNode(text="fine text"))]
     out = post.postprocess_nodes(nodes)
     assert [n.node.get_content() for n in out] == ["", "fine text"]
-    assert "aligners" not in out[0].node.metadata
+    assert out[0].node.metadata["aligners"]["action"] == "skipped"  # recorded, never inspected
     assert inspector.seen == [("", "fine text")]
     out = post.postprocess_nodes(nodes, query_bundle=QueryBundle("a question"))
     assert inspector.seen[-1] == ("a question", "fine text")

@@ -155,7 +155,7 @@ def test_squad_failure_keeps_the_answer_or_raises(index, tiny_lm_dir):
     original = inner.query(HARMFUL_QUERY).response
     response = AlignedQueryEngine(inner, squad=failing_squad(tiny_lm_dir)).query(HARMFUL_QUERY)
     assert response.response == original
-    assert "inspector service unreachable" in response.metadata["aligners"]["error"]
+    assert "inspector service unreachable" in response.metadata["aligners"]["failures"][0]
     strict = AlignedQueryEngine(inner, squad=failing_squad(tiny_lm_dir), on_error="raise")
     with pytest.raises(ConnectionError):
         strict.query(HARMFUL_QUERY)
@@ -164,7 +164,7 @@ def test_squad_failure_keeps_the_answer_or_raises(index, tiny_lm_dir):
     )
     streamed = streaming.query(HARMFUL_QUERY)
     assert "".join(streamed.response_gen) == original
-    assert "unreachable" in streamed.metadata["aligners"]["error"]
+    assert "unreachable" in streamed.metadata["aligners"]["failures"][0]
 
 
 def test_prompts_of_the_inner_engine_stay_reachable(index, squad):
@@ -201,12 +201,12 @@ def test_responses_without_text_pass_through_with_a_skipped_record(squad):
     response = AlignedQueryEngine(FixedEngine(prepared=structured), squad=squad).query("capital?")
     assert response is structured and response.response == Answer(city="Paris")
     assert response.metadata["k"] == 1
-    assert "pydantic" in response.metadata["aligners"]["skipped"]
+    assert "pydantic" in response.metadata["aligners"]["skipped_reason"]
 
     empty = AlignedQueryEngine(FixedEngine(prepared=Response(None)), squad=squad).query("capital?")
-    assert empty.response is None and empty.metadata["aligners"]["skipped"] == "no answer text"
+    assert empty.response is None and empty.metadata["aligners"]["skipped_reason"] == "no answer text"
     blank = AlignedQueryEngine(FixedEngine(prepared=Response("  ")), squad=squad).query("capital?")
-    assert blank.response == "  " and blank.metadata["aligners"]["skipped"] == "empty answer"
+    assert blank.response == "  " and blank.metadata["aligners"]["skipped_reason"] == "empty answer"
 
 
 def test_any_query_engine_can_be_wrapped(squad):

@@ -58,6 +58,14 @@ class AlignmentResult(BaseModel):
     skipped_reason: str | None = Field(
         default=None, description="Why nothing was inspected (action ``skipped``)."
     )
+    stage: Literal["answer", "request"] = Field(
+        default="answer",
+        description="Where the decision was taken: on the answer, or on the request before any "
+        "model ran (a request check).",
+    )
+    request_check: dict[str, Any] | None = Field(
+        default=None, description="The request inspector's verdict, when the request was checked."
+    )
 
     @classmethod
     def skipped(cls, question: str, original: str, reason: str) -> AlignmentResult:
@@ -70,6 +78,20 @@ class AlignmentResult(BaseModel):
             question_provided=bool(question.strip()),
             action="skipped",
             skipped_reason=reason,
+        )
+
+    @classmethod
+    def blocked_request(cls, request: str, text: str, check: dict[str, Any]) -> AlignmentResult:
+        """The record of a request the request inspector turned away: nothing else ran, and
+        ``text`` (the blocked message) is the answer."""
+        return cls(
+            question=request,
+            original="",
+            text=text,
+            question_provided=bool(request.strip()),
+            action="blocked",
+            stage="request",
+            request_check=check,
         )
 
     @classmethod
@@ -126,7 +148,7 @@ class AlignmentResult(BaseModel):
         record.update(
             changed=self.changed,
             unchanged_by=self.unchanged_by,
-            passed=self.passed,
+            passed=self.passed if self.trajectory else None,  # None: nothing was inspected
             blocked=self.blocked,
             initial_scores=self.initial_scores,
             final_scores=self.final_scores,
