@@ -26,18 +26,14 @@ from langchain_core.runnables import (
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from aligners import (
-    Aligner,
     AlignmentResult,
     AlignmentViolation,
-    EncoderHeadInspector,
-    SentenceEncoder,
     Squad,
     SquadMember,
-    get_criterion,
     list_criteria,
 )
 from aligners.aligner import validate_pair
-from aligners.squad.defaults import DEFAULT_CRITERIA, default_aligner, default_inspector
+from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.result import OnFlag
 from langchain_aligners._inputs import (
     METADATA_KEY,
@@ -89,24 +85,15 @@ def _member(
     key = (name, model, format, max_new_tokens, inspector_encoder)
     with _MEMBERS_LOCK:
         if key not in _MEMBERS:
-            criterion = get_criterion(name)
-            overrides: dict[str, Any] = {}
+            options: dict[str, Any] = {}
             if max_new_tokens is not None:
-                overrides["max_new_tokens"] = max_new_tokens
-            if model is None and format is None:
-                aligner = default_aligner(name)
-                if overrides:
-                    aligner = Aligner.from_config(aligner.config, **overrides)
-            else:
-                aligner = Aligner(
-                    model or "smollm2", format=format or "chat", criterion=criterion, **overrides
-                )
-            if inspector_encoder is None:
-                inspector = default_inspector(name)
-            else:
-                encoder = SentenceEncoder(inspector_encoder)
-                inspector = EncoderHeadInspector.zero_shot(criterion, encoder=encoder)
-            _MEMBERS[key] = SquadMember(criterion, aligner, inspector)
+                options["max_new_tokens"] = max_new_tokens
+            if format is not None:
+                options["format"] = format
+            # The engine's one factory, so this parser builds exactly what Squad.default builds.
+            (_MEMBERS[key],) = default_members(
+                [name], aligner=model, aligner_options=options, inspector_encoder=inspector_encoder
+            )
         return _MEMBERS[key]
 
 

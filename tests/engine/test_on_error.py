@@ -98,3 +98,24 @@ def test_a_bad_inspector_score_names_the_inspector(score, error, message) -> Non
         _squad(score=score).align("q", "answer")
     kept = _squad(score=score, on_error="return_original").align("q", "answer")
     assert kept.action == "failed" and kept.text == "answer"
+
+
+def test_one_factory_takes_every_option(tiny_lm_dir, tiny_encoder_dir) -> None:
+    squad = Squad.default(
+        ["ethical", "helpful"],
+        threshold={"helpful": 0.7},
+        aligner=str(tiny_lm_dir),
+        aligner_options={"max_new_tokens": 5},
+        inspector_encoder=str(tiny_encoder_dir),
+        on_flag="block",
+        on_error="return_original",
+    )
+    assert squad.thresholds == {"ethical": 0.5, "helpful": 0.7}
+    assert all(m.aligner.config.model == str(tiny_lm_dir) for m in squad.members)
+    assert all(m.aligner.config.max_new_tokens == 5 for m in squad.members)
+    assert [m.aligner.criterion.name for m in squad.members] == ["ethical", "helpful"]
+    assert (squad.config.on_flag, squad.config.on_error) == ("block", "return_original")
+    with pytest.raises(ValueError, match=r"thresholds name criteria \['factuality'\]"):
+        Squad.default(["ethical"], threshold={"factuality": 0.2})
+    with pytest.raises(ValueError, match="at least one criterion"):
+        Squad.default([])

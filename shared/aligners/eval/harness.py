@@ -136,20 +136,10 @@ def build_squad(
     ``aligner`` is a directory saved with ``Aligner.save_pretrained`` or any causal LM; every
     member uses it for its own criterion.
     """
-    from aligners.aligner.model import Aligner
-    from aligners.squad.defaults import default_members
-    from aligners.squad.squad import Squad, SquadMember
+    from aligners.squad.squad import Squad
 
-    overrides: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
-    members = []
-    for member in default_members(criteria, threshold=threshold):
-        if aligner is not None:
-            rebuilt = Aligner.from_pretrained(aligner, criterion=member.criterion, **overrides)
-        else:
-            assert member.aligner is not None
-            rebuilt = Aligner.from_config(member.aligner.config, **overrides)
-        members.append(SquadMember(member.criterion, rebuilt, member.inspector, threshold))
-    return Squad(members)
+    options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    return Squad.default(criteria, threshold=threshold, aligner=aligner, aligner_options=options)
 
 
 class EvalRun:

@@ -7,7 +7,7 @@ metrics in their model cards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +64,58 @@ def default_inspector(criterion: str) -> Inspector:
     return EncoderHeadInspector.zero_shot(criterion)
 
 
+def member_aligner(criterion: str, aligner: str | Aligner | None = None, **options: Any) -> Aligner:
+    """The aligner of one member: the shipped one, or ``aligner`` (an :class:`Aligner`, a
+    directory saved with ``save_pretrained``, a model alias or path) for this criterion, with
+    :class:`~aligners.aligner.AlignerConfig` ``options`` (e.g. ``max_new_tokens=64``)."""
+    if aligner is None:
+        return default_aligner(criterion, **options)
+    if isinstance(aligner, Aligner):
+        return Aligner.from_config(aligner.config, **options) if options else aligner
+    return Aligner.from_pretrained(aligner, criterion=criterion, **options)
+
+
+def member_inspector(criterion: str, inspector_encoder: str | None = None) -> Inspector:
+    """The shipped inspector of a criterion, or a zero-shot one on ``inspector_encoder``."""
+    if inspector_encoder is None:
+        return default_inspector(criterion)
+    from aligners.backends.encoder import SentenceEncoder
+
+    return EncoderHeadInspector.zero_shot(criterion, encoder=SentenceEncoder(inspector_encoder))
+
+
+def member_threshold(criterion: str, threshold: float | Mapping[str, float]) -> float:
+    """One threshold for every member, or one per criterion (others keep 0.5)."""
+    if isinstance(threshold, Mapping):
+        return float(threshold.get(criterion, 0.5))
+    return float(threshold)
+
+
 def default_members(
     criteria: Sequence[str] | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float | Mapping[str, float] = 0.5,
+    aligner: str | Aligner | None = None,
     aligner_options: dict[str, Any] | None = None,
+    inspector_encoder: str | None = None,
 ) -> list[SquadMember]:
-    """Members for the named criteria (default: :data:`DEFAULT_CRITERIA`)."""
+    """Members for the named criteria (default: :data:`DEFAULT_CRITERIA`): the one place where
+    the CLI, the server, eval, bench and both integrations build a squad's members."""
     names = list(DEFAULT_CRITERIA if criteria is None else criteria)
     if isinstance(criteria, str):
         names = [criteria]
+    if not names:
+        raise ValueError("a squad needs at least one criterion")
+    if isinstance(threshold, Mapping):
+        unknown = sorted(set(threshold) - set(names))
+        if unknown:
+            raise ValueError(f"thresholds name criteria {unknown} that are not in {names}")
     return [
         SquadMember(
             get_criterion(name),
-            default_aligner(name, **(aligner_options or {})),
-            default_inspector(name),
-            threshold,
+            member_aligner(name, aligner, **(aligner_options or {})),
+            member_inspector(name, inspector_encoder),
+            member_threshold(name, threshold),
         )
         for name in names
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -138,17 +138,28 @@ class Squad:
         cls,
         criteria: Sequence[str] | None = None,
         *,
-        threshold: float = 0.5,
+        threshold: float | Mapping[str, float] = 0.5,
+        aligner: str | Aligner | None = None,
         aligner_options: dict[str, Any] | None = None,
+        inspector_encoder: str | None = None,
         **options: Any,
     ) -> Squad:
-        """The offline default squad (SmolLM2 aligners, MiniLM inspectors); loads nothing yet.
+        """The offline default squad (shipped aligners and inspectors); loads nothing yet.
 
-        ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``); ``options`` to
-        the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
+        ``threshold`` is one number or ``{criterion: threshold}``; ``aligner`` replaces every
+        member's aligner (an :class:`Aligner`, a saved directory, a model alias or path);
+        ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``);
+        ``inspector_encoder`` swaps the shipped inspectors for zero-shot ones on that encoder;
+        ``options`` go to the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
         ``blocked_message``, ``on_error``).
         """
-        members = default_members(criteria, threshold=threshold, aligner_options=aligner_options)
+        members = default_members(
+            criteria,
+            threshold=threshold,
+            aligner=aligner,
+            aligner_options=aligner_options,
+            inspector_encoder=inspector_encoder,
+        )
         return cls(members, **options)
 
     @classmethod
