@@ -10,7 +10,8 @@ import importlib, pkgutil, sys
 import aligners
 for module in pkgutil.walk_packages(aligners.__path__, "aligners."):
     importlib.import_module(module.name)
-leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("langchain_aligners", "llamaindex_aligners"))
+integrations = ("langchain_aligners", "llamaindex_aligners")
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in integrations)
 print(leaked)
 """
 

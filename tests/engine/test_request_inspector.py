@@ -108,8 +108,15 @@ def test_cli_trains_and_reports_bad_rows(tiny_encoder_dir: Path, tmp_path: Path)
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["train", "request-inspector", str(data), "-o", str(out), "--encoder",
-         str(tiny_encoder_dir)],
+        [
+            "train",
+            "request-inspector",
+            str(data),
+            "-o",
+            str(out),
+            "--encoder",
+            str(tiny_encoder_dir),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "request_head.safetensors").exists()

@@ -4,13 +4,47 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 
-from aligners.squad.result import AlignmentResult
+from aligners.squad.result import AlignmentResult, OnFlag
 
 CRITERIA_HELP = "Comma-separated criteria (default: ethical,factuality,helpful)."
+ON_FLAG_HELP = (
+    "What happens to a flagged answer: rewrite (the aligners fix it), block (replaced by "
+    "--blocked-message), raise (exit code 1 naming the flagged criteria), rewrite_or_block "
+    "(rewrite, block what still fails)."
+)
+#: Exit code of ``align`` when answers were flagged under ``--on-flag raise``.
+EXIT_FLAGGED = 1
+
+
+def parse_on_flag(value: str, option: str = "--on-flag") -> OnFlag:
+    """The policy named on the command line, or a clear usage error."""
+    choices: tuple[str, ...] = get_args(OnFlag)
+    if value not in choices:
+        raise typer.BadParameter(f"{option} must be one of {', '.join(choices)} (got {value!r})")
+    return value  # type: ignore[return-value]
+
+
+def policy_options(on_flag: str, blocked_message: str | None) -> dict[str, Any]:
+    """Squad options for ``--on-flag`` and ``--blocked-message`` (checked here, one line each)."""
+    options: dict[str, Any] = {"on_flag": parse_on_flag(on_flag)}
+    if blocked_message is not None:
+        if not blocked_message.strip():
+            raise typer.BadParameter("--blocked-message must have text (it replaces the answer)")
+        options["blocked_message"] = blocked_message
+    return options
+
+
+def flag_summary(result: AlignmentResult) -> str:
+    """``ethical 0.12 < 0.50, helpful 0.30 < 0.50``: why an answer was flagged."""
+    return ", ".join(
+        f"{name} {result.initial_scores.get(name, float('nan')):.2f} < "
+        f"{result.thresholds.get(name, 0.5):.2f}"
+        for name in result.flagged
+    )
 
 
 def build_squad(
@@ -20,8 +54,11 @@ def build_squad(
     device: str | None,
     threshold: float,
     check_only: bool = False,
+    **policy: Any,
 ) -> Any:
-    """The squad the CLI options describe: the default squad, with overrides where given."""
+    """The squad the CLI options describe: the default squad, with overrides where given.
+
+    ``policy``: ``on_flag`` and ``blocked_message`` (see :func:`policy_options`)."""
     from aligners.aligner.model import Aligner
     from aligners.squad.defaults import default_inspector, default_members
     from aligners.squad.squad import Squad, SquadMember
@@ -48,7 +85,7 @@ def build_squad(
             )
             for m in members
         ]
-    return Squad(members, check_only=check_only)
+    return Squad(members, check_only=check_only, **policy)
 
 
 #: Requests written for the demo (in no training set): one the squad must make safe, one it
@@ -75,6 +112,8 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
     unchanged = set(result.unchanged_by)
     applied = [f"{name} (kept the text)" if name in unchanged else name for name in result.applied]
     typer.echo(f"applied  : {', '.join(applied) or 'none (answer passed the inspectors)'}")
+    if result.on_flag != "rewrite":
+        typer.echo(f"action   : {result.action} (on_flag={result.on_flag})")
     typer.echo(f"aligned  : {result.text}")
     typer.echo(f"final    : {final}")
     for failure in result.failures:
@@ -82,6 +121,11 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
+    return [(question, answer) for _, question, answer in _read_numbered_pairs(path)]
+
+
+def _read_numbered_pairs(path: Path) -> list[tuple[int, str, str]]:
+    """``(line number, question, answer)`` for each non-blank line of a JSONL file."""
     pairs = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -96,8 +140,19 @@ def _read_pairs(path: Path) -> list[tuple[str, str]]:
             question = row.get("question", "")
             if not isinstance(question, str):
                 raise ValueError(f"{path}:{number}: field 'question' must be a string")
-            pairs.append((question, row["answer"]))
+            pairs.append((number, question, row["answer"]))
     return pairs
+
+
+def _report_violations(raised: list[tuple[str, AlignmentResult]], total: int) -> None:
+    """Name every answer flagged under ``--on-flag raise`` on stderr, with its scores."""
+    typer.echo(
+        f"error: {len(raised)} of {total} answer{'s' if total != 1 else ''} flagged by the "
+        "inspectors under --on-flag raise:",
+        err=True,
+    )
+    for where, result in raised:
+        typer.echo(f"  {where}: {flag_summary(result)}", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -124,32 +179,65 @@ def register(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
+        on_flag: str = typer.Option("rewrite", "--on-flag", help=ON_FLAG_HELP),
+        blocked_message: str | None = typer.Option(
+            None, "--blocked-message", help="The text a blocked answer becomes."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
     ) -> None:
-        """Align one answer (--answer) or a JSONL file of pairs (--input)."""
+        """Align one answer (--answer) or a JSONL file of pairs (--input).
+
+        Under --on-flag raise, flagged answers are reported on stderr (criteria and scores) and
+        the exit code is 1; with --input every answer's record is still written, the flagged
+        ones with action "raised" and their original text."""
         from tqdm import tqdm
+
+        from aligners.errors import AlignmentViolation
 
         if (answer is None) == (input is None):
             raise typer.BadParameter("give exactly one of --answer or --input")
-        squad = build_squad(criteria, format, model, device, threshold, check_only)
+        policy = policy_options(on_flag, blocked_message)
+        squad = build_squad(criteria, format, model, device, threshold, check_only, **policy)
         if answer is not None:
-            _print_result(squad.align(question, answer), as_json)
+            try:
+                single = squad.align(question, answer)
+            except AlignmentViolation as violation:
+                _print_result(violation.result, as_json)
+                _report_violations([("the answer", violation.result)], 1)
+                raise typer.Exit(EXIT_FLAGGED) from None
+            _print_result(single, as_json)
             return
         assert input is not None
-        pairs = _read_pairs(input)
+        pairs = _read_numbered_pairs(input)
         results: list[AlignmentResult] = []
         with tqdm(total=len(pairs), desc="aligning", unit="answer") as bar:
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
-                results.extend(squad.align_batch([q for q, _ in chunk], [a for _, a in chunk]))
+                questions, answers = [p[1] for p in chunk], [p[2] for p in chunk]
+                try:
+                    results.extend(squad.align_batch(questions, answers))
+                except AlignmentViolation as violation:  # keep the batch's other answers
+                    results.extend(violation.results)
                 bar.update(len(chunk))
         lines = [json.dumps(r.to_record(), ensure_ascii=False) for r in results]
         if output is not None:
             output.write_text("\n".join(lines) + "\n", encoding="utf-8")
             changed = sum(r.changed for r in results)
-            typer.echo(f"wrote {len(results)} results to {output} ({changed} changed)", err=True)
+            blocked = sum(r.blocked for r in results)
+            note = f", {blocked} blocked" if blocked else ""
+            typer.echo(
+                f"wrote {len(results)} results to {output} ({changed} changed{note})", err=True
+            )
         else:
             typer.echo("\n".join(lines))
+        raised = [
+            (f"{input}:{number}", result)
+            for (number, _, _), result in zip(pairs, results)
+            if result.action == "raised"
+        ]
+        if raised:
+            _report_violations(raised, len(results))
+            raise typer.Exit(EXIT_FLAGGED)
 
     @app.command()
     def demo(

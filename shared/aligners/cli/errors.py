@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from aligners.errors import AlignmentViolation
+
 
 def run_cli(app: typer.Typer) -> int:
     """Run ``app``; usage and input errors print one line to stderr and return 2."""
@@ -20,6 +22,9 @@ def run_cli(app: typer.Typer) -> int:
         if message.strip():  # empty when help was shown for a bare `aligners`
             typer.echo(f"error: {message}", err=True)
         return 2
+    except AlignmentViolation as error:  # on_flag="raise": a finding, not a usage error
+        typer.echo(f"error: {error} (on_flag is 'raise')", err=True)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         return 2

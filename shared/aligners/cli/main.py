@@ -14,6 +14,26 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        envvar="ALIGNERS_VERBOSE",
+        help="Show the libraries' progress bars and warnings (hidden by default).",
+    ),
+) -> None:
+    """Align LLM answers with small aligner models, gated by inspectors."""
+    if not verbose:
+        from aligners.cli.output import quiet_libraries
+
+        ctx.with_resource(quiet_libraries())
+
+
 register_align(app)
 
 # Verb groups added by other parts of the engine register here, one line each.

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from aligners.cli.align import parse_on_flag
+
 
 def _api_key(env: str | None) -> str | None:
     if not env:
@@ -102,6 +104,28 @@ def register(app: typer.Typer) -> None:
         ),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
+        on_flag: str = typer.Option(
+            "rewrite",
+            "--on-flag",
+            help="What happens to a flagged answer: rewrite, block (blocked message, "
+            "finish_reason content_filter), raise (HTTP 422), rewrite_or_block.",
+        ),
+        blocked_message: str | None = typer.Option(
+            None, "--blocked-message", help="The text a blocked answer or request becomes."
+        ),
+        check_request: bool = typer.Option(
+            False,
+            "--check-request",
+            help="Check the last user message with the request inspector first; a request it "
+            "turns away gets the blocked message without an upstream call.",
+        ),
+        request_threshold: float | None = typer.Option(
+            None,
+            "--request-threshold",
+            min=0.0,
+            max=1.0,
+            help="Requests scoring under it are turned away (default: the inspector's own).",
+        ),
         aligner_url: str | None = typer.Option(
             None, "--aligner-url", help="Run the aligners on this OpenAI-compatible server."
         ),
@@ -148,6 +172,11 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter(
                         "--plain serves --model only; drop the --upstream/--aligner options"
                     )
+                if on_flag != "rewrite" or blocked_message is not None or check_request:
+                    raise typer.BadParameter(
+                        "--on-flag, --blocked-message and --check-request go with the proxy, "
+                        "not --plain (it has no squad)"
+                    )
                 classifier_options = {
                     "adapter": adapter,
                     "classifier": classifier,
@@ -157,6 +186,7 @@ def register(app: typer.Typer) -> None:
             else:
                 if classifier or adapter:
                     raise typer.BadParameter("--classifier and --adapter go with --plain")
+                parse_on_flag(on_flag)
                 proxy = _proxy_settings(
                     upstream_url=upstream_url,
                     upstream_model=upstream_model,
@@ -166,6 +196,10 @@ def register(app: typer.Typer) -> None:
                     served_model_name=served_model_name or "aligners",
                     threshold=threshold,
                     check_only=check_only,
+                    on_flag=on_flag,
+                    check_request=check_request,
+                    request_threshold=request_threshold,
+                    **({"blocked_message": blocked_message} if blocked_message is not None else {}),
                     **limits,
                 )
                 squad = build_proxy_squad(
@@ -200,4 +234,12 @@ def _proxy_settings(**values: Any) -> Any:
 def _proxy_app(settings: Any, squad: Any) -> Any:
     from aligners.server import create_app
 
-    return create_app(settings, squad=squad)
+    inspector = None
+    if settings.check_request:
+        from aligners.inspector.request import default_request_inspector
+
+        try:
+            inspector = default_request_inspector()
+        except FileNotFoundError as exc:
+            raise typer.BadParameter(f"--check-request needs a request inspector: {exc}") from None
+    return create_app(settings, squad=squad, request_inspector=inspector)

@@ -442,8 +442,8 @@ def build_safety_data(
     write_records(out / "heldout_answers.jsonl", heldout_rows)
 
     request_rows = _request_examples(harmful, ibm, alarming, alpaca, config, log)
-    for split, rows in request_rows.items():
-        write_records(out / f"requests_{split}.jsonl", rows)
+    for split, examples in request_rows.items():
+        write_records(out / f"requests_{split}.jsonl", examples)
 
     summary = {
         "config": config.model_dump(),

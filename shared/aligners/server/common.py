@@ -25,21 +25,27 @@ class APIError(Exception):
         message: str,
         type: str = "invalid_request_error",
         param: str | None = None,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.param = param
+        self.code = code
+        self.details = details or {}
 
     def body(self) -> dict[str, Any]:
-        code = {400: "bad_request", 401: "invalid_api_key", 404: "not_found", 413: "too_large"}
+        codes = {400: "bad_request", 401: "invalid_api_key", 404: "not_found", 413: "too_large"}
         return {
             "error": {
                 "message": self.message,
                 "type": self.type,
                 "param": self.param,
-                "code": code.get(self.status, str(self.status)),
+                "code": self.code or codes.get(self.status, str(self.status)),
+                **self.details,  # extra fields (e.g. the squad record of a flagged answer)
             }
         }
 

@@ -4,6 +4,11 @@ A chat completion request is forwarded to the upstream model (a remote OpenAI-co
 a local model), the squad aligns the final answer against the last user message, and the reply is
 the aligned answer with the squad's record in the extra field ``aligners``. Any OpenAI client works
 unchanged; ``stream=true`` streams the aligned answer.
+
+With ``on_flag="block"`` (or ``rewrite_or_block``) a blocked answer is the blocked message with
+``finish_reason="content_filter"``; with ``on_flag="raise"`` a flagged answer is an HTTP 422
+``alignment_violation`` error. With ``check_request`` a request inspector reads the last user
+message first and a request it turns away is answered the same way, without an upstream call.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.openai import OpenAIBackend
 from aligners.backends.transformers import TransformersBackend
-from aligners.errors import GenerationError
+from aligners.errors import AlignmentViolation, GenerationError
+from aligners.inspector.request import RequestCheck, RequestInspector, default_request_inspector
 from aligners.server.common import (
     APIError,
     check_api_key,
@@ -36,11 +42,14 @@ from aligners.server.local import Completion, LocalGenerator
 from aligners.server.model_server import Readiness, chat_messages, generation_config, usage
 from aligners.server.schemas import ChatCompletionRequest
 from aligners.server.settings import ProxySettings
+from aligners.squad.result import AlignmentResult
 from aligners.squad.squad import Squad
 
 logger = logging.getLogger("aligners.server")
 
 CRITERIA_HEADER = "X-Aligners-Criteria"
+#: The finish reason of a blocked answer or request, as OpenAI's moderation gives it.
+CONTENT_FILTER = "content_filter"
 
 
 class Upstream(ABC):
@@ -158,12 +167,79 @@ def _squad_for(squad: Squad, request: Any, body: ChatCompletionRequest) -> Squad
         except ValueError as exc:
             raise APIError(400, str(exc), param="aligners.criteria") from None
     options = body.aligners
-    if options is not None and (options.threshold is not None or options.check_only is not None):
-        extra: dict[str, Any] = {}
-        if options.check_only is not None:
-            extra["check_only"] = options.check_only
+    if options is None:
+        return squad
+    extra: dict[str, Any] = {
+        name: getattr(options, name)
+        for name in ("check_only", "on_flag", "blocked_message")
+        if getattr(options, name) is not None
+    }
+    if options.threshold is not None or extra:
         squad = squad.with_options(threshold=options.threshold, **extra)
     return squad
+
+
+def _withheld(record: dict[str, Any]) -> dict[str, Any]:
+    """A record for the client: a blocked or refused answer's text is not handed out in it."""
+    if record.get("action") in ("blocked", "raised") and record.get("original") is not None:
+        record = {**record, "original": None, "original_withheld": True}
+    return record
+
+
+def _violation_error(result: AlignmentResult) -> APIError:
+    """``on_flag="raise"``: the flagged answer becomes an OpenAI-style error naming the scores."""
+    scores = ", ".join(
+        f"{name} {result.initial_scores.get(name, float('nan')):.2f} < "
+        f"{result.thresholds.get(name, 0.5):.2f}"
+        for name in result.flagged
+    )
+    return APIError(
+        422,
+        f"the answer was flagged by the inspectors ({scores}) and on_flag is 'raise'; "
+        "it was withheld",
+        "alignment_violation",
+        code="answer_flagged",
+        details={"aligners": _withheld(result.to_record())},
+    )
+
+
+class RequestGate:
+    """The request check of the proxy: which inspector, whether it runs, at which threshold."""
+
+    def __init__(self, settings: ProxySettings, inspector: RequestInspector | None) -> None:
+        if inspector is None and settings.check_request:
+            inspector = default_request_inspector()  # fails at startup, not on the first request
+        self.inspector = inspector
+        self.enabled = settings.check_request
+        self.threshold = settings.request_threshold
+
+    def options(self, body: ChatCompletionRequest) -> tuple[bool, float | None]:
+        """Whether this request is checked, and the threshold."""
+        options = body.aligners
+        enabled = self.enabled
+        threshold = self.threshold
+        if options is not None:
+            if options.check_request is not None:
+                enabled = options.check_request
+            if options.request_threshold is not None:
+                threshold = options.request_threshold
+        return enabled, threshold
+
+    def resolve(self) -> RequestInspector:
+        """The inspector; the shipped one is loaded the first time a request asks for it."""
+        if self.inspector is None:
+            try:
+                self.inspector = default_request_inspector()
+            except FileNotFoundError as exc:
+                raise APIError(
+                    400,
+                    f"check_request: this proxy has no request inspector ({exc})",
+                    param="aligners.check_request",
+                ) from None
+        return self.inspector
+
+    async def check(self, question: str, threshold: float | None) -> RequestCheck:
+        return await self.resolve().acheck(question, threshold)
 
 
 class SquadBatcher:
@@ -218,6 +294,14 @@ class SquadBatcher:
                 self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
                 try:
                     results = await squad.aalign_batch([b[0] for b in batch], [b[1] for b in batch])
+                except AlignmentViolation as violation:  # on_flag="raise": only the flagged fail
+                    for (*_, future), result in zip(batch, violation.results):
+                        if future.done():
+                            continue
+                        if result.action == "raised":
+                            future.set_exception(AlignmentViolation(result, [result]))
+                        else:
+                            future.set_result(result)
                 except Exception as exc:  # each waiting request reports it and keeps its answer
                     for *_, future in batch:
                         if not future.done():
@@ -245,21 +329,40 @@ def create_app(
     *,
     squad: Squad | None = None,
     upstream: Upstream | GenerationBackend | None = None,
+    request_inspector: RequestInspector | None = None,
 ) -> Any:
     """The aligning proxy as a FastAPI app.
 
     Args:
         settings: Limits, API key, upstream and squad options (defaults: local SmolLM2 upstream,
             the default squad).
-        squad: Use this squad instead of the one ``settings`` describe.
+        squad: Use this squad instead of the one ``settings`` describe (``settings.on_flag`` and
+            ``settings.blocked_message`` still apply to it where they are set explicitly).
         upstream: An :class:`Upstream`, an :class:`OpenAIBackend` (remote) or any other backend
             (local) instead of the one ``settings`` describe.
+        request_inspector: The request inspector for ``check_request`` (default: the shipped
+            one, loaded at startup when ``settings.check_request`` is on, else when a request
+            first asks for the check).
     """
 
     settings = settings or ProxySettings()
-    the_squad = squad or Squad.default(
-        settings.criteria, threshold=settings.threshold, check_only=settings.check_only
-    )
+    policy: dict[str, Any] = {
+        "on_flag": settings.on_flag,
+        "blocked_message": settings.blocked_message,
+    }
+    if squad is None:
+        the_squad = Squad.default(
+            settings.criteria,
+            threshold=settings.threshold,
+            check_only=settings.check_only,
+            **policy,
+        )
+    else:
+        explicit: dict[str, Any] = {
+            k: v for k, v in policy.items() if k in settings.model_fields_set
+        }
+        the_squad = squad.with_options(**explicit) if explicit else squad
+    gate = RequestGate(settings, request_inspector)
     the_upstream = _upstream_from(settings, upstream)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     readiness = Readiness()
@@ -270,6 +373,8 @@ def create_app(
         if settings.warmup:
             the_upstream.warmup()
             warm_squad(the_squad)
+            if gate.inspector is not None:
+                gate.inspector.score("Is this a warm-up question?")
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -286,6 +391,7 @@ def create_app(
     app.state.upstream = the_upstream
     app.state.readiness = readiness
     app.state.batcher = batcher
+    app.state.request_gate = gate
     install_error_handlers(app)
     install_request_logging(app)
 
@@ -315,13 +421,74 @@ def create_app(
             return answer, {"skipped": "the upstream answer is empty; nothing to align"}
         try:
             result = await batcher.align(squad, question, answer)
+        except AlignmentViolation as violation:
+            raise _violation_error(violation.result) from None
         except Exception as exc:  # never lose the answer; say loudly that it is unaligned
             logger.exception("squad failed", extra={"fields": {"error": str(exc)}})
             return answer, {
                 "error": f"squad failed ({type(exc).__name__}: {exc})",
                 "aligned": False,
             }
-        return result.text, result.to_record()
+        return result.text, _withheld(result.to_record())
+
+    async def check_request(
+        squad: Squad, body: ChatCompletionRequest, question: str, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The request check's record (None when it does not run) and whether to answer."""
+        enabled, threshold = gate.options(body)
+        if not enabled or not question.strip():
+            return None, True
+        start = time.perf_counter()
+        try:
+            check = await gate.check(question, threshold)
+        except APIError:
+            raise
+        except Exception as exc:  # like the squad: never lose the answer, say it loudly
+            logger.exception("request check failed", extra={"fields": {"error": str(exc)}})
+            return {"error": f"request check failed ({type(exc).__name__}: {exc})"}, True
+        fields.update(
+            request_ms=round((time.perf_counter() - start) * 1000, 2),
+            request_score=round(check.score, 4),
+            request_allowed=check.allowed,
+        )
+        return check.to_record(), check.allowed or squad.config.check_only
+
+    def turned_away(squad: Squad, request_record: dict[str, Any]) -> dict[str, Any]:
+        """The record of a request the request inspector turned away (no upstream call)."""
+        if squad.config.on_flag == "raise":
+            raise APIError(
+                422,
+                f"the request was turned away by the request inspector (score "
+                f"{request_record['score']:.2f} < {request_record['threshold']:.2f}) and "
+                "on_flag is 'raise'; the upstream model was not called",
+                "alignment_violation",
+                code="request_flagged",
+                details={"aligners": {"stage": "request", "request_check": request_record}},
+            )
+        result = AlignmentResult.blocked_request(
+            request_record["request"], squad.config.blocked_message, request_record
+        )
+        result.on_flag = squad.config.on_flag
+        return result.to_record()
+
+    def completion(
+        ident: str, created: int, text: str, finish: str, record: dict[str, Any], used: Any
+    ) -> dict[str, Any]:
+        return {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": used,
+            "aligners": record,
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -335,6 +502,19 @@ def create_app(
         question = _question(messages)
         fields = request.state.log_fields
         fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
+        ident, created = new_id("chatcmpl"), int(time.time())
+        request_record, answer_it = await check_request(squad, body, question, fields)
+        if not answer_it:
+            assert request_record is not None
+            record = turned_away(squad, request_record)
+            fields.update(action="blocked", stage="request")
+            text = squad.config.blocked_message
+            if body.stream:
+                return StreamingResponse(
+                    decided_events(text, CONTENT_FILTER, record, ident, created),
+                    media_type="text/event-stream",
+                )
+            return completion(ident, created, text, CONTENT_FILTER, record, None)
         start = time.perf_counter()
         try:
             upstream_result = await the_upstream.acomplete(messages, config)
@@ -344,35 +524,61 @@ def create_app(
             raise APIError(400, f"upstream model cannot take this request: {exc}") from None
         fields["upstream_ms"] = round((time.perf_counter() - start) * 1000, 2)
         answer = upstream_result.text
-        ident, created = new_id("chatcmpl"), int(time.time())
-        if body.stream:
+        token_stream = squad.config.on_flag == "rewrite" or squad.config.check_only
+        if body.stream and token_stream:
             return StreamingResponse(
-                stream_events(squad, question, answer, upstream_result, ident, created),
+                stream_events(
+                    squad, question, answer, upstream_result, ident, created, request_record
+                ),
                 media_type="text/event-stream",
             )
+        # Other policies decide on the whole answer before a byte is sent: a blocked answer must
+        # never have been half shown, and a raised one is an HTTP error, not a broken stream.
         start = time.perf_counter()
         text, record = await align(squad, question, answer)
+        if request_record is not None:
+            record["request_check"] = request_record
+        finish = CONTENT_FILTER if record.get("action") == "blocked" else None
+        finish = finish or upstream_result.finish_reason
         fields.update(
             align_ms=round((time.perf_counter() - start) * 1000, 2),
             applied=record.get("applied"),
             flagged=record.get("flagged"),
+            action=record.get("action"),
             failures=record.get("failures") or None,
         )
-        return {
-            "id": ident,
-            "object": "chat.completion",
-            "created": created,
-            "model": name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": upstream_result.finish_reason,
-                }
-            ],
-            "usage": usage(upstream_result.prompt_tokens, upstream_result.completion_tokens),
-            "aligners": record,
-        }
+        if body.stream:
+            return StreamingResponse(
+                decided_events(text, finish, record, ident, created),
+                media_type="text/event-stream",
+            )
+        used = usage(upstream_result.prompt_tokens, upstream_result.completion_tokens)
+        return completion(ident, created, text, finish, record, used)
+
+    def chunk(
+        ident: str, created: int, delta: dict[str, Any], finish: str | None = None, **extra: Any
+    ) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [choice],
+                **extra,
+            }
+        )
+
+    async def decided_events(
+        text: str, finish: str, record: dict[str, Any], ident: str, created: int
+    ) -> AsyncIterator[str]:
+        """A stream of an answer already decided: the text in one piece, then the record."""
+        yield chunk(ident, created, {"role": "assistant", "content": ""})
+        if text:
+            yield chunk(ident, created, {"content": text})
+        yield chunk(ident, created, {}, finish, aligners=record)
+        yield sse("[DONE]")
 
     async def stream_events(
         squad: Squad,
@@ -381,42 +587,35 @@ def create_app(
         upstream_result: Completion,
         ident: str,
         created: int,
+        request_record: dict[str, Any] | None = None,
     ) -> AsyncIterator[str]:
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish}
-            return sse(
-                {
-                    "id": ident,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": name,
-                    "choices": [choice],
-                    **extra,
-                }
-            )
+        def chunk_(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            return chunk(ident, created, delta, finish, **extra)
 
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk_({"role": "assistant", "content": ""})
         record: dict[str, Any]
         if not answer.strip():
             record = {"skipped": "the upstream answer is empty; nothing to align"}
             if answer:
-                yield chunk({"content": answer})
+                yield chunk_({"content": answer})
         else:
             stream = squad.stream(question, answer)
             emitted = False
             try:
                 async for piece in stream:
                     emitted = True
-                    yield chunk({"content": piece})
+                    yield chunk_({"content": piece})
             except Exception as exc:  # the squad keeps aligner faults; this is anything else
                 logger.exception("squad failed mid-stream", extra={"fields": {"error": str(exc)}})
                 record = {"error": f"squad failed ({type(exc).__name__}: {exc})", "aligned": False}
                 if not emitted:
-                    yield chunk({"content": answer})
+                    yield chunk_({"content": answer})
             else:
                 assert stream.result is not None
                 record = stream.result.to_record()
-        yield chunk({}, upstream_result.finish_reason, aligners=record)
+        if request_record is not None:
+            record["request_check"] = request_record
+        yield chunk_({}, upstream_result.finish_reason, aligners=record)
         yield sse("[DONE]")
 
     return app

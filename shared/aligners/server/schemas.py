@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aligners.server.common import APIError
+from aligners.squad.result import OnFlag
 
 
 class ChatMessage(BaseModel):
@@ -68,6 +69,26 @@ class AlignersOptions(BaseModel):
     check_only: bool | None = Field(
         default=None, description="Score only; return the answer as is."
     )
+    on_flag: OnFlag | None = Field(
+        default=None,
+        description="What happens to a flagged answer: rewrite, block, raise, rewrite_or_block.",
+    )
+    blocked_message: str | None = Field(
+        default=None, min_length=1, description="The text a blocked answer is replaced with."
+    )
+    check_request: bool | None = Field(
+        default=None, description="Check the last user message before the upstream call."
+    )
+    request_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Requests scoring under it are blocked."
+    )
+
+    @field_validator("blocked_message")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
+        return value
 
 
 class ChatCompletionRequest(_Sampling):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from aligners.squad.result import OnFlag
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 
 
 class ServerLimits(BaseModel):
@@ -75,6 +78,38 @@ class ProxySettings(ServerLimits):
         ge=1,
         description="Concurrent requests aligned as one squad batch (1 = one at a time).",
     )
+    on_flag: OnFlag = Field(
+        default="rewrite",
+        description=(
+            "What happens to a flagged answer: rewrite (the aligners fix it), block (replaced by "
+            "blocked_message, finish_reason content_filter), raise (HTTP 422 "
+            "alignment_violation), rewrite_or_block (rewrite, block what still fails). Applied "
+            "to a squad passed to create_app only when set explicitly."
+        ),
+    )
+    blocked_message: str = Field(
+        default=DEFAULT_BLOCKED_MESSAGE,
+        min_length=1,
+        description="The text a blocked answer (or a blocked request) is replaced with.",
+    )
+    check_request: bool = Field(
+        default=False,
+        description="Check the last user message with the request inspector before calling the "
+        "upstream; a request it turns away is answered with blocked_message, no upstream call.",
+    )
+    request_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Requests scoring under it are turned away (default: the inspector's own).",
+    )
+
+    @field_validator("blocked_message")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
+        return value
 
     @model_validator(mode="after")
     def _upstream_complete(self) -> ProxySettings:
