@@ -111,6 +111,10 @@ class Aligner:
             batch_size=self.config.batch_size,
         )
 
+    def _config_for(self, answers: Sequence[str]) -> GenerationConfig:
+        # The answers are the drafts of copy-aware decoding (the model mostly copies them).
+        return self.generation_config.model_copy(update={"sources": tuple(answers)})
+
     def build_prompt(self, question: str, answer: str) -> tuple[Prompt, bool]:
         """The prompt for one pair, fitted to the context; also whether the answer was cut."""
         validate_pair(question, answer)
@@ -151,7 +155,7 @@ class Aligner:
         """Align a batch with details (was the answer truncated?); one batched generation."""
         validate_batch(questions, answers)
         built = [self.build_prompt(q, a) for q, a in zip(questions, answers)]
-        texts = self.backend.generate([p for p, _ in built], self.generation_config)
+        texts = self.backend.generate([p for p, _ in built], self._config_for(answers))
         return [
             Correction(self.prompt_format.parse_output(text), truncated)
             for text, (_, truncated) in zip(texts, built)
@@ -169,7 +173,7 @@ class Aligner:
         """Yield the corrected answer piece by piece as the model writes it."""
         prompt, _ = self.build_prompt(question, answer)
         cutter = StopCutter(self.prompt_format.stop_strings, strip=True)
-        for piece in self.backend.stream(prompt, self.generation_config):
+        for piece in self.backend.stream(prompt, self._config_for([answer])):
             out = cutter.feed(piece)
             if out:
                 yield out
@@ -185,7 +189,7 @@ class Aligner:
         built = await asyncio.to_thread(
             lambda: [self.build_prompt(q, a) for q, a in zip(questions, answers)]
         )
-        texts = await self.backend.agenerate([p for p, _ in built], self.generation_config)
+        texts = await self.backend.agenerate([p for p, _ in built], self._config_for(answers))
         return [
             Correction(self.prompt_format.parse_output(text), truncated)
             for text, (_, truncated) in zip(texts, built)
@@ -203,7 +207,7 @@ class Aligner:
         """Async :meth:`stream`."""
         prompt, _ = await asyncio.to_thread(self.build_prompt, question, answer)
         cutter = StopCutter(self.prompt_format.stop_strings, strip=True)
-        async for piece in self.backend.astream(prompt, self.generation_config):
+        async for piece in self.backend.astream(prompt, self._config_for([answer])):
             out = cutter.feed(piece)
             if out:
                 yield out

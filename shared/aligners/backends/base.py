@@ -19,9 +19,14 @@ class GenerationConfig(BaseModel):
 
     max_new_tokens: int = Field(default=256, gt=0)
     stop_strings: tuple[str, ...] = ()
-    #: Draft tokens from the prompt (prompt-lookup decoding): a correction mostly copies the answer.
+    #: Greedy decoding that drafts the rest of the source answer and verifies it in one pass
+    #: (identical text; batches and streams too): a correction mostly copies the answer.
     copy_aware: bool = False
+    #: First draft length (grows while drafts are accepted, shrinks after rejections).
     prompt_lookup_num_tokens: int = Field(default=10, gt=0)
+    #: The answer each prompt asks to correct, in prompt order (None where unknown); copy-aware
+    #: decoding drafts from it. Without it, drafts come from the prompt itself.
+    sources: tuple[str | None, ...] | None = None
     batch_size: int = Field(default=8, gt=0)
     temperature: float = Field(default=0.0, ge=0.0)
 

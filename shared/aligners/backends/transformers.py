@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,11 @@ from typing import Any
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.cache import MODEL_CACHE, ModelCache
+from aligners.backends.copy_decoding import (
+    CopyDecoder,
+    CopyDecodingOptions,
+    supports_copy_decoding,
+)
 from aligners.backends.models import ModelSource, converted_cache_dir, resolve_model
 from aligners.errors import ModelNotFoundError
 from aligners.formats.base import Prompt
@@ -169,6 +175,7 @@ class TransformersBackend(GenerationBackend):
         self.dtype = dtype
         self.special_tokens = tuple(special_tokens)
         self._cache = cache
+        self._copy_supported: bool | None = None
 
     @property
     def cache_key(self) -> tuple[Any, ...]:
@@ -251,7 +258,8 @@ class TransformersBackend(GenerationBackend):
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _generate_kwargs(self, config: GenerationConfig, batch: int) -> dict[str, Any]:
+    def _stops(self, config: GenerationConfig) -> tuple[list[int], list[str]]:
+        """End-of-sequence token ids, and stop strings that are not single marker tokens."""
         loaded = self.load()
         tokenizer = loaded.tokenizer
         vocab = tokenizer.get_vocab()
@@ -267,6 +275,11 @@ class TransformersBackend(GenerationBackend):
                 eos_ids.append(vocab[stop])  # a marker token: stopping on its id is exact and free
             else:
                 text_stops.append(stop)
+        return eos_ids, text_stops
+
+    def _generate_kwargs(self, config: GenerationConfig, batch: int) -> dict[str, Any]:
+        tokenizer = self.load().tokenizer
+        eos_ids, text_stops = self._stops(config)
         kwargs: dict[str, Any] = {
             "max_new_tokens": config.max_new_tokens,
             "eos_token_id": eos_ids,
@@ -278,9 +291,52 @@ class TransformersBackend(GenerationBackend):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if text_stops:
             kwargs.update(stop_strings=text_stops, tokenizer=tokenizer)
+        # transformers' prompt lookup: only where our copy-aware decoder does not apply.
         if config.copy_aware and batch == 1 and config.temperature == 0:
             kwargs["prompt_lookup_num_tokens"] = config.prompt_lookup_num_tokens
         return kwargs
+
+    def _use_copy_decoding(self, config: GenerationConfig, count: int) -> bool:
+        if not config.copy_aware or config.temperature > 0:
+            return False  # sampling keeps transformers' own path
+        if config.sources is not None and len(config.sources) != count:
+            raise ValueError(
+                f"GenerationConfig.sources has {len(config.sources)} entries for {count} prompts"
+            )
+        model = self.load().model
+        if self._copy_supported is None:
+            self._copy_supported = supports_copy_decoding(model) and _plain_greedy(model)
+        return self._copy_supported
+
+    def _copy_decoder(self, config: GenerationConfig, *, streaming: bool) -> CopyDecoder:
+        loaded = self.load()
+        tokenizer = loaded.tokenizer
+        eos_ids, text_stops = self._stops(config)
+        stop = None
+        if text_stops:
+            from transformers import StopStringCriteria
+
+            stop = StopStringCriteria(tokenizer, text_stops)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        options = CopyDecodingOptions(
+            initial_draft=config.prompt_lookup_num_tokens,
+            # Streaming: the prompt pass alone, so the first token comes as early as without drafts.
+            draft_in_prefill=not streaming,
+        )
+        return CopyDecoder(
+            loaded.model,
+            max_new_tokens=config.max_new_tokens,
+            eos_token_ids=eos_ids,
+            pad_token_id=pad,
+            stop=stop,
+            options=options,
+        )
+
+    def _source_ids(self, source: str | None) -> list[int] | None:
+        if source is None:
+            return None
+        ids: list[int] = self.load().tokenizer(source, add_special_tokens=False)["input_ids"]
+        return ids
 
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
         import torch
@@ -290,11 +346,21 @@ class TransformersBackend(GenerationBackend):
         loaded = self.load()
         model, tokenizer = loaded.model, loaded.tokenizer
         encoded = [self._encode(p) for p in prompts]
+        copy = self._use_copy_decoding(config, len(prompts))
+        sources = config.sources or (None,) * len(prompts)
         # Length-sorted buckets keep padding (wasted compute) small inside each batch.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)
         for start in range(0, len(order), config.batch_size):
             bucket = order[start : start + config.batch_size]
+            if copy:
+                decoder = self._copy_decoder(config, streaming=False)
+                source_ids = [self._source_ids(sources[i]) for i in bucket]
+                with loaded.lock:
+                    rows = decoder.generate([encoded[i] for i in bucket], source_ids)
+                for row, index in zip(rows, bucket):
+                    outputs[index] = tokenizer.decode(row, skip_special_tokens=True)
+                continue
             batch = tokenizer.pad(
                 {"input_ids": [encoded[i] for i in bucket]}, padding=True, return_tensors="pt"
             ).to(model.device)
@@ -307,6 +373,9 @@ class TransformersBackend(GenerationBackend):
         return outputs
 
     def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
+        if self._use_copy_decoding(config, 1):
+            yield from self._stream_copy(prompt, config)
+            return
         import torch
         from transformers import TextIteratorStreamer
 
@@ -336,3 +405,71 @@ class TransformersBackend(GenerationBackend):
         thread.join()
         if errors:
             raise errors[0]
+
+    def _stream_copy(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
+        """Stream copy-aware decoding: every verified span is sent as soon as it is accepted."""
+        loaded = self.load()
+        tokenizer = loaded.tokenizer
+        encoded = self._encode(prompt)
+        source = self._source_ids(config.sources[0] if config.sources else None)
+        decoder = self._copy_decoder(config, streaming=True)
+        spans: queue.Queue[list[int] | BaseException | None] = queue.Queue()
+
+        def run() -> None:
+            try:
+                with loaded.lock:
+                    for step in decoder.spans([encoded], [source]):
+                        spans.put(step[0][1])
+            except BaseException as exc:  # re-raised in the consumer
+                spans.put(exc)
+            else:
+                spans.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        tokens: list[int] = []
+        sent = ""
+        while True:
+            item = spans.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                break
+            tokens.extend(item)
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            # Hold back a half-decoded character, and anything that would rewrite sent text.
+            if text.endswith("\ufffd") or not text.startswith(sent) or len(text) == len(sent):
+                continue
+            yield text[len(sent) :]
+            sent = text
+        thread.join()
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        if text.startswith(sent) and len(text) > len(sent):
+            yield text[len(sent) :]
+
+
+def _plain_greedy(model: Any) -> bool:
+    """Whether the model's own generation settings leave greedy decoding plain (no penalties,
+    forced or suppressed tokens), so the copy-aware decoder reproduces ``generate`` exactly."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    defaults = HFGenerationConfig()
+    settings = getattr(model, "generation_config", None)
+    if settings is None:
+        return True
+    names = (
+        "repetition_penalty",
+        "encoder_repetition_penalty",
+        "no_repeat_ngram_size",
+        "bad_words_ids",
+        "min_length",
+        "min_new_tokens",
+        "suppress_tokens",
+        "begin_suppress_tokens",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "sequence_bias",
+        "exponential_decay_length_penalty",
+        "renormalize_logits",
+    )
+    return all(getattr(settings, n, None) == getattr(defaults, n, None) for n in names)

@@ -78,8 +78,9 @@ class BenchConfig(BaseModel):
     batch_sizes: tuple[int, ...] = (1, 4, 16)
     aligner_tokens: int = Field(default=16, gt=0)
     copy_texts: int = Field(default=2, gt=0)
-    copy_tokens: int = Field(default=48, gt=0)
-    copy_repeats: int = Field(default=1, gt=0)
+    copy_tokens: int = Field(default=128, gt=0)
+    copy_repeats: int = Field(default=2, gt=0)
+    copy_batch: int = Field(default=8, gt=0, description="Batch size of the batched copy runs.")
     critique_answers: int = Field(default=3, gt=0)
     critique_tokens: int = Field(default=32, gt=0)
     critique_repeats: int = Field(default=1, gt=0)
@@ -101,6 +102,7 @@ class BenchConfig(BaseModel):
             copy_texts=1,
             copy_tokens=16,
             copy_repeats=1,
+            copy_batch=2,
             critique_answers=2,
             critique_tokens=8,
             critique_repeats=1,
@@ -377,81 +379,181 @@ def copy_prompts(n: int) -> dict[str, list[list[dict[str, str]]]]:
     return {"near-copy (fix typos)": near, "heavy rewrite (re-explain)": heavy}
 
 
+def _floor(backend: Any, prompts: Sequence[Any], outputs: Sequence[str]) -> float:
+    """Seconds of one forward pass over prompt + output for the whole batch: the physical floor
+    of any decoding that must read every output token once."""
+    import torch
+
+    loaded = backend.load()
+    tokenizer = loaded.tokenizer
+    rows = [
+        backend._encode(p) + tokenizer(o, add_special_tokens=False)["input_ids"]
+        for p, o in zip(prompts, outputs, strict=True)
+    ]
+    batch = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    start = time.perf_counter()
+    with loaded.lock, torch.inference_mode():
+        loaded.model(**batch.to(loaded.model.device), logits_to_keep=1)
+    return time.perf_counter() - start
+
+
+def _first_piece(backend: Any, prompt: Any, config: Any) -> tuple[float, str]:
+    """Seconds to the first streamed piece, and the whole streamed text."""
+    start = time.perf_counter()
+    first, pieces = None, []
+    for piece in backend.stream(prompt, config):
+        if first is None:
+            first = time.perf_counter() - start
+        pieces.append(piece)
+    return (first if first is not None else time.perf_counter() - start), "".join(pieces)
+
+
 def bench_copy(ctx: BenchContext) -> dict[str, Any]:
-    """Prompt-lookup decoding (batch size 1) vs plain greedy: tokens/s and identical text."""
+    """Copy-aware decoding vs plain greedy vs the one-pass floor, at batch 1 and batched.
+
+    Each group is timed plain, copy-aware and floor back to back (``copy_repeats`` runs each,
+    medians), so every ratio compares runs minutes apart under the same machine load.
+    """
     from aligners.backends.base import GenerationConfig
     from aligners.backends.transformers import TransformersBackend
     from aligners.eval.harness import edit_size
 
     cfg = ctx.config
     backend = TransformersBackend("smollm2")
-    plain = GenerationConfig(max_new_tokens=cfg.copy_tokens, batch_size=1)
-    aware = plain.model_copy(update={"copy_aware": True})
-    groups = copy_prompts(cfg.copy_texts)
-    # Real aligner prompts too: the default aligner on upstream answers.
     aligner = _aligner("ethical", max_new_tokens=cfg.copy_tokens)
-    qs, ans = ctx.pairs(cfg.copy_texts)
-    groups["aligner prompts (default aligner)"] = [
-        aligner.build_prompt(q, a)[0] for q, a in zip(qs, ans, strict=True)
-    ]  # type: ignore[misc]
-    sources = {
-        "near-copy (fix typos)": [_typos(t) for t in list(COPY_TEXTS)[: cfg.copy_texts]],
-        "heavy rewrite (re-explain)": list(COPY_TEXTS)[: cfg.copy_texts],
-        "aligner prompts (default aligner)": ans,
+    size = max(cfg.copy_batch, 1)
+    texts = [COPY_TEXTS[i % len(COPY_TEXTS)] for i in range(size)]
+    prompts = copy_prompts(len(COPY_TEXTS))
+    qs, ans = ctx.pairs(size)
+    # (prompts, sources, engine): the aligner's own prompts run on the aligner's model.
+    groups: dict[str, tuple[list[Any], list[str], Any]] = {
+        "near-copy (fix typos)": (
+            [prompts["near-copy (fix typos)"][i % len(COPY_TEXTS)] for i in range(size)],
+            [_typos(t) for t in texts],
+            backend,
+        ),
+        "real corrections (default ethical aligner)": (
+            [aligner.build_prompt(q, a)[0] for q, a in zip(qs, ans, strict=True)],
+            list(ans),
+            aligner.backend,
+        ),
+        "heavy rewrite (re-explain)": (
+            [prompts["heavy rewrite (re-explain)"][i % len(COPY_TEXTS)] for i in range(size)],
+            texts,
+            backend,
+        ),
     }
-    backend.generate([groups["near-copy (fix typos)"][0]], plain)  # warm up
-    rows, speedups, all_identical = [], {}, []
-    for name, prompts in groups.items():
-        # The aligner's own prompts run on the aligner's model (trained adapter, if shipped).
-        engine = aligner.backend if name.startswith("aligner") else backend
-        times = {"plain": 0.0, "copy-aware": 0.0}
-        identical, tokens, edits = 0, 0, []
-        spreads: dict[str, list[float]] = {"plain": [], "copy-aware": []}
-        for prompt, source in zip(prompts, sources[name], strict=True):
+    plain = GenerationConfig(max_new_tokens=cfg.copy_tokens, stop_strings=("<|im_end|>",))
+    backend.generate([groups["near-copy (fix typos)"][0][0]], plain)  # warm up
+    real_prompts, _, real_engine = groups["real corrections (default ethical aligner)"]
+    # The real prompts with their own greedy output as the source: what copy-aware decoding
+    # costs when the aligner leaves every answer unchanged.
+    unchanged = real_engine.generate(real_prompts, plain.model_copy(update={"batch_size": size}))
+    groups["unchanged (source = output)"] = (real_prompts, unchanged, real_engine)
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, float] = {}
+    identical_all = True
+    for name, (group_prompts, sources, engine) in groups.items():
+        for batch in sorted({1, size}):
+            n = batch if batch > 1 else cfg.copy_texts
+            chosen, chosen_sources = group_prompts[:n], sources[:n]
+            base = plain.model_copy(update={"batch_size": batch})
+            aware = base.model_copy(update={"copy_aware": True, "sources": tuple(chosen_sources)})
             t_plain, out_plain = timed(
-                partial(_first, engine, prompt, plain),
-                repeats=cfg.copy_repeats,
-                warmup=0,
+                partial(engine.generate, chosen, base), repeats=cfg.copy_repeats, warmup=0
             )
             t_aware, out_aware = timed(
-                partial(_first, engine, prompt, aware),
-                repeats=cfg.copy_repeats,
-                warmup=0,
+                partial(engine.generate, chosen, aware), repeats=cfg.copy_repeats, warmup=0
             )
-            times["plain"] += t_plain.median
-            times["copy-aware"] += t_aware.median
-            spreads["plain"].extend(t_plain.runs)
-            spreads["copy-aware"].extend(t_aware.runs)
-            identical += out_plain == out_aware
-            tokens += _count_tokens([out_plain])
-            # Against the same number of source words: outputs stop at max_new_tokens.
-            words = out_plain.split()
-            edits.append(edit_size(" ".join(source.split()[: len(words)]), " ".join(words)))
-        speedups[name] = times["plain"] / times["copy-aware"]
-        all_identical.append(identical == len(prompts))
-        rows.append(
-            {
-                "what": name,
-                "prompts": len(prompts),
-                "tokens": tokens,
-                "plain_tokens_per_s": tokens / times["plain"],
-                "copy_aware_tokens_per_s": tokens / times["copy-aware"],
-                "speedup": speedups[name],
-                "identical": f"{identical}/{len(prompts)}",
-                "mean_edit_size": statistics.fmean(edits),
-            }
+            t_floor, _ = timed(
+                partial(_floor, engine, chosen, out_plain), repeats=cfg.copy_repeats, warmup=0
+            )
+            same = sum(a == b for a, b in zip(out_plain, out_aware, strict=True))
+            identical_all &= same == len(chosen)
+            words = [o.split() for o in out_plain]
+            edits = [
+                edit_size(" ".join(s.split()[: len(w)]), " ".join(w))
+                for s, w in zip(chosen_sources, words, strict=True)
+            ]
+            key = f"{name}, batch {batch}"
+            ratios[f"{key}: speedup"] = t_plain.median / t_aware.median
+            ratios[f"{key}: vs floor"] = t_aware.median / t_floor.median
+            rows.append(
+                {
+                    "what": name,
+                    "batch": batch,
+                    "prompts": len(chosen),
+                    "tokens": _count_tokens(out_plain),
+                    "plain_s": t_plain.median,
+                    "copy_aware_s": t_aware.median,
+                    "floor_s": t_floor.median,
+                    "speedup": ratios[f"{key}: speedup"],
+                    "copy_vs_floor": ratios[f"{key}: vs floor"],
+                    "plain_vs_floor": t_plain.median / t_floor.median,
+                    "identical": f"{same}/{len(chosen)}",
+                    "mean_edit_size": statistics.fmean(edits),
+                }
+            )
+    # Streaming: time to the first piece, one real correction at a time.
+    stream_prompts, stream_sources, engine = groups["real corrections (default ethical aligner)"]
+    firsts: dict[str, list[float]] = {"plain": [], "copy-aware": []}
+    totals: dict[str, list[float]] = {"plain": [], "copy-aware": []}
+    for prompt, source in list(zip(stream_prompts, stream_sources))[: cfg.copy_texts]:
+        for _ in range(cfg.copy_repeats):
+            for label, config in (
+                ("plain", plain),
+                ("copy-aware", plain.model_copy(update={"copy_aware": True, "sources": (source,)})),
+            ):
+                start = time.perf_counter()
+                first, _ = _first_piece(engine, prompt, config)
+                totals[label].append(time.perf_counter() - start)
+                firsts[label].append(first)
+    first_ratio = statistics.median(firsts["copy-aware"]) / statistics.median(firsts["plain"])
+    ratios["stream: first piece copy-aware / plain"] = first_ratio
+    rows.append(
+        {
+            "what": "streaming one real correction (first piece / whole stream)",
+            "batch": 1,
+            "prompts": min(cfg.copy_texts, len(stream_prompts)),
+            "plain_s": statistics.median(totals["plain"]),
+            "copy_aware_s": statistics.median(totals["copy-aware"]),
+            "speedup": statistics.median(totals["plain"]) / statistics.median(totals["copy-aware"]),
+            "first_piece_plain_s": statistics.median(firsts["plain"]),
+            "first_piece_copy_aware_s": statistics.median(firsts["copy-aware"]),
+        }
+    )
+    checks = {
+        "batch 1 unchanged within 1.5x of floor": ratios[
+            "unchanged (source = output), batch 1: vs floor"
+        ]
+        <= 1.5,
+        f"batch {size} near-copy >= 2x plain": ratios[
+            f"near-copy (fix typos), batch {size}: speedup"
+        ]
+        >= 2.0,
+        "heavy rewrites >= 0.9x plain": min(
+            ratios[f"heavy rewrite (re-explain), batch {b}: speedup"] for b in sorted({1, size})
         )
-    near = speedups["near-copy (fix typos)"]
+        >= 0.9,
+        "stream first piece no later": first_ratio <= 1.0,
+        "identical text": identical_all,
+    }
+    real = ratios[f"real corrections (default ethical aligner), batch {size}: speedup"]
     return {
         "rows": rows,
-        "speedups": speedups,
-        "headline": f"copy-aware decoding {near:.2f}x on near-copy corrections, "
-        f"{speedups['heavy rewrite (re-explain)']:.2f}x on heavy rewrites",
+        "ratios": ratios,
+        "checks": checks,
+        "headline": f"copy-aware {ratios['near-copy (fix typos), batch 1: speedup']:.2f}x / "
+        f"{ratios[f'near-copy (fix typos), batch {size}: speedup']:.2f}x (batch 1 / {size}) on "
+        f"near-copies, {real:.2f}x on real corrections at batch {size}, unchanged at "
+        f"{ratios['unchanged (source = output), batch 1: vs floor']:.2f}x the one-pass floor, "
+        f"heavy rewrites {ratios['heavy rewrite (re-explain), batch 1: speedup']:.2f}x; "
+        f"checks: {sum(checks.values())}/{len(checks)}",
         "target": {
-            "goal": ">= 2x on near-copy corrections, identical text",
-            "met": near >= 2.0 and all_identical[0],
+            "goal": "unchanged <= 1.5x floor (batch 1), >= 2x plain on near-copies (batched), "
+            "heavy rewrites >= 0.9x, stream first piece no later, identical text",
+            "met": all(checks.values()),
         },
-        "batched_copy_aware": "not built: transformers' prompt lookup runs at batch size 1 only",
     }
 
 
@@ -722,7 +824,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
 TITLES = {
     "inspect": "1. Squad cost on answers that are already fine",
     "batch": "2. Aligner throughput: batched vs one generate per pair",
-    "copy": "3. Copy-aware (prompt-lookup) decoding, batch size 1",
+    "copy": "3. Copy-aware decoding vs plain greedy vs the one-pass floor",
     "critique": "4. Squad vs critique-and-revise (same local model)",
     "memory": "5. Memory and load time of the default squad",
 }
