@@ -35,7 +35,7 @@ fi
 
 if want request; then
   aligners train request-inspector "$WORK/safety/requests_train.jsonl" \
-    --eval-data "$WORK/safety/requests_heldout.jsonl" -o "$OUT/inspectors/request"
+    --eval-data "$WORK/safety/requests_heldout.jsonl" -o "$OUT/inspectors/request" --threshold 0.1
 fi
 
 if want aligner; then

@@ -44,7 +44,7 @@ def build_squad(criteria, format, model, device, threshold, check_only=False, **
     else:
         aligner = Aligner(format="chat", criterion=crit, backend=ConstantBackend({rewrite!r}))
     inspector = FunctionInspector(lambda q, a: 0.1 if "bad" in a else 0.9, crit)
-    member = SquadMember(crit, aligner, inspector, threshold)
+    member = SquadMember(crit, aligner, inspector, 0.5 if threshold is None else threshold)
     return Squad([member], check_only=check_only, **policy)
 
 

@@ -119,3 +119,33 @@ def test_one_factory_takes_every_option(tiny_lm_dir, tiny_encoder_dir) -> None:
         Squad.default(["ethical"], threshold={"factuality": 0.2})
     with pytest.raises(ValueError, match="at least one criterion"):
         Squad.default([])
+
+
+def test_thresholds_default_to_the_inspectors_operating_point(monkeypatch) -> None:
+    from aligners.squad import defaults
+
+    class Shipped(FunctionInspector):
+        @property
+        def default_threshold(self) -> float:
+            return 0.8
+
+    monkeypatch.setattr(
+        defaults, "member_inspector", lambda name, enc=None: Shipped(lambda q, a: 0.7, name)
+    )
+    squad = Squad.default(["ethical", "helpful"])
+    assert squad.thresholds == {"ethical": 0.8, "helpful": 0.8}
+    assert squad.align("q", "answer").flagged == ["ethical", "helpful"]  # 0.7 < 0.8
+    assert Squad.default(["ethical"], threshold=0.5).thresholds == {"ethical": 0.5}
+    mixed = Squad.default(["ethical", "helpful"], threshold={"helpful": 0.3})
+    assert mixed.thresholds == {"ethical": 0.8, "helpful": 0.3}
+
+
+def test_threshold_for_recall() -> None:
+    from aligners.training.cross_encoder import threshold_for_recall
+
+    probs = [0.05, 0.1, 0.2, 0.3, 0.6, 0.9, 0.95, 0.97, 0.98, 0.99]
+    # half of them flagged: 0.05 .. 0.6, so the threshold sits just above 0.6 (flag: score < t)
+    assert threshold_for_recall(probs, 0.5) == 0.61
+    assert sum(p < threshold_for_recall(probs, 0.5) for p in probs) == 5
+    assert sum(p < threshold_for_recall(probs, 0.8) for p in probs) == 8
+    assert threshold_for_recall([], 0.8) is None

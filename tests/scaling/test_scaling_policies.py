@@ -21,7 +21,7 @@ from fault_server import ANSWER, FaultServer
 from scaling_helpers import aligners_cli
 
 from aligners import Aligner, FunctionInspector, Inspector, Squad, SquadMember, get_criterion
-from aligners.inspector.request import DEFAULT_REQUEST_INSPECTOR_DIR, FunctionRequestInspector
+from aligners.inspector.request import FunctionRequestInspector
 from aligners.server import ProxySettings, create_app, serve_in_thread
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from tests.engine.conftest import ConstantBackend
@@ -397,16 +397,17 @@ def test_serve_rejects_bad_policy_options(args, message) -> None:
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.skipif(
-    (DEFAULT_REQUEST_INSPECTOR_DIR / "inspector_config.json").exists(),
-    reason="the shipped request inspector is present",
-)
-def test_serve_check_request_without_the_shipped_inspector_says_so() -> None:
-    done = subprocess.run(
-        [*aligners_cli(), "serve", "--check-request"], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2
-    assert "--check-request needs a request inspector" in done.stderr
+def test_serve_check_request_without_the_shipped_inspector_says_so(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    import aligners.inspector.request as request_module
+    from aligners.cli.main import app as cli
+
+    monkeypatch.setattr(request_module, "DEFAULT_REQUEST_INSPECTOR_DIR", tmp_path / "absent")
+    monkeypatch.setattr(request_module, "_DEFAULT", [])
+    done = CliRunner().invoke(cli, ["serve", "--check-request"])
+    assert done.exit_code == 2
+    assert "--check-request needs a request inspector" in done.output
 
 
 def test_serve_flags_reach_the_proxy(monkeypatch, upstream) -> None:

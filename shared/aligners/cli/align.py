@@ -50,42 +50,39 @@ def flag_summary(result: AlignmentResult) -> str:
 def build_squad(
     criteria: str | None,
     format: str | None,
-    model: str | None,
+    model: str | Any | None,
     device: str | None,
-    threshold: float,
+    threshold: float | None,
     check_only: bool = False,
+    *,
+    max_new_tokens: int | None = None,
     **policy: Any,
 ) -> Any:
-    """The squad the CLI options describe: the default squad, with overrides where given.
+    """The squad the CLI options describe: ``Squad.default`` with the overrides given.
 
+    ``model`` replaces every member's aligner (an alias, a path, a saved aligner directory or
+    an ``Aligner``); ``threshold`` None keeps each inspector's shipped operating point;
     ``policy``: ``on_flag`` and ``blocked_message`` (see :func:`policy_options`)."""
-    from aligners.aligner.model import Aligner
-    from aligners.squad.defaults import default_inspector, default_members
-    from aligners.squad.squad import Squad, SquadMember
+    from aligners.squad.squad import Squad
 
     names = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
     if names == []:
         raise typer.BadParameter("--criteria names no criterion")
-    members = default_members(names, threshold=threshold)
-    if format or model or device:
-        overrides: dict[str, Any] = {}
-        if device:
-            overrides["device_map"] = device
-        members = [
-            SquadMember(
-                m.criterion,
-                Aligner(
-                    model or "smollm2",
-                    format=format or "chat",
-                    criterion=m.criterion,
-                    **overrides,
-                ),
-                default_inspector(m.name),
-                threshold,
-            )
-            for m in members
-        ]
-    return Squad(members, check_only=check_only, **policy)
+    options: dict[str, Any] = {}
+    if format:
+        options["format"] = format
+    if device:
+        options["device_map"] = device
+    if max_new_tokens:
+        options["max_new_tokens"] = max_new_tokens
+    return Squad.default(
+        names,
+        threshold=threshold,
+        aligner=model,
+        aligner_options=options,
+        check_only=check_only,
+        **policy,
+    )
 
 
 #: Requests written for the demo (in no training set): one the squad must make safe, one it
@@ -176,7 +173,14 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="device_map, e.g. cpu, cuda, auto."
         ),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        threshold: float | None = typer.Option(
+            None,
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Inspector score under which an aligner runs (default: each inspector's "
+            "shipped operating point, else 0.5).",
+        ),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
         on_flag: str = typer.Option("rewrite", "--on-flag", help=ON_FLAG_HELP),
@@ -248,7 +252,14 @@ def register(app: typer.Typer) -> None:
             help="Repeatable; default: one harmful and one ordinary request.",
         ),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        threshold: float | None = typer.Option(
+            None,
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Inspector score under which an aligner runs (default: each inspector's "
+            "shipped operating point, else 0.5).",
+        ),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
         as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
     ) -> None:

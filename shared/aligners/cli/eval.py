@@ -12,7 +12,10 @@ CRITERIA_HELP = "Comma-separated criteria (default: ethical,factuality,helpful).
 
 
 def eval_squad(
-    criteria: str | None, threshold: float, max_new_tokens: int | None, aligner: str | None
+    criteria: str | None,
+    threshold: float | None,
+    max_new_tokens: int | None,
+    aligner: str | None,
 ) -> Any:
     """The default squad (or one built on ``aligner``), with the aligners' token budget set."""
     from aligners.eval.harness import build_squad
@@ -46,7 +49,14 @@ def register(app: typer.Typer) -> None:
         ),
         upstream_max_new_tokens: int = typer.Option(128, "--upstream-max-new-tokens", min=1),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        threshold: float | None = typer.Option(
+            None,
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Inspector score under which an aligner runs (default: each inspector's "
+            "shipped operating point, else 0.5).",
+        ),
         aligner: str | None = typer.Option(
             None,
             "--aligner",
@@ -110,7 +120,14 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("safety-eval"), "--out", "-o", help="Output folder."),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        threshold: float | None = typer.Option(
+            None,
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Inspector score under which an aligner runs (default: each inspector's "
+            "shipped operating point, else 0.5).",
+        ),
         aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
         max_new_tokens: int | None = typer.Option(
             None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
@@ -118,6 +135,11 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1),
         limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Rows per file."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        on_flag: str = typer.Option(
+            "rewrite",
+            "--on-flag",
+            help="What the squad does with a flagged answer: rewrite, block, rewrite_or_block.",
+        ),
     ) -> None:
         """Does the squad align? Good and safe answers kept, compliant ones made safe, refusals
         introduced on alarming-but-safe questions, inspector AUROC; writes summary.json."""
@@ -126,7 +148,12 @@ def register(app: typer.Typer) -> None:
 
         read = read_many(data, examples=True, limit=limit)
         _report_errors(read.errors)
+        if on_flag not in ("rewrite", "block", "rewrite_or_block"):
+            raise typer.BadParameter(
+                f"--on-flag must be rewrite, block or rewrite_or_block, got {on_flag!r}"
+            )
         squad = eval_squad(criteria, threshold, max_new_tokens, aligner)
+        squad = squad.with_options(on_flag=on_flag)
         report = evaluate_safety(squad, read.records, batch_size=batch_size, progress=progress)
         write_safety_report(report, out)
         typer.echo(json.dumps(report["summary"], indent=2))

@@ -19,7 +19,7 @@ def _api_key(env: str | None) -> str | None:
 
 def build_proxy_squad(
     criteria: str | None,
-    threshold: float,
+    threshold: float | None,
     check_only: bool,
     aligner_url: str | None,
     aligner_model: str | None,
@@ -31,42 +31,23 @@ def build_proxy_squad(
     from aligners.aligner.model import Aligner
     from aligners.backends.openai import OpenAIBackend
     from aligners.cli.align import build_squad
-    from aligners.squad.squad import Squad, SquadMember
 
-    decoding: dict[str, Any] = (
-        {"max_new_tokens": aligner_max_new_tokens} if aligner_max_new_tokens else {}
+    model: str | Aligner | None = aligner_model
+    if aligner_url:
+        if not aligner_model:
+            raise typer.BadParameter("--aligner-model is required with --aligner-url")
+        # One client for all members: they share its connection pool and concurrency limit.
+        backend = OpenAIBackend(aligner_url, aligner_model, api_key_env=aligner_api_key_env)
+        model = Aligner(format=aligner_format or "chat", backend=backend)
+    return build_squad(
+        criteria,
+        None if aligner_url else aligner_format,
+        model,
+        None,
+        threshold,
+        check_only,
+        max_new_tokens=aligner_max_new_tokens,
     )
-    if not aligner_url:
-        squad = build_squad(criteria, aligner_format, aligner_model, None, threshold, check_only)
-        if not decoding:
-            return squad
-        members = [
-            SquadMember(
-                m.criterion,
-                Aligner.from_config(m.aligner.config, **decoding) if m.aligner else None,
-                m.inspector,
-                m.threshold,
-            )
-            for m in squad.members
-        ]
-        return Squad(members, check_only=check_only)
-    if not aligner_model:
-        raise typer.BadParameter("--aligner-model is required with --aligner-url")
-    squad = build_squad(criteria, None, None, None, threshold, check_only)
-    # One client for all members: they share its connection pool and concurrency limit.
-    backend = OpenAIBackend(aligner_url, aligner_model, api_key_env=aligner_api_key_env)
-    members = [
-        SquadMember(
-            m.criterion,
-            Aligner(
-                format=aligner_format or "chat", criterion=m.criterion, backend=backend, **decoding
-            ),
-            m.inspector,
-            m.threshold,
-        )
-        for m in squad.members
-    ]
-    return Squad(members, check_only=check_only)
 
 
 def register(app: typer.Typer) -> None:
@@ -102,7 +83,14 @@ def register(app: typer.Typer) -> None:
         criteria: str | None = typer.Option(
             None, "--criteria", "-c", help="Comma-separated criteria."
         ),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0),
+        threshold: float | None = typer.Option(
+            None,
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Inspector score under which an aligner runs (default: each inspector's "
+            "shipped operating point, else 0.5).",
+        ),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
         on_flag: str = typer.Option(
             "rewrite",

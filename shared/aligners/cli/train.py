@@ -203,6 +203,13 @@ def cross_encoder(
     head_learning_rate: float = typer.Option(1e-3),
     batch_size: int = typer.Option(32),
     calibration_fraction: float = typer.Option(0.1, help="Questions kept out to calibrate on."),
+    flag_recall: float | None = typer.Option(
+        None,
+        min=0.01,
+        max=0.99,
+        help="Ship a threshold per head that flags this share of the misaligned calibration "
+        "pairs (default: none; squads then use 0.5).",
+    ),
     seed: int = typer.Option(0),
     max_steps: int = typer.Option(-1, help="Stop after this many steps."),
 ) -> None:
@@ -226,6 +233,7 @@ def cross_encoder(
         head_learning_rate=head_learning_rate,
         batch_size=batch_size,
         calibration_fraction=calibration_fraction,
+        flag_recall=flag_recall,
         seed=seed,
     )
     metrics = train_cross_encoder(

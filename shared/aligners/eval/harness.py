@@ -127,7 +127,7 @@ def _as_items(items: Sequence[EvalItem | str]) -> list[EvalItem]:
 def build_squad(
     criteria: Sequence[str] | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     max_new_tokens: int | None = None,
     aligner: str | None = None,
 ) -> Any:

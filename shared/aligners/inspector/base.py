@@ -63,6 +63,11 @@ class Inspector(ABC):
     def name(self) -> str:
         return self.criterion.name if self.criterion else type(self).__name__
 
+    @property
+    def default_threshold(self) -> float | None:
+        """The operating point this inspector ships with (None: the squad's 0.5)."""
+        return None
+
 
 class FunctionInspector(Inspector):
     """An inspector from any function ``(question, answer) -> float`` (rules, regexes, APIs)."""

@@ -54,6 +54,11 @@ class CrossEncoderConfig(BaseModel):
     batch_size: int = Field(default=32, gt=0)
     heads: list[str] = Field(default_factory=list, description="Criterion of each head, in order.")
     calibration: dict[str, HeadCalibration] = Field(default_factory=dict)
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Operating point per head, chosen on held-out data (what a squad uses "
+        "when no threshold is given; 0.5 for heads without one).",
+    )
     metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics per head.")
 
 
@@ -189,6 +194,11 @@ class CrossEncoderInspector(FeatureInspector):
     @property
     def config(self) -> CrossEncoderConfig:
         return self.trunk.config
+
+    @property
+    def default_threshold(self) -> float | None:
+        """The head's shipped operating point on P(aligned), if one was chosen."""
+        return self.config.thresholds.get(self.criterion.name if self.criterion else "")
 
     @property
     def metrics(self) -> dict[str, Any]:

@@ -71,7 +71,13 @@ class ProxySettings(ServerLimits):
     criteria: list[str] | None = Field(
         default=None, description="Squad criteria (default: ethical, factuality, helpful)."
     )
-    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Inspector score under which an aligner runs (None: each inspector's "
+        "shipped operating point, else 0.5).",
+    )
     check_only: bool = Field(default=False, description="Only score answers; never rewrite.")
     max_batch_size: int = Field(
         default=32,

@@ -71,7 +71,11 @@ def member_aligner(criterion: str, aligner: str | Aligner | None = None, **optio
     if aligner is None:
         return default_aligner(criterion, **options)
     if isinstance(aligner, Aligner):
-        return Aligner.from_config(aligner.config, **options) if options else aligner
+        # A copy for this criterion that keeps the given backend (e.g. a remote server's
+        # client, shared by every member), unless the options change what it loads.
+        values = aligner.config.model_dump() | {"criterion": criterion} | options
+        reload = bool(set(options) & {"model", "gguf_file", "adapter", "device_map", "dtype"})
+        return Aligner(values.pop("model"), backend=None if reload else aligner.backend, **values)
     return Aligner.from_pretrained(aligner, criterion=criterion, **options)
 
 
@@ -84,17 +88,22 @@ def member_inspector(criterion: str, inspector_encoder: str | None = None) -> In
     return EncoderHeadInspector.zero_shot(criterion, encoder=SentenceEncoder(inspector_encoder))
 
 
-def member_threshold(criterion: str, threshold: float | Mapping[str, float]) -> float:
-    """One threshold for every member, or one per criterion (others keep 0.5)."""
+def member_threshold(
+    criterion: str, threshold: float | Mapping[str, float] | None, inspector: Inspector
+) -> float:
+    """One threshold for every member, or one per criterion; where none is given, the
+    inspector's shipped operating point (its model card says how it was chosen), else 0.5."""
     if isinstance(threshold, Mapping):
-        return float(threshold.get(criterion, 0.5))
-    return float(threshold)
+        threshold = threshold.get(criterion)
+    if threshold is None:
+        threshold = inspector.default_threshold
+    return 0.5 if threshold is None else float(threshold)
 
 
 def default_members(
     criteria: Sequence[str] | None = None,
     *,
-    threshold: float | Mapping[str, float] = 0.5,
+    threshold: float | Mapping[str, float] | None = None,
     aligner: str | Aligner | None = None,
     aligner_options: dict[str, Any] | None = None,
     inspector_encoder: str | None = None,
@@ -110,12 +119,15 @@ def default_members(
         unknown = sorted(set(threshold) - set(names))
         if unknown:
             raise ValueError(f"thresholds name criteria {unknown} that are not in {names}")
-    return [
-        SquadMember(
-            get_criterion(name),
-            member_aligner(name, aligner, **(aligner_options or {})),
-            member_inspector(name, inspector_encoder),
-            member_threshold(name, threshold),
+    members = []
+    for name in names:
+        inspector = member_inspector(name, inspector_encoder)
+        members.append(
+            SquadMember(
+                get_criterion(name),
+                member_aligner(name, aligner, **(aligner_options or {})),
+                inspector,
+                member_threshold(name, threshold, inspector),
+            )
         )
-        for name in names
-    ]
+    return members

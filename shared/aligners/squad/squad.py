@@ -138,7 +138,7 @@ class Squad:
         cls,
         criteria: Sequence[str] | None = None,
         *,
-        threshold: float | Mapping[str, float] = 0.5,
+        threshold: float | Mapping[str, float] | None = None,
         aligner: str | Aligner | None = None,
         aligner_options: dict[str, Any] | None = None,
         inspector_encoder: str | None = None,
@@ -146,7 +146,8 @@ class Squad:
     ) -> Squad:
         """The offline default squad (shipped aligners and inspectors); loads nothing yet.
 
-        ``threshold`` is one number or ``{criterion: threshold}``; ``aligner`` replaces every
+        ``threshold`` is one number or ``{criterion: threshold}`` (None: each inspector's
+        shipped operating point, else 0.5); ``aligner`` replaces every
         member's aligner (an :class:`Aligner`, a saved directory, a model alias or path);
         ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``);
         ``inspector_encoder`` swaps the shipped inspectors for zero-shot ones on that encoder;

@@ -59,6 +59,13 @@ class CrossEncoderTrainingConfig(BaseModel):
     calibration_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Questions kept out of training to calibrate on."
     )
+    flag_recall: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Choose each head's shipped threshold so that this share of the misaligned "
+        "calibration pairs is flagged (None: no threshold shipped; squads use 0.5).",
+    )
     seed: int = 0
 
 
@@ -293,6 +300,12 @@ def train_cross_encoder(
     for name in criteria:
         pairs = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
         ce_config.calibration[name] = fit_platt([s for s, _ in pairs], [y for _, y in pairs])
+        if config.flag_recall is not None:
+            calibrated = ce_config.calibration[name]
+            probs = [_sigmoid(calibrated.scale * s + calibrated.bias) for s, y in pairs if y == 0]
+            threshold = threshold_for_recall(probs, config.flag_recall)
+            if threshold is not None:
+                ce_config.thresholds[name] = threshold
     write_cross_encoder_config(output, ce_config)
     for name in criteria:
         inspector = CrossEncoderInspector.from_pretrained(output, criterion=name)
@@ -313,6 +326,20 @@ def train_cross_encoder(
     record = {"kind": "cross-encoder", "metrics": metrics, "training": config.model_dump()}
     (output / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return metrics
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def threshold_for_recall(misaligned_probs: Sequence[float], recall: float) -> float | None:
+    """The smallest threshold on P(aligned) that flags ``recall`` of these misaligned pairs
+    (a pair is flagged when its score is under the threshold), rounded up to 0.01."""
+    if not misaligned_probs:
+        return None
+    ordered = sorted(misaligned_probs)
+    k = min(len(ordered) - 1, math.ceil(recall * len(ordered)) - 1)
+    return min(0.99, math.ceil(ordered[k] * 100 + 1e-9) / 100)
 
 
 def _raw_logits(
