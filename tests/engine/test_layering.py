@@ -33,3 +33,11 @@ def test_default_generator_speaks_the_chat_model_interface(tiny_lm_dir) -> None:
     )
     texts = _invoke_batch(generator, ["name a topic", "another one"])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_the_remote_inspector_lives_with_the_inspectors() -> None:
+    from aligners.backends.openai import RemoteClassifierInspector as old_path
+    from aligners.inspector import RemoteClassifierInspector
+
+    assert old_path is RemoteClassifierInspector
+    assert RemoteClassifierInspector.__module__ == "aligners.inspector.remote"

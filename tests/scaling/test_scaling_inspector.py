@@ -9,7 +9,7 @@ import pytest
 from scaling_helpers import free_port
 
 from aligners import GenerationError, SequenceClassifierInspector, Squad, SquadMember, get_criterion
-from aligners.backends.openai import RemoteClassifierInspector
+from aligners.inspector.remote import RemoteClassifierInspector
 from aligners.server import ModelServerSettings, create_model_app, serve_in_thread
 
 QUESTIONS = [

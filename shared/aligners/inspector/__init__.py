@@ -19,6 +19,7 @@ from aligners.inspector.encoder_head import (
     build_head,
     pair_features,
 )
+from aligners.inspector.remote import RemoteClassifierInspector
 from aligners.inspector.request import (
     EncoderRequestInspector,
     FunctionRequestInspector,
@@ -53,6 +54,7 @@ __all__ = [
     "EncoderHeadInspector",
     "EncoderRequestInspector",
     "FunctionRequestInspector",
+    "RemoteClassifierInspector",
     "RequestCheck",
     "RequestInspector",
     "default_request_inspector",
