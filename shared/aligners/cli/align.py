@@ -118,27 +118,60 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
-    return [(question, answer) for _, question, answer in _read_numbered_pairs(path)]
+    return [(question, answer) for _, question, answer in _read_numbered_pairs(path)[0]]
 
 
-def _read_numbered_pairs(path: Path) -> list[tuple[int, str, str]]:
-    """``(line number, question, answer)`` for each non-blank line of a JSONL file."""
-    pairs = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+def _read_numbered_pairs(
+    path: Path, *, skip_invalid: bool = False
+) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """``(line number, question, answer)`` for each non-blank line of a JSONL file, and the
+    problems of the lines skipped (``skip_invalid``; otherwise the first problem raises),
+    each naming its file and line."""
+    from aligners.validation import validate_pair
+
+    pairs: list[tuple[int, str, str]] = []
+    problems: list[str] = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        problem: str | None
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problem = (
+                f"{path}:{number}: not valid UTF-8 (byte {raw[error.start]:#04x} at position "
+                f"{error.start})"
+            )
+        else:
             if not line.strip():
                 continue
-            try:
+            problem = _line_problem(line)
+            if problem is None:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("answer"), str):
-                raise ValueError(f"{path}:{number}: each line needs a string field 'answer'")
-            question = row.get("question", "")
-            if not isinstance(question, str):
-                raise ValueError(f"{path}:{number}: field 'question' must be a string")
-            pairs.append((number, question, row["answer"]))
-    return pairs
+                question, answer = row.get("question", ""), row["answer"]
+                try:
+                    validate_pair(question, answer)
+                except ValueError as error:
+                    problem = str(error)
+                else:
+                    pairs.append((number, question, answer))
+                    continue
+            problem = f"{path}:{number}: {problem}"
+        if not skip_invalid:
+            raise ValueError(problem)
+        problems.append(str(problem))
+    return pairs, problems
+
+
+def _line_problem(line: str) -> str | None:
+    """What is wrong with one JSONL line's shape (None: a usable row)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        return f"not valid JSON ({error.msg})"
+    if not isinstance(row, dict) or not isinstance(row.get("answer"), str):
+        return "each line needs a string field 'answer'"
+    if not isinstance(row.get("question", ""), str):
+        return "field 'question' must be a string"
+    return None
 
 
 def _report_violations(raised: list[tuple[str, AlignmentResult]], total: int) -> None:
@@ -188,6 +221,21 @@ def register(app: typer.Typer) -> None:
             None, "--blocked-message", help="The text a blocked answer becomes."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
+        max_new_tokens: int | None = typer.Option(
+            None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
+        ),
+        skip_invalid: bool = typer.Option(
+            False,
+            "--skip-invalid",
+            help="With --input: align the valid lines and report the invalid ones on stderr "
+            "(default: stop at the first, naming its line).",
+        ),
+        on_error: str = typer.Option(
+            "raise",
+            "--on-error",
+            help="When the squad fails on answers (a model that cannot load or run): raise, or "
+            "return_original (those answers come back as they were, the failure recorded).",
+        ),
     ) -> None:
         """Align one answer (--answer) or a JSONL file of pairs (--input).
 
@@ -201,7 +249,21 @@ def register(app: typer.Typer) -> None:
         if (answer is None) == (input is None):
             raise typer.BadParameter("give exactly one of --answer or --input")
         policy = policy_options(on_flag, blocked_message)
-        squad = build_squad(criteria, format, model, device, threshold, check_only, **policy)
+        if on_error not in ("raise", "return_original"):
+            raise typer.BadParameter(
+                f"--on-error must be raise or return_original, got {on_error!r}"
+            )
+        squad = build_squad(
+            criteria,
+            format,
+            model,
+            device,
+            threshold,
+            check_only,
+            max_new_tokens=max_new_tokens,
+            on_error=on_error,
+            **policy,
+        )
         if answer is not None:
             try:
                 single = squad.align(question, answer)
@@ -212,7 +274,9 @@ def register(app: typer.Typer) -> None:
             _print_result(single, as_json)
             return
         assert input is not None
-        pairs = _read_numbered_pairs(input)
+        pairs, problems = _read_numbered_pairs(input, skip_invalid=skip_invalid)
+        for problem in problems:
+            typer.echo(f"skipped {problem}", err=True)
         results: list[AlignmentResult] = []
         with tqdm(total=len(pairs), desc="aligning", unit="answer") as bar:
             for start in range(0, len(pairs), batch_size):
