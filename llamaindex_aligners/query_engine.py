@@ -119,8 +119,18 @@ class AlignedQueryEngine(BaseQueryEngine):
 
     # -- querying ------------------------------------------------------------------------------
 
-    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+    @staticmethod
+    def _question(query_bundle: QueryBundle) -> str:
         question = query_bundle.query_str
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(
+                f"the query is empty ({question!r}): ask a question; nothing was retrieved or "
+                "generated"
+            )
+        return question
+
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        question = self._question(query_bundle)
         check = self._gate.check(question, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked(question, check, asynchronous=False)
@@ -140,7 +150,7 @@ class AlignedQueryEngine(BaseQueryEngine):
         return _unsupported(response, question, check)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        question = query_bundle.query_str
+        question = self._question(query_bundle)
         check = await self._gate.acheck(question, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked(question, check, asynchronous=True)

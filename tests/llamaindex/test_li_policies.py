@@ -842,3 +842,25 @@ def test_on_error_speaks_the_engine_words() -> None:
     assert AlignmentSettings(on_error="raise").on_error == "raise"
     with pytest.raises(ValueError, match="on_error"):
         AlignmentSettings(on_error="ignore")
+
+
+async def test_an_empty_query_is_a_clear_error() -> None:
+    from llama_index.core.query_engine import CustomQueryEngine
+
+    squad, _ = policy_squad()
+
+    class Counting(CustomQueryEngine):
+        calls: int = 0
+
+        def custom_query(self, query_str: str) -> str:
+            self.calls += 1
+            return "an answer"
+
+    wrapped = Counting()
+    engine = AlignedQueryEngine(wrapped, squad=squad)
+    for empty in ("", "   "):
+        with pytest.raises(ValueError, match="the query is empty"):
+            engine.query(empty)
+        with pytest.raises(ValueError, match="the query is empty"):
+            await engine.aquery(empty)
+    assert wrapped.calls == 0
