@@ -149,3 +149,17 @@ def test_threshold_for_recall() -> None:
     assert sum(p < threshold_for_recall(probs, 0.5) for p in probs) == 5
     assert sum(p < threshold_for_recall(probs, 0.8) for p in probs) == 8
     assert threshold_for_recall([], 0.8) is None
+
+
+def test_an_unknown_model_name_fails_at_once_when_offline(monkeypatch) -> None:
+    from aligners.backends import models
+    from aligners.errors import ModelNotFoundError
+
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    # Raised while resolving the name, before transformers could start its download retries.
+    with pytest.raises(ModelNotFoundError, match=r"'smollm3' is not an alias \('smollm2'"):
+        models.resolve_model("smollm3")
+    with pytest.raises(ModelNotFoundError, match="smollm3"):
+        Aligner("smollm3", format="chat").backend.load()
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    assert models.resolve_model("someone/some-model").path == "someone/some-model"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -82,7 +83,38 @@ def resolve_model(model: str, gguf_file: str | None = None) -> ModelSource:
     # A hub id is "name" or "owner/name"; anything else is meant as a path that is not there.
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelNotFoundError(f"model path {model!r} does not exist")
+    if not _in_hub_cache(model) and not hub_reachable():
+        # Fail now, naming the name, rather than after transformers' download retries.
+        raise ModelNotFoundError(
+            f"model {model!r} is not an alias ({SMOLLM2_ALIAS!r}, {MINILM_ALIAS!r}), not a local "
+            "path, and not in the Hugging Face cache, and the hub cannot be reached from here "
+            "(offline): pass a local directory or a .gguf file"
+        )
     return ModelSource(model, gguf_file)
+
+
+def _in_hub_cache(model: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    found = try_to_load_from_cache(model, "config.json")
+    return isinstance(found, str)
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub can be reached (False under ``HF_HUB_OFFLINE``); asked once
+    per process."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    import socket
+
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def converted_cache_dir(source: ModelSource) -> Path | None:
