@@ -163,3 +163,19 @@ def test_an_unknown_model_name_fails_at_once_when_offline(monkeypatch) -> None:
         Aligner("smollm3", format="chat").backend.load()
     monkeypatch.setattr(models, "hub_reachable", lambda: True)
     assert models.resolve_model("someone/some-model").path == "someone/some-model"
+
+
+def test_a_damaged_adapter_file_is_named(tiny_lm_dir, tmp_path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from aligners.errors import ModelNotFoundError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    adapter = tmp_path / "adapter"
+    get_peft_model(model, LoraConfig(r=2, target_modules="all-linear")).save_pretrained(adapter)
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    aligner = Aligner(str(tiny_lm_dir), format="chat", adapter=str(adapter), max_new_tokens=2)
+    with pytest.raises(ModelNotFoundError, match=r"adapter_model\.safetensors.*damaged"):
+        aligner.align("q", "a")

@@ -148,6 +148,13 @@ def _apply_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> tup
         )
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load PEFT adapter {adapter!r}: {exc}") from exc
+    except Exception as exc:  # e.g. safetensors' SafetensorError for a damaged weights file
+        weights = sorted(str(p) for p in adapter_dir.glob("adapter_model.*"))
+        where = weights[0] if len(weights) == 1 else str(adapter_dir)
+        raise ModelNotFoundError(
+            f"could not read PEFT adapter weights {where!r} ({type(exc).__name__}: {exc}); the "
+            "file is damaged or incomplete: copy or train the adapter again"
+        ) from exc
     return (peft_model.merge_and_unload() if merge else peft_model), tokenizer
 
 
