@@ -5,7 +5,11 @@
 #
 # safety (the default): what Squad.default() ships, on a 2-core CPU in about an hour:
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
-#              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out
+#              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out.
+#              Two runs over one generation cache: $WORK/safety as the shipped gate and aligner
+#              were trained (the first written alarming-but-safe set, each answer once), and
+#              $WORK/safety2 with every written question (the request inspector's data, and a
+#              held-out set with twice the alarming-but-safe questions for the measurement)
 #   inspector  the cross-encoder trunk + ethical head (a few minutes)
 #   request    the request inspector: frozen MiniLM + logistic head on harmful vs ordinary
 #              requests (a few minutes, one embedding pass)
@@ -24,18 +28,23 @@ mkdir -p "$WORK"
 want() { [[ $what == "$1" || $what == all || ($what == safety && $1 != general) ]]; }
 
 if want data; then
-  aligners data safety --data-dir "$DATA" -o "$WORK/safety" --seed 0
+  aligners data safety --data-dir "$DATA" -o "$WORK/safety" --seed 0 \
+    --no-extra-alarming --alarming-repeats 1
+  mkdir -p "$WORK/safety2"
+  cp "$WORK/safety/generations.jsonl" "$WORK/safety2/" 2>/dev/null || true
+  aligners data safety --data-dir "$DATA" -o "$WORK/safety2" --seed 0
 fi
 
 if want inspector; then
   aligners train cross-encoder "$WORK/safety/inspector_train.jsonl" \
     --eval-data "$WORK/safety/inspector_heldout.jsonl" -o "$OUT/inspectors/cross-encoder" \
-    --criterion ethical --trained-layers 2 --epochs 3 --learning-rate 5e-5 --batch-size 32 --seed 0
+    --criterion ethical --trained-layers 2 --epochs 3 --learning-rate 5e-5 --batch-size 32 --seed 0 \
+    --calibration-salt ''  # how the shipped gate was calibrated: see its MODEL_CARD.md
 fi
 
 if want request; then
-  aligners train request-inspector "$WORK/safety/requests_train.jsonl" \
-    --eval-data "$WORK/safety/requests_heldout.jsonl" -o "$OUT/inspectors/request" --threshold 0.1
+  aligners train request-inspector "$WORK/safety2/requests_train.jsonl" \
+    --eval-data "$WORK/safety2/requests_heldout.jsonl" -o "$OUT/inspectors/request" --threshold 0.1
 fi
 
 if want aligner; then
@@ -53,7 +62,7 @@ if want aligner; then
 fi
 
 if want eval; then
-  aligners eval-safety "$WORK/safety/heldout_answers.jsonl" -o "$WORK/safety_eval" --batch-size 16
+  aligners eval-safety "$WORK/safety2/heldout_answers.jsonl" -o "$WORK/safety_eval" --batch-size 16
 fi
 
 if [[ $what == general || $what == all ]]; then

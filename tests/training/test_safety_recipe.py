@@ -186,3 +186,32 @@ def test_refusal_detector_and_cuts() -> None:
     cut = cut_mid_sentence(text, random.Random(1))
     assert text.startswith(cut) and len(cut) < len(text)
     assert cut[-1] not in ".!?"
+
+
+def test_the_first_alarming_set_reproduces_the_shipped_recipe(
+    team_data: Path, tmp_path: Path
+) -> None:
+    from aligners.data.safety_sources import (
+        ALARMING_SAFE_QUESTIONS,
+        MORE_ALARMING_SAFE_QUESTIONS,
+        alarming_safe_requests,
+    )
+
+    first = {r.text for r in alarming_safe_requests(extra=False)}
+    both = {r.text for r in alarming_safe_requests()}
+    assert first < both
+    assert both - first == {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
+    assert not first & {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
+    assert sum(map(len, ALARMING_SAFE_QUESTIONS.values())) == 130  # what the shipped gate saw
+
+    config = _config().model_copy(update={"extra_alarming": False, "alarming_repeats": 1})
+    out = tmp_path / "v1"
+    build_safety_data(team_data, out, RuleGenerator(), config, progress=False)
+    questions = {e.question for e in read_examples(out / "inspector_train.jsonl").records}
+    assert not questions & {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
+    repeated = _config()  # the default repeats each alarming answer in the gate's data
+    out2 = tmp_path / "v2"
+    build_safety_data(team_data, out2, RuleGenerator(), repeated, progress=False)
+    rows = read_examples(out2 / "inspector_train.jsonl").records
+    alarming = [e for e in rows if e.metadata["source"].startswith("smollm2-alarming")]
+    assert len(alarming) == 2 * len({(e.question, e.answer) for e in alarming})

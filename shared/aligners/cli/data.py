@@ -300,6 +300,14 @@ def safety(
     aligner_identity: int | None = typer.Option(None, min=0),
     max_new_tokens: int | None = typer.Option(None, min=1, help="The generator's answer budget."),
     batch_size: int | None = typer.Option(None, min=1),
+    extra_alarming: bool | None = typer.Option(
+        None,
+        "--extra-alarming/--no-extra-alarming",
+        help="Add the second set of written alarming-but-safe questions (default: on).",
+    ),
+    alarming_repeats: int | None = typer.Option(
+        None, min=1, help="Copies of each alarming-but-safe answer in the gate's data (default 2)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Inspector and aligner data for "is this answer, to this question, fine as it is?".
@@ -325,6 +333,8 @@ def safety(
         "aligner_identity": aligner_identity,
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
+        "extra_alarming": extra_alarming,
+        "alarming_repeats": alarming_repeats,
     }
     values = {k: v for k, v in values.items() if v is not None} | {"seed": seed}
     if heldout_topic:

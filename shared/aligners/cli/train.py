@@ -203,6 +203,18 @@ def cross_encoder(
     head_learning_rate: float = typer.Option(1e-3),
     batch_size: int = typer.Option(32),
     calibration_fraction: float = typer.Option(0.1, help="Questions kept out to calibrate on."),
+    calibration_salt: str | None = typer.Option(
+        None,
+        help="Prefix of the hash choosing calibration questions (default: the trainer's; '' "
+        "reproduces the shipped gate's calibration).",
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        min=0.01,
+        max=0.99,
+        help="Ship this threshold with every head (an operating point read off a held-out "
+        "curve; squads use it unless given another).",
+    ),
     flag_recall: float | None = typer.Option(
         None,
         min=0.01,
@@ -233,9 +245,12 @@ def cross_encoder(
         head_learning_rate=head_learning_rate,
         batch_size=batch_size,
         calibration_fraction=calibration_fraction,
+        threshold=threshold,
         flag_recall=flag_recall,
         seed=seed,
     )
+    if calibration_salt is not None:
+        config = config.model_copy(update={"calibration_salt": calibration_salt})
     metrics = train_cross_encoder(
         read.records, output, config, evaluation=held, max_steps=max_steps
     )

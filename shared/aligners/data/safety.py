@@ -116,6 +116,11 @@ class SafetyRecipeConfig(BaseModel):
     aligner_identity: int = Field(
         default=300, ge=0, description="Good and safe answers the aligner learns to keep."
     )
+    extra_alarming: bool = Field(
+        default=True,
+        description="Add the second written set of alarming-but-safe questions "
+        "(MORE_ALARMING_SAFE_QUESTIONS); the shipped gate and aligner were trained without it.",
+    )
     alarming_repeats: int = Field(
         default=2,
         ge=1,
@@ -327,7 +332,7 @@ def build_safety_data(
     # that name violence, weapons, drugs or self-harm are not counted as ordinary.
     ibm = [r for r in ibm_all if harm_topic(r.text) not in UNVETTED_HARM_TOPICS]
     log.add("requests/ordinary/ibm_dropped_harm_words", len(ibm_all) - len(ibm))
-    alarming = alarming_safe_requests()
+    alarming = alarming_safe_requests(extra=config.extra_alarming)
     for r in [*harmful, *ibm, *alarming]:
         log.add(f"requests/{r.kind}/{r.source}/{_split(r, config)}")
 

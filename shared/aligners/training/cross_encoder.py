@@ -59,6 +59,19 @@ class CrossEncoderTrainingConfig(BaseModel):
     calibration_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Questions kept out of training to calibrate on."
     )
+    calibration_salt: str = Field(
+        default=CALIBRATION_SALT,
+        description="Prefix of the hash that picks calibration questions. The recipe's own "
+        "held-out split uses the unsalted hash, so '' calibrates on training questions that "
+        "are mostly harmful requests (how the shipped gate was calibrated); keep the default.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Ship this threshold with every head (an operating point read off a "
+        "held-out curve); None: flag_recall decides, or no threshold is shipped.",
+    )
     flag_recall: float | None = Field(
         default=None,
         gt=0,
@@ -213,12 +226,12 @@ def train_cross_encoder(
     calibrate = [
         e
         for e in examples
-        if stable_fraction(CALIBRATION_SALT + e.question) < config.calibration_fraction
+        if stable_fraction(config.calibration_salt + e.question) < config.calibration_fraction
     ]
     train = [
         e
         for e in examples
-        if stable_fraction(CALIBRATION_SALT + e.question) >= config.calibration_fraction
+        if stable_fraction(config.calibration_salt + e.question) >= config.calibration_fraction
     ]
     source = resolve_model(config.encoder)
     tokenizer = AutoTokenizer.from_pretrained(source.path)
@@ -300,7 +313,9 @@ def train_cross_encoder(
     for name in criteria:
         pairs = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
         ce_config.calibration[name] = fit_platt([s for s, _ in pairs], [y for _, y in pairs])
-        if config.flag_recall is not None:
+        if config.threshold is not None:
+            ce_config.thresholds[name] = config.threshold
+        elif config.flag_recall is not None:
             calibrated = ce_config.calibration[name]
             probs = [_sigmoid(calibrated.scale * s + calibrated.bias) for s, y in pairs if y == 0]
             threshold = threshold_for_recall(probs, config.flag_recall)
