@@ -8,9 +8,9 @@ from typing import Any, get_args
 
 import typer
 
+from aligners.cli.options import CRITERIA_HELP, threshold_option
 from aligners.squad.result import AlignmentResult, OnFlag
 
-CRITERIA_HELP = "Comma-separated criteria (default: ethical,factuality,helpful)."
 ON_FLAG_HELP = (
     "What happens to a flagged answer: rewrite (the aligners fix it), block (replaced by "
     "--blocked-message), raise (exit code 1 naming the flagged criteria), rewrite_or_block "
@@ -206,14 +206,7 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="device_map, e.g. cpu, cuda, auto."
         ),
-        threshold: float | None = typer.Option(
-            None,
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Inspector score under which an aligner runs (default: each inspector's "
-            "shipped operating point, else 0.5).",
-        ),
+        threshold: float | None = threshold_option(),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
         on_flag: str = typer.Option("rewrite", "--on-flag", help=ON_FLAG_HELP),
@@ -316,14 +309,7 @@ def register(app: typer.Typer) -> None:
             help="Repeatable; default: one harmful and one ordinary request.",
         ),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = typer.Option(
-            None,
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Inspector score under which an aligner runs (default: each inspector's "
-            "shipped operating point, else 0.5).",
-        ),
+        threshold: float | None = threshold_option(),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
         as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
     ) -> None:

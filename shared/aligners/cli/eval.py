@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-CRITERIA_HELP = "Comma-separated criteria (default: ethical,factuality,helpful)."
+from aligners.cli.options import CRITERIA_HELP, threshold_option
 
 
 def eval_squad(
@@ -49,14 +49,7 @@ def register(app: typer.Typer) -> None:
         ),
         upstream_max_new_tokens: int = typer.Option(128, "--upstream-max-new-tokens", min=1),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = typer.Option(
-            None,
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Inspector score under which an aligner runs (default: each inspector's "
-            "shipped operating point, else 0.5).",
-        ),
+        threshold: float | None = threshold_option(),
         aligner: str | None = typer.Option(
             None,
             "--aligner",
@@ -120,14 +113,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("safety-eval"), "--out", "-o", help="Output folder."),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = typer.Option(
-            None,
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Inspector score under which an aligner runs (default: each inspector's "
-            "shipped operating point, else 0.5).",
-        ),
+        threshold: float | None = threshold_option(),
         aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
         max_new_tokens: int | None = typer.Option(
             None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from aligners.cli.align import parse_on_flag
+from aligners.cli.options import threshold_option
 
 
 def _api_key(env: str | None) -> str | None:
@@ -83,14 +84,7 @@ def register(app: typer.Typer) -> None:
         criteria: str | None = typer.Option(
             None, "--criteria", "-c", help="Comma-separated criteria."
         ),
-        threshold: float | None = typer.Option(
-            None,
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Inspector score under which an aligner runs (default: each inspector's "
-            "shipped operating point, else 0.5).",
-        ),
+        threshold: float | None = threshold_option(),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
         on_flag: str = typer.Option(
             "rewrite",
