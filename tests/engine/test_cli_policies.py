@@ -33,7 +33,9 @@ from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criteri
 from tests.engine.conftest import ConstantBackend
 
 
-def build_squad(criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None, **policy):
+def build_squad(
+    criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None, **policy
+):
     crit = get_criterion("ethical")
     lm = os.environ.get("ALIGNERS_TEST_LM")
     if lm:
