@@ -195,27 +195,15 @@ def _count_tokens(texts: Sequence[str]) -> int:
 
 
 def _aligner(criterion: str, **overrides: Any) -> Any:
-    from aligners.aligner.model import Aligner
     from aligners.squad.defaults import default_aligner
 
-    base = default_aligner(criterion)
-    return Aligner.from_config(base.config, **overrides)
+    return default_aligner(criterion, **overrides)
 
 
 def _squad(max_new_tokens: int, threshold: float | None = None) -> Any:
-    from aligners.squad.squad import Squad, SquadMember
+    from aligners.squad.squad import Squad
 
-    squad = Squad.default()
-    members = [
-        SquadMember(
-            m.criterion,
-            _aligner(m.name, max_new_tokens=max_new_tokens),
-            m.inspector,
-            m.threshold if threshold is None else threshold,
-        )
-        for m in squad.members
-    ]
-    return Squad(members)
+    return Squad.default(threshold=threshold, aligner_options={"max_new_tokens": max_new_tokens})
 
 
 # -- 1. inspector-only path ----------------------------------------------------------------------
