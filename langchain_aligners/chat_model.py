@@ -8,8 +8,9 @@ transformers 5 uses 2.x, and it cannot load GGUF checkpoints through its chat wr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -25,7 +26,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
 
-from aligners import GenerationConfig, TransformersBackend
+from aligners import GenerationConfig, InputTooLongError, TransformersBackend
 from langchain_aligners._inputs import message_text
 
 
@@ -47,6 +48,32 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
             raise TypeError(f"ChatAlignersLocal cannot send a {type(message).__name__}")
         converted.append({"role": role, "content": message_text(message)})
     return converted
+
+
+def _prompt_tokens(tokenizer: Any, chat: list[dict[str, str]]) -> int:
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, Mapping):  # a BatchEncoding in some transformers versions
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+def _truncate(tokenizer: Any, chat: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
+    """Drop the oldest turns after any system message, then cut the middle of the last turn,
+    until the prompt fits ``budget`` tokens."""
+    system = [m for m in chat[:1] if m["role"] == "system"]
+    turns = chat[len(system) :]
+    while len(turns) > 1 and _prompt_tokens(tokenizer, system + turns) > budget:
+        turns = turns[1:]
+    last = dict(turns[-1])
+    over = _prompt_tokens(tokenizer, system + turns) - budget
+    if over > 0:
+        ids = tokenizer(last["content"], add_special_tokens=False)["input_ids"]
+        keep = max(0, len(ids) - over - 8)  # a little room for the marker
+        head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2) :] if keep else []
+        last["content"] = (
+            tokenizer.decode(head) + " [...] " + (tokenizer.decode(tail) if tail else "")
+        ).strip()
+    return system + turns[:-1] + [last]
 
 
 def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -99,6 +126,12 @@ class ChatAlignersLocal(BaseChatModel):
     max_new_tokens: int = Field(default=256, gt=0)
     temperature: float = Field(default=0.0, ge=0.0, description="0: greedy decoding.")
     device_map: str | None = None
+    overflow: Literal["error", "truncate"] = Field(
+        default="error",
+        description="When the conversation and max_new_tokens do not fit the model's context: "
+        "raise InputTooLongError, or drop the oldest turns (then cut the middle of the last) "
+        "until they fit. Past its context a model writes noise, so it never just runs.",
+    )
 
     _backend: TransformersBackend | None = PrivateAttr(default=None)
 
@@ -136,6 +169,25 @@ class ChatAlignersLocal(BaseChatModel):
             "AlignerSquadMiddleware(...) or `model | AlignerSquad()`."
         )
 
+    def _prompt(self, messages: list[BaseMessage]) -> list[dict[str, str]]:
+        """The chat messages to send, checked (or cut) against the model's context."""
+        chat = to_chat_messages(messages)
+        loaded = self.backend.load()
+        context = getattr(loaded.model.config, "max_position_embeddings", None)
+        if not context:
+            return chat
+        budget = context - self.max_new_tokens
+        length = _prompt_tokens(loaded.tokenizer, chat)
+        if length <= budget:
+            return chat
+        if self.overflow == "error":
+            raise InputTooLongError(
+                f"the conversation is {length} tokens; with max_new_tokens={self.max_new_tokens} "
+                f"it does not fit {self.model!r}'s {context}-token context: shorten it, lower "
+                "max_new_tokens, or set overflow='truncate'"
+            )
+        return _truncate(loaded.tokenizer, chat, budget)
+
     def _config(self, stop: list[str] | None) -> GenerationConfig:
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens,
@@ -155,7 +207,7 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = self.backend.generate([to_chat_messages(messages)], self._config(stop))[0]
+        text = self.backend.generate([self._prompt(messages)], self._config(stop))[0]
         return self._result(text, stop)
 
     async def _agenerate(
@@ -165,7 +217,8 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        texts = await self.backend.agenerate([to_chat_messages(messages)], self._config(stop))
+        prompt = await asyncio.to_thread(self._prompt, messages)
+        texts = await self.backend.agenerate([prompt], self._config(stop))
         return self._result(texts[0], stop)
 
     def _stream(
@@ -176,7 +229,7 @@ class ChatAlignersLocal(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         cutter = _StopStream(stop)
-        for piece in self.backend.stream(to_chat_messages(messages), self._config(stop)):
+        for piece in self.backend.stream(self._prompt(messages), self._config(stop)):
             for chunk in self._chunks(cutter.feed(piece)):
                 if run_manager:
                     run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
@@ -200,7 +253,8 @@ class ChatAlignersLocal(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         cutter = _StopStream(stop)
-        async for piece in self.backend.astream(to_chat_messages(messages), self._config(stop)):
+        prompt = await asyncio.to_thread(self._prompt, messages)
+        async for piece in self.backend.astream(prompt, self._config(stop)):
             for chunk in self._chunks(cutter.feed(piece)):
                 if run_manager:
                     await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)

@@ -64,3 +64,38 @@ def test_non_text_parts_are_kept(make_squad) -> None:
     assert out.content[0] == {"type": "text", "text": engine.align("", BOMB_ANSWER).text}
     blocked = AlignerSquad(squad=engine, on_flag="block").invoke(message)
     assert isinstance(blocked.content, str)  # a withheld answer keeps nothing of the original
+
+
+async def test_chat_model_past_its_context_errors_or_truncates(tiny_lm_dir) -> None:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from aligners import InputTooLongError
+    from langchain_aligners import ChatAlignersLocal
+
+    long_turn = "hello " * 600  # the tiny model's context is 512 tokens
+    strict = ChatAlignersLocal(model=str(tiny_lm_dir), max_new_tokens=4)
+    with pytest.raises(InputTooLongError, match=r"512-token context.*overflow='truncate'"):
+        strict.invoke(long_turn)
+    with pytest.raises(InputTooLongError):
+        await strict.ainvoke(long_turn)
+    with pytest.raises(InputTooLongError):
+        list(strict.stream(long_turn))
+
+    lenient = ChatAlignersLocal(model=str(tiny_lm_dir), max_new_tokens=4, overflow="truncate")
+    conversation = [
+        SystemMessage("be brief"),
+        HumanMessage(long_turn),
+        AIMessage("ok"),
+        HumanMessage("and now " * 300),
+    ]
+    prompt = lenient._prompt(conversation)
+    assert prompt[0] == {"role": "system", "content": "be brief"}  # kept
+    assert prompt[-1]["content"].startswith("and now") and "[...]" in prompt[-1]["content"]
+    assert len(prompt) == 2  # the oldest turns went first
+    loaded = lenient.backend.load()
+    from langchain_aligners.chat_model import _prompt_tokens
+
+    assert _prompt_tokens(loaded.tokenizer, prompt) <= 512 - 4
+    assert isinstance(lenient.invoke(conversation).content, str)
+    short = [HumanMessage("hi")]
+    assert lenient._prompt(short) == [{"role": "user", "content": "hi"}]  # untouched
