@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -107,18 +106,8 @@ def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
     base = squad if squad is not None else Squad.default(settings.criteria)
     if settings.criteria is not None and squad is not None:
         base = base.select(settings.criteria)
-    threshold = settings.threshold
-    if isinstance(threshold, dict):
-        unknown = sorted(set(threshold) - set(base.criteria))
-        if unknown:
-            raise ValueError(
-                f"thresholds given for criteria {unknown} that are not in the squad "
-                f"(it has {base.criteria})"
-            )
-        members = [replace(m, threshold=threshold.get(m.name, m.threshold)) for m in base.members]
-        base = Squad(members, **base.config.model_dump())
-    elif threshold is not None:
-        base = base.with_options(threshold=threshold)
+    if settings.threshold is not None:
+        base = base.with_options(threshold=settings.threshold)  # one number, or per criterion
     options: dict[str, Any] = {}
     if settings.check_only:
         options["check_only"] = True

@@ -179,3 +179,11 @@ def test_a_damaged_adapter_file_is_named(tiny_lm_dir, tmp_path) -> None:
     aligner = Aligner(str(tiny_lm_dir), format="chat", adapter=str(adapter), max_new_tokens=2)
     with pytest.raises(ModelNotFoundError, match=r"adapter_model\.safetensors.*damaged"):
         aligner.align("q", "a")
+
+
+def test_with_options_takes_thresholds_per_criterion() -> None:
+    squad = _squad()
+    assert squad.with_options(threshold={"ethical": 0.8}).thresholds == {"ethical": 0.8}
+    assert squad.with_options(threshold={}).thresholds == {"ethical": 0.5}
+    with pytest.raises(ValueError, match=r"criteria \['helpful'\] that are not in the squad"):
+        squad.with_options(threshold={"helpful": 0.2})

@@ -183,11 +183,23 @@ class Squad:
             raise ValueError(f"criteria {unknown} are not in this squad (it has {sorted(by_name)})")
         return Squad([by_name[c] for c in criteria], **self.config.model_dump())
 
-    def with_options(self, *, threshold: float | None = None, **options: Any) -> Squad:
-        """A copy with other settings (e.g. ``threshold=0.7``, ``check_only=True``,
-        ``on_flag="block"``)."""
+    def with_options(
+        self, *, threshold: float | Mapping[str, float] | None = None, **options: Any
+    ) -> Squad:
+        """A copy with other settings (e.g. ``threshold=0.7`` or ``{"ethical": 0.7}``,
+        ``check_only=True``, ``on_flag="block"``)."""
         members = self.members
-        if threshold is not None:
+        if isinstance(threshold, Mapping):
+            unknown = sorted(set(threshold) - set(self.criteria))
+            if unknown:
+                raise ValueError(
+                    f"thresholds given for criteria {unknown} that are not in the squad "
+                    f"(it has {self.criteria})"
+                )
+            members = tuple(
+                replace(m, threshold=threshold.get(m.name, m.threshold)) for m in members
+            )
+        elif threshold is not None:
             members = tuple(replace(m, threshold=threshold) for m in members)
         return Squad(members, **(self.config.model_dump() | options))
 
