@@ -83,7 +83,9 @@ async def test_async_streaming_query(index, llm, squad):
     record = response.metadata["aligners"]
     assert record["applied"] == ["ethical"]
     assert "".join(pieces) == record["text"]
-    assert len(pieces) > 3  # streamed token by token
+    # Streamed, not sent whole: copy-aware decoding emits each verified span as it is accepted,
+    # so a copied stretch arrives as one piece and a rewritten one token by token.
+    assert len(pieces) > 1
 
 
 def test_chat_engine_check_only_then_aligned(index, llm, squad):
