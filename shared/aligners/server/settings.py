@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from aligners.squad.result import OnFlag
-from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, BlockedMessage
 
 
 class ServerLimits(BaseModel):
@@ -93,9 +93,8 @@ class ProxySettings(ServerLimits):
             "to a squad passed to create_app only when set explicitly."
         ),
     )
-    blocked_message: str = Field(
+    blocked_message: BlockedMessage = Field(
         default=DEFAULT_BLOCKED_MESSAGE,
-        min_length=1,
         description="The text a blocked answer (or a blocked request) is replaced with.",
     )
     check_request: bool = Field(
@@ -109,13 +108,6 @@ class ProxySettings(ServerLimits):
         le=1.0,
         description="Requests scoring under it are turned away (default: the inspector's own).",
     )
-
-    @field_validator("blocked_message")
-    @classmethod
-    def _has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
-        return value
 
     @model_validator(mode="after")
     def _upstream_complete(self) -> ProxySettings:

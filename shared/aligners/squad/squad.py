@@ -7,9 +7,9 @@ import logging
 import statistics
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from aligners.aligner.model import Aligner, Correction
 from aligners.criteria import Criterion
@@ -28,6 +28,16 @@ from aligners.validation import (
 logger = logging.getLogger(__name__)
 
 Ordering = Literal["batch-mean", "per-answer", "fixed"]
+
+
+def _has_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("blocked_message must have text (it replaces a blocked answer)")
+    return value
+
+
+#: A blocked message: any text but blank (the squad's and the server's settings share it).
+BlockedMessage = Annotated[str, AfterValidator(_has_text)]
 
 #: What a blocked answer becomes unless ``blocked_message`` says otherwise.
 DEFAULT_BLOCKED_MESSAGE = (
@@ -69,18 +79,9 @@ class SquadConfig(BaseModel):
             "verdict, not a failure, and is always raised."
         ),
     )
-    blocked_message: str = Field(
-        default=DEFAULT_BLOCKED_MESSAGE,
-        min_length=1,
-        description="The text a blocked answer is replaced with.",
+    blocked_message: BlockedMessage = Field(
+        default=DEFAULT_BLOCKED_MESSAGE, description="The text a blocked answer is replaced with."
     )
-
-    @field_validator("blocked_message")
-    @classmethod
-    def _has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
-        return value
 
 
 @dataclass
@@ -482,6 +483,16 @@ class Squad:
             thresholds=self.thresholds,
         )
 
+    def _recover(
+        self, error: Exception, questions: Sequence[str], answers: Sequence[str]
+    ) -> list[AlignmentResult]:
+        """The originals with the failure recorded (``on_error="return_original"``); else the
+        error again. A violation is the policy's verdict, never a failure to recover from."""
+        if isinstance(error, AlignmentViolation) or self.config.on_error == "raise":
+            raise error
+        logger.warning("squad failed on a batch; returning the originals: %s", error)
+        return [self._failed(q, a, error) for q, a in zip(questions, answers)]
+
     @staticmethod
     def _merge(
         n: int, good: list[int], aligned: Sequence[AlignmentResult], failed: dict[int, Any]
@@ -501,13 +512,8 @@ class Squad:
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
             aligned = self._align_valid(q, a) if good else []
-        except AlignmentViolation:
-            raise
         except Exception as error:
-            if self.config.on_error == "raise":
-                raise
-            logger.warning("squad failed on a batch; returning the originals: %s", error)
-            aligned = [self._failed(qi, ai, error) for qi, ai in zip(q, a)]
+            aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
 
     def _align_valid(
@@ -545,13 +551,8 @@ class Squad:
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
             aligned = await self._aalign_valid(q, a) if good else []
-        except AlignmentViolation:
-            raise
         except Exception as error:
-            if self.config.on_error == "raise":
-                raise
-            logger.warning("squad failed on a batch; returning the originals: %s", error)
-            aligned = [self._failed(qi, ai, error) for qi, ai in zip(q, a)]
+            aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
 
     async def _aalign_valid(
