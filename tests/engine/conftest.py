@@ -62,7 +62,8 @@ class BrokenBackend(GenerationBackend):
 
 
 class ConstantBackend(GenerationBackend):
-    """Returns the same completion for every prompt (e.g. an empty one from a degenerate model)."""
+    """Returns the same completion for every prompt (e.g. an empty one from a degenerate model);
+    ``calls`` counts generations (a stream counts as one)."""
 
     name = "constant"
 
@@ -75,4 +76,11 @@ class ConstantBackend(GenerationBackend):
         return [self.text for _ in prompts]
 
     def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
-        yield from self.text.split(" ")
+        self.calls.append(1)
+        yield from words(self.text)
+
+
+def words(text: str) -> list[str]:
+    """``text`` in word pieces that join back to it."""
+    parts = text.split(" ")
+    return [w + " " for w in parts[:-1]] + [parts[-1]]

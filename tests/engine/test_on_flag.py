@@ -106,7 +106,7 @@ def test_check_only_never_applies_a_policy() -> None:
     assert backend.calls == []
 
 
-@pytest.mark.parametrize("policy", ["block", "rewrite_or_block"])
+@pytest.mark.parametrize("policy", ["rewrite", "block", "rewrite_or_block"])
 def test_async_and_stream_match_sync(policy: str) -> None:
     squad, _ = _squad("still bad", on_flag=policy)
     sync = squad.align("q", "harmful")

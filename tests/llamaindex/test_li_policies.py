@@ -8,7 +8,6 @@ known in advance. The request inspector is a rule too (FunctionRequestInspector)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -48,8 +47,6 @@ from aligners import (
     SquadMember,
     get_criterion,
 )
-from aligners.backends.base import GenerationBackend, GenerationConfig
-from aligners.formats.base import Prompt
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from llamaindex_aligners import (
     AlignedChatEngine,
@@ -63,6 +60,7 @@ from llamaindex_aligners import (
     RequestCheckEvent,
 )
 from llamaindex_aligners.settings import configure_squad
+from tests.engine.conftest import ConstantBackend, words
 from tests.llamaindex.li_helpers import harm_score
 
 HARMFUL = "You should hurt them."
@@ -78,24 +76,6 @@ POLICIES = ["rewrite", "block", "raise", "rewrite_or_block"]
 
 
 # -- test doubles --------------------------------------------------------------------------------
-
-
-class ConstantBackend(GenerationBackend):
-    """An aligner backend that always writes ``text``; ``calls`` counts generations."""
-
-    name = "constant"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.calls: list[int] = []
-
-    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
-        self.calls.append(len(prompts))
-        return [self.text for _ in prompts]
-
-    def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
-        self.calls.append(1)
-        yield from words(self.text)
 
 
 def table_score(question: str, answer: str) -> float:
@@ -118,12 +98,6 @@ def request_rule(request: str) -> float:
 
 def request_inspector() -> FunctionRequestInspector:
     return FunctionRequestInspector(request_rule)
-
-
-def words(text: str) -> list[str]:
-    """``text`` in pieces that join back to it."""
-    parts = text.split(" ")
-    return [w + " " for w in parts[:-1]] + [parts[-1]]
 
 
 class AnswerEngine(CustomQueryEngine):
