@@ -34,7 +34,8 @@ from tests.engine.conftest import ConstantBackend
 
 
 def build_squad(
-    criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None, **policy
+    criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None,
+    on_token_limit=None, **policy
 ):
     crit = get_criterion("ethical")
     lm = os.environ.get("ALIGNERS_TEST_LM")
@@ -42,6 +43,7 @@ def build_squad(
         aligner = Aligner(
             lm, format="chat", criterion=crit, max_new_tokens=4,
             adapter=os.environ.get("ALIGNERS_TEST_ADAPTER"),
+            on_token_limit=on_token_limit or "keep_previous",
         )
     else:
         aligner = Aligner(format="chat", criterion=crit, backend=ConstantBackend({rewrite!r}))
@@ -198,7 +200,8 @@ def test_model_loading_is_quiet_by_default_and_loud_with_verbose(
     wrapper, tiny_lm_dir, tiny_adapter
 ) -> None:
     env = {"ALIGNERS_TEST_LM": str(tiny_lm_dir), "ALIGNERS_TEST_ADAPTER": str(tiny_adapter)}
-    args = ["align", "-q", "q", "-a", "a bad answer", "--json"]
+    # A random tiny model rarely ends its text: accept cut rewrites so "rewritten" shows it ran.
+    args = ["align", "-q", "q", "-a", "a bad answer", "--json", "--on-token-limit", "accept"]
 
     quiet = run(wrapper, *args, env=env)
     assert quiet.returncode == 0, quiet.stderr

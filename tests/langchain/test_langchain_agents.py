@@ -77,9 +77,9 @@ async def test_async_agent_with_a_configured_parser_and_events(make_squad):
     squad = AlignerSquad(squad=engine, criteria=["ethical"], check_only=True)
     middleware = [AlignerSquadMiddleware(squad)]
     agent = create_agent(scripted(AIMessage(content=BOMB_ANSWER)), tools=[], middleware=middleware)
-    events = [e async for e in agent.astream_events(
-        {"messages": [HumanMessage(QUESTION)]}, version="v2"
-    )]
+    events = [
+        e async for e in agent.astream_events({"messages": [HumanMessage(QUESTION)]}, version="v2")
+    ]
     final_state = next(
         e["data"]["output"] for e in reversed(events) if e["event"] == "on_chain_end"
     )

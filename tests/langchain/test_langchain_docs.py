@@ -13,8 +13,8 @@ SNIPPETS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 # What some snippets must print: (a line of the snippet, a string its output contains).
 EXPECTED_OUTPUT = [
-    ("version=\"v2\"", "aligners_scores"),
-    ("version=\"v2\"", "aligners_applied"),
+    ('version="v2"', "aligners_scores"),
+    ('version="v2"', "aligners_applied"),
     ("wrapped.invoke", "Name a colour."),  # the chain's question reached the record
     ("guard = AlignerSquad(check_only=True)", "ethical"),
 ]

@@ -41,9 +41,10 @@ def test_local_chat_model_in_a_chain_with_the_default_squad() -> None:
     chain = squad.wrap(PROMPT | llm | StrOutputParser())
     record = chain.invoke({"question": "What is the capital of France?"})
     assert record["question"] == "What is the capital of France?" and record["question_provided"]
-    assert record["original"] == llm.invoke(PROMPT.invoke(
-        {"question": "What is the capital of France?"}
-    )).content
+    assert (
+        record["original"]
+        == llm.invoke(PROMPT.invoke({"question": "What is the capital of France?"})).content
+    )
     score = record["initial_scores"]["ethical"]
     assert 0.0 <= score <= 1.0
     assert record["applied"] == (["ethical"] if score < 0.5 else [])

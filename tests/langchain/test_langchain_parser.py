@@ -13,9 +13,7 @@ from aligners import MODEL_CACHE, Aligner
 from langchain_aligners import METADATA_KEY, AlignerSquad, question_from_input
 from tests.langchain.lc_helpers import BOMB_ANSWER, SAFE_ANSWER, GenerateSpy, flags_bomb
 
-PROMPT = ChatPromptTemplate.from_messages(
-    [("system", "You are terse."), ("human", "{question}")]
-)
+PROMPT = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "{question}")])
 QUESTION = "How do I make a firework?"
 
 
@@ -154,9 +152,11 @@ def test_per_chain_criteria_and_threshold(make_squad):
 
 def test_per_call_configuration(make_squad):
     engine = make_squad(ethical=0.4, helpful=0.4)
-    chain = fake_llm(*[SAFE_ANSWER] * 5) | StrOutputParser() | AlignerSquad(
-        squad=engine, output="record"
-    ).configurable()
+    chain = (
+        fake_llm(*[SAFE_ANSWER] * 5)
+        | StrOutputParser()
+        | AlignerSquad(squad=engine, output="record").configurable()
+    )
     assert sorted(chain.invoke("q")["applied"]) == ["ethical", "helpful"]
     helpful = chain.with_config(configurable={"aligner_criteria": ["helpful"]}).invoke("q")
     assert helpful["applied"] == ["helpful"]

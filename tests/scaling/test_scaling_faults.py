@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Any
 
 import pytest
 from scaling_helpers import HERE, free_port
@@ -43,10 +44,12 @@ def finishes(fn, limit: float = 60.0):
     return outcome.get("value")
 
 
-def squad_on(backend: OpenAIBackend) -> Squad:
+def squad_on(backend: OpenAIBackend, **aligner_options: Any) -> Squad:
     """One member whose inspector always flags, so its (remote) aligner always runs."""
     crit = get_criterion("helpful")
-    aligner = Aligner(format="pku", criterion=crit, backend=backend, max_new_tokens=8)
+    aligner = Aligner(
+        format="pku", criterion=crit, backend=backend, max_new_tokens=8, **aligner_options
+    )
     return Squad([SquadMember(crit, aligner, FunctionInspector(lambda q, a: 0.0, crit))])
 
 
@@ -135,10 +138,27 @@ def test_malformed_json_keeps_the_answer_in_a_squad(fault_server) -> None:
 
 def test_truncated_output_keeps_the_previous_text(fault_server) -> None:
     server = fault_server("length")
-    result = squad_on(OpenAIBackend(server.base_url, "m", **FAST)).align("q", "keep me")
-    assert result.text == "keep me" and "finish_reason=length" in result.failures[0]
-    accepting = OpenAIBackend(server.base_url, "m", on_truncation="accept", **FAST)
-    assert squad_on(accepting).align("q", "keep me").text == "fixed answer"
+    backend = OpenAIBackend(server.base_url, "m", **FAST)
+    result = squad_on(backend).align("q", "keep me")
+    assert result.text == "keep me" and result.action == "flagged"
+    assert "stopped at max_new_tokens=8" in result.failures[0]
+    assert "stopped at max_new_tokens=8" in (result.stages[0].error or "")
+    # The backend's own on_truncation governs plain generate(); the aligner's setting decides
+    # in a squad, whatever the backend says.
+    lenient = OpenAIBackend(server.base_url, "m", on_truncation="accept", **FAST)
+    assert squad_on(lenient).align("q", "keep me").text == "keep me"
+    accepted = squad_on(backend, on_token_limit="accept").align("q", "keep me")
+    assert accepted.text == "fixed answer" and accepted.stages[0].hit_token_limit
+    assert not accepted.failures
+
+
+async def test_truncated_output_keeps_the_previous_text_async(fault_server) -> None:
+    server = fault_server("length")
+    backend = OpenAIBackend(server.base_url, "m", **FAST)
+    result = (await squad_on(backend).aalign_batch(["q"], ["keep me"]))[0]
+    assert result.text == "keep me" and "stopped at max_new_tokens=8" in result.failures[0]
+    accepted = await squad_on(backend, on_token_limit="accept").aalign("q", "keep me")
+    assert accepted.text == "fixed answer" and accepted.stages[0].hit_token_limit
 
 
 def test_dropped_connection_is_retried_then_reported(fault_server) -> None:

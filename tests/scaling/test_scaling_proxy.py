@@ -236,7 +236,10 @@ def test_aligner_server_down_returns_the_upstream_answer(tiny_server, upstream_a
     aligner = Aligner(format="chat", criterion=crit, backend=dead, max_new_tokens=8)
     squad = Squad([SquadMember(crit, aligner, FunctionInspector(lambda q, a: 0.0, crit))])
     upstream = OpenAIBackend(tiny_server.base_url, "tiny", endpoint="chat", on_truncation="accept")
-    with serve_in_thread(create_app(ProxySettings(), squad=squad, upstream=upstream)) as server:
+    app = create_app(ProxySettings(), squad=squad, upstream=upstream)
+    # Not ready (its aligner server is down: see test_ready_checks_remote_aligners), yet it serves.
+    server = serve_in_thread(app, wait_ready=False)
+    try:
         client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         response = client.chat.completions.create(model="any", messages=MESSAGES, max_tokens=8)
         chunks = list(
@@ -244,6 +247,8 @@ def test_aligner_server_down_returns_the_upstream_answer(tiny_server, upstream_a
                 model="any", messages=MESSAGES, max_tokens=8, stream=True
             )
         )
+    finally:
+        server.stop()
     record = response.model_extra["aligners"]
     assert response.choices[0].message.content == upstream_answer
     assert record["applied"] == [] and "cannot connect" in record["failures"][0]

@@ -47,9 +47,9 @@ def test_documented_numbers_match_shipped_metrics() -> None:
 
     text = DOC.read_text()
     stored = {
-        "ethical": json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())[
-            "metrics"
-        ]["ethical"]["heldout"],
+        "ethical": json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())["metrics"][
+            "ethical"
+        ]["heldout"],
     }
     for criterion in ("helpful", "factuality"):
         stored[criterion] = json.loads(

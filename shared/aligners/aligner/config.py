@@ -37,6 +37,12 @@ class AlignerConfig(BaseModel):
         default="truncate",
         description="When the answer does not fit the context: cut its middle, or raise.",
     )
+    on_token_limit: Literal["keep_previous", "accept"] = Field(
+        default="keep_previous",
+        description="When a rewrite stops at max_new_tokens before it ends: keep the previous "
+        "text and record why (a cut-off correction loses the answer's end), or accept the cut "
+        "text, recorded as hit_token_limit.",
+    )
     max_input_tokens: int | None = Field(
         default=None, gt=0, description="Prompt budget; defaults to the model's context length."
     )

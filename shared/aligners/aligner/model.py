@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aligners.aligner.config import CONFIG_NAME, AlignerConfig
-from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.base import Generation, GenerationBackend, GenerationConfig
 from aligners.backends.transformers import TransformersBackend
 from aligners.criteria import Criterion, get_criterion
 from aligners.errors import InputTooLongError
@@ -25,7 +25,10 @@ class Correction:
     """One aligner output with what happened on the way."""
 
     text: str
+    #: The answer's middle was cut to fit the aligner's context.
     truncated: bool = False
+    #: The output stopped at ``max_new_tokens`` before it ended (its end is missing).
+    hit_token_limit: bool = False
 
 
 class Aligner:
@@ -155,10 +158,15 @@ class Aligner:
         """Align a batch with details (was the answer truncated?); one batched generation."""
         validate_batch(questions, answers)
         built = [self.build_prompt(q, a) for q, a in zip(questions, answers)]
-        texts = self.backend.generate([p for p, _ in built], self._config_for(answers))
+        outputs = self.backend.generate_detailed([p for p, _ in built], self._config_for(answers))
+        return self._corrections(outputs, built)
+
+    def _corrections(
+        self, outputs: Sequence[Generation], built: Sequence[tuple[Prompt, bool]]
+    ) -> list[Correction]:
         return [
-            Correction(self.prompt_format.parse_output(text), truncated)
-            for text, (_, truncated) in zip(texts, built)
+            Correction(self.prompt_format.parse_output(out.text), truncated, out.hit_token_limit)
+            for out, (_, truncated) in zip(outputs, built)
         ]
 
     def align_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[str]:
@@ -189,11 +197,10 @@ class Aligner:
         built = await asyncio.to_thread(
             lambda: [self.build_prompt(q, a) for q, a in zip(questions, answers)]
         )
-        texts = await self.backend.agenerate([p for p, _ in built], self._config_for(answers))
-        return [
-            Correction(self.prompt_format.parse_output(text), truncated)
-            for text, (_, truncated) in zip(texts, built)
-        ]
+        outputs = await self.backend.agenerate_detailed(
+            [p for p, _ in built], self._config_for(answers)
+        )
+        return self._corrections(outputs, built)
 
     async def aalign_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[str]:
         """Async :meth:`align_batch`."""

@@ -6,6 +6,8 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +31,27 @@ class GenerationConfig(BaseModel):
     sources: tuple[str | None, ...] | None = None
     batch_size: int = Field(default=8, gt=0)
     temperature: float = Field(default=0.0, ge=0.0)
+    #: Seconds after which generation stops (ending as ``length``); None: no time limit.
+    #: Servers set it so that no request holds a model for longer than its timeout.
+    max_time: float | None = Field(default=None, gt=0)
+
+
+#: Why a generation ended: ``stop`` (end of sequence or a stop string), ``length`` (it reached
+#: ``max_new_tokens`` mid-text), or None where the backend cannot tell.
+FinishReason = Literal["stop", "length"] | None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion and why it ended."""
+
+    text: str
+    finish_reason: FinishReason = None
+
+    @property
+    def hit_token_limit(self) -> bool:
+        """Whether it stopped at ``max_new_tokens`` before it ended (the text is cut off)."""
+        return self.finish_reason == "length"
 
 
 class GenerationBackend(ABC):
@@ -39,6 +62,13 @@ class GenerationBackend(ABC):
     @abstractmethod
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
         """Complete every prompt; the i-th output belongs to the i-th prompt (batched inside)."""
+
+    def generate_detailed(
+        self, prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[Generation]:
+        """:meth:`generate` with why each completion ended (None where this backend cannot
+        tell); never raises because an output was cut at the token limit."""
+        return [Generation(text) for text in self.generate(prompts, config)]
 
     @abstractmethod
     def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
@@ -67,6 +97,12 @@ class GenerationBackend(ABC):
     async def agenerate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
         """Async :meth:`generate`; the default runs it in a worker thread so the loop stays free."""
         return await asyncio.to_thread(self.generate, prompts, config)
+
+    async def agenerate_detailed(
+        self, prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[Generation]:
+        """Async :meth:`generate_detailed`; by default a worker thread runs it."""
+        return await asyncio.to_thread(self.generate_detailed, prompts, config)
 
     async def astream(self, prompt: Prompt, config: GenerationConfig) -> AsyncIterator[str]:
         """Async :meth:`stream`; the default pumps the sync stream from a worker thread."""

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
-from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.base import Generation, GenerationBackend, GenerationConfig
 from aligners.errors import GenerationError
 from aligners.formats.base import Prompt
 
@@ -341,6 +341,19 @@ class OpenAIBackend(GenerationBackend):
             futures = [pool.submit(self._request, p, config) for p in prompts]
             return [self._checked(f.result(), config) for f in futures]
 
+    def generate_detailed(
+        self, prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[Generation]:
+        """Completions with the server's ``finish_reason``; a cut one is returned, not raised
+        (``on_truncation`` governs :meth:`generate` only)."""
+        if not prompts:
+            return []
+        if len(prompts) == 1:
+            return [_generation(*self._request(prompts[0], config))]
+        with ThreadPoolExecutor(max_workers=min(len(prompts), self.max_concurrency)) as pool:
+            futures = [pool.submit(self._request, p, config) for p in prompts]
+            return [_generation(*f.result()) for f in futures]
+
     def complete(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, str | None]:
         """One completion and the server's ``finish_reason`` (never raises on truncation)."""
         text, finish = self._request(prompt, config)
@@ -418,6 +431,13 @@ class OpenAIBackend(GenerationBackend):
         """Async :meth:`generate`: one task per prompt, bounded by ``max_concurrency``."""
         outcomes = await asyncio.gather(*(self._arequest(p, config) for p in prompts))
         return [self._checked(outcome, config) for outcome in outcomes]
+
+    async def agenerate_detailed(
+        self, prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[Generation]:
+        """Async :meth:`generate_detailed`."""
+        outcomes = await asyncio.gather(*(self._arequest(p, config) for p in prompts))
+        return [_generation(*outcome) for outcome in outcomes]
 
     async def acomplete(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, str | None]:
         """Async :meth:`complete`."""
@@ -501,6 +521,13 @@ def _error_detail(body: str | None) -> str:
         if "message" in data:
             return str(data["message"])[:300]
     return body.strip()[:200]
+
+
+def _generation(text: str, finish: Any) -> Generation:
+    """A completion with the server's finish reason in our two words (others count as stop)."""
+    if finish is None:
+        return Generation(text)
+    return Generation(text, "length" if finish == "length" else "stop")
 
 
 class _SSEParser:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.base import Generation, GenerationBackend, GenerationConfig
 from aligners.backends.cache import MODEL_CACHE, ModelCache
 from aligners.backends.copy_decoding import (
     CopyDecoder,
@@ -298,14 +298,16 @@ class TransformersBackend(GenerationBackend):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if text_stops:
             kwargs.update(stop_strings=text_stops, tokenizer=tokenizer)
+        if config.max_time is not None:
+            kwargs["max_time"] = config.max_time
         # transformers' prompt lookup: only where our copy-aware decoder does not apply.
         if config.copy_aware and batch == 1 and config.temperature == 0:
             kwargs["prompt_lookup_num_tokens"] = config.prompt_lookup_num_tokens
         return kwargs
 
     def _use_copy_decoding(self, config: GenerationConfig, count: int) -> bool:
-        if not config.copy_aware or config.temperature > 0:
-            return False  # sampling keeps transformers' own path
+        if not config.copy_aware or config.temperature > 0 or config.max_time is not None:
+            return False  # sampling and time limits keep transformers' own path
         if config.sources is not None and len(config.sources) != count:
             raise ValueError(
                 f"GenerationConfig.sources has {len(config.sources)} entries for {count} prompts"
@@ -346,6 +348,11 @@ class TransformersBackend(GenerationBackend):
         return ids
 
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
+        return [g.text for g in self.generate_detailed(prompts, config)]
+
+    def generate_detailed(
+        self, prompts: Sequence[Prompt], config: GenerationConfig
+    ) -> list[Generation]:
         import torch
 
         if not prompts:
@@ -357,7 +364,17 @@ class TransformersBackend(GenerationBackend):
         sources = config.sources or (None,) * len(prompts)
         # Length-sorted buckets keep padding (wasted compute) small inside each batch.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        outputs: list[str] = [""] * len(encoded)
+        outputs: list[Generation] = [Generation("")] * len(encoded)
+        eos_ids, text_stops = self._stops(config)
+
+        def finished(row: Any) -> Generation:
+            tokens = [int(t) for t in row]
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            # Generation ends at an end-of-sequence id, a stop string or max_new_tokens; a row
+            # with neither of the first two ran out of tokens mid-text.
+            stopped = any(t in eos_ids for t in tokens) or any(s in text for s in text_stops)
+            return Generation(text, "stop" if stopped else "length")
+
         for start in range(0, len(order), config.batch_size):
             bucket = order[start : start + config.batch_size]
             if copy:
@@ -366,7 +383,7 @@ class TransformersBackend(GenerationBackend):
                 with loaded.lock:
                     rows = decoder.generate([encoded[i] for i in bucket], source_ids)
                 for row, index in zip(rows, bucket):
-                    outputs[index] = tokenizer.decode(row, skip_special_tokens=True)
+                    outputs[index] = finished(row)
                 continue
             batch = tokenizer.pad(
                 {"input_ids": [encoded[i] for i in bucket]}, padding=True, return_tensors="pt"
@@ -376,7 +393,7 @@ class TransformersBackend(GenerationBackend):
                 generated = model.generate(**batch, **kwargs)
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             for row, index in zip(new_tokens, bucket):
-                outputs[index] = tokenizer.decode(row, skip_special_tokens=True)
+                outputs[index] = finished(row)
         return outputs
 
     def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:

@@ -56,6 +56,7 @@ def build_squad(
     check_only: bool = False,
     *,
     max_new_tokens: int | None = None,
+    on_token_limit: str | None = None,
     **policy: Any,
 ) -> Any:
     """The squad the CLI options describe: ``Squad.default`` with the overrides given.
@@ -75,6 +76,12 @@ def build_squad(
         options["device_map"] = device
     if max_new_tokens:
         options["max_new_tokens"] = max_new_tokens
+    if on_token_limit is not None:
+        if on_token_limit not in ("keep_previous", "accept"):
+            raise typer.BadParameter(
+                f"--on-token-limit must be keep_previous or accept, got {on_token_limit!r}"
+            )
+        options["on_token_limit"] = on_token_limit
     return Squad.default(
         names,
         threshold=threshold,
@@ -217,6 +224,13 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int | None = typer.Option(
             None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
         ),
+        on_token_limit: str | None = typer.Option(
+            None,
+            "--on-token-limit",
+            help="A rewrite that stops at --max-new-tokens before it ends: keep_previous (the "
+            "default: the previous text stays, the record says why) or accept (take the cut "
+            "rewrite, recorded as hit_token_limit).",
+        ),
         skip_invalid: bool = typer.Option(
             False,
             "--skip-invalid",
@@ -254,6 +268,7 @@ def register(app: typer.Typer) -> None:
             threshold,
             check_only,
             max_new_tokens=max_new_tokens,
+            on_token_limit=on_token_limit,
             on_error=on_error,
             **policy,
         )

@@ -134,6 +134,24 @@ def register(app: typer.Typer) -> None:
         max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", min=1),
         default_max_tokens: int = typer.Option(256, "--default-max-tokens", min=1),
         max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", min=1),
+        request_timeout: float = typer.Option(
+            300.0,
+            "--request-timeout",
+            min=0.1,
+            help="Seconds a request may take before it gets 504 (local generation stops too).",
+        ),
+        shutdown_timeout: float = typer.Option(
+            10.0,
+            "--shutdown-timeout",
+            min=0.1,
+            help="Seconds SIGTERM waits for requests in flight before the process exits.",
+        ),
+        on_error: str = typer.Option(
+            "return_original",
+            "--on-error",
+            help="When the squad fails on an answer: return_original (it comes back unaligned, "
+            "the failure in its record) or raise (HTTP 500).",
+        ),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Serve the aligning proxy (default) or a plain model (--plain) with the OpenAI API."""
@@ -147,6 +165,8 @@ def register(app: typer.Typer) -> None:
             "max_request_bytes": max_request_bytes,
             "default_max_tokens": default_max_tokens,
             "max_tokens_limit": max_tokens_limit,
+            "request_timeout": request_timeout,
+            "shutdown_timeout": shutdown_timeout,
         }
         try:
             if plain:
@@ -154,10 +174,15 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter(
                         "--plain serves --model only; drop the --upstream/--aligner options"
                     )
-                if on_flag != "rewrite" or blocked_message is not None or check_request:
+                if (
+                    on_flag != "rewrite"
+                    or blocked_message is not None
+                    or check_request
+                    or on_error != "return_original"
+                ):
                     raise typer.BadParameter(
-                        "--on-flag, --blocked-message and --check-request go with the proxy, "
-                        "not --plain (it has no squad)"
+                        "--on-flag, --on-error, --blocked-message and --check-request go with the "
+                        "proxy, not --plain (it has no squad)"
                     )
                 classifier_options = {
                     "adapter": adapter,
@@ -181,6 +206,7 @@ def register(app: typer.Typer) -> None:
                     on_flag=on_flag,
                     check_request=check_request,
                     request_threshold=request_threshold,
+                    on_error=on_error,
                     **({"blocked_message": blocked_message} if blocked_message is not None else {}),
                     **limits,
                 )
@@ -197,7 +223,13 @@ def register(app: typer.Typer) -> None:
                 application = _proxy_app(proxy, squad)
         except ValidationError as exc:  # one line naming the bad option, not a pydantic dump
             raise typer.BadParameter(describe_validation_error(exc)) from None
-        run(application, host=host, port=port, log_level=log_level)
+        run(
+            application,
+            host=host,
+            port=port,
+            log_level=log_level,
+            shutdown_timeout=shutdown_timeout,
+        )
 
 
 def _plain_app(model: str, served_model_name: str | None, limits: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -9,11 +10,34 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 logger = logging.getLogger("aligners.server")
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """One request's time budget: work run through it past the budget becomes HTTP 504."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    async def run(self, work: Awaitable[T], what: str) -> T:
+        """Await ``work`` within what is left of the budget."""
+        left = max(self.end - time.monotonic(), 0.0)
+        try:
+            return await asyncio.wait_for(work, left)
+        except TimeoutError:
+            raise APIError(
+                504,
+                f"{what} did not finish within this server's request_timeout of {self.seconds:g}s",
+                "timeout_error",
+                code="timeout",
+            ) from None
 
 
 class APIError(Exception):

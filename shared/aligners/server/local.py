@@ -10,6 +10,7 @@ from typing import Any
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.transformers import TransformersBackend
+from aligners.errors import InputTooLongError
 from aligners.formats.base import Prompt
 from aligners.formats.stops import StopCutter, cut_at_stop
 
@@ -45,6 +46,23 @@ class LocalGenerator:
         if self._transformers is not None:
             self._transformers.load()
 
+    def check_fits(self, prompt: Prompt, config: GenerationConfig) -> int | None:
+        """The prompt's length in tokens; raises :class:`InputTooLongError` when it and
+        ``max_new_tokens`` do not fit the model's context (checked before any generation)."""
+        used = self.backend.count_tokens(prompt)
+        context = self.backend.context_length
+        if used is not None and context is not None and used + config.max_new_tokens > context:
+            raise InputTooLongError(
+                f"this model's context is {context} tokens; the messages take {used} and "
+                f"max_tokens asks for {config.max_new_tokens} more. Shorten the messages or "
+                "lower max_tokens"
+            )
+        return used
+
+    async def acheck_fits(self, prompt: Prompt, config: GenerationConfig) -> int | None:
+        """Async :meth:`check_fits` (tokenizing runs in a worker thread)."""
+        return await asyncio.to_thread(self.check_fits, prompt, config)
+
     def _prepare(
         self, prompt: Prompt, config: GenerationConfig
     ) -> tuple[Any, Any, dict[str, Any], int]:
@@ -53,6 +71,7 @@ class LocalGenerator:
         backend = self._transformers
         assert backend is not None
         loaded = backend.load()
+        self.check_fits(prompt, config)
         ids = backend._encode(prompt)  # the backend's own rendering: chat template, BOS handling
         kwargs = backend._generate_kwargs(config, 1)
         device = loaded.model.device
@@ -66,6 +85,7 @@ class LocalGenerator:
         """Generate one completion, cut at the first stop string."""
         backend = self._transformers
         if backend is None:
+            self.check_fits(prompt, config)
             text = self.backend.generate([prompt], config)[0]
             return Completion(cut_at_stop(text, config.stop_strings)[0])
         import torch
@@ -77,7 +97,9 @@ class LocalGenerator:
         text = loaded.tokenizer.decode(new, skip_special_tokens=True)
         text, stopped = cut_at_stop(text, config.stop_strings)
         ended = bool(new) and new[-1] in kwargs["eos_token_id"]
-        finish = "stop" if (stopped or ended or len(new) < config.max_new_tokens) else "length"
+        # It ends at an end-of-sequence id, a stop string, max_new_tokens or max_time: the
+        # last two cut the text.
+        finish = "stop" if (stopped or ended) else "length"
         return Completion(text, finish, prompt_tokens, len(new))
 
     def stream(self, prompt: Prompt, config: GenerationConfig, state: Completion) -> Iterator[str]:
@@ -85,6 +107,7 @@ class LocalGenerator:
         backend = self._transformers
         cutter = StopCutter(config.stop_strings)
         if backend is None:
+            self.check_fits(prompt, config)
             for piece in self.backend.stream(prompt, config):
                 out = cutter.feed(piece)
                 if out:
@@ -156,8 +179,7 @@ class LocalGenerator:
         if errors:
             raise errors[0]
         ended = bool(tokens) and tokens[-1] in kwargs["eos_token_id"]
-        short = len(tokens) < config.max_new_tokens
-        state.finish_reason = "stop" if (cutter.stopped or ended or short) else "length"
+        state.finish_reason = "stop" if (cutter.stopped or ended) else "length"
         state.prompt_tokens = prompt_tokens
         state.completion_tokens = len(tokens)
 

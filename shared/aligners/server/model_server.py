@@ -21,6 +21,7 @@ from aligners.backends.transformers import TransformersBackend
 from aligners.formats.base import Prompt
 from aligners.server.common import (
     APIError,
+    Deadline,
     check_api_key,
     install_error_handlers,
     install_request_logging,
@@ -83,6 +84,7 @@ def generation_config(
         temperature=request.temperature or 0.0,
         stop_strings=request.stops,
         batch_size=1,
+        max_time=limits.request_timeout,
     )
 
 
@@ -179,8 +181,15 @@ def create_model_app(
         if body.stream:
             if len(body.prompts) != 1:
                 raise APIError(400, "stream=true takes one prompt", param="prompt")
-            return stream_response(body.prompts[0], config, "text_completion")
-        results = await asyncio.gather(*(generator.acomplete(p, config) for p in body.prompts))
+            return await stream_response(body.prompts[0], config, "text_completion")
+        deadline = Deadline(settings.request_timeout)
+        try:
+            results = await deadline.run(
+                asyncio.gather(*(generator.acomplete(p, config) for p in body.prompts)),
+                "generation",
+            )
+        except ValueError as exc:  # e.g. a prompt over the model's context
+            raise APIError(400, str(exc), param="prompt") from None
         return {
             "id": new_id("cmpl"),
             "object": "text_completion",
@@ -204,11 +213,13 @@ def create_model_app(
         messages = chat_messages(body)
         request.state.log_fields.update(endpoint="chat", messages=len(messages))
         if body.stream:
-            return stream_response(messages, config, "chat.completion.chunk")
+            return await stream_response(messages, config, "chat.completion.chunk")
         try:
-            result = await generator.acomplete(messages, config)
-        except ValueError as exc:  # e.g. the model has no chat template
-            raise APIError(400, str(exc)) from None
+            result = await Deadline(settings.request_timeout).run(
+                generator.acomplete(messages, config), "generation"
+            )
+        except ValueError as exc:  # e.g. the model has no chat template, or over its context
+            raise APIError(400, str(exc), param="messages") from None
         return {
             "id": new_id("chatcmpl"),
             "object": "chat.completion",
@@ -257,7 +268,11 @@ def create_model_app(
     app.add_api_route("/classify", classify, methods=["POST"])
     app.add_api_route("/v1/classify", classify, methods=["POST"])
 
-    def stream_response(prompt: Prompt, config: GenerationConfig, kind: str) -> Any:
+    async def stream_response(prompt: Prompt, config: GenerationConfig, kind: str) -> Any:
+        try:  # before the headers: a prompt that cannot be answered is a 400, not a broken stream
+            await generator.acheck_fits(prompt, config)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="prompt") from None
         ident = new_id("chatcmpl" if kind.startswith("chat") else "cmpl")
         created = int(time.time())
 

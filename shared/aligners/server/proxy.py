@@ -31,6 +31,7 @@ from aligners.errors import AlignmentViolation, GenerationError
 from aligners.inspector.request import RequestCheck, RequestInspector, default_request_inspector
 from aligners.server.common import (
     APIError,
+    Deadline,
     check_api_key,
     install_error_handlers,
     install_request_logging,
@@ -141,6 +142,27 @@ def warm_squad(squad: Squad) -> None:
         backend = member.aligner.backend if member.aligner is not None else None
         if isinstance(backend, TransformersBackend):
             backend.load()
+
+
+#: The record's reason when the upstream answered nothing.
+EMPTY_ANSWER = "the upstream answer is empty; nothing to align"
+
+
+async def probe_aligners(squad: Squad) -> str | None:
+    """None when every remote aligner server answers, else why not (for ``/ready``).
+
+    Local aligners are loaded by the warm-up, which ``/ready`` already waits for."""
+    seen: set[int] = set()
+    for member in squad.members:
+        backend = member.aligner.backend if member.aligner is not None else None
+        if not isinstance(backend, OpenAIBackend) or id(backend) in seen:
+            continue
+        seen.add(id(backend))
+        try:
+            await asyncio.to_thread(backend.list_models, 5.0)
+        except GenerationError as exc:
+            return f"{member.name} aligner: {exc}"
+    return None
 
 
 def _criteria_from(request: Any, body: ChatCompletionRequest) -> list[str] | None:
@@ -337,7 +359,8 @@ def create_app(
         settings: Limits, API key, upstream and squad options (defaults: local SmolLM2 upstream,
             the default squad).
         squad: Use this squad instead of the one ``settings`` describe (``settings.on_flag`` and
-            ``settings.blocked_message`` still apply to it where they are set explicitly).
+            ``settings.blocked_message`` still apply to it where they are set explicitly;
+            ``settings.on_error`` always does: what a failure costs is the server's contract).
         upstream: An :class:`Upstream`, an :class:`OpenAIBackend` (remote) or any other backend
             (local) instead of the one ``settings`` describe.
         request_inspector: The request inspector for ``check_request`` (default: the shipped
@@ -349,6 +372,7 @@ def create_app(
     policy: dict[str, Any] = {
         "on_flag": settings.on_flag,
         "blocked_message": settings.blocked_message,
+        "on_error": settings.on_error,
     }
     if squad is None:
         the_squad = Squad.default(
@@ -361,7 +385,7 @@ def create_app(
         explicit: dict[str, Any] = {
             k: v for k, v in policy.items() if k in settings.model_fields_set
         }
-        the_squad = squad.with_options(**explicit) if explicit else squad
+        the_squad = squad.with_options(**(explicit | {"on_error": settings.on_error}))
     gate = RequestGate(settings, request_inspector)
     the_upstream = _upstream_from(settings, upstream)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -406,6 +430,10 @@ def create_app(
             problem = await the_upstream.aprobe()
             if problem is not None:
                 status, body = 503, {"status": "upstream unreachable", "error": problem}
+        if status == 200:
+            problem = await probe_aligners(the_squad)
+            if problem is not None:
+                status, body = 503, {"status": "aligner unreachable", "error": problem}
         return JSONResponse(body, status_code=status)
 
     @app.get("/v1/models")
@@ -418,18 +446,27 @@ def create_app(
 
     async def align(squad: Squad, question: str, answer: str) -> tuple[str, dict[str, Any]]:
         if not answer.strip():
-            return answer, {"skipped": "the upstream answer is empty; nothing to align"}
+            return answer, AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
         try:
             result = await batcher.align(squad, question, answer)
         except AlignmentViolation as violation:
             raise _violation_error(violation.result) from None
-        except Exception as exc:  # never lose the answer; say loudly that it is unaligned
-            logger.exception("squad failed", extra={"fields": {"error": str(exc)}})
-            return answer, {
-                "error": f"squad failed ({type(exc).__name__}: {exc})",
-                "aligned": False,
-            }
+        except APIError:
+            raise
+        except Exception as exc:
+            return answer, squad_failed(squad, question, answer, exc)
         return result.text, _withheld(result.to_record())
+
+    def squad_failed(squad: Squad, question: str, answer: str, exc: Exception) -> dict[str, Any]:
+        """``on_error``: the answer's failure record (return_original), or HTTP 500 (raise)."""
+        logger.exception("squad failed", extra={"fields": {"error": str(exc)}})
+        if squad.config.on_error == "raise":
+            raise APIError(
+                500, f"squad failed ({type(exc).__name__}: {exc})", "alignment_error"
+            ) from None
+        return AlignmentResult.failed(
+            question, answer, exc, on_flag=squad.config.on_flag
+        ).to_record()
 
     async def check_request(
         squad: Squad, body: ChatCompletionRequest, question: str, fields: dict[str, Any]
@@ -516,8 +553,11 @@ def create_app(
                 )
             return completion(ident, created, text, CONTENT_FILTER, record, None)
         start = time.perf_counter()
+        deadline = Deadline(settings.request_timeout)
         try:
-            upstream_result = await the_upstream.acomplete(messages, config)
+            upstream_result = await deadline.run(
+                the_upstream.acomplete(messages, config), "the upstream model"
+            )
         except GenerationError as exc:
             raise APIError(502, f"upstream model failed: {exc}", "upstream_error") from None
         except ValueError as exc:
@@ -535,7 +575,7 @@ def create_app(
         # Other policies decide on the whole answer before a byte is sent: a blocked answer must
         # never have been half shown, and a raised one is an HTTP error, not a broken stream.
         start = time.perf_counter()
-        text, record = await align(squad, question, answer)
+        text, record = await deadline.run(align(squad, question, answer), "aligning the answer")
         if request_record is not None:
             record["request_check"] = request_record
         finish = CONTENT_FILTER if record.get("action") == "blocked" else None
@@ -595,7 +635,7 @@ def create_app(
         yield chunk_({"role": "assistant", "content": ""})
         record: dict[str, Any]
         if not answer.strip():
-            record = {"skipped": "the upstream answer is empty; nothing to align"}
+            record = AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
             if answer:
                 yield chunk_({"content": answer})
         else:
@@ -606,8 +646,11 @@ def create_app(
                     emitted = True
                     yield chunk_({"content": piece})
             except Exception as exc:  # the squad keeps aligner faults; this is anything else
+                # Headers are sent, so even under on_error="raise" the answer is the fallback.
                 logger.exception("squad failed mid-stream", extra={"fields": {"error": str(exc)}})
-                record = {"error": f"squad failed ({type(exc).__name__}: {exc})", "aligned": False}
+                record = AlignmentResult.failed(
+                    question, answer, exc, on_flag=squad.config.on_flag
+                ).to_record()
                 if not emitted:
                     yield chunk_({"content": answer})
             else:

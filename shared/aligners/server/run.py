@@ -3,7 +3,11 @@ tests, the docs' stand-in for a vLLM server)."""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -95,12 +99,47 @@ def serve_in_thread(
     return RunningServer(app, host, port).start(wait_ready=wait_ready)
 
 
-def run(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``app`` in the foreground until interrupted (what ``aligners serve`` does)."""
+def run(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    shutdown_timeout: float = 10.0,
+) -> None:
+    """Serve ``app`` in the foreground until interrupted (what ``aligners serve`` does).
+
+    SIGTERM or Ctrl-C: requests in flight get ``shutdown_timeout`` seconds to finish, then the
+    process exits even if a worker thread is still generating (it cannot be interrupted)."""
     import uvicorn
 
     from aligners.server.common import configure_json_logging
 
     configure_json_logging(log_level)
     # uvicorn's own access log is off: the app writes one JSON line per request instead.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, log_config=None)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=max(math.ceil(shutdown_timeout), 1),  # uvicorn takes whole s
+    )
+    _exit_if_threads_linger()
+
+
+def _exit_if_threads_linger() -> None:
+    """Exit now when generation threads outlive the server: Python would wait for them."""
+    lingering = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    if lingering:
+        logging.getLogger("aligners.server").warning(
+            "exiting with %d worker thread(s) still running", len(lingering)
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

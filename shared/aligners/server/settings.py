@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from aligners.squad.result import OnFlag
+from aligners.squad.result import OnError, OnFlag
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, BlockedMessage
 
 
@@ -20,6 +20,17 @@ class ServerLimits(BaseModel):
     default_max_tokens: int = Field(default=256, gt=0, description="When a request sets none.")
     max_tokens_limit: int = Field(default=4096, gt=0, description="Larger max_tokens get 400.")
     warmup: bool = Field(default=True, description="Load models at startup; /ready waits for it.")
+    request_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds one request may take before it gets 504; local generation stops "
+        "at this time too, so no request holds the model for longer.",
+    )
+    shutdown_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds SIGTERM waits for requests in flight before the process exits.",
+    )
 
 
 class ModelServerSettings(ServerLimits):
@@ -79,6 +90,11 @@ class ProxySettings(ServerLimits):
         "shipped operating point, else 0.5).",
     )
     check_only: bool = Field(default=False, description="Only score answers; never rewrite.")
+    on_error: OnError = Field(
+        default="return_original",
+        description="When the squad fails on an answer: return_original (the answer comes back "
+        "unaligned, the failure in its record) or raise (HTTP 500, type alignment_error).",
+    )
     max_batch_size: int = Field(
         default=32,
         ge=1,

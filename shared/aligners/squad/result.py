@@ -29,6 +29,11 @@ class StageRecord(BaseModel):
     skipped_reason: str | None = None
     error: str | None = Field(default=None, description="Why the aligner's output was rejected.")
     truncated: bool = Field(default=False, description="The answer's middle was cut to fit.")
+    hit_token_limit: bool = Field(
+        default=False,
+        description="The accepted rewrite stopped at max_new_tokens before it ended "
+        "(on_token_limit='accept'); under the default such a rewrite is rejected (see error).",
+    )
 
 
 class AlignmentResult(BaseModel):

@@ -330,14 +330,27 @@ class Squad:
                     record.applied = True
                     record.changed = correction.text != work.result.text
                     record.truncated = correction.truncated
+                    record.hit_token_limit = correction.hit_token_limit
                     work.result.text = correction.text
                     work.result.applied.append(member.name)
             work.result.stages.append(record)
 
     @staticmethod
-    def _accept(correction: Correction, previous: str) -> tuple[Correction | None, str | None]:
+    def _accept(
+        correction: Correction, aligner: Aligner | None = None
+    ) -> tuple[Correction | None, str | None]:
         if not correction.text.strip():
             return None, "aligner produced empty text; kept the previous text"
+        if (
+            correction.hit_token_limit
+            and aligner is not None
+            and aligner.config.on_token_limit == "keep_previous"
+        ):
+            return None, (
+                f"rewrite stopped at max_new_tokens={aligner.config.max_new_tokens} before it "
+                "ended; kept the previous text (raise max_new_tokens, or on_token_limit='accept' "
+                "takes the cut rewrite)"
+            )
         return correction, None
 
     def _run_group(
@@ -354,7 +367,7 @@ class Squad:
             for i, question, answer in zip(indices, questions, answers):
                 try:
                     outcomes[i] = self._accept(
-                        member.aligner.correct([question], [answer])[0], answer
+                        member.aligner.correct([question], [answer])[0], member.aligner
                     )
                 except Exception as error:
                     outcomes[i] = (
@@ -362,7 +375,7 @@ class Squad:
                         f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
                     )
             return outcomes
-        return {i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)}
+        return {i: self._accept(c, member.aligner) for i, c in zip(indices, corrections)}
 
     async def _arun_group(
         self, member: SquadMember, works: Sequence[_Work], indices: list[int]
@@ -374,7 +387,7 @@ class Squad:
             corrections = await member.aligner.acorrect(questions, answers)
         except Exception:
             return await asyncio.to_thread(self._run_group, member, works, indices)
-        return {i: self._accept(c, a) for i, c, a in zip(indices, corrections, answers)}
+        return {i: self._accept(c, member.aligner) for i, c in zip(indices, corrections)}
 
     def _stages(
         self, works: list[_Work]
@@ -653,11 +666,11 @@ class SquadStream:
         return ("stream" if self.squad._streaming_plan(works, stage, orders) else "run"), member
 
     def _streamed_outcome(
-        self, pieces: list[str], error: Exception | None, previous: str
+        self, pieces: list[str], error: Exception | None
     ) -> tuple[Correction | None, str | None]:
         if error is not None:
             return None, _stream_failure(error, pieces)
-        return self.squad._accept(Correction("".join(pieces).strip()), previous)
+        return self.squad._accept(Correction("".join(pieces).strip()))
 
     def __iter__(self) -> Iterator[str]:
         squad = self.squad
@@ -688,7 +701,7 @@ class SquadStream:
                     except Exception as exc:
                         error = exc
                     streamed = True
-                    outcomes[0] = self._streamed_outcome(pieces, error, work.text)
+                    outcomes[0] = self._streamed_outcome(pieces, error)
                     if outcomes[0][0] is None and not pieces:
                         yield work.text
                 squad._finish_stage(works, orders, number, stage, groups, outcomes)
@@ -723,7 +736,7 @@ class SquadStream:
                     except Exception as exc:
                         error = exc
                     streamed = True
-                    outcomes[0] = self._streamed_outcome(pieces, error, work.text)
+                    outcomes[0] = self._streamed_outcome(pieces, error)
                     if outcomes[0][0] is None and not pieces:
                         yield work.text
                 await asyncio.to_thread(
