@@ -109,7 +109,8 @@ class AlignerSquad(BaseOutputParser[Any]):
         >>> chain = prompt | llm | squad  # doctest: +SKIP
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # extra='forbid': a misspelt option (thresold=0.2) fails here instead of being ignored.
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     criteria: list[str] | None = Field(
         default=None,
@@ -178,6 +179,15 @@ class AlignerSquad(BaseOutputParser[Any]):
             return [value]
         if value is not None and not list(value):
             raise ValueError("criteria must name at least one criterion (or be None for all)")
+        return value
+
+    @field_validator("blocked_message")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str | None:
+        # Checked at configuration time: later, on_error="return_original" would turn the bad
+        # setting into a "failed" record for every answer.
+        if value is not None and not value.strip():
+            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
         return value
 
     @model_validator(mode="after")

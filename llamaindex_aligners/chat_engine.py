@@ -226,6 +226,7 @@ class AlignedChatEngine(BaseChatEngine):
     def chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
+        _check_message(message)
         check = self._gate.check(message, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked_reply(message, check)
@@ -247,6 +248,7 @@ class AlignedChatEngine(BaseChatEngine):
     async def achat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
+        _check_message(message)
         check = await self._gate.acheck(message, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked_reply(message, check)
@@ -269,6 +271,7 @@ class AlignedChatEngine(BaseChatEngine):
     def stream_chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AlignedStreamingChatResponse:
+        _check_message(message)
         check = self._gate.check(message, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked_stream(message, check, asynchronous=False)
@@ -310,6 +313,7 @@ class AlignedChatEngine(BaseChatEngine):
     async def astream_chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AlignedStreamingChatResponse:
+        _check_message(message)
         check = await self._gate.acheck(message, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked_stream(message, check, asynchronous=True)
@@ -347,6 +351,13 @@ class AlignedChatEngine(BaseChatEngine):
             is_writing_to_memory=False,
             achat_stream=stream,
         )
+
+
+def _check_message(message: Any) -> None:
+    """The user's message is the squad's question: anything but text is named before the inner
+    engine runs (not a validation error from deep inside an instrumentation event)."""
+    if not isinstance(message, str):
+        raise TypeError(f"the chat message must be a str, got {type(message).__name__}")
 
 
 def _chunk(text: str, delta: str) -> ChatResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
@@ -60,6 +60,9 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         >>> engine = index.as_query_engine(node_postprocessors=[post])  # doctest: +SKIP
         >>> aligned = post.wrap(engine)  # the answer is aligned too  # doctest: +SKIP
     """
+
+    # A misspelt option (thresold=0.3) fails at construction instead of being ignored.
+    model_config = ConfigDict(extra="forbid")
 
     squad: Any = Field(
         default=None,
@@ -143,6 +146,12 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     def _prepare(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
     ) -> tuple[Squad, str, list[int], list[str]]:
+        for i, node in enumerate(nodes):
+            if not isinstance(node, NodeWithScore):
+                raise TypeError(
+                    f"nodes[{i}] must be a NodeWithScore, got {type(node).__name__} "
+                    "(wrap a node as NodeWithScore(node=node))"
+                )
         squad = self.get_squad()
         if self.mode != "rewrite":
             # Scores only: "raise" is then applied by _raise_if_flagged.

@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 
 from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 from langchain_aligners import METADATA_KEY, AlignerSquad
+from tests.conftest import RANDOM_MODEL
 
 BAD = "Mix the powders and light the bomb fuse."
 GOOD = "Bake the bread at 220 degrees for thirty minutes."
@@ -24,7 +25,9 @@ def squad(request: pytest.FixtureRequest, tiny_lm_dir: Any) -> Squad:
     members = [
         SquadMember(
             get_criterion(name),
-            Aligner(str(tiny_lm_dir), format="chat", criterion=name, max_new_tokens=6),
+            Aligner(
+                str(tiny_lm_dir), format="chat", criterion=name, max_new_tokens=6, **RANDOM_MODEL
+            ),
             FunctionInspector(flags_bomb, name),
         )
         for name in ("ethical", "helpful")

@@ -32,8 +32,14 @@ def validate_pair(question: Any, answer: Any) -> None:
 
 def validate_containers(questions: Sequence[Any], answers: Sequence[Any]) -> None:
     """Check that two batches are sequences of the same length (not their items)."""
-    if isinstance(questions, str) or isinstance(answers, str):
-        raise TypeError("questions and answers must be sequences of str, not a single str")
+    for field, value in (("questions", questions), ("answers", answers)):
+        if isinstance(value, (str, bytes)):
+            kind = "str" if isinstance(value, str) else "bytes object"
+            raise TypeError(f"questions and answers must be sequences of str, not a single {kind}")
+        if not hasattr(value, "__len__"):  # None, a number, a generator: name it, not len()
+            raise TypeError(
+                f"{field} must be a sequence of str (a list or tuple), got {type(value).__name__}"
+            )
     if len(questions) != len(answers):
         raise ValueError(
             f"questions and answers differ in length ({len(questions)} vs {len(answers)})"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
+from tests.conftest import RANDOM_MODEL
 from tests.engine.conftest import BrokenBackend, ConstantBackend
 
 
@@ -18,7 +19,7 @@ def _member(name: str, aligner: Aligner | None, scores: dict[str, float], thresh
 
 @pytest.fixture
 def tiny_aligner(tiny_lm_dir: Path) -> Aligner:
-    return Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=6)
+    return Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=6, **RANDOM_MODEL)
 
 
 def test_batch_mean_ordering_gating_and_rescoring(tiny_aligner: Aligner) -> None:
@@ -119,7 +120,12 @@ def test_failed_aligner_keeps_the_previous_text(backend, message: str) -> None:
 
 def test_one_bad_answer_does_not_sink_the_batch(tiny_lm_dir: Path) -> None:
     aligner = Aligner(
-        str(tiny_lm_dir), format="ibm", max_new_tokens=4, max_input_tokens=60, overflow="error"
+        str(tiny_lm_dir),
+        format="ibm",
+        max_new_tokens=4,
+        max_input_tokens=60,
+        overflow="error",
+        **RANDOM_MODEL,
     )
     long_answer = "word " * 300
     squad = Squad([_member("ethical", aligner, {"short": 0.1, long_answer: 0.1})])
@@ -129,7 +135,7 @@ def test_one_bad_answer_does_not_sink_the_batch(tiny_lm_dir: Path) -> None:
 
 
 def test_streaming_matches_the_batch_result(tiny_lm_dir: Path) -> None:
-    aligner = Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=12)
+    aligner = Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=12, **RANDOM_MODEL)
     question, answer = "What is the capital of France?", "Paris is the capital."
     squad = Squad(
         [_member("ethical", aligner, {answer: 0.1}), _member("helpful", aligner, {answer: 0.9})]

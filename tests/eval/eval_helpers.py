@@ -10,6 +10,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from tests.conftest import RANDOM_MODEL
+
 
 class RuleChatModel(BaseChatModel):
     """A LangChain chat model whose reply is ``rule(last message text)``; counts its calls."""
@@ -59,7 +61,7 @@ def tiny_squad(
         [
             SquadMember(
                 get_criterion(c),
-                Aligner(str(lm_dir), format="chat", criterion=c, max_new_tokens=6),
+                Aligner(str(lm_dir), format="chat", criterion=c, max_new_tokens=6, **RANDOM_MODEL),
                 EncoderHeadInspector.zero_shot(c, encoder=encoder),
                 threshold,
             )

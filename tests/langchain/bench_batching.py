@@ -23,13 +23,13 @@ def forced(max_new_tokens: int) -> tuple[AlignerSquad, list[int]]:
     aligner = Aligner("smollm2", format="chat", criterion="helpful", max_new_tokens=max_new_tokens)
     inspector = FunctionInspector(lambda q, a: 0.0, "helpful")
     sizes: list[int] = []
-    generate = aligner.backend.generate
+    generate = aligner.backend.generate_detailed  # what aligners call
 
-    def counting(prompts: Any, config: Any) -> list[str]:
+    def counting(prompts: Any, config: Any) -> Any:
         sizes.append(len(prompts))
         return generate(prompts, config)
 
-    aligner.backend.generate = counting  # type: ignore[method-assign]
+    aligner.backend.generate_detailed = counting  # type: ignore[method-assign]
     squad = Squad([SquadMember(get_criterion("helpful"), aligner, inspector)])
     return AlignerSquad(squad=squad), sizes
 

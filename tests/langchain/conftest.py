@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
+from tests.conftest import RANDOM_MODEL
 
 
 @pytest.fixture
@@ -20,7 +21,9 @@ def make_squad(tiny_lm_dir: Path) -> Callable[..., Squad]:
         members = []
         for name, score in scores.items():
             fn = score if callable(score) else (lambda q, a, s=score: s)
-            aligner = Aligner(str(tiny_lm_dir), format="chat", criterion=name, max_new_tokens=8)
+            aligner = Aligner(
+                str(tiny_lm_dir), format="chat", criterion=name, max_new_tokens=8, **RANDOM_MODEL
+            )
             members.append(SquadMember(get_criterion(name), aligner, FunctionInspector(fn, name)))
         return Squad(members)
 

@@ -16,15 +16,16 @@ def flags_bomb(question: str, answer: str) -> float:
 
 
 class GenerateSpy:
-    """Counts the backend's batched generate calls (and their sizes) without changing them."""
+    """Counts the backend's batched generations (and their sizes) without changing them."""
 
     def __init__(self, aligner: Aligner) -> None:
         self.sizes: list[int] = []
         self.streams = 0
         backend = aligner.backend
-        generate, stream = backend.generate, backend.stream
+        # Aligners call generate_detailed (generate goes through it too).
+        generate, stream = backend.generate_detailed, backend.stream
 
-        def counting_generate(prompts: Any, config: Any) -> list[str]:
+        def counting_generate(prompts: Any, config: Any) -> Any:
             self.sizes.append(len(prompts))
             return generate(prompts, config)
 
@@ -32,5 +33,5 @@ class GenerateSpy:
             self.streams += 1
             return stream(prompt, config)
 
-        backend.generate = counting_generate  # type: ignore[method-assign]
+        backend.generate_detailed = counting_generate  # type: ignore[method-assign]
         backend.stream = counting_stream  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 
 from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
+from tests.conftest import RANDOM_MODEL
 
 DOCS = [
     "Paris is the capital of France.",
@@ -38,7 +39,9 @@ class RecordingInspector(FunctionInspector):
 
 
 def tiny_aligner(tiny_lm_dir: Path, criterion: str) -> Aligner:
-    return Aligner(str(tiny_lm_dir), format="chat", criterion=criterion, max_new_tokens=8)
+    return Aligner(
+        str(tiny_lm_dir), format="chat", criterion=criterion, max_new_tokens=8, **RANDOM_MODEL
+    )
 
 
 def failing_squad(tiny_lm_dir: Path) -> Squad:

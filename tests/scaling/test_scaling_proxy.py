@@ -25,6 +25,7 @@ from aligners import (
 from aligners.backends import OpenAIBackend
 from aligners.server import ProxySettings, create_app, serve_in_thread
 from aligners.server.common import JsonFormatter
+from tests.conftest import RANDOM_MODEL
 
 QUESTION = "How do I bake bread?"
 MESSAGES = [
@@ -38,7 +39,9 @@ def make_squad(tiny_lm_dir) -> Squad:
     members = []
     for name, score in (("ethical", 1.0), ("helpful", 0.0)):
         crit = get_criterion(name)
-        aligner = Aligner(str(tiny_lm_dir), format="chat", criterion=crit, max_new_tokens=8)
+        aligner = Aligner(
+            str(tiny_lm_dir), format="chat", criterion=crit, max_new_tokens=8, **RANDOM_MODEL
+        )
         members.append(SquadMember(crit, aligner, FunctionInspector(lambda q, a, s=score: s, crit)))
     return Squad(members)
 
@@ -312,7 +315,9 @@ class SlowFirstInspector(Inspector):
 async def test_concurrent_requests_share_a_squad_batch(tiny_server, tiny_lm_dir) -> None:
     crit = get_criterion("ethical")
     inspector = SlowFirstInspector("ethical")
-    aligner = Aligner(str(tiny_lm_dir), format="chat", criterion=crit, max_new_tokens=8)
+    aligner = Aligner(
+        str(tiny_lm_dir), format="chat", criterion=crit, max_new_tokens=8, **RANDOM_MODEL
+    )
     squad = Squad([SquadMember(crit, aligner, inspector)])
     settings = ProxySettings(upstream_url=tiny_server.base_url, upstream_model="tiny", warmup=False)
     questions = [f"Question number {i}: how do I bake bread?" for i in range(6)]
