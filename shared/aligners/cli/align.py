@@ -200,10 +200,15 @@ def register(app: typer.Typer) -> None:
         question: str = typer.Option("", "--question", "-q", help="The question (may be empty)."),
         answer: str | None = typer.Option(None, "--answer", "-a", help="The answer to align."),
         input: Path | None = typer.Option(
-            None, "--input", "-i", help="JSONL with 'question' and 'answer' per line.", exists=True
+            None,
+            "--input",
+            "-i",
+            help="JSONL with 'question' and 'answer' per line.",
+            exists=True,
+            dir_okay=False,
         ),
         output: Path | None = typer.Option(
-            None, "--output", "-o", help="Write JSONL results here."
+            None, "--output", "-o", help="Write JSONL results here.", dir_okay=False
         ),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
@@ -255,6 +260,10 @@ def register(app: typer.Typer) -> None:
 
         if (answer is None) == (input is None):
             raise typer.BadParameter("give exactly one of --answer or --input")
+        if output is not None and input is None:
+            raise typer.BadParameter("--output goes with --input (one --answer prints its result)")
+        if output is not None and output.parent and not output.parent.is_dir():
+            raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
         policy = policy_options(on_flag, blocked_message)
         if on_error not in ("raise", "return_original"):
             raise typer.BadParameter(

@@ -28,4 +28,7 @@ def run_cli(app: typer.Typer) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         return 2
+    except OSError as error:  # unreadable files, unreachable servers: one line, not a traceback
+        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
+        return 2
     return int(result) if isinstance(result, int) else 0

@@ -101,7 +101,13 @@ class TemplateFormat(PromptFormat):
         special_tokens: tuple[str, ...] | list[str] = (),
         name: str = "template",
     ) -> None:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:  # an unbalanced brace
+            raise ValueError(
+                f"format template {template!r:.80} is not a valid template ({exc}); write "
+                "literal braces as {{ and }}"
+            ) from None
         missing = {"question", "answer"} - fields
         if missing:
             raise ValueError(

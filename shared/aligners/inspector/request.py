@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,12 +65,22 @@ class RequestInspector(ABC):
         checked = _validate_requests(requests)
         if not checked:
             return []
-        scores = self._score(checked)
+        scores = list(self._score(checked))
+        who = f"request inspector {type(self).__name__}"
         if len(scores) != len(checked):
-            raise RuntimeError(
-                f"request inspector returned {len(scores)} scores for {len(checked)} requests"
-            )
-        return [float(s) for s in scores]
+            raise RuntimeError(f"{who} returned {len(scores)} scores for {len(checked)} requests")
+        values = []
+        for i, score in enumerate(scores):
+            try:
+                value = float(score)
+            except (TypeError, ValueError):
+                raise TypeError(f"{who} returned a non-number for request {i}: {score!r}") from None
+            if isinstance(score, bool) or math.isnan(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"{who} returned a score outside [0, 1] for request {i}: {score!r}"
+                )
+            values.append(value)
+        return values
 
     def score(self, request: str) -> float:
         """P(fine to answer) for one request."""
@@ -104,7 +115,7 @@ class FunctionRequestInspector(RequestInspector):
         self.threshold = threshold
 
     def _score(self, requests: Sequence[str]) -> list[float]:
-        return [float(self.fn(r)) for r in requests]
+        return [self.fn(r) for r in requests]  # score_batch checks each value
 
 
 class RequestHeadConfig(BaseModel):

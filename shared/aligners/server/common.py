@@ -166,18 +166,42 @@ def message_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return _no_surrogates(content, "message content")
     texts = []
-    for part in content:
-        if (
-            not isinstance(part, dict)
-            or part.get("type") != "text"
-            or not isinstance(part.get("text"), str)
-        ):
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text":
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             raise APIError(400, f"only text message content is supported, got a {kind!r} part")
-        texts.append(part["text"])
+        if not isinstance(part.get("text"), str):
+            raise APIError(
+                400,
+                f"content[{i}] is a text part whose 'text' must be a string, got "
+                f"{type(part.get('text')).__name__}",
+            )
+        texts.append(_no_surrogates(part["text"], f"content[{i}].text"))
     return "".join(texts)
+
+
+def _no_surrogates(text: str, where: str) -> str:
+    """``text``, or a 400 when it holds a lone surrogate (no UTF-8 encoding exists for it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(
+            400,
+            f"{where} contains a lone surrogate at character {exc.start} ({text[exc.start]!r}); "
+            "send valid UTF-8 text",
+        ) from None
+    return text
+
+
+def replace_surrogates(text: str) -> tuple[str, bool]:
+    """``text`` with lone surrogates replaced by U+FFFD, and whether any were."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text), True
+    return text, False
 
 
 # -- structured logs ---------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from aligners.server.common import (
     install_request_logging,
     new_id,
     read_json,
+    replace_surrogates,
     sse,
 )
 from aligners.server.local import Completion, LocalGenerator
@@ -146,6 +147,11 @@ def warm_squad(squad: Squad) -> None:
 
 #: The record's reason when the upstream answered nothing.
 EMPTY_ANSWER = "the upstream answer is empty; nothing to align"
+#: The record's note when the upstream answer could not be sent as UTF-8 as it was.
+INVALID_CHARACTERS = (
+    "the upstream answer held lone surrogates (not valid UTF-8); they were replaced with U+FFFD "
+    "before aligning"
+)
 
 
 async def probe_aligners(squad: Squad) -> str | None:
@@ -558,17 +564,27 @@ def create_app(
             upstream_result = await deadline.run(
                 the_upstream.acomplete(messages, config), "the upstream model"
             )
+        except APIError:
+            raise
         except GenerationError as exc:
             raise APIError(502, f"upstream model failed: {exc}", "upstream_error") from None
         except ValueError as exc:
             raise APIError(400, f"upstream model cannot take this request: {exc}") from None
+        except Exception as exc:  # any other upstream fault is still the upstream's, in our shape
+            logger.exception("upstream failed", extra={"fields": {"error": str(exc)}})
+            raise APIError(
+                502, f"upstream model failed ({type(exc).__name__}: {exc})", "upstream_error"
+            ) from None
         fields["upstream_ms"] = round((time.perf_counter() - start) * 1000, 2)
-        answer = upstream_result.text
+        answer, replaced = replace_surrogates(upstream_result.text)
+        notes = [INVALID_CHARACTERS] if replaced else []
+        if replaced:
+            logger.warning("upstream answer held lone surrogates; replaced with U+FFFD")
         token_stream = squad.config.on_flag == "rewrite" or squad.config.check_only
         if body.stream and token_stream:
             return StreamingResponse(
                 stream_events(
-                    squad, question, answer, upstream_result, ident, created, request_record
+                    squad, question, answer, upstream_result, ident, created, request_record, notes
                 ),
                 media_type="text/event-stream",
             )
@@ -576,6 +592,7 @@ def create_app(
         # never have been half shown, and a raised one is an HTTP error, not a broken stream.
         start = time.perf_counter()
         text, record = await deadline.run(align(squad, question, answer), "aligning the answer")
+        record["failures"] = [*record.get("failures", []), *notes]
         if request_record is not None:
             record["request_check"] = request_record
         finish = CONTENT_FILTER if record.get("action") == "blocked" else None
@@ -628,6 +645,7 @@ def create_app(
         ident: str,
         created: int,
         request_record: dict[str, Any] | None = None,
+        notes: list[str] | None = None,
     ) -> AsyncIterator[str]:
         def chunk_(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
             return chunk(ident, created, delta, finish, **extra)
@@ -639,9 +657,9 @@ def create_app(
             if answer:
                 yield chunk_({"content": answer})
         else:
-            stream = squad.stream(question, answer)
             emitted = False
             try:
+                stream = squad.stream(question, answer)
                 async for piece in stream:
                     emitted = True
                     yield chunk_({"content": piece})
@@ -656,6 +674,7 @@ def create_app(
             else:
                 assert stream.result is not None
                 record = stream.result.to_record()
+        record["failures"] = [*record.get("failures", []), *(notes or [])]
         if request_record is not None:
             record["request_check"] = request_record
         yield chunk_({}, upstream_result.finish_reason, aligners=record)

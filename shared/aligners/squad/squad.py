@@ -119,6 +119,16 @@ class Squad:
     ) -> None:
         if not members:
             raise ValueError("a squad needs at least one member")
+        for i, member in enumerate(members):
+            if not isinstance(member, SquadMember):
+                hint = (
+                    f"; for the shipped members by name use Squad.default([{member!r}])"
+                    if isinstance(member, str)
+                    else ""
+                )
+                raise TypeError(
+                    f"members[{i}] must be a SquadMember, got {type(member).__name__}{hint}"
+                )
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"squad members must have distinct criteria, got {names}")
@@ -637,11 +647,26 @@ class SquadStream:
     """Iterate for text pieces (sync or async); ``result`` holds the record afterwards."""
 
     def __init__(self, squad: Squad, question: str, answer: str) -> None:
-        validate_pair(question, answer)
         self.squad = squad
         self.question = question
         self.answer = answer
         self.result: AlignmentResult | None = None
+        #: Why the pair cannot be streamed (``on_error="return_original"``: sent back as it was).
+        self._invalid: Exception | None = None
+        try:
+            validate_pair(question, answer)
+        except (TypeError, ValueError) as error:
+            if squad.config.on_error == "raise":
+                raise
+            self._invalid = error
+
+    def _fallback(self, error: Exception) -> str:
+        """Record the failure and return the text to send instead (the answer as it was)."""
+        if isinstance(error, AlignmentViolation) or self.squad.config.on_error == "raise":
+            raise error
+        logger.warning("squad failed on a stream; returning the original: %s", error)
+        self.result = self.squad._failed(self.question, self.answer, error)
+        return self.result.text
 
     def _prepare(self) -> tuple[list[_Work], Iterator[Any]]:
         squad = self.squad.with_options(max_rounds=1)
@@ -680,7 +705,16 @@ class SquadStream:
             self.result = squad.align(self.question, self.answer)
             yield self.result.text
             return
-        works, stages = self._prepare()
+        if self._invalid is not None:
+            text = self._fallback(self._invalid)
+            if text:
+                yield text
+            return
+        try:
+            works, stages = self._prepare()
+        except Exception as failure:
+            yield self._fallback(failure)
+            return
         work = works[0]
         streamed = False
         if not squad.config.check_only:
@@ -715,7 +749,16 @@ class SquadStream:
             self.result = await squad.aalign(self.question, self.answer)
             yield self.result.text
             return
-        works, stages = await asyncio.to_thread(self._prepare)
+        if self._invalid is not None:
+            text = self._fallback(self._invalid)
+            if text:
+                yield text
+            return
+        try:
+            works, stages = await asyncio.to_thread(self._prepare)
+        except Exception as failure:
+            yield self._fallback(failure)
+            return
         work = works[0]
         streamed = False
         if not squad.config.check_only:
