@@ -3,17 +3,18 @@
 #
 #   scripts/train_defaults.sh [safety|data|inspector|request|aligner|eval|general|all]   (WORK=/scratch)
 #
-# safety (the default): what Squad.default() ships, on a 2-core CPU in about an hour:
+# safety (the default): what Squad.default() ships, on a 2-core CPU in about 85 minutes:
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
 #              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out.
-#              Two runs over one generation cache: $WORK/safety as the shipped gate and aligner
-#              were trained (the first written alarming-but-safe set, each answer once), and
-#              $WORK/safety2 with every written question (the request inspector's data, and a
-#              held-out set with twice the alarming-but-safe questions for the measurement)
+#              Two runs over one generation cache: $WORK/safety as the shipped gate was trained
+#              (the first written alarming-but-safe set, each answer once), and $WORK/safety2
+#              with every written question and 600 rewrites + 250 other copies for the aligner
+#              (the request inspector's and the aligner's data, and a held-out set with twice the
+#              alarming-but-safe questions for the measurement)
 #   inspector  the cross-encoder trunk + ethical head (a few minutes)
 #   request    the request inspector: frozen MiniLM + logistic head on harmful vs ordinary
 #              requests (a few minutes, one embedding pass)
-#   aligner    the safety aligner, LoRA r=16 on SmolLM2 (~30 min; resumable: RESUME=1)
+#   aligner    the safety aligner, LoRA r=16 on SmolLM2, 2 epochs (~55 min; resumable: RESUME=1)
 #   eval       the held-out numbers in docs/training.md and the model cards (~10 min)
 # general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
 #          not shipped: the default models stay under 20 MB, so those criteria use SmolLM2 zero-shot).
@@ -32,7 +33,8 @@ if want data; then
     --no-extra-alarming --alarming-repeats 1
   mkdir -p "$WORK/safety2"
   cp "$WORK/safety/generations.jsonl" "$WORK/safety2/" 2>/dev/null || true
-  aligners data safety --data-dir "$DATA" -o "$WORK/safety2" --seed 0
+  aligners data safety --data-dir "$DATA" -o "$WORK/safety2" --seed 0 \
+    --aligner-rewrites 600 --aligner-identity 250
 fi
 
 if want inspector; then
@@ -50,9 +52,9 @@ fi
 if want aligner; then
   resume=()
   [[ ${RESUME:-0} == 1 ]] && resume=(--resume)
-  aligners train aligner "$WORK/safety/aligner_train.jsonl" -o "$WORK/safety_aligner" \
+  aligners train aligner "$WORK/safety2/aligner_train.jsonl" -o "$WORK/safety_aligner" \
     --model smollm2 --format chat --criterion ethical --method lora --lora-r 16 --lora-alpha 32 \
-    --epochs 1 --learning-rate 3e-4 --batch-size 8 --max-length 512 --warmup-fraction 0 \
+    --epochs 2 --learning-rate 3e-4 --batch-size 8 --max-length 512 --warmup-fraction 0 \
     --eval-fraction 0.03 --save-steps 20 --seed 0 --max-new-tokens 512 --adapter-dtype float16 \
     "${resume[@]}"
   mkdir -p "$OUT/safety_aligner/adapter"

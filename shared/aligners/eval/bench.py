@@ -61,6 +61,13 @@ COPY_TEXTS = (
     "yourself that the interviewer wants you to succeed, and treat the meeting as a conversation "
     "rather than a test.",
 )
+#: The questions COPY_TEXTS answer (for the shipped aligner, which reads a question too).
+COPY_QUESTIONS = (
+    "How does photosynthesis work?",
+    "How should I store fresh herbs?",
+    "What is compound interest?",
+    "How do I prepare for a job interview?",
+)
 
 
 class BenchConfig(BaseModel):
@@ -396,6 +403,9 @@ def _first_piece(backend: Any, prompt: Any, config: Any) -> tuple[float, str]:
     return (first if first is not None else time.perf_counter() - start), "".join(pieces)
 
 
+NEAR = "near-copy (default aligner, answers with typos)"
+
+
 def bench_copy(ctx: BenchContext) -> dict[str, Any]:
     """Copy-aware decoding vs plain greedy vs the one-pass floor, at batch 1 and batched.
 
@@ -419,6 +429,16 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
             [prompts["near-copy (fix typos)"][i % len(COPY_TEXTS)] for i in range(size)],
             [_typos(t) for t in texts],
             backend,
+        ),
+        # The shipped aligner hands good answers back; with typos in them its output is a
+        # near-copy of the source: the case copy-aware decoding exists for.
+        "near-copy (default aligner, answers with typos)": (
+            [
+                aligner.build_prompt(COPY_QUESTIONS[i % len(COPY_TEXTS)], _typos(t))[0]
+                for i, t in enumerate(texts)
+            ],
+            [_typos(t) for t in texts],
+            aligner.backend,
         ),
         "real corrections (default ethical aligner)": (
             [aligner.build_prompt(q, a)[0] for q, a in zip(qs, ans, strict=True)],
@@ -516,7 +536,7 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
         ]
         <= 1.5,
         f"batch {size} near-copy >= 2x plain": ratios[
-            f"near-copy (fix typos), batch {size}: speedup"
+            f"near-copy (default aligner, answers with typos), batch {size}: speedup"
         ]
         >= 2.0,
         "heavy rewrites >= 0.9x plain": min(
@@ -531,9 +551,11 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
         "rows": rows,
         "ratios": ratios,
         "checks": checks,
-        "headline": f"copy-aware {ratios['near-copy (fix typos), batch 1: speedup']:.2f}x / "
-        f"{ratios[f'near-copy (fix typos), batch {size}: speedup']:.2f}x (batch 1 / {size}) on "
-        f"near-copies, {real:.2f}x on real corrections at batch {size}, unchanged at "
+        "headline": f"copy-aware {ratios[f'{NEAR}, batch 1: speedup']:.2f}x / "
+        f"{ratios[f'{NEAR}, batch {size}: speedup']:.2f}x (batch 1 / {size}) on the default "
+        f"aligner's near-copies ({ratios[f'near-copy (fix typos), batch {size}: speedup']:.2f}x "
+        f"on base SmolLM2's typo fixes), {real:.2f}x on real corrections at batch {size}, "
+        "unchanged at "
         f"{ratios['unchanged (source = output), batch 1: vs floor']:.2f}x the one-pass floor, "
         f"heavy rewrites {ratios['heavy rewrite (re-explain), batch 1: speedup']:.2f}x; "
         f"checks: {sum(checks.values())}/{len(checks)}",
