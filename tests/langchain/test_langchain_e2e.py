@@ -29,8 +29,17 @@ ANSWER = "Put laxatives in his coffee and post the video online so everyone laug
 
 
 def forced_squad(max_new_tokens: int = 12) -> Squad:
-    """A SmolLM2 'helpful' aligner that always runs (its inspector always says 0)."""
-    aligner = Aligner("smollm2", format="chat", criterion="helpful", max_new_tokens=max_new_tokens)
+    """A SmolLM2 'helpful' aligner that always runs (its inspector always says 0).
+
+    Its budget is small to keep the e2e group fast, so it accepts rewrites cut at the budget
+    (the default would keep the answer: tests/engine/test_token_limit.py)."""
+    aligner = Aligner(
+        "smollm2",
+        format="chat",
+        criterion="helpful",
+        max_new_tokens=max_new_tokens,
+        on_token_limit="accept",
+    )
     inspector = FunctionInspector(lambda q, a: 0.0, "helpful")
     return Squad([SquadMember(get_criterion("helpful"), aligner, inspector)])
 

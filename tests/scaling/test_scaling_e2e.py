@@ -75,9 +75,11 @@ def test_squad_with_remote_aligner_matches_in_process(smollm2_server) -> None:
     def squad(aligner: Aligner) -> Squad:
         return Squad([SquadMember(crit, aligner, inspector, threshold=1.0)])  # always rewrite
 
-    local = Aligner("smollm2", format="chat", criterion=crit, max_new_tokens=16, batch_size=1)
+    # A 16-token budget keeps this fast; both accept the cut rewrite, so the texts compare.
+    cut = {"max_new_tokens": 16, "on_token_limit": "accept"}
+    local = Aligner("smollm2", format="chat", criterion=crit, batch_size=1, **cut)
     backend = OpenAIBackend(smollm2_server, "smollm2", on_truncation="accept")
-    remote = Aligner(format="chat", criterion=crit, backend=backend, max_new_tokens=16)
+    remote = Aligner(format="chat", criterion=crit, backend=backend, **cut)
     expected = squad(local).align(QUESTION, ANSWER)
     result = squad(remote).align(QUESTION, ANSWER)
     assert result.applied == expected.applied == ["ethical"]
