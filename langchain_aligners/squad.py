@@ -81,13 +81,16 @@ def _member(
     format: str | None,
     max_new_tokens: int | None,
     inspector_encoder: str | None,
+    on_token_limit: str | None = None,
 ) -> SquadMember:
-    key = (name, model, format, max_new_tokens, inspector_encoder)
+    key = (name, model, format, max_new_tokens, inspector_encoder, on_token_limit)
     with _MEMBERS_LOCK:
         if key not in _MEMBERS:
             options: dict[str, Any] = {}
             if max_new_tokens is not None:
                 options["max_new_tokens"] = max_new_tokens
+            if on_token_limit is not None:
+                options["on_token_limit"] = on_token_limit
             if format is not None:
                 options["format"] = format
             # The engine's one factory, so this parser builds exactly what Squad.default builds.
@@ -132,6 +135,11 @@ class AlignerSquad(BaseOutputParser[Any]):
     format: str | None = Field(default=None, description="Aligner prompt format (default chat).")
     max_new_tokens: int | None = Field(
         default=None, gt=0, description="Cap on the aligner's output length in tokens."
+    )
+    on_token_limit: Literal["keep_previous", "accept"] | None = Field(
+        default=None,
+        description="A rewrite that stops at max_new_tokens before it ends: keep the previous "
+        "text and record why (the aligners' default), or accept the cut rewrite.",
     )
     inspector_encoder: str | None = Field(
         default=None,
@@ -216,7 +224,14 @@ class AlignerSquad(BaseOutputParser[Any]):
         else:
             names = self.criteria or list(DEFAULT_CRITERIA)
             members = [
-                _member(n, self.model, self.format, self.max_new_tokens, self.inspector_encoder)
+                _member(
+                    n,
+                    self.model,
+                    self.format,
+                    self.max_new_tokens,
+                    self.inspector_encoder,
+                    self.on_token_limit,
+                )
                 for n in names
             ]
             base = Squad(members)

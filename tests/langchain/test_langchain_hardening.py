@@ -99,3 +99,17 @@ async def test_chat_model_past_its_context_errors_or_truncates(tiny_lm_dir) -> N
     assert isinstance(lenient.invoke(conversation).content, str)
     short = [HumanMessage("hi")]
     assert lenient._prompt(short) == [{"role": "user", "content": "hi"}]  # untouched
+
+
+def test_on_token_limit_reaches_the_aligners_and_is_validated() -> None:
+    from pydantic import ValidationError
+
+    accepting = AlignerSquad(criteria=["ethical"], max_new_tokens=16, on_token_limit="accept")
+    default = AlignerSquad(criteria=["ethical"], max_new_tokens=16)
+    accepting_aligner = accepting.engine.members[0].aligner
+    default_aligner = default.engine.members[0].aligner
+    assert accepting_aligner is not None and default_aligner is not None
+    assert accepting_aligner.config.on_token_limit == "accept"
+    assert default_aligner.config.on_token_limit == "keep_previous"  # built apart, not shared
+    with pytest.raises(ValidationError, match="on_token_limit"):
+        AlignerSquad(on_token_limit="sometimes")
