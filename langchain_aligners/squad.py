@@ -35,6 +35,7 @@ from aligners import (
 from aligners.aligner import validate_pair
 from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.result import OnFlag
+from aligners.squad.squad import BlockedMessage
 from langchain_aligners._inputs import (
     METADATA_KEY,
     agather,
@@ -167,7 +168,7 @@ class AlignerSquad(BaseOutputParser[Any]):
             "still fails."
         ),
     )
-    blocked_message: str | None = Field(
+    blocked_message: BlockedMessage | None = Field(
         default=None, description="Text of a blocked answer (None: the engine's default)."
     )
     on_error: Literal["raise", "return_original"] = Field(
@@ -187,15 +188,6 @@ class AlignerSquad(BaseOutputParser[Any]):
             return [value]
         if value is not None and not list(value):
             raise ValueError("criteria must name at least one criterion (or be None for all)")
-        return value
-
-    @field_validator("blocked_message")
-    @classmethod
-    def _has_text(cls, value: str | None) -> str | None:
-        # Checked at configuration time: later, on_error="return_original" would turn the bad
-        # setting into a "failed" record for every answer.
-        if value is not None and not value.strip():
-            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
         return value
 
     @model_validator(mode="after")

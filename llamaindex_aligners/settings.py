@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aligners import AlignmentResult, Squad
 from aligners.squad.result import OnFlag
+from aligners.squad.squad import BlockedMessage
 
 OnError = Literal["return_original", "raise"]
 
@@ -63,7 +64,7 @@ class AlignmentSettings(BaseModel):
             "rewrite, re-score, and block what still fails. None: the squad's own (rewrite)."
         ),
     )
-    blocked_message: str | None = Field(
+    blocked_message: BlockedMessage | None = Field(
         default=None,
         description="The text a blocked answer (or request) is replaced with; None: the squad's.",
     )
@@ -77,13 +78,6 @@ class AlignmentSettings(BaseModel):
             return [value]
         if value is not None and len(value) == 0:
             raise ValueError("criteria must name at least one criterion (or be None for all)")
-        return value
-
-    @field_validator("blocked_message")
-    @classmethod
-    def _has_text(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
         return value
 
     @field_validator("threshold")

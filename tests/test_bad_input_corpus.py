@@ -2419,7 +2419,7 @@ SERVER_CASES = [
     case(
         "aligners-empty-blocked-message",
         lambda: send(proxy(), chat_body(aligners={"blocked_message": ""})),
-        Rejected(400, "aligners.blocked_message: String should have at least 1 character"),
+        Rejected(400, "aligners.blocked_message: Value error, blocked_message must have text"),
     ),
     case(
         "aligners-unknown-criterion",

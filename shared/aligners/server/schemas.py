@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aligners.server.common import APIError
 from aligners.squad.result import OnFlag
+from aligners.squad.squad import BlockedMessage
 
 
 class ChatMessage(BaseModel):
@@ -73,8 +74,8 @@ class AlignersOptions(BaseModel):
         default=None,
         description="What happens to a flagged answer: rewrite, block, raise, rewrite_or_block.",
     )
-    blocked_message: str | None = Field(
-        default=None, min_length=1, description="The text a blocked answer is replaced with."
+    blocked_message: BlockedMessage | None = Field(
+        default=None, description="The text a blocked answer is replaced with."
     )
     check_request: bool | None = Field(
         default=None, description="Check the last user message before the upstream call."
@@ -82,13 +83,6 @@ class AlignersOptions(BaseModel):
     request_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Requests scoring under it are blocked."
     )
-
-    @field_validator("blocked_message")
-    @classmethod
-    def _has_text(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("blocked_message must have text (it replaces a blocked answer)")
-        return value
 
 
 class ChatCompletionRequest(_Sampling):
