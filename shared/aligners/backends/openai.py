@@ -331,28 +331,24 @@ class OpenAIBackend(GenerationBackend):
         url, body = self._payload(prompt, config, stream=False)
         return self._parse(url, self.post(url, body))
 
-    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
-        """Complete every prompt with concurrent requests (at most ``max_concurrency`` at once)."""
-        if not prompts:
-            return []
-        if len(prompts) == 1:
-            return [self._checked(self._request(prompts[0], config), config)]
+    def _request_all(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[Any]:
+        """``(text, finish_reason)`` per prompt, at most ``max_concurrency`` requests at once."""
+        if len(prompts) <= 1:
+            return [self._request(p, config) for p in prompts]
         with ThreadPoolExecutor(max_workers=min(len(prompts), self.max_concurrency)) as pool:
             futures = [pool.submit(self._request, p, config) for p in prompts]
-            return [self._checked(f.result(), config) for f in futures]
+            return [f.result() for f in futures]
+
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
+        """Complete every prompt with concurrent requests (at most ``max_concurrency`` at once)."""
+        return [self._checked(outcome, config) for outcome in self._request_all(prompts, config)]
 
     def generate_detailed(
         self, prompts: Sequence[Prompt], config: GenerationConfig
     ) -> list[Generation]:
         """Completions with the server's ``finish_reason``; a cut one is returned, not raised
         (``on_truncation`` governs :meth:`generate` only)."""
-        if not prompts:
-            return []
-        if len(prompts) == 1:
-            return [_generation(*self._request(prompts[0], config))]
-        with ThreadPoolExecutor(max_workers=min(len(prompts), self.max_concurrency)) as pool:
-            futures = [pool.submit(self._request, p, config) for p in prompts]
-            return [_generation(*f.result()) for f in futures]
+        return [_generation(*outcome) for outcome in self._request_all(prompts, config)]
 
     def complete(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, str | None]:
         """One completion and the server's ``finish_reason`` (never raises on truncation)."""

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from aligners.validation import validate_text
+
 logger = logging.getLogger("aligners.server")
 
 T = TypeVar("T")
@@ -185,13 +187,9 @@ def message_text(content: Any) -> str:
 def _no_surrogates(text: str, where: str) -> str:
     """``text``, or a 400 when it holds a lone surrogate (no UTF-8 encoding exists for it)."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise APIError(
-            400,
-            f"{where} contains a lone surrogate at character {exc.start} ({text[exc.start]!r}); "
-            "send valid UTF-8 text",
-        ) from None
+        validate_text(text, where)
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
     return text
 
 

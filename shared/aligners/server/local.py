@@ -50,14 +50,18 @@ class LocalGenerator:
         """The prompt's length in tokens; raises :class:`InputTooLongError` when it and
         ``max_new_tokens`` do not fit the model's context (checked before any generation)."""
         used = self.backend.count_tokens(prompt)
+        if used is not None:
+            self._check_length(used, config)
+        return used
+
+    def _check_length(self, used: int, config: GenerationConfig) -> None:
         context = self.backend.context_length
-        if used is not None and context is not None and used + config.max_new_tokens > context:
+        if context is not None and used + config.max_new_tokens > context:
             raise InputTooLongError(
                 f"this model's context is {context} tokens; the messages take {used} and "
                 f"max_tokens asks for {config.max_new_tokens} more. Shorten the messages or "
                 "lower max_tokens"
             )
-        return used
 
     async def acheck_fits(self, prompt: Prompt, config: GenerationConfig) -> int | None:
         """Async :meth:`check_fits` (tokenizing runs in a worker thread)."""
@@ -71,8 +75,8 @@ class LocalGenerator:
         backend = self._transformers
         assert backend is not None
         loaded = backend.load()
-        self.check_fits(prompt, config)
         ids = backend._encode(prompt)  # the backend's own rendering: chat template, BOS handling
+        self._check_length(len(ids), config)
         kwargs = backend._generate_kwargs(config, 1)
         device = loaded.model.device
         inputs = {

@@ -669,6 +669,8 @@ class SquadStream:
         return self.result.text
 
     def _prepare(self) -> tuple[list[_Work], Iterator[Any]]:
+        if self._invalid is not None:
+            raise self._invalid
         squad = self.squad.with_options(max_rounds=1)
         works = squad._start([self.question], [self.answer])
         return works, squad._stages(works)
@@ -705,15 +707,12 @@ class SquadStream:
             self.result = squad.align(self.question, self.answer)
             yield self.result.text
             return
-        if self._invalid is not None:
-            text = self._fallback(self._invalid)
-            if text:
-                yield text
-            return
         try:
             works, stages = self._prepare()
         except Exception as failure:
-            yield self._fallback(failure)
+            text = self._fallback(failure)
+            if text:  # an empty answer comes back empty: nothing to send
+                yield text
             return
         work = works[0]
         streamed = False
@@ -749,15 +748,12 @@ class SquadStream:
             self.result = await squad.aalign(self.question, self.answer)
             yield self.result.text
             return
-        if self._invalid is not None:
-            text = self._fallback(self._invalid)
-            if text:
-                yield text
-            return
         try:
             works, stages = await asyncio.to_thread(self._prepare)
         except Exception as failure:
-            yield self._fallback(failure)
+            text = self._fallback(failure)
+            if text:  # an empty answer comes back empty: nothing to send
+                yield text
             return
         work = works[0]
         streamed = False
