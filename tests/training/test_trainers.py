@@ -13,6 +13,7 @@ from aligners.data import CorrectionTriple, InspectorExample, write_records
 from aligners.formats import get_format
 from aligners.training.aligner import (
     AlignerTrainingConfig,
+    LengthBucketSampler,
     build_stages,
     encode_triple,
     train_aligner,
@@ -135,6 +136,66 @@ def test_full_finetune_and_resume(tiny_lm_dir: Path, tmp_path: Path) -> None:
     again = train_aligner(_triples(8), out, config, resume=True, progress=False)
     assert again["main"]["resumed_from"] == "checkpoint-4"  # nothing left to do: resumed at the end
     assert Aligner.from_pretrained(out).config.model.endswith("model")
+
+
+def test_length_buckets_pad_less_visit_every_example_and_replay_per_epoch() -> None:
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.choice([rng.randint(20, 60), rng.randint(200, 300)]) for _ in range(203)]
+    sampler = LengthBucketSampler(lengths, batch_size=8, seed=0, window=10)
+
+    def padded(order: list[int]) -> int:
+        return sum(
+            max(lengths[i] for i in order[s : s + 8]) * len(order[s : s + 8])
+            for s in range(0, len(order), 8)
+        )
+
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert sorted(first) == list(range(203))  # every example once per epoch
+    shuffled = list(range(203))
+    rng.shuffle(shuffled)
+    assert padded(first) < 0.8 * padded(shuffled)
+    # batch order is shuffled, not long-to-short waves: the long and short batches interleave
+    kinds = [lengths[first[s]] > 100 for s in range(0, 200, 8)]
+    assert sum(a != b for a, b in zip(kinds, kinds[1:])) >= 4
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # a resumed epoch replays its order
+
+
+def test_lora_training_with_length_buckets(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    epochs_seen: list[int] = []
+    original = LengthBucketSampler.set_epoch
+
+    def spy(self: LengthBucketSampler, epoch: int) -> None:
+        epochs_seen.append(epoch)
+        original(self, epoch)
+
+    monkeypatch.setattr(LengthBucketSampler, "set_epoch", spy)
+    triples = _triples(8) + [
+        t.model_copy(update={"answer": BAD + " " + "and more words " * 10}) for t in _triples(8)
+    ]
+    config = AlignerTrainingConfig(
+        model=str(tiny_lm_dir),
+        batching="length_buckets",
+        epochs=2,
+        batch_size=4,
+        warmup_fraction=0.0,
+        eval_fraction=0.0,
+        max_new_tokens=4,
+    )
+    metrics = train_aligner(triples, tmp_path / "lb", config, progress=False)
+    assert metrics["main"]["steps"] == 8
+    assert sorted(set(epochs_seen)) == [0, 1]  # batches came from the bucket sampler
+    assert Aligner.from_pretrained(tmp_path / "lb").config.adapter.endswith("adapter")
+    with pytest.raises(ValueError, match="batching"):
+        AlignerTrainingConfig(batching="sorted")  # type: ignore[arg-type]
 
 
 def test_train_aligner_rejects_overlong_data(tiny_lm_dir: Path, tmp_path: Path) -> None:

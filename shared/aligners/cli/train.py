@@ -108,6 +108,9 @@ def aligner(
     learning_rate: float = typer.Option(2e-4),
     batch_size: int = typer.Option(8),
     grad_accum: int = typer.Option(1),
+    batching: str = typer.Option(
+        "random", help="random, or length_buckets: batches of similar length (less padding)."
+    ),
     max_length: int = typer.Option(512, help="Longer examples are skipped (counted)."),
     warmup_fraction: float = typer.Option(0.2, help="Identity warm-up share (Q-A-A); 0 = none."),
     copy_fraction: float = typer.Option(0.0, help="Extra Q-C-C copies so good answers are kept."),
@@ -158,6 +161,7 @@ def aligner(
         learning_rate=learning_rate,
         batch_size=batch_size,
         grad_accum=grad_accum,
+        batching=batching,  # type: ignore[arg-type]
         max_length=max_length,
         warmup_fraction=warmup_fraction,
         copy_fraction=copy_fraction,

@@ -49,6 +49,12 @@ class AlignerTrainingConfig(BaseModel):
     learning_rate: float = Field(default=2e-4, gt=0)
     batch_size: int = Field(default=8, gt=0)
     grad_accum: int = Field(default=1, gt=0)
+    batching: Literal["random", "length_buckets"] = Field(
+        default="random",
+        description="random: shuffled examples (transformers' default); length_buckets: batches "
+        "of similar-length examples in shuffled order, which pads less (about a quarter fewer "
+        "tokens on the safety recipe) without ordering the epoch by length.",
+    )
     max_length: int = Field(default=512, gt=8, description="Longer examples are skipped, counted.")
     warmup_fraction: float = Field(
         default=0.2,
@@ -167,6 +173,60 @@ class _Collator:
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
         }
+
+
+class LengthBucketSampler:
+    """Indices for batches of similar length, with the batches themselves in random order.
+
+    transformers' ``group_by_length`` sorts each mega-batch from long to short, so an epoch
+    walks through lengths in waves; where length tracks the kind of example (copies are longer
+    than rewrites) those waves become waves of one kind. Here the sorted batches are shuffled.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, window: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window = window * batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Trainer calls this at each epoch (also on resume), so orders differ but replay."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        rng = random.Random(f"{self.seed}-{self.epoch}")
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.window):
+            window = sorted(order[start : start + self.window], key=self.lengths.__getitem__)
+            batches += [
+                window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)
+            ]
+        rng.shuffle(batches)
+        return iter([i for batch in batches for i in batch])
+
+
+def _trainer_class(config: AlignerTrainingConfig) -> Any:
+    from transformers import Trainer
+
+    if config.batching == "random":
+        return Trainer
+
+    class LengthBucketTrainer(Trainer):  # type: ignore[misc]
+        def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            rows: list[dict[str, list[int]]] = self.train_dataset  # type: ignore[assignment]
+            return LengthBucketSampler(
+                [len(row["input_ids"]) for row in rows],
+                config.batch_size * config.grad_accum,
+                config.seed,
+            )
+
+    return LengthBucketTrainer
 
 
 def split_triples(
@@ -409,7 +469,7 @@ def train_aligner(
 
     def run_stage(name: str, rows: list[dict[str, list[int]]], max_steps: int) -> dict[str, Any]:
         stage_dir = checkpoints / name
-        trainer = Trainer(
+        trainer = _trainer_class(config)(
             model=model,
             args=_training_args(
                 config, stage_dir, has_eval=bool(eval_rows), progress=progress, max_steps=max_steps
