@@ -21,11 +21,16 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/aligners demo
 
+# One pytest-xdist worker per core, whole files per worker (a file's servers and models start once);
+# tests/conftest.py gives each worker one compute thread. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: setup
-	$(VENV)/bin/pytest -q -rs
+	$(VENV)/bin/pytest -q -rs $(PYTEST_PARALLEL)
 
 test-fast: setup
-	$(VENV)/bin/pytest -q -m "not e2e"
+	$(VENV)/bin/pytest -q -m "not e2e" $(PYTEST_PARALLEL)
 
 lint: setup
 	$(VENV)/bin/ruff check shared langchain_aligners llamaindex_aligners tests

@@ -387,6 +387,8 @@ class AlignerSquad(BaseOutputParser[Any]):
         return self._output(pair[2], self._align_pairs([pair])[0])
 
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
+        if not result:
+            raise ValueError("parse_result got no generations: there is no answer to align")
         first = result[0]
         value = first.message if isinstance(first, ChatGeneration) else first.text
         pair = self._pair(value)

@@ -82,6 +82,8 @@ class AlignedChatEngine(BaseChatEngine):
         self.settings = settings_from(
             settings, criteria, threshold, check_only, on_error, on_flag, blocked_message
         )
+        if not isinstance(update_memory, bool):
+            raise TypeError(f"update_memory must be True or False, got {update_memory!r}")
         self.update_memory = update_memory
         self._aligner = AnswerAligner(squad, self.settings, target="chat")
         self._gate = RequestGate(

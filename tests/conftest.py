@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core. Two torch processes that each start a
+    # thread per core oversubscribe the CPU and both crawl, so each worker, and the servers and
+    # CLIs it starts (they inherit this), computes on one thread; set OMP_NUM_THREADS to override.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 #: Aligner options for a random tiny model in squad tests: it almost never ends its text, so
 #: its rewrites stop at max_new_tokens, which a squad rejects by default (the previous text is
 #: kept: tests/engine/test_token_limit.py). Tests about squad mechanics accept them.

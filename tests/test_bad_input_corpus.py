@@ -692,6 +692,21 @@ ENGINE_CASES = [
         Raises(TypeError, "returned a non-number for answer 0: 1j"),
     ),
     case(
+        "inspector-returns-a-bool",
+        lambda: squad(score=lambda q, a: True).align("q", FINE),
+        Raises(TypeError, "returned a non-number for answer 0: True"),
+    ),
+    case(
+        "inspector-returns-a-numeric-string",
+        lambda: squad(score=lambda q, a: "0.5").align("q", FINE),
+        Raises(TypeError, "returned a non-number for answer 0: '0.5'"),
+    ),
+    case(
+        "inspector-returns-a-numpy-bool",
+        lambda: squad(score=lambda q, a: __import__("numpy").bool_(True)).align("q", FINE),
+        Raises(TypeError, "returned a non-number for answer 0"),
+    ),
+    case(
         "inspector-too-few-scores",
         lambda: inspect_only(OneScoreInspector("ethical")).align_batch(["q", "q"], ["a", "b"]),
         Raises(
@@ -732,6 +747,11 @@ ENGINE_CASES = [
         "request-inspector-score-out-of-range",
         lambda: FunctionRequestInspector(lambda r: 7).check("r"),
         Raises(ValueError, r"outside \[0, 1\]"),
+    ),
+    case(
+        "request-inspector-score-is-a-bool",
+        lambda: FunctionRequestInspector(lambda r: False).check("r"),
+        Raises(TypeError, "returned a non-number for request 0: False"),
     ),
     case(
         "request-inspector-score-not-a-number",
@@ -1023,6 +1043,11 @@ LANGCHAIN_CASES = [
         "config-unknown-criterion",
         lambda: AlignerSquad(criteria=untyped("ethicks")),
         Raises(ValidationError, r"unknown criteria \['ethicks'\]"),
+    ),
+    case(
+        "parse-result-of-no-generations",
+        lambda: lc().parse_result([]),
+        Raises(ValueError, "parse_result got no generations"),
     ),
     case(
         "config-criteria-not-in-squad",
@@ -1424,6 +1449,11 @@ LLAMAINDEX_CASES = [
         "ce-wraps-a-str",
         lambda: AlignedChatEngine(untyped("engine")),
         Raises(TypeError, "wraps a llama-index BaseChatEngine, got str"),
+    ),
+    case(
+        "ce-update-memory-maybe",
+        lambda: chat(update_memory=untyped("maybe")),
+        Raises(TypeError, "update_memory must be True or False, got 'maybe'"),
     ),
     case(
         "ce-on-error-ignore", lambda: chat(on_error="ignore"), Raises(ValidationError, "on_error")
@@ -2560,6 +2590,11 @@ SERVER_CASES = [
         "upstream-surrogate-answer",
         lambda: send(proxy(SURROGATE), chat_body()),
         answer_survives(SURROGATE),
+    ),
+    case(
+        "stream-flag-is-a-string",
+        lambda: send(proxy(), chat_body(stream="yes")),
+        Rejected(400, "stream"),
     ),
     case(
         "user-message-surrogate",

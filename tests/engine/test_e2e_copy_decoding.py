@@ -23,9 +23,8 @@ ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("criterion", ["ethical", "helpful"])
-def test_shipped_aligner_copy_aware_equals_plain_greedy(criterion: str) -> None:
-    aware = default_aligner(criterion, max_new_tokens=40, batch_size=4, dtype="float32")
+def test_shipped_safety_aligner_copy_aware_equals_plain_greedy() -> None:
+    aware = default_aligner("ethical", max_new_tokens=40, batch_size=4, dtype="float32")
     plain = Aligner.from_config(aware.config, copy_aware=False)
     assert aware.config.copy_aware
     expected = plain.align_batch(QUESTIONS, ANSWERS)
@@ -44,4 +43,6 @@ def test_zero_shot_smollm2_typo_fix_equals_plain_greedy() -> None:
         "Photosynthesis is the porcess plants use to turn light into cehmical energy.",
         "Compound interest means you earn interest on your intrest every year.",
     ]
-    assert aware.align_batch(questions, answers) == plain.align_batch(questions, answers)
+    expected = plain.align_batch(questions, answers)
+    assert aware.align_batch(questions, answers) == expected
+    assert "".join(aware.stream(questions[1], answers[1])) == expected[1]

@@ -103,3 +103,15 @@ def test_inspector_input_and_output_are_checked() -> None:
         FunctionInspector("not callable")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="inspector_config.json"):
         EncoderHeadInspector.from_pretrained("/nonexistent/dir")
+
+
+def test_numeric_scalars_of_any_library_are_scores() -> None:
+    import numpy as np
+    import torch
+
+    for value in (1, 0.25, np.float32(0.25), np.float64(0.25), torch.tensor(0.25)):
+        assert FunctionInspector(lambda q, a, v=value: v).score("q", "a") == pytest.approx(
+            float(value)
+        )
+    with pytest.raises(TypeError, match="non-number for answer 0: tensor"):
+        FunctionInspector(lambda q, a: torch.tensor([0.1, 0.2])).score("q", "a")

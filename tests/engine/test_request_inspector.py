@@ -122,6 +122,8 @@ def test_cli_trains_and_reports_bad_rows(tiny_encoder_dir: Path, tmp_path: Path)
     assert (out / "request_head.safetensors").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"request": "ok", "label": 1}\n{"request": "x", "label": 7}\n')
-    result = runner.invoke(app, ["train", "request-inspector", str(bad), "-o", str(out)])
+    # typer boxes the message at the terminal's width; a wide one keeps the long tmp path whole
+    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    result = runner.invoke(app, ["train", "request-inspector", str(bad), "-o", str(out)], env=wide)
     assert result.exit_code != 0
     assert "bad.jsonl:2" in result.output and "label" in result.output

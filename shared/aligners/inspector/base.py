@@ -12,6 +12,24 @@ from aligners.criteria import Criterion, get_criterion
 from aligners.validation import validate_batch
 
 
+def as_score(value: Any, who: str, item: str) -> float:
+    """``value`` as a float in [0, 1], or an error naming ``who`` and ``item``.
+
+    Numbers and numpy or torch scalars pass. Bools and strings do not: an inspector returning
+    ``True`` or ``"0.5"`` has a bug that a silent ``float()`` would hide.
+    """
+    is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    if is_bool or isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{who} returned a non-number for {item}: {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):  # e.g. a tensor with several elements
+        raise TypeError(f"{who} returned a non-number for {item}: {value!r}") from None
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{who} returned a score outside [0, 1] for {item}: {value!r}")
+    return number
+
+
 class Inspector(ABC):
     """Scores how aligned an answer is for one criterion; 1.0 = aligned."""
 
@@ -37,19 +55,7 @@ class Inspector(ABC):
             raise TypeError(f"{who} returned {kind}, not a list of scores") from None
         if len(values) != expected:
             raise ValueError(f"{who} returned {len(values)} scores for {expected} answers")
-        checked = []
-        for i, value in enumerate(values):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                try:
-                    value = float(value)  # numpy and torch scalars
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"{who} returned a non-number for answer {i}: {value!r}"
-                    ) from None
-            if math.isnan(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{who} returned a score outside [0, 1] for answer {i}: {value}")
-            checked.append(float(value))
-        return checked
+        return [as_score(value, who, f"answer {i}") for i, value in enumerate(values)]
 
     def score(self, question: str, answer: str) -> float:
         """P(aligned) for one pair."""

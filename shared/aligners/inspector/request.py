@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.backends.encoder import SentenceEncoder
+from aligners.inspector.base import as_score
 from aligners.inspector.cross_encoder import HeadCalibration
 
 REQUEST_INSPECTOR_CONFIG = "inspector_config.json"
@@ -69,18 +69,7 @@ class RequestInspector(ABC):
         who = f"request inspector {type(self).__name__}"
         if len(scores) != len(checked):
             raise RuntimeError(f"{who} returned {len(scores)} scores for {len(checked)} requests")
-        values = []
-        for i, score in enumerate(scores):
-            try:
-                value = float(score)
-            except (TypeError, ValueError):
-                raise TypeError(f"{who} returned a non-number for request {i}: {score!r}") from None
-            if isinstance(score, bool) or math.isnan(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"{who} returned a score outside [0, 1] for request {i}: {score!r}"
-                )
-            values.append(value)
-        return values
+        return [as_score(score, who, f"request {i}") for i, score in enumerate(scores)]
 
     def score(self, request: str) -> float:
         """P(fine to answer) for one request."""

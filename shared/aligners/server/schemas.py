@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from aligners.server.common import APIError
 from aligners.squad.result import OnFlag
@@ -28,7 +28,8 @@ class _Sampling(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    stream: bool = False
+    # strict, as OpenAI's API is: "stream": "yes" is a client bug to report, not a yes
+    stream: StrictBool | None = False
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     stop: str | list[str] | None = None
