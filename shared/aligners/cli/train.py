@@ -109,7 +109,9 @@ def aligner(
     batch_size: int = typer.Option(8),
     grad_accum: int = typer.Option(1),
     batching: str = typer.Option(
-        "random", help="random, or length_buckets: batches of similar length (less padding)."
+        "random",
+        help="random, or length_buckets: batches of similar length (less padding; worse where "
+        "length tracks the kind of example, see docs/training.md).",
     ),
     max_length: int = typer.Option(512, help="Longer examples are skipped (counted)."),
     warmup_fraction: float = typer.Option(0.2, help="Identity warm-up share (Q-A-A); 0 = none."),
