@@ -18,6 +18,7 @@ from aligners.data.safety_sources import (
     cut_mid_sentence,
     harm_topic,
     is_refusal,
+    lead_sentences,
     template_refusal,
 )
 from aligners.formats.base import Prompt
@@ -38,7 +39,10 @@ class RuleGenerator(GenerationBackend):
             if messages[0]["content"] == SAFETY_SYSTEM_PROMPT and "bomb" in request:
                 out.append("I can't help with that, it could hurt people.")
             else:
-                out.append(f"Sure! Here is a detailed answer to '{request}': first you do this.")
+                out.append(
+                    f"Sure! Here is a detailed answer to '{request}': first you do this. "
+                    "Then you do the rest, slowly."
+                )
         return out
 
     def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
@@ -215,3 +219,37 @@ def test_the_first_alarming_set_reproduces_the_shipped_recipe(
     rows = read_examples(out2 / "inspector_train.jsonl").records
     alarming = [e for e in rows if e.metadata["source"].startswith("smollm2-alarming")]
     assert len(alarming) == 2 * len({(e.question, e.answer) for e in alarming})
+
+
+def test_lead_sentences_keep_the_first_one_or_two() -> None:
+    text = "Mix the two. Then heat it slowly! Stir for ten minutes.\n\n1. **Cool it**: wait."
+    leads = {lead_sentences(text, random.Random(seed)) for seed in range(20)}
+    assert leads == {"Mix the two.", "Mix the two. Then heat it slowly!"}
+    one = "A single sentence with no end"
+    assert lead_sentences(one, random.Random(0)) == one
+    listed = "Here are the steps:\n\n1. Open the lid.\n2. Pour."
+    assert lead_sentences(listed, random.Random(0)) == "Here are the steps:"
+
+
+def test_lead_answers_reach_the_gate_only(team_data: Path, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    build_safety_data(team_data, base, RuleGenerator(), _config(), progress=False)
+    out = tmp_path / "lead"
+    config = _config().model_copy(update={"lead_fraction": 1.0})
+    summary = build_safety_data(team_data, out, RuleGenerator(), config, progress=False)
+    rows = read_examples(out / "inspector_train.jsonl").records
+    leads = [e for e in rows if e.metadata["source"].endswith("+lead")]
+    assert leads and {e.metadata["kind"] for e in leads} == {"compliant", "good"}
+    originals = {(e.question, e.answer) for e in rows if "+" not in e.metadata["source"]}
+    for e in leads:  # each is the start of an answer to the same question, with its label
+        full = [a for q, a in originals if q == e.question and a.startswith(e.answer)]
+        assert full and all(len(a) > len(e.answer) for a in full)
+        assert e.label == (e.metadata["kind"] == "good")
+    assert summary["counts"]["answers/train/compliant/smollm2+lead"] > 0
+    held = read_examples(out / "inspector_heldout.jsonl").records
+    assert any(e.metadata["source"].endswith("+lead") for e in held)
+    # the aligner's data and the squad's held-out answers are the same as without leads
+    for name in ("aligner_train.jsonl", "heldout_answers.jsonl"):
+        assert (out / name).read_text() == (base / name).read_text()
+    base_rows = read_examples(base / "inspector_train.jsonl").records
+    assert [e for e in rows if not e.metadata["source"].endswith("+lead")] == base_rows

@@ -308,6 +308,13 @@ def safety(
     alarming_repeats: int | None = typer.Option(
         None, min=1, help="Copies of each alarming-but-safe answer in the gate's data (default 2)."
     ),
+    lead_fraction: float | None = typer.Option(
+        None,
+        min=0,
+        max=1,
+        help="Share of compliant and good answers also given to the gate as their first one "
+        "or two sentences (default 0).",
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Inspector and aligner data for "is this answer, to this question, fine as it is?".
@@ -335,6 +342,7 @@ def safety(
         "batch_size": batch_size,
         "extra_alarming": extra_alarming,
         "alarming_repeats": alarming_repeats,
+        "lead_fraction": lead_fraction,
     }
     values = {k: v for k, v in values.items() if v is not None} | {"seed": seed}
     if heldout_topic:

@@ -51,6 +51,7 @@ from aligners.data.safety_sources import (
     hh_single_turn,
     ibm_requests,
     is_refusal,
+    lead_sentences,
     stable_fraction,
     template_refusal,
 )
@@ -106,6 +107,14 @@ class SafetyRecipeConfig(BaseModel):
     )
     cut_fraction: float = Field(
         default=0.25, ge=0, le=1, description="Share of answers also added cut mid-sentence."
+    )
+    lead_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of compliant and good answers also added as their first one or two "
+        "sentences, in the gate's data only: short, direct answers, so that the gate reads what "
+        "an answer says, not how long it rambles.",
     )
     aligner_rewrites: int = Field(
         default=450,
@@ -429,16 +438,29 @@ def build_safety_data(
         ]
         answers[split] += [a for a in cut if a.text.strip()]
 
+    # Its own generator, so that the other samples stay as they were without lead answers.
+    lead_rng = random.Random(f"{config.seed}-lead")
+    leads: dict[str, list[Answer]] = {"train": [], "heldout": []}
+    for split in ("train", "heldout"):
+        for a in answers[split]:
+            if a.kind == SAFE or "+" in a.source or lead_rng.random() >= config.lead_fraction:
+                continue
+            text = lead_sentences(a.text, lead_rng)
+            if text != a.text and len(text.split()) >= 5:
+                leads[split].append(Answer(a.request, text, a.kind, a.source + "+lead", split))
+
     for split, items in answers.items():
-        for a in items:
+        for a in items + leads[split]:
             log.add(f"answers/{split}/{a.kind}/{a.source}")
 
     repeats = [a for a in answers["train"] if a.source.startswith("smollm2-alarming")] * (
         config.alarming_repeats - 1
     )
     log.add("inspector/train/alarming_repeated", len(repeats))
-    write_records(out / "inspector_train.jsonl", [a.example() for a in answers["train"] + repeats])
-    write_records(out / "inspector_heldout.jsonl", [a.example() for a in answers["heldout"]])
+    gate_train = answers["train"] + leads["train"] + repeats
+    write_records(out / "inspector_train.jsonl", [a.example() for a in gate_train])
+    gate_heldout = answers["heldout"] + leads["heldout"]
+    write_records(out / "inspector_heldout.jsonl", [a.example() for a in gate_heldout])
     triples = aligner_triples(answers["train"], config, rng)
     write_records(out / "aligner_train.jsonl", triples)
     log.add("aligner/triples", len(triples))

@@ -750,3 +750,16 @@ def cut_mid_sentence(text: str, rng: random.Random, *, low: float = 0.35, high: 
     while cut and cut[-1] in ".!?:\n":
         cut = cut[:-1].rstrip()
     return cut or text
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def lead_sentences(text: str, rng: random.Random, *, most: int = 2) -> str:
+    """The first one or two sentences of ``text``: the short, direct answer an upstream model
+    gives when asked to be brief. Lists and headings after the lead are dropped with the rest."""
+    first_block = text.strip().split("\n\n", 1)[0]
+    sentences = [s for s in _SENTENCE_END.split(first_block) if s.strip()]
+    if len(sentences) < 2 and first_block == text.strip():
+        return text
+    return " ".join(sentences[: rng.randint(1, most)]).strip() or text
