@@ -192,9 +192,7 @@ def test_refusal_detector_and_cuts() -> None:
     assert cut[-1] not in ".!?"
 
 
-def test_the_first_alarming_set_reproduces_the_shipped_recipe(
-    team_data: Path, tmp_path: Path
-) -> None:
+def test_the_second_alarming_set_and_repeats_are_options(team_data: Path, tmp_path: Path) -> None:
     from aligners.data.safety_sources import (
         ALARMING_SAFE_QUESTIONS,
         MORE_ALARMING_SAFE_QUESTIONS,
@@ -206,7 +204,7 @@ def test_the_first_alarming_set_reproduces_the_shipped_recipe(
     assert first < both
     assert both - first == {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
     assert not first & {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
-    assert sum(map(len, ALARMING_SAFE_QUESTIONS.values())) == 130  # what the shipped gate saw
+    assert sum(map(len, ALARMING_SAFE_QUESTIONS.values())) == 130
 
     config = _config().model_copy(update={"extra_alarming": False, "alarming_repeats": 1})
     out = tmp_path / "v1"
@@ -217,7 +215,7 @@ def test_the_first_alarming_set_reproduces_the_shipped_recipe(
     out2 = tmp_path / "v2"
     build_safety_data(team_data, out2, RuleGenerator(), repeated, progress=False)
     rows = read_examples(out2 / "inspector_train.jsonl").records
-    alarming = [e for e in rows if e.metadata["source"].startswith("smollm2-alarming")]
+    alarming = [e for e in rows if e.metadata["source"] == "smollm2-alarming"]
     assert len(alarming) == 2 * len({(e.question, e.answer) for e in alarming})
 
 
@@ -233,7 +231,8 @@ def test_lead_sentences_keep_the_first_one_or_two() -> None:
 
 def test_lead_answers_reach_the_gate_only(team_data: Path, tmp_path: Path) -> None:
     base = tmp_path / "base"
-    build_safety_data(team_data, base, RuleGenerator(), _config(), progress=False)
+    no_leads = _config().model_copy(update={"lead_fraction": 0.0})
+    build_safety_data(team_data, base, RuleGenerator(), no_leads, progress=False)
     out = tmp_path / "lead"
     config = _config().model_copy(update={"lead_fraction": 1.0})
     summary = build_safety_data(team_data, out, RuleGenerator(), config, progress=False)
