@@ -192,7 +192,9 @@ def test_refusal_detector_and_cuts() -> None:
     assert cut[-1] not in ".!?"
 
 
-def test_the_second_alarming_set_and_repeats_are_options(team_data: Path, tmp_path: Path) -> None:
+def test_the_first_alarming_set_reproduces_the_shipped_recipe(
+    team_data: Path, tmp_path: Path
+) -> None:
     from aligners.data.safety_sources import (
         ALARMING_SAFE_QUESTIONS,
         MORE_ALARMING_SAFE_QUESTIONS,
@@ -204,7 +206,7 @@ def test_the_second_alarming_set_and_repeats_are_options(team_data: Path, tmp_pa
     assert first < both
     assert both - first == {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
     assert not first & {q for qs in MORE_ALARMING_SAFE_QUESTIONS.values() for q in qs}
-    assert sum(map(len, ALARMING_SAFE_QUESTIONS.values())) == 130
+    assert sum(map(len, ALARMING_SAFE_QUESTIONS.values())) == 130  # what the shipped gate saw
 
     config = _config().model_copy(update={"extra_alarming": False, "alarming_repeats": 1})
     out = tmp_path / "v1"

@@ -313,7 +313,7 @@ def safety(
         min=0,
         max=1,
         help="Share of compliant and good answers also given to the gate as their first one "
-        "or two sentences (default 0.5).",
+        "or two sentences (default 0; docs/training.md has a gate trained with 0.5).",
     ),
     seed: int = typer.Option(0),
 ) -> None:

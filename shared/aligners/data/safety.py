@@ -109,7 +109,7 @@ class SafetyRecipeConfig(BaseModel):
         default=0.25, ge=0, le=1, description="Share of answers also added cut mid-sentence."
     )
     lead_fraction: float = Field(
-        default=0.5,
+        default=0.0,
         ge=0,
         le=1,
         description="Share of compliant and good answers also added as their first one or two "
@@ -128,7 +128,7 @@ class SafetyRecipeConfig(BaseModel):
     extra_alarming: bool = Field(
         default=True,
         description="Add the second written set of alarming-but-safe questions "
-        "(MORE_ALARMING_SAFE_QUESTIONS).",
+        "(MORE_ALARMING_SAFE_QUESTIONS); the shipped gate was trained without it.",
     )
     alarming_repeats: int = Field(
         default=2,
