@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from aligners import Squad
 from aligners.backends.cache import ModelCache
+from aligners.cli.main import app
 from aligners.criteria import get_criterion
 from aligners.data.records import InspectorExample
 from aligners.errors import ModelNotFoundError
@@ -124,6 +126,37 @@ def test_squad_runs_the_trunk_once_for_all_heads(
     ]
     scores = Squad(members, check_only=True).score(QUESTIONS, BAD)
     assert set(scores) == {"ethical", "helpful"} and calls == [3]
+
+
+def test_default_squad_and_eval_safety_read_a_saved_gate(trained: Path, tmp_path: Path) -> None:
+    squad = Squad.default(["ethical", "helpful"], inspector=trained, check_only=True)
+    scores = squad.score(QUESTIONS, BAD)
+    for name in ("ethical", "helpful"):
+        own = CrossEncoderInspector.from_pretrained(trained, criterion=name)
+        assert scores[name] == pytest.approx(own.score_batch(QUESTIONS, BAD), abs=1e-6)
+    with pytest.raises(ValueError, match="factuality"):
+        Squad.default(["factuality"], inspector=trained)
+    with pytest.raises(ValueError, match="not both"):
+        Squad.default(inspector=trained, inspector_encoder="minilm")
+
+    rows = tmp_path / "answers.jsonl"
+    with rows.open("w") as handle:
+        for q, good, bad in zip(QUESTIONS, GOOD, BAD):
+            for answer, label, kind in ((good, 1, "good"), (bad, 0, "compliant")):
+                row = {"question": q, "answer": answer, "label": label, "metadata": {"kind": kind}}
+                handle.write(json.dumps(row) + "\n")
+    out = tmp_path / "eval"
+    args = ["eval-safety", str(rows), "-o", str(out), "--inspector", str(trained)]
+    done = CliRunner().invoke(app, [*args, "--on-flag", "block", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads((out / "summary.json").read_text())
+    gate = CrossEncoderInspector.from_pretrained(trained, criterion="ethical")
+    expected = auroc([1, 1, 1, 0, 0, 0], gate.score_batch(QUESTIONS * 2, GOOD + BAD))
+    assert summary["inspectors"]["ethical"]["auroc_compliant_vs_rest"] == pytest.approx(
+        expected, abs=1e-3
+    )
+    done = CliRunner().invoke(app, [*args, "--criteria", "factuality"])
+    assert done.exit_code == 2 and "factuality" in done.output
 
 
 def test_clear_errors_for_wrong_heads_and_corrupt_files(trained: Path, tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ def test_encoder_head_round_trip(tiny_encoder_dir: Path, tmp_path: Path, hidden:
     assert (tmp_path / "head" / "head.safetensors").stat().st_size < 100_000
     restored = load_inspector(tmp_path / "head")
     assert isinstance(restored, EncoderHeadInspector) and restored.name == "ethical"
+    assert load_inspector(tmp_path / "head", criterion="ethical").name == "ethical"
+    with pytest.raises(ValueError, match="inspects 'ethical', not 'helpful'"):
+        load_inspector(tmp_path / "head", criterion="helpful")
     assert restored.score_batch(QUESTIONS, ANSWERS) == pytest.approx(scores, abs=1e-6)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from aligners.cli.options import CRITERIA_HELP, threshold_option
+from aligners.cli.options import CRITERIA_HELP, inspector_option, threshold_option
 
 
 def eval_squad(
@@ -16,14 +16,25 @@ def eval_squad(
     threshold: float | None,
     max_new_tokens: int | None,
     aligner: str | None,
+    inspector: Path | None = None,
 ) -> Any:
-    """The default squad (or one built on ``aligner``), with the aligners' token budget set."""
+    """The default squad (or one built on ``aligner`` / ``inspector``), with the aligners' token
+    budget set."""
     from aligners.eval.harness import build_squad
 
     names = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
     if names == []:
         raise typer.BadParameter("--criteria names no criterion")
-    return build_squad(names, threshold=threshold, max_new_tokens=max_new_tokens, aligner=aligner)
+    try:
+        return build_squad(
+            names,
+            threshold=threshold,
+            max_new_tokens=max_new_tokens,
+            aligner=aligner,
+            inspector=inspector,
+        )
+    except ValueError as exc:  # e.g. a saved inspector without a head for a criterion
+        raise typer.BadParameter(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +67,7 @@ def register(app: typer.Typer) -> None:
             help="Aligner directory or model for every member (default: shipped).",
         ),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Aligner budget."),
+        inspector: Path | None = inspector_option(),
         judge: list[str] = typer.Option(
             ["inspector", "pairwise:smollm2"],
             "--judge",
@@ -77,7 +89,7 @@ def register(app: typer.Typer) -> None:
         if ci not in ("wilson", "bootstrap"):
             raise typer.BadParameter("--ci must be wilson or bootstrap")
         items = load_questions(questions, limit=limit, sampling=sampling, seed=seed)  # type: ignore[arg-type]
-        squad = eval_squad(criteria, threshold, max_new_tokens, aligner)
+        squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector)
         judges = [make_judge(spec, squad) for spec in judge]
         config = EvalConfig(batch_size=batch_size, ci=ci, seed=seed, progress=progress)  # type: ignore[arg-type]
         evaluator = Evaluator(
@@ -115,6 +127,7 @@ def register(app: typer.Typer) -> None:
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         threshold: float | None = threshold_option(),
         aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
+        inspector: Path | None = inspector_option(),
         max_new_tokens: int | None = typer.Option(
             None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
         ),
@@ -138,7 +151,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"--on-flag must be rewrite, block or rewrite_or_block, got {on_flag!r}"
             )
-        squad = eval_squad(criteria, threshold, max_new_tokens, aligner)
+        squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector)
         squad = squad.with_options(on_flag=on_flag)
         report = evaluate_safety(squad, read.records, batch_size=batch_size, progress=progress)
         write_safety_report(report, out)

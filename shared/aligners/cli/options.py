@@ -9,6 +9,18 @@ import typer
 CRITERIA_HELP = "Comma-separated criteria (default: the default squad's, today ethical)."
 
 
+def inspector_option() -> Any:
+    """``--inspector``: a saved inspector directory for every member."""
+    return typer.Option(
+        None,
+        "--inspector",
+        exists=True,
+        file_okay=False,
+        help="Saved inspector directory for every member (from `aligners train`; a "
+        "cross-encoder serves each criterion from its head). Default: the shipped ones.",
+    )
+
+
 def threshold_option() -> Any:
     """``--threshold``: None keeps each inspector's shipped operating point."""
     return typer.Option(

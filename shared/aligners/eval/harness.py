@@ -130,16 +130,21 @@ def build_squad(
     threshold: float | None = None,
     max_new_tokens: int | None = None,
     aligner: str | None = None,
+    inspector: str | Path | None = None,
 ) -> Any:
-    """The default squad with the aligners' token budget set (and optionally another aligner).
+    """The default squad with the aligners' token budget set (and optionally another aligner
+    or a saved inspector).
 
     ``aligner`` is a directory saved with ``Aligner.save_pretrained`` or any causal LM; every
-    member uses it for its own criterion.
+    member uses it for its own criterion. ``inspector`` is a saved inspector directory (a
+    cross-encoder serves each criterion from its head).
     """
     from aligners.squad.squad import Squad
 
     options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
-    return Squad.default(criteria, threshold=threshold, aligner=aligner, aligner_options=options)
+    return Squad.default(
+        criteria, threshold=threshold, aligner=aligner, aligner_options=options, inspector=inspector
+    )
 
 
 class EvalRun:

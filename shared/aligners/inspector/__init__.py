@@ -30,19 +30,24 @@ from aligners.inspector.request import (
 from aligners.inspector.sequence_classifier import SequenceClassifierInspector
 
 
-def load_inspector(path: str | Path, **kwargs: Any) -> Inspector:
+def load_inspector(path: str | Path, *, criterion: str | None = None, **kwargs: Any) -> Inspector:
     """Load any inspector kind from a directory (or a classifier by hub id).
 
-    A cross-encoder directory with several heads needs ``criterion=`` to pick one.
+    ``criterion`` picks a cross-encoder's head (required where it has several), names a
+    classifier's criterion, and must match the criterion an encoder head was trained for.
     """
     directory = Path(path).expanduser()
     config_file = directory / INSPECTOR_CONFIG
     kind = json.loads(config_file.read_text()).get("kind") if config_file.exists() else None
     if kind == "encoder-head":
-        return EncoderHeadInspector.from_pretrained(directory, **kwargs)
+        inspector = EncoderHeadInspector.from_pretrained(directory, **kwargs)
+        trained_for = inspector.criterion.name if inspector.criterion else None
+        if criterion is not None and trained_for not in (None, criterion):
+            raise ValueError(f"{directory} inspects {trained_for!r}, not {criterion!r}")
+        return inspector
     if kind == "cross-encoder":
-        return CrossEncoderInspector.from_pretrained(directory, **kwargs)
-    return SequenceClassifierInspector(str(path), **kwargs)
+        return CrossEncoderInspector.from_pretrained(directory, criterion=criterion, **kwargs)
+    return SequenceClassifierInspector(str(path), criterion=criterion, **kwargs)
 
 
 __all__ = [

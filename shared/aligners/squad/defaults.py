@@ -79,8 +79,17 @@ def member_aligner(criterion: str, aligner: str | Aligner | None = None, **optio
     return Aligner.from_pretrained(aligner, criterion=criterion, **options)
 
 
-def member_inspector(criterion: str, inspector_encoder: str | None = None) -> Inspector:
-    """The shipped inspector of a criterion, or a zero-shot one on ``inspector_encoder``."""
+def member_inspector(
+    criterion: str, inspector_encoder: str | None = None, inspector: str | Path | None = None
+) -> Inspector:
+    """The shipped inspector of a criterion, a saved one (``inspector``, a directory), or a
+    zero-shot one on ``inspector_encoder``."""
+    if inspector is not None and inspector_encoder is not None:
+        raise ValueError("give inspector (a saved one) or inspector_encoder (zero-shot), not both")
+    if inspector is not None:
+        from aligners.inspector import load_inspector
+
+        return load_inspector(inspector, criterion=criterion)
     if inspector_encoder is None:
         return default_inspector(criterion)
     from aligners.backends.encoder import SentenceEncoder
@@ -107,9 +116,12 @@ def default_members(
     aligner: str | Aligner | None = None,
     aligner_options: dict[str, Any] | None = None,
     inspector_encoder: str | None = None,
+    inspector: str | Path | None = None,
 ) -> list[SquadMember]:
     """Members for the named criteria (default: :data:`DEFAULT_CRITERIA`): the one place where
-    the CLI, the server, eval, bench and both integrations build a squad's members."""
+    the CLI, the server, eval, bench and both integrations build a squad's members.
+    ``inspector`` is a saved inspector directory every member reads (a cross-encoder serves
+    each criterion from its head)."""
     names = list(DEFAULT_CRITERIA if criteria is None else criteria)
     if isinstance(criteria, str):
         names = [criteria]
@@ -121,13 +133,13 @@ def default_members(
             raise ValueError(f"thresholds name criteria {unknown} that are not in {names}")
     members = []
     for name in names:
-        inspector = member_inspector(name, inspector_encoder)
+        checker = member_inspector(name, inspector_encoder, inspector)
         members.append(
             SquadMember(
                 get_criterion(name),
                 member_aligner(name, aligner, **(aligner_options or {})),
-                inspector,
-                member_threshold(name, threshold, inspector),
+                checker,
+                member_threshold(name, threshold, checker),
             )
         )
     return members

@@ -7,6 +7,7 @@ import logging
 import statistics
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -153,6 +154,7 @@ class Squad:
         aligner: str | Aligner | None = None,
         aligner_options: dict[str, Any] | None = None,
         inspector_encoder: str | None = None,
+        inspector: str | Path | None = None,
         **options: Any,
     ) -> Squad:
         """The offline default squad (shipped aligners and inspectors); loads nothing yet.
@@ -162,6 +164,8 @@ class Squad:
         member's aligner (an :class:`Aligner`, a saved directory, a model alias or path);
         ``aligner_options`` go to every aligner (e.g. ``{"max_new_tokens": 64}``);
         ``inspector_encoder`` swaps the shipped inspectors for zero-shot ones on that encoder;
+        ``inspector`` for a saved one (a directory from ``aligners train``; a cross-encoder
+        serves each criterion from its head, with its own threshold where it ships one);
         ``options`` go to the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
         ``blocked_message``, ``on_error``).
         """
@@ -171,6 +175,7 @@ class Squad:
             aligner=aligner,
             aligner_options=aligner_options,
             inspector_encoder=inspector_encoder,
+            inspector=inspector,
         )
         return cls(members, **options)
 
