@@ -130,7 +130,9 @@ def test_thresholds_default_to_the_inspectors_operating_point(monkeypatch) -> No
             return 0.8
 
     monkeypatch.setattr(
-        defaults, "member_inspector", lambda name, enc=None: Shipped(lambda q, a: 0.7, name)
+        defaults,
+        "member_inspector",
+        lambda name, enc=None, saved=None: Shipped(lambda q, a: 0.7, name),
     )
     squad = Squad.default(["ethical", "helpful"])
     assert squad.thresholds == {"ethical": 0.8, "helpful": 0.8}
