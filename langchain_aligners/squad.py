@@ -83,8 +83,9 @@ def _member(
     max_new_tokens: int | None,
     inspector_encoder: str | None,
     on_token_limit: str | None = None,
+    inspector: str | None = None,
 ) -> SquadMember:
-    key = (name, model, format, max_new_tokens, inspector_encoder, on_token_limit)
+    key = (name, model, format, max_new_tokens, inspector_encoder, on_token_limit, inspector)
     with _MEMBERS_LOCK:
         if key not in _MEMBERS:
             options: dict[str, Any] = {}
@@ -96,7 +97,11 @@ def _member(
                 options["format"] = format
             # The engine's one factory, so this parser builds exactly what Squad.default builds.
             (_MEMBERS[key],) = default_members(
-                [name], aligner=model, aligner_options=options, inspector_encoder=inspector_encoder
+                [name],
+                aligner=model,
+                aligner_options=options,
+                inspector_encoder=inspector_encoder,
+                inspector=inspector,
             )
         return _MEMBERS[key]
 
@@ -147,6 +152,13 @@ class AlignerSquad(BaseOutputParser[Any]):
         description=(
             "None: the engine's default inspectors; an encoder alias or directory: zero-shot "
             "inspectors on that encoder."
+        ),
+    )
+    inspector: str | None = Field(
+        default=None,
+        description=(
+            "A saved inspector directory (from `aligners train`) for every criterion: a "
+            "cross-encoder serves each from its head; None: the shipped inspectors."
         ),
     )
     output: OutputMode = Field(
@@ -223,6 +235,7 @@ class AlignerSquad(BaseOutputParser[Any]):
                     self.max_new_tokens,
                     self.inspector_encoder,
                     self.on_token_limit,
+                    self.inspector,
                 )
                 for n in names
             ]

@@ -49,6 +49,16 @@ def test_encoder_head_round_trip(tiny_encoder_dir: Path, tmp_path: Path, hidden:
     assert restored.score_batch(QUESTIONS, ANSWERS) == pytest.approx(scores, abs=1e-6)
 
 
+def test_zero_shot_head_round_trips_on_any_encoder(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    zero_shot = EncoderHeadInspector.zero_shot("ethical", encoder=encoder)
+    scores = zero_shot.score_batch(QUESTIONS, ANSWERS)
+    zero_shot.save_pretrained(tmp_path / "zs")
+    restored = load_inspector(tmp_path / "zs")
+    assert restored.config.embedding_dim == encoder.dimension != 384  # not MiniLM's width
+    assert restored.score_batch(QUESTIONS, ANSWERS) == pytest.approx(scores, abs=1e-6)
+
+
 def test_features_embed_each_distinct_text_once(tiny_encoder_dir: Path, monkeypatch) -> None:
     inspector = _head_inspector(tiny_encoder_dir)
     seen: list[list[str]] = []

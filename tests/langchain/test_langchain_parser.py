@@ -194,6 +194,26 @@ def test_configured_calls_never_reload_weights(tiny_lm_dir, tiny_encoder_dir):
     assert copy.engine.members[1].aligner is shared["ethical"].aligner
 
 
+def test_a_saved_inspector_gates_every_criterion_it_was_trained_for(
+    tiny_lm_dir, tiny_encoder_dir, tmp_path
+):
+    from aligners.backends.encoder import SentenceEncoder
+    from aligners.inspector import EncoderHeadInspector, load_inspector
+
+    saved = tmp_path / "ethical-head"
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    EncoderHeadInspector.zero_shot("ethical", encoder=encoder).save_pretrained(saved)
+    squad = AlignerSquad(
+        model=str(tiny_lm_dir), inspector=str(saved), max_new_tokens=4, output="record"
+    )
+    record = squad.invoke(SAFE_ANSWER)
+    expected = load_inspector(saved).score(record["question"], SAFE_ANSWER)
+    assert record["initial_scores"] == {"ethical": pytest.approx(expected, abs=1e-6)}
+    wrong = AlignerSquad(model=str(tiny_lm_dir), inspector=str(saved), criteria=["helpful"])
+    with pytest.raises(ValueError, match="inspects 'ethical', not 'helpful'"):
+        wrong.invoke(SAFE_ANSWER)
+
+
 # -- 7. check-only -----------------------------------------------------------------------------
 
 

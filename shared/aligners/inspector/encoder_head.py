@@ -103,8 +103,14 @@ class EncoderHeadInspector(FeatureInspector):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(directory / HEAD_WEIGHTS))
+        # The head's own input size, so a zero-shot head (whose config does not load the encoder
+        # to learn its width) reloads on any encoder, not only MiniLM-sized ones.
+        first = self.head if hasattr(self.head, "in_features") else self.head[0]
         config = self.config.model_copy(
-            update={"criterion": self.criterion.name if self.criterion else self.config.criterion}
+            update={
+                "criterion": self.criterion.name if self.criterion else self.config.criterion,
+                "embedding_dim": first.in_features // 3,
+            }
         )
         (directory / INSPECTOR_CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
         return directory
