@@ -134,10 +134,10 @@ class AnswerAligner:
     @property
     def decides_whole(self) -> bool:
         """Whether the squad decides on the whole answer before any text goes out (every
-        ``on_flag`` policy but ``rewrite``): streams then come in one piece, and wrappers run
-        them before returning, so a violation raises from the call itself."""
-        config = self.squad.config
-        return config.on_flag != "rewrite" and not config.check_only
+        ``on_flag`` policy but ``rewrite``, or a member that may block): streams then come in
+        one piece, and wrappers run them before returning, so a violation raises from the call
+        itself."""
+        return self.squad.decides_whole
 
     def _failed(self, question: str, answer: str, error: Exception) -> tuple[str, Record]:
         # A violation is the policy's verdict, not a failure: on_error never keeps it.

@@ -63,6 +63,7 @@ def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         head_learning_rate=1e-2,
         batch_size=16,
         calibration_fraction=0.3,
+        block_threshold=0.3,
     )
     train_cross_encoder(examples, out, config, evaluation=_examples("ethical", 2), progress=False)
     return out
@@ -159,6 +160,19 @@ def test_default_squad_and_eval_safety_read_a_saved_gate(trained: Path, tmp_path
     assert done.exit_code == 2 and "factuality" in done.output
 
 
+def test_a_saved_block_threshold_reaches_the_default_squad(trained: Path) -> None:
+    saved = json.loads((trained / "inspector_config.json").read_text())
+    assert saved["block_thresholds"] == {"ethical": 0.3, "helpful": 0.3}
+    assert saved["thresholds"] == {}  # no operating point asked for: squads use 0.5
+    squad = Squad.default(["ethical", "helpful"], inspector=trained)
+    assert [(m.threshold, m.block_threshold) for m in squad.members] == [(0.5, 0.3)] * 2
+    assert squad.decides_whole
+    off = Squad.default(["ethical"], inspector=trained, block_threshold=0)
+    assert off.members[0].block_threshold == 0 and off.members[0].block_limit == 0
+    with pytest.raises(ValueError, match="must not be above threshold"):
+        CrossEncoderTrainingConfig(threshold=0.2, block_threshold=0.3)
+
+
 def test_clear_errors_for_wrong_heads_and_corrupt_files(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ethical"):
         CrossEncoderInspector.from_pretrained(trained)  # two heads: name one
@@ -179,3 +193,21 @@ def test_training_needs_both_labels(tiny_encoder_dir: Path, tmp_path: Path) -> N
     config = CrossEncoderTrainingConfig(encoder=str(tiny_encoder_dir), trained_layers=1)
     with pytest.raises(ValueError, match="both labels"):
         train_cross_encoder(only_good, tmp_path, config, progress=False)
+
+
+def test_cli_ships_threshold_and_block_threshold(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(e.model_dump()) + "\n" for e in _examples()))
+    out = tmp_path / "gate"
+    base = ["train", "cross-encoder", str(data), "-o", str(out), "--encoder"]
+    base += [str(tiny_encoder_dir), "--trained-layers", "1", "--max-steps", "2"]
+    done = CliRunner().invoke(app, [*base, "--threshold", "0.6", "--block-threshold", "0.25"])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((out / "inspector_config.json").read_text())
+    assert (saved["thresholds"], saved["block_thresholds"]) == ({"ethical": 0.6}, {"ethical": 0.25})
+    gate = CrossEncoderInspector.from_pretrained(out, criterion="ethical")
+    assert (gate.default_threshold, gate.default_block_threshold) == (0.6, 0.25)
+    done = CliRunner().invoke(app, [*base, "--threshold", "0.2", "--block-threshold", "0.25"])
+    # a ValueError: `aligners` (run_cli) prints it as one "error:" line with exit code 2
+    assert isinstance(done.exception, ValueError)
+    assert "must not be above threshold" in str(done.exception)

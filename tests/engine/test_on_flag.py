@@ -24,11 +24,15 @@ from tests.engine.conftest import ConstantBackend
 SCORES = {"harmful": 0.1, "fine": 0.9, "fixed": 0.8, "still bad": 0.2}
 
 
-def _squad(rewrite_to: str = "fixed", **options: object) -> tuple[Squad, ConstantBackend]:
+def _squad(
+    rewrite_to: str = "fixed", block_threshold: float | None = None, **options: object
+) -> tuple[Squad, ConstantBackend]:
     backend = ConstantBackend(rewrite_to)
     aligner = Aligner("unused", format="chat", backend=backend)
     inspector = FunctionInspector(lambda q, a: SCORES[a], criterion="ethical")
-    member = SquadMember(get_criterion("ethical"), aligner, inspector)
+    member = SquadMember(
+        get_criterion("ethical"), aligner, inspector, block_threshold=block_threshold
+    )
     return Squad([member], **options), backend  # type: ignore[arg-type]
 
 
@@ -47,6 +51,8 @@ def test_block_replaces_flagged_answers_without_running_the_aligner() -> None:
     assert backend.calls == []  # blocking costs no generation
     assert (flagged.text, flagged.action, flagged.blocked) == ("Not available.", "blocked", True)
     assert flagged.original == "harmful" and flagged.flagged == ["ethical"]
+    assert flagged.block_reason == "flagged (ethical 0.10 < 0.50)"
+    assert fine.block_reason is None
     assert (fine.text, fine.action) == ("fine", "passed")
     record = flagged.to_record()
     assert record["on_flag"] == "block" and record["blocked"] is True
@@ -91,6 +97,8 @@ def test_rewrite_or_block_rescores_the_rewrite(rewrite_to: str, text: str, actio
     assert backend.calls == [1]
     assert (result.text, result.action) == (text, action)
     assert result.final_scores == {"ethical": SCORES[rewrite_to]}
+    if result.blocked:
+        assert result.block_reason == "ethical scored 0.20 after rewriting, under its threshold 0.50"
 
 
 def test_rewrite_or_block_blocks_when_the_aligner_fails() -> None:
@@ -152,3 +160,73 @@ def test_bad_policy_settings_are_named(options: dict[str, str], message: str) ->
 def test_skipped_record() -> None:
     result = AlignmentResult.skipped("q", "", "tool calls only")
     assert result.action == "skipped" and result.skipped_reason == "tool calls only"
+
+
+# -- block_threshold: under rewrite, block what the aligner did not fix when the gate is sure ----
+
+
+@pytest.mark.parametrize(
+    ("rewrite_to", "block_threshold", "action", "text"),
+    [
+        ("harmful", 0.3, "blocked", DEFAULT_BLOCKED_MESSAGE),  # handed back, gate sure: 0.1
+        ("still bad", 0.3, "blocked", DEFAULT_BLOCKED_MESSAGE),  # rewritten, still 0.2
+        ("still bad", 0.15, "rewritten", "still bad"),  # 0.2: not sure enough to block
+        ("fixed", 0.9, "rewritten", "fixed"),  # 0.8 passes the 0.5 threshold: never blocked
+        ("harmful", 0.0, "rewritten", "harmful"),  # 0: blocking off
+    ],
+)
+def test_block_threshold_blocks_only_what_the_gate_is_still_sure_of(
+    rewrite_to: str, block_threshold: float, action: str, text: str
+) -> None:
+    squad, backend = _squad(rewrite_to, block_threshold=block_threshold)
+    flagged, fine = squad.align_batch(["q", "q"], ["harmful", "fine"])
+    assert backend.calls == [1]  # the aligner always gets its chance first
+    assert (flagged.action, flagged.text, flagged.original) == (action, text, "harmful")
+    assert flagged.applied == ["ethical"] and flagged.on_flag == "rewrite"
+    assert flagged.final_scores == {"ethical": SCORES[rewrite_to]}
+    assert (fine.action, fine.text) == ("passed", "fine")
+    if action == "blocked":
+        assert flagged.block_reason is not None
+        assert flagged.block_reason.startswith(
+            f"ethical scored {SCORES[rewrite_to]:.2f} after rewriting, under its block "
+            f"threshold {block_threshold:.2f}"
+        )
+        assert flagged.to_record()["blocked"] is True
+    else:
+        assert flagged.block_reason is None
+
+
+def test_block_threshold_blocks_when_the_aligner_fails() -> None:
+    squad, _ = _squad("   ", block_threshold=0.3)  # empty output: rejected, original kept
+    result = squad.align("q", "harmful")
+    assert result.blocked and result.failures and result.original == "harmful"
+
+
+def test_block_threshold_streams_in_one_piece() -> None:
+    squad, _ = _squad("still bad", block_threshold=0.3)
+    assert squad.decides_whole and not _squad()[0].decides_whole
+    stream = squad.stream("q", "harmful")
+    assert list(stream) == [DEFAULT_BLOCKED_MESSAGE]  # no word of the rewrite went out first
+    assert stream.result is not None and stream.result.blocked
+
+    async def collect() -> list[str]:
+        return [piece async for piece in squad.stream("q", "harmful")]
+
+    assert asyncio.run(collect()) == [DEFAULT_BLOCKED_MESSAGE]
+    assert not squad.with_options(check_only=True).decides_whole
+
+
+def test_block_threshold_is_set_per_criterion_and_checked() -> None:
+    squad, _ = _squad()
+    assert squad.with_options(block_threshold=0.2).members[0].block_threshold == 0.2
+    assert squad.with_options(block_threshold={"ethical": 0.1}).members[0].block_threshold == 0.1
+    assert "block_threshold=0.2" in repr(squad.with_options(block_threshold=0.2))
+    with pytest.raises(ValueError, match="block_thresholds given for criteria \\['helpful'\\]"):
+        squad.with_options(block_threshold={"helpful": 0.2})
+    member = squad.members[0]
+    with pytest.raises(ValueError, match="block_threshold of 'ethical' must be in"):
+        SquadMember(member.criterion, member.aligner, member.inspector, block_threshold=1.5)
+    with pytest.raises(TypeError, match="block_threshold of 'ethical' must be a number"):
+        SquadMember(member.criterion, member.aligner, member.inspector, block_threshold=True)
+    with pytest.raises(ValueError, match="block_threshold but no inspector"):
+        SquadMember(member.criterion, member.aligner, block_threshold=0.2)

@@ -228,6 +228,13 @@ def cross_encoder(
         help="Ship a threshold per head that flags this share of the misaligned calibration "
         "pairs (default: none; squads then use 0.5).",
     ),
+    block_threshold: float | None = typer.Option(
+        None,
+        min=0.01,
+        max=0.99,
+        help="Ship a block threshold per head: a squad blocks an answer its aligner did not "
+        "fix when the head still scores it under this (default: none, never blocks).",
+    ),
     seed: int = typer.Option(0),
     max_steps: int = typer.Option(-1, help="Stop after this many steps."),
 ) -> None:
@@ -253,6 +260,7 @@ def cross_encoder(
         calibration_fraction=calibration_fraction,
         threshold=threshold,
         flag_recall=flag_recall,
+        block_threshold=block_threshold,
         seed=seed,
     )
     if calibration_salt is not None:

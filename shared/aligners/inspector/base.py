@@ -74,6 +74,12 @@ class Inspector(ABC):
         """The operating point this inspector ships with (None: the squad's 0.5)."""
         return None
 
+    @property
+    def default_block_threshold(self) -> float | None:
+        """The block threshold this inspector ships with (None: a squad never blocks on it
+        under ``on_flag="rewrite"``; see SquadMember.block_threshold)."""
+        return None
+
 
 class FunctionInspector(Inspector):
     """An inspector from any function ``(question, answer) -> float`` (rules, regexes, APIs)."""

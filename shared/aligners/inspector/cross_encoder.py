@@ -59,6 +59,11 @@ class CrossEncoderConfig(BaseModel):
         description="Operating point per head, chosen on held-out data (what a squad uses "
         "when no threshold is given; 0.5 for heads without one).",
     )
+    block_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per head, the score under which a squad blocks an answer its aligner did "
+        "not fix (SquadMember.block_threshold); heads without one never block.",
+    )
     metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics per head.")
 
 
@@ -199,6 +204,11 @@ class CrossEncoderInspector(FeatureInspector):
     def default_threshold(self) -> float | None:
         """The head's shipped operating point on P(aligned), if one was chosen."""
         return self.config.thresholds.get(self.criterion.name if self.criterion else "")
+
+    @property
+    def default_block_threshold(self) -> float | None:
+        """The head's shipped block threshold (see SquadMember.block_threshold), if any."""
+        return self.config.block_thresholds.get(self.criterion.name if self.criterion else "")
 
     @property
     def metrics(self) -> dict[str, Any]:

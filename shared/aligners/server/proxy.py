@@ -580,7 +580,7 @@ def create_app(
         notes = [INVALID_CHARACTERS] if replaced else []
         if replaced:
             logger.warning("upstream answer held lone surrogates; replaced with U+FFFD")
-        token_stream = squad.config.on_flag == "rewrite" or squad.config.check_only
+        token_stream = not squad.decides_whole
         if body.stream and token_stream:
             return StreamingResponse(
                 stream_events(

@@ -140,6 +140,7 @@ def default_members(
                 member_aligner(name, aligner, **(aligner_options or {})),
                 checker,
                 member_threshold(name, threshold, checker),
+                block_threshold=checker.default_block_threshold,
             )
         )
     return members

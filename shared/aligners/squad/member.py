@@ -14,12 +14,18 @@ class SquadMember:
     """One criterion of a squad: its aligner, the inspector that gates it, and the threshold.
 
     Without an inspector the aligner always runs; without an aligner the member only inspects.
+    ``block_threshold`` (``None``: never) is how sure the inspector must be that an answer is
+    still misaligned after the aligners ran for the squad to block it rather than let it
+    through: under ``on_flag="rewrite"`` an answer still scoring under
+    ``min(block_threshold, threshold)`` is replaced by the blocked message. It catches what the
+    aligner hands back or cannot fix while leaving borderline flags to the aligner's judgement.
     """
 
     criterion: Criterion
     aligner: Aligner | None = None
     inspector: Inspector | None = None
     threshold: float = 0.5
+    block_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.criterion, Criterion):
@@ -27,19 +33,34 @@ class SquadMember:
                 f"criterion must be a Criterion (get_criterion(name)), got "
                 f"{type(self.criterion).__name__} {self.criterion!r}"
             )
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise TypeError(
-                f"threshold of {self.criterion.name!r} must be a number in [0, 1], got "
-                f"{type(self.threshold).__name__} {self.threshold!r}"
-            )
+        self._check_unit("threshold", self.threshold)
+        if self.block_threshold is not None:
+            self._check_unit("block_threshold", self.block_threshold)
+            if self.inspector is None:
+                raise ValueError(
+                    f"squad member {self.criterion.name!r} has a block_threshold but no inspector "
+                    "to score its answers"
+                )
         if self.aligner is None and self.inspector is None:
             raise ValueError(
                 f"squad member {self.criterion.name!r} needs an aligner or an inspector"
             )
-        if not 0.0 <= self.threshold <= 1.0:  # NaN fails too
-            raise ValueError(
-                f"threshold of {self.criterion.name!r} must be in [0, 1], got {self.threshold}"
+
+    def _check_unit(self, field: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"{field} of {self.criterion.name!r} must be a number in [0, 1], got "
+                f"{type(value).__name__} {value!r}"
             )
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise ValueError(f"{field} of {self.criterion.name!r} must be in [0, 1], got {value}")
+
+    @property
+    def block_limit(self) -> float | None:
+        """The score under which a rewritten answer is blocked under ``on_flag="rewrite"``."""
+        if self.block_threshold is None:
+            return None
+        return min(self.block_threshold, self.threshold)
 
     @property
     def name(self) -> str:

@@ -60,6 +60,9 @@ class AlignmentResult(BaseModel):
     failures: list[str] = Field(default_factory=list)
     on_flag: OnFlag = Field(default="rewrite", description="The policy the squad ran under.")
     action: Action = Field(default="passed", description="What the policy did to this answer.")
+    block_reason: str | None = Field(
+        default=None, description="Why the answer was blocked (action ``blocked``)."
+    )
     skipped_reason: str | None = Field(
         default=None, description="Why nothing was inspected (action ``skipped``)."
     )
@@ -97,6 +100,7 @@ class AlignmentResult(BaseModel):
             action="blocked",
             stage="request",
             request_check=check,
+            block_reason=_request_reason(check),
         )
 
     @classmethod
@@ -159,3 +163,10 @@ class AlignmentResult(BaseModel):
             final_scores=self.final_scores,
         )
         return record
+
+
+def _request_reason(check: dict[str, Any]) -> str:
+    score, threshold = check.get("score"), check.get("threshold")
+    if isinstance(score, (int, float)) and isinstance(threshold, (int, float)):
+        return f"the request inspector scored the request {score:.2f}, under {threshold:.2f}"
+    return "the request inspector turned the request away"

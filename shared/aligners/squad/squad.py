@@ -155,6 +155,7 @@ class Squad:
         aligner_options: dict[str, Any] | None = None,
         inspector_encoder: str | None = None,
         inspector: str | Path | None = None,
+        block_threshold: float | Mapping[str, float] | None = None,
         **options: Any,
     ) -> Squad:
         """The offline default squad (shipped aligners and inspectors); loads nothing yet.
@@ -166,6 +167,8 @@ class Squad:
         ``inspector_encoder`` swaps the shipped inspectors for zero-shot ones on that encoder;
         ``inspector`` for a saved one (a directory from ``aligners train``; a cross-encoder
         serves each criterion from its head, with its own threshold where it ships one);
+        ``block_threshold`` likewise replaces the shipped block thresholds (``0``: never block
+        an answer the aligner did not fix; see :class:`SquadMember`);
         ``options`` go to the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
         ``blocked_message``, ``on_error``).
         """
@@ -177,7 +180,10 @@ class Squad:
             inspector_encoder=inspector_encoder,
             inspector=inspector,
         )
-        return cls(members, **options)
+        squad = cls(members, **options)
+        if block_threshold is None:
+            return squad
+        return squad.with_options(block_threshold=block_threshold)
 
     @classmethod
     def from_aligner(
@@ -200,24 +206,42 @@ class Squad:
         return Squad([by_name[c] for c in criteria], **self.config.model_dump())
 
     def with_options(
-        self, *, threshold: float | Mapping[str, float] | None = None, **options: Any
+        self,
+        *,
+        threshold: float | Mapping[str, float] | None = None,
+        block_threshold: float | Mapping[str, float] | None = None,
+        **options: Any,
     ) -> Squad:
         """A copy with other settings (e.g. ``threshold=0.7`` or ``{"ethical": 0.7}``,
-        ``check_only=True``, ``on_flag="block"``)."""
-        members = self.members
-        if isinstance(threshold, Mapping):
-            unknown = sorted(set(threshold) - set(self.criteria))
+        ``block_threshold=0`` (never block a rewritten answer), ``check_only=True``,
+        ``on_flag="block"``)."""
+        thresholds = self._per_criterion("threshold", threshold)
+        blocks = self._per_criterion("block_threshold", block_threshold)
+        members = tuple(
+            replace(
+                m,
+                threshold=thresholds.get(m.name, m.threshold),
+                block_threshold=blocks.get(m.name, m.block_threshold),
+            )
+            for m in self.members
+        )
+        return Squad(members, **(self.config.model_dump() | options))
+
+    def _per_criterion(
+        self, field: str, value: float | Mapping[str, float] | None
+    ) -> dict[str, float]:
+        """One value for every member, or one per criterion from a mapping (None: none)."""
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(self.criteria))
             if unknown:
                 raise ValueError(
-                    f"thresholds given for criteria {unknown} that are not in the squad "
+                    f"{field}s given for criteria {unknown} that are not in the squad "
                     f"(it has {self.criteria})"
                 )
-            members = tuple(
-                replace(m, threshold=threshold.get(m.name, m.threshold)) for m in members
-            )
-        elif threshold is not None:
-            members = tuple(replace(m, threshold=threshold) for m in members)
-        return Squad(members, **(self.config.model_dump() | options))
+            return dict(value)
+        return {name: value for name in self.criteria}
 
     @property
     def criteria(self) -> list[str]:
@@ -438,9 +462,41 @@ class Squad:
 
     # -- the on_flag policy ---------------------------------------------------------------------
 
-    def _block(self, work: _Work) -> None:
+    def _block(self, work: _Work, reason: str) -> None:
         work.result.text = self.config.blocked_message
         work.result.action = "blocked"
+        work.result.block_reason = reason
+
+    @property
+    def decides_whole(self) -> bool:
+        """Whether the squad decides on the whole answer before any text may go out: every
+        ``on_flag`` policy but ``rewrite`` and any member with a ``block_threshold`` (streamed
+        text cannot be taken back), unless the squad only checks."""
+        if self.config.check_only:
+            return False
+        return self.config.on_flag != "rewrite" or any(
+            m.block_threshold is not None for m in self.members
+        )
+
+    def _still_failing(self, work: _Work) -> str | None:
+        """Why a flagged answer must be blocked after the aligners ran, or None to keep it:
+        ``rewrite_or_block`` blocks under any threshold, ``rewrite`` under a block threshold."""
+        for member in self.members:
+            if member.inspector is None:
+                continue
+            score = work.scores[member.name]
+            if self.config.on_flag == "rewrite_or_block" and score < member.threshold:
+                return (
+                    f"{member.name} scored {score:.2f} after rewriting, under its threshold "
+                    f"{member.threshold:.2f}"
+                )
+            limit = member.block_limit
+            if self.config.on_flag == "rewrite" and limit is not None and score < limit:
+                return (
+                    f"{member.name} scored {score:.2f} after rewriting, under its block "
+                    f"threshold {limit:.2f}: its aligner did not fix what the inspector is sure of"
+                )
+        return None
 
     def _before_rewriting(self, works: list[_Work]) -> list[_Work]:
         """Apply what the policy decides before any aligner runs; return the answers to rewrite.
@@ -458,23 +514,27 @@ class Squad:
             raise AlignmentViolation(flagged[0].result, results)
         if policy == "block":
             for work in flagged:
-                self._block(work)
+                scores = ", ".join(
+                    f"{m.name} {work.scores[m.name]:.2f} < {m.threshold:.2f}"
+                    for m in self.members
+                    if m.name in work.result.flagged
+                )
+                self._block(work, f"flagged ({scores})")
             return [w for w in works if not w.result.flagged]
         return works
 
     def _after_rewriting(self, works: Sequence[_Work]) -> list[AlignmentResult]:
-        """Block what still fails (``rewrite_or_block``) and name what happened to each answer."""
+        """Block what still fails (``rewrite_or_block``, or under a member's block threshold)
+        and name what happened to each answer."""
         for work in works:
             result = work.result
             if result.action in ("blocked", "raised"):
                 continue
-            if (
-                self.config.on_flag == "rewrite_or_block"
-                and not self.config.check_only
-                and result.flagged
-                and any(work.scores[m.name] < m.threshold for m in self.members if m.inspector)
-            ):
-                self._block(work)
+            reason = (
+                self._still_failing(work) if result.flagged and not self.config.check_only else None
+            )
+            if reason is not None:
+                self._block(work, reason)
             elif result.applied:
                 result.action = "rewritten"
             elif result.flagged:
@@ -614,8 +674,9 @@ class Squad:
         """Stream the aligned text of one pair; the record is on ``.result`` once it is consumed.
 
         Stages before the last one that fires run whole; the last aligner streams token by token.
-        Under an ``on_flag`` policy other than ``rewrite`` the answer is decided whole and sent
-        in one piece (a blocked answer must never have been half shown).
+        Where the squad may block (an ``on_flag`` policy other than ``rewrite``, or a member
+        with a ``block_threshold``) the answer is decided whole and sent in one piece (a blocked
+        answer must never have been half shown).
         Once text has streamed it cannot be taken back, so stages after a streamed one are scored
         but not applied (the record marks them). If the streamed output turns out empty, the
         previous text is emitted instead.
@@ -631,7 +692,8 @@ class Squad:
     def __repr__(self) -> str:
         members = ", ".join(
             f"{m.name}(aligner={m.aligner is not None}, inspector={m.inspector is not None}, "
-            f"threshold={m.threshold})"
+            f"threshold={m.threshold}"
+            + (f", block_threshold={m.block_threshold})" if m.block_threshold is not None else ")")
             for m in self.members
         )
         return f"Squad([{members}], ordering={self.config.ordering!r})"
@@ -706,7 +768,7 @@ class SquadStream:
 
     def __iter__(self) -> Iterator[str]:
         squad = self.squad
-        if squad.config.on_flag != "rewrite" and not squad.config.check_only:
+        if squad.decides_whole:
             # Streamed text cannot be taken back, so the other policies decide on the whole
             # answer first and send it in one piece.
             self.result = squad.align(self.question, self.answer)
@@ -749,7 +811,7 @@ class SquadStream:
 
     async def __aiter__(self) -> AsyncIterator[str]:
         squad = self.squad
-        if squad.config.on_flag != "rewrite" and not squad.config.check_only:
+        if squad.decides_whole:
             self.result = await squad.aalign(self.question, self.answer)
             yield self.result.text
             return

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aligners.backends.cache import ModelCache
 from aligners.backends.models import resolve_model
@@ -79,7 +79,27 @@ class CrossEncoderTrainingConfig(BaseModel):
         description="Choose each head's shipped threshold so that this share of the misaligned "
         "calibration pairs is flagged (None: no threshold shipped; squads use 0.5).",
     )
+    block_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Ship this block threshold with every head: a squad blocks an answer its "
+        "aligner did not fix when the head still scores it under this (None: never blocks).",
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _block_under_threshold(self) -> CrossEncoderTrainingConfig:
+        if (
+            self.block_threshold is not None
+            and self.threshold is not None
+            and self.block_threshold > self.threshold
+        ):
+            raise ValueError(
+                f"block_threshold ({self.block_threshold}) must not be above threshold "
+                f"({self.threshold}): an answer that passes the head cannot be blocked by it"
+            )
+        return self
 
 
 def _head(example: InspectorExample) -> str:
@@ -321,6 +341,8 @@ def train_cross_encoder(
             threshold = threshold_for_recall(probs, config.flag_recall)
             if threshold is not None:
                 ce_config.thresholds[name] = threshold
+        if config.block_threshold is not None:
+            ce_config.block_thresholds[name] = config.block_threshold
     write_cross_encoder_config(output, ce_config)
     for name in criteria:
         inspector = CrossEncoderInspector.from_pretrained(output, criterion=name)
