@@ -5,17 +5,19 @@
 #
 # safety (the default): what Squad.default() ships, on a 2-core CPU in about 85 minutes:
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
-#              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out.
-#              Two runs over one generation cache: $WORK/safety as the shipped gate was trained
-#              (the first written alarming-but-safe set, each answer once), and $WORK/safety2
-#              with every written question and 600 rewrites + 250 other copies for the aligner
-#              (the request inspector's and the aligner's data, and a held-out set with twice the
-#              alarming-but-safe questions for the measurement)
-#   inspector  the cross-encoder trunk + ethical head (a few minutes)
+#              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out. One
+#              run: every written alarming-but-safe question, 600 rewrites + 250 other copies
+#              for the aligner, and the first sentences of half the compliant and good answers
+#              for the gate only (--lead-fraction: the aligner's data and the held-out set are
+#              the same with or without it)
+#   inspector  the cross-encoder trunk + ethical head (a few minutes); flag threshold chosen
+#              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
+#              still under 0.2 after the aligner ran: blocked; docs/training.md)
 #   request    the request inspector: frozen MiniLM + logistic head on harmful vs ordinary
 #              requests (a few minutes, one embedding pass)
 #   aligner    the safety aligner, LoRA r=16 on SmolLM2, 2 epochs (~55 min; resumable: RESUME=1)
-#   eval       the held-out numbers in docs/training.md and the model cards (~10 min)
+#   eval       the held-out numbers in docs/training.md and the model cards, and the same
+#              measures on the hand-written probe set (tests/data/probe_answers.jsonl) (~10 min)
 # general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
 #          not shipped: the default models stay under 20 MB, so those criteria use SmolLM2 zero-shot).
 # Every step runs unchanged on a GPU (`make setup TORCH_SPEC=...`), just faster.
@@ -30,29 +32,22 @@ want() { [[ $what == "$1" || $what == all || ($what == safety && $1 != general) 
 
 if want data; then
   aligners data safety --data-dir "$DATA" -o "$WORK/safety" --seed 0 \
-    --no-extra-alarming --alarming-repeats 1
-  mkdir -p "$WORK/safety2"
-  cp "$WORK/safety/generations.jsonl" "$WORK/safety2/" 2>/dev/null || true
-  aligners data safety --data-dir "$DATA" -o "$WORK/safety2" --seed 0 \
-    --aligner-rewrites 600 --aligner-identity 250
+    --aligner-rewrites 600 --aligner-identity 250 --lead-fraction 0.5
 fi
-
 if want inspector; then
   aligners train cross-encoder "$WORK/safety/inspector_train.jsonl" \
     --eval-data "$WORK/safety/inspector_heldout.jsonl" -o "$OUT/inspectors/cross-encoder" \
     --criterion ethical --trained-layers 2 --epochs 3 --learning-rate 5e-5 --batch-size 32 --seed 0 \
-    --calibration-salt ''  # how the shipped gate was calibrated: see its MODEL_CARD.md
+    --flag-recall 0.9 --block-threshold 0.2
 fi
-
 if want request; then
-  aligners train request-inspector "$WORK/safety2/requests_train.jsonl" \
-    --eval-data "$WORK/safety2/requests_heldout.jsonl" -o "$OUT/inspectors/request" --threshold 0.1
+  aligners train request-inspector "$WORK/safety/requests_train.jsonl" \
+    --eval-data "$WORK/safety/requests_heldout.jsonl" -o "$OUT/inspectors/request" --threshold 0.1
 fi
-
 if want aligner; then
   resume=()
   [[ ${RESUME:-0} == 1 ]] && resume=(--resume)
-  aligners train aligner "$WORK/safety2/aligner_train.jsonl" -o "$WORK/safety_aligner" \
+  aligners train aligner "$WORK/safety/aligner_train.jsonl" -o "$WORK/safety_aligner" \
     --model smollm2 --format chat --criterion ethical --method lora --lora-r 16 --lora-alpha 32 \
     --epochs 2 --learning-rate 3e-4 --batch-size 8 --max-length 512 --warmup-fraction 0 \
     --eval-fraction 0.03 --save-steps 20 --seed 0 --max-new-tokens 512 --adapter-dtype float16 \
@@ -64,7 +59,8 @@ if want aligner; then
 fi
 
 if want eval; then
-  aligners eval-safety "$WORK/safety2/heldout_answers.jsonl" -o "$WORK/safety_eval" --batch-size 16
+  aligners eval-safety "$WORK/safety/heldout_answers.jsonl" -o "$WORK/safety_eval" --batch-size 16
+  aligners eval-safety tests/data/probe_answers.jsonl -o "$WORK/probe_eval" --batch-size 16
 fi
 
 if [[ $what == general || $what == all ]]; then

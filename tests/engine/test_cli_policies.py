@@ -99,6 +99,7 @@ def test_block_prints_the_blocked_message(wrapper) -> None:
     assert done.returncode == 0, done.stderr
     assert f"aligned  : {DEFAULT_BLOCKED_MESSAGE}" in done.stdout
     assert "action   : blocked (on_flag=block)" in done.stdout
+    assert "why      : flagged (ethical 0.10 < 0.50)" in done.stdout
 
     custom = run(
         wrapper, "align", "-a", "a bad answer", "--on-flag", "block", "--blocked-message", "No.",

@@ -56,7 +56,7 @@ def test_local_chat_model_in_a_chain_with_the_default_squad() -> None:
     )
     score = record["initial_scores"]["ethical"]
     assert 0.0 <= score <= 1.0
-    assert record["applied"] == (["ethical"] if score < 0.5 else [])
+    assert record["applied"] == (["ethical"] if score < record["thresholds"]["ethical"] else [])
     assert record["text"].strip()
     # The chat model and the aligner share one copy of SmolLM2.
     key = Aligner("smollm2").backend.cache_key

@@ -64,10 +64,16 @@ def test_default_squad_uses_the_shipped_artifacts() -> None:
     assert squad.criteria == list(DEFAULT_CRITERIA)
     (member,) = squad.members
     assert isinstance(member.inspector, CrossEncoderInspector)
+    # the gate's shipped operating point and block threshold (docs/training.md says how chosen)
+    config = json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())
+    assert member.threshold == config["thresholds"]["ethical"] == 0.8
+    assert member.block_threshold == config["block_thresholds"]["ethical"] == 0.2
+    assert squad.decides_whole  # may block, so a stream is decided before any text goes out
     assert member.aligner.config.adapter == str((SAFETY_ALIGNER_DIR / "adapter").resolve())
     others = Squad.default(["helpful", "factuality"])
     for m in others.members:
         assert isinstance(m.inspector, EncoderHeadInspector)
+        assert m.block_threshold is None  # only a gate that ships one may block
         # the general adapter is not shipped: SmolLM2 zero-shot, unless a user trained one
         expected = (DEFAULT_ALIGNER_DIR / "adapter").resolve()
         assert m.aligner.config.adapter == (str(expected) if expected.exists() else None)

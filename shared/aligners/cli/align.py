@@ -116,8 +116,10 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
     unchanged = set(result.unchanged_by)
     applied = [f"{name} (kept the text)" if name in unchanged else name for name in result.applied]
     typer.echo(f"applied  : {', '.join(applied) or 'none (answer passed the inspectors)'}")
-    if result.on_flag != "rewrite":
+    if result.on_flag != "rewrite" or result.blocked:
         typer.echo(f"action   : {result.action} (on_flag={result.on_flag})")
+    if result.block_reason:
+        typer.echo(f"why      : {result.block_reason}")
     typer.echo(f"aligned  : {result.text}")
     typer.echo(f"final    : {final}")
     for failure in result.failures:
