@@ -98,7 +98,8 @@ def test_rewrite_or_block_rescores_the_rewrite(rewrite_to: str, text: str, actio
     assert (result.text, result.action) == (text, action)
     assert result.final_scores == {"ethical": SCORES[rewrite_to]}
     if result.blocked:
-        assert result.block_reason == "ethical scored 0.20 after rewriting, under its threshold 0.50"
+        reason = "ethical scored 0.20 after rewriting, under its threshold 0.50"
+        assert result.block_reason == reason
 
 
 def test_rewrite_or_block_blocks_when_the_aligner_fails() -> None:
