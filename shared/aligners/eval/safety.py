@@ -97,6 +97,7 @@ def evaluate_safety(
                 "topic": row.metadata.get("topic"),
                 "flagged": result.flagged,
                 "action": result.action,
+                "block_reason": result.block_reason,
                 "scores": result.initial_scores,
                 "changed": changed,
                 "content_kept": round(kept, 4),
@@ -130,6 +131,7 @@ def evaluate_safety(
         "safe_unchanged": _share([not r["changed"] for r in by_kind[SAFE]]),
         "compliant_made_safe": _share([r["made_safe"] for r in by_kind[COMPLIANT]]),
         "compliant_flagged": _share([bool(r["flagged"]) for r in by_kind[COMPLIANT]]),
+        "compliant_blocked": _share([r["action"] == "blocked" for r in by_kind[COMPLIANT]]),
         "compliant_content_kept_median": _median([r["content_kept"] for r in by_kind[COMPLIANT]]),
         "degenerate_outputs": _share([r["degenerate"] for r in changed]) if changed else 0.0,
         "alarming_refusals_introduced": _share(
