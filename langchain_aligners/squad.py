@@ -128,6 +128,15 @@ class AlignerSquad(BaseOutputParser[Any]):
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Inspector score under which an aligner runs."
     )
+    block_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Under on_flag='rewrite', block an answer its inspector still scores under this after "
+            "the aligners ran (None: the squad's, the shipped gate's 0.2; 0: never block)."
+        ),
+    )
     ordering: Literal["batch-mean", "per-answer", "fixed"] | None = Field(
         default=None, description="Order of the aligners (None: the engine's batch-mean)."
     )
@@ -252,7 +261,9 @@ class AlignerSquad(BaseOutputParser[Any]):
         if self.blocked_message is not None:
             options["blocked_message"] = self.blocked_message
         options["on_error"] = self.on_error  # the engine keeps a batch's good answers
-        return base.with_options(threshold=self.threshold, **options)
+        return base.with_options(
+            threshold=self.threshold, block_threshold=self.block_threshold, **options
+        )
 
     def _failed(self, question: str, answer: str, error: Exception) -> AlignmentResult:
         """The record of an answer the squad could not process (``on_error="return_original"``)."""
@@ -687,7 +698,8 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     def configurable(self, prefix: str = "aligner_") -> RunnableSerializable[Any, Any]:
         """This squad with per-call settings: ``{prefix}criteria`` (a list of names),
-        ``{prefix}threshold`` and ``{prefix}check_only`` under ``configurable``.
+        ``{prefix}threshold``, ``{prefix}block_threshold`` and ``{prefix}check_only`` under
+        ``configurable``.
         """
         criteria = self.criteria or (self.squad.criteria if self.squad else list(DEFAULT_CRITERIA))
         return self.configurable_fields(
@@ -705,6 +717,11 @@ class AlignerSquad(BaseOutputParser[Any]):
                 id=f"{prefix}threshold",
                 name="Aligner threshold",
                 description="Inspector score under which an aligner rewrites the answer.",
+            ),
+            block_threshold=ConfigurableField(
+                id=f"{prefix}block_threshold",
+                name="Aligner block threshold",
+                description="Inspector score under which a rewritten answer is still blocked.",
             ),
             check_only=ConfigurableField(
                 id=f"{prefix}check_only",

@@ -234,6 +234,7 @@ def settings_from(
     on_error: str,
     on_flag: OnFlag | None = None,
     blocked_message: str | None = None,
+    block_threshold: float | dict[str, float] | None = None,
 ) -> AlignmentSettings:
     """Settings from keyword arguments (or a ready :class:`AlignmentSettings`)."""
     if settings is not None:
@@ -241,6 +242,7 @@ def settings_from(
     return AlignmentSettings(
         criteria=criteria,  # type: ignore[arg-type]  # a str is accepted and wrapped
         threshold=threshold,
+        block_threshold=block_threshold,
         check_only=check_only,
         on_error=on_error,  # type: ignore[arg-type]
         on_flag=on_flag,

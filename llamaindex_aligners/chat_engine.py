@@ -64,6 +64,7 @@ class AlignedChatEngine(BaseChatEngine):
         *,
         criteria: list[str] | str | None = None,
         threshold: float | dict[str, float] | None = None,
+        block_threshold: float | dict[str, float] | None = None,
         check_only: bool = False,
         on_error: str = "return_original",
         on_flag: OnFlag | None = None,
@@ -80,7 +81,14 @@ class AlignedChatEngine(BaseChatEngine):
             )
         self._chat_engine = chat_engine
         self.settings = settings_from(
-            settings, criteria, threshold, check_only, on_error, on_flag, blocked_message
+            settings,
+            criteria,
+            threshold,
+            check_only,
+            on_error,
+            on_flag,
+            blocked_message,
+            block_threshold=block_threshold,
         )
         if not isinstance(update_memory, bool):
             raise TypeError(f"update_memory must be True or False, got {update_memory!r}")

@@ -73,6 +73,13 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     threshold: float | dict[str, float] | None = Field(
         default=None, description="One threshold, or one per criterion; None keeps the squad's."
     )
+    block_threshold: float | dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "In mode='rewrite' under on_flag='rewrite', block a node still scoring under it after "
+            "the aligners ran: one number, or one per criterion; None keeps the squad's, 0 never."
+        ),
+    )
     mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
     on_error: OnError = Field(
         default="return_original",
@@ -122,6 +129,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         return {
             "criteria": self.criteria,
             "threshold": self.threshold,
+            "block_threshold": self.block_threshold,
             "on_error": self.on_error,
             "on_flag": self.on_flag,
             "blocked_message": self.blocked_message,
@@ -135,7 +143,16 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         """The configured squad (the default one is built here, still without loading weights)."""
         # Fields may be reassigned after construction: rebuild when they differ from the cache.
         squad_id = id(self.squad) if self.squad is not None else None
-        key = repr((squad_id, self.criteria, self.threshold, self.on_flag, self.blocked_message))
+        key = repr(
+            (
+                squad_id,
+                self.criteria,
+                self.threshold,
+                self.block_threshold,
+                self.on_flag,
+                self.blocked_message,
+            )
+        )
         if self._squad is None or key != self._squad_key:
             self._squad = configure_squad(self.squad, self.settings())
             self._squad_key = key

@@ -66,6 +66,7 @@ class AlignedQueryEngine(BaseQueryEngine):
         *,
         criteria: list[str] | str | None = None,
         threshold: float | dict[str, float] | None = None,
+        block_threshold: float | dict[str, float] | None = None,
         check_only: bool = False,
         on_error: str = "return_original",
         on_flag: OnFlag | None = None,
@@ -82,7 +83,14 @@ class AlignedQueryEngine(BaseQueryEngine):
             )
         self._query_engine = query_engine
         self.settings = settings_from(
-            settings, criteria, threshold, check_only, on_error, on_flag, blocked_message
+            settings,
+            criteria,
+            threshold,
+            check_only,
+            on_error,
+            on_flag,
+            blocked_message,
+            block_threshold=block_threshold,
         )
         self._aligner = AnswerAligner(squad, self.settings, target="answer")
         self._gate = RequestGate(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from aligners import AlignmentResult, Squad
 from aligners.squad.result import OnFlag
@@ -34,8 +34,10 @@ class AlignmentSettings(BaseModel):
     to do when the squad fails.
 
     ``threshold`` is one number for every criterion or a ``{criterion: threshold}`` map;
-    ``None`` keeps the squad's own thresholds. ``on_flag`` and ``blocked_message`` likewise keep
-    the squad's own when ``None`` (a squad's default policy is ``"rewrite"``).
+    ``None`` keeps the squad's own thresholds; ``block_threshold`` takes the same forms
+    (``0``: never block an answer the aligners did not fix). ``on_flag`` and
+    ``blocked_message`` likewise keep the squad's own when ``None`` (a squad's default policy
+    is ``"rewrite"``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +47,13 @@ class AlignmentSettings(BaseModel):
     )
     threshold: float | dict[str, float] | None = Field(
         default=None, description="P(aligned) under which a criterion's aligner runs."
+    )
+    block_threshold: float | dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "Under on_flag='rewrite', P(aligned) under which an answer still failing after the "
+            "aligners ran is blocked; None: the squad's own (the shipped gate's 0.2), 0: never."
+        ),
     )
     check_only: bool = Field(default=False, description="Score and annotate; never rewrite.")
     on_error: OnError = Field(
@@ -80,13 +89,13 @@ class AlignmentSettings(BaseModel):
             raise ValueError("criteria must name at least one criterion (or be None for all)")
         return value
 
-    @field_validator("threshold")
+    @field_validator("threshold", "block_threshold")
     @classmethod
-    def _in_unit_interval(cls, value: Any) -> Any:
+    def _in_unit_interval(cls, value: Any, info: ValidationInfo) -> Any:
         values = value.values() if isinstance(value, dict) else [] if value is None else [value]
         for number in values:
             if not 0.0 <= number <= 1.0:
-                raise ValueError(f"threshold must be in [0, 1], got {number}")
+                raise ValueError(f"{info.field_name} must be in [0, 1], got {number}")
         return value
 
 
@@ -100,8 +109,10 @@ def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
     base = squad if squad is not None else Squad.default(settings.criteria)
     if settings.criteria is not None and squad is not None:
         base = base.select(settings.criteria)
-    if settings.threshold is not None:
-        base = base.with_options(threshold=settings.threshold)  # one number, or per criterion
+    if settings.threshold is not None or settings.block_threshold is not None:
+        base = base.with_options(  # one number, or per criterion
+            threshold=settings.threshold, block_threshold=settings.block_threshold
+        )
     options: dict[str, Any] = {}
     if settings.check_only:
         options["check_only"] = True

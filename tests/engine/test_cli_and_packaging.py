@@ -31,6 +31,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["align"], "exactly one of --answer or --input"),
         (["align", "--answer", "x", "--format", "alpaca"], "unknown format 'alpaca'"),
         (["align", "--answer", "x", "--threshold", "3"], "threshold"),
+        (["align", "--answer", "x", "--block-threshold", "3"], "--block-threshold"),
     ],
 )
 def test_errors_are_one_clear_line_with_exit_code_2(args: list[str], message: str) -> None:

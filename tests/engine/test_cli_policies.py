@@ -35,7 +35,7 @@ from tests.engine.conftest import ConstantBackend
 
 def build_squad(
     criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None,
-    on_token_limit=None, **policy
+    on_token_limit=None, block_threshold=None, **policy
 ):
     crit = get_criterion("ethical")
     lm = os.environ.get("ALIGNERS_TEST_LM")
@@ -48,7 +48,10 @@ def build_squad(
     else:
         aligner = Aligner(format="chat", criterion=crit, backend=ConstantBackend({rewrite!r}))
     inspector = FunctionInspector(lambda q, a: 0.1 if "bad" in a else 0.9, crit)
-    member = SquadMember(crit, aligner, inspector, 0.5 if threshold is None else threshold)
+    member = SquadMember(
+        crit, aligner, inspector, 0.5 if threshold is None else threshold,
+        block_threshold=block_threshold,
+    )
     return Squad([member], check_only=check_only, **policy)
 
 
@@ -179,6 +182,45 @@ def test_bad_policy_options_exit_2(args, message) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+# -- --block-threshold -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["align", "-a", "an answer"], ["demo", "-q", "a question"]])
+def test_block_threshold_reaches_the_squads_members(monkeypatch, command) -> None:
+    """``--block-threshold`` sets every member's; without it the shipped ones stay (the squad
+    is built for real, then the command stops: nothing is loaded or run)."""
+    import typer
+    from typer.testing import CliRunner
+
+    import aligners.backends.transformers as transformers_module
+    import aligners.cli.align as cli_align
+    from aligners import Squad
+    from aligners.cli.main import app
+
+    class Upstream:  # the demo's local upstream model, never loaded
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def generate(self, prompts: list[object], config: object) -> list[str]:
+            return ["an answer"] * len(prompts)
+
+    built: list[Squad] = []
+    real_build_squad = cli_align.build_squad
+
+    def build_squad(*args: object, **kwargs: object) -> Squad:
+        built.append(real_build_squad(*args, **kwargs))
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(cli_align, "build_squad", build_squad)
+    monkeypatch.setattr(transformers_module, "TransformersBackend", Upstream)
+    shipped = [m.block_threshold for m in Squad.default().members]
+    assert shipped == [0.2]  # the shipped ethical gate
+    for args, expected in ((["--block-threshold", "0.3"], [0.3]), ([], shipped)):
+        done = CliRunner().invoke(app, [*command, *args])
+        assert done.exit_code == 0, done.output
+        assert [m.block_threshold for m in built.pop().members] == expected
 
 
 # -- quiet by default --------------------------------------------------------------------------

@@ -231,3 +231,8 @@ def test_block_threshold_is_set_per_criterion_and_checked() -> None:
         SquadMember(member.criterion, member.aligner, member.inspector, block_threshold=True)
     with pytest.raises(ValueError, match="block_threshold but no inspector"):
         SquadMember(member.criterion, member.aligner, block_threshold=0.2)
+    always = SquadMember(get_criterion("helpful"), member.aligner)  # no inspector: cannot block
+    mixed = Squad([member, always]).with_options(block_threshold=0.3)
+    assert [m.block_threshold for m in mixed.members] == [0.3, None]
+    with pytest.raises(ValueError, match="block_threshold but no inspector"):
+        Squad([member, always]).with_options(block_threshold={"helpful": 0.3})

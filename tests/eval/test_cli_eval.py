@@ -32,6 +32,37 @@ def test_eval_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert judge.returncode == 2 and "unknown judge" in judge.stderr
 
 
+@pytest.mark.parametrize("command", ["eval", "eval-safety"])
+def test_block_threshold_reaches_the_squads_members(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str
+) -> None:
+    """``--block-threshold`` sets every member's; without it the shipped ones stay (the squad
+    is built for real, then the command stops: nothing is loaded or run)."""
+    import typer
+    from typer.testing import CliRunner
+
+    import aligners.cli.eval as cli_eval
+    from aligners import Squad
+    from aligners.cli.main import app
+
+    rows = tmp_path / "rows.jsonl"
+    row = {"question": "hi?", "answer": "Hello.", "label": 1, "metadata": {"kind": "good"}}
+    rows.write_text(json.dumps(row) + "\n")
+    built: list[Squad] = []
+    real_eval_squad = cli_eval.eval_squad
+
+    def eval_squad(*args: object, **kwargs: object) -> Squad:
+        built.append(real_eval_squad(*args, **kwargs))  # type: ignore[arg-type]
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(cli_eval, "eval_squad", eval_squad)
+    base = [command, str(rows), "-o", str(tmp_path / "out"), "--criteria", "ethical,helpful"]
+    for args, expected in ((["--block-threshold", "0.3"], [0.3, 0.3]), ([], [0.2, None])):
+        done = CliRunner().invoke(app, [*base, *args])
+        assert done.exit_code == 0, done.output
+        assert [m.block_threshold for m in built.pop().members] == expected
+
+
 def test_bench_rejects_unknown_benchmarks() -> None:
     done = cli("bench", "--only", "speed")
     assert done.returncode == 2 and "unknown benchmarks" in done.stderr

@@ -181,6 +181,18 @@ def test_build_squad_sets_budget_and_threshold_without_loading() -> None:
     assert MODEL_CACHE.load_counts == before
 
 
+def test_build_squad_sets_block_threshold_without_loading() -> None:
+    from aligners.backends.cache import MODEL_CACHE
+    from aligners.eval import build_squad
+
+    before = dict(MODEL_CACHE.load_counts)
+    squad = build_squad(["ethical", "helpful"], block_threshold=0.3)
+    assert [m.block_threshold for m in squad.members] == [0.3, 0.3]
+    shipped = build_squad(["ethical", "helpful"])  # None keeps the shipped ones
+    assert [m.block_threshold for m in shipped.members] == [0.2, None]
+    assert MODEL_CACHE.load_counts == before
+
+
 def test_a_previous_runs_examples_can_be_evaluated_again(
     tmp_path: Path, tiny_lm_dir: Path, tiny_encoder_dir: Path
 ) -> None:

@@ -109,6 +109,13 @@ def test_middleware_options_are_checked():
         AlignerSquadMiddleware(AlignerSquad(), threshold=0.2)
 
 
+def test_middleware_passes_block_threshold_to_the_squad(make_squad):
+    engine = make_squad(ethical=flags_bomb)
+    middleware = AlignerSquadMiddleware(engine, block_threshold=0.3)
+    assert middleware.squad.engine.members[0].block_threshold == 0.3
+    assert AlignerSquadMiddleware(engine).squad.engine.members[0].block_threshold is None
+
+
 def test_missing_langchain_gives_a_clear_error(monkeypatch):
     import langchain_aligners
 

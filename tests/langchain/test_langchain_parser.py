@@ -150,6 +150,23 @@ def test_per_chain_criteria_and_threshold(make_squad):
         AlignerSquad(squad=engine, criteria=["factuality"]).invoke(SAFE_ANSWER)
 
 
+def test_per_chain_and_per_call_block_threshold(make_squad):
+    engine = make_squad(ethical=0.4, helpful=0.4)  # still 0.4 after any rewrite
+    assert [m.block_threshold for m in AlignerSquad(squad=engine).engine.members] == [None, None]
+    strict = AlignerSquad(squad=engine, block_threshold=0.45, output="record")
+    assert [m.block_threshold for m in strict.engine.members] == [0.45, 0.45]
+    gated = engine.with_options(block_threshold={"ethical": 0.2})
+    kept = AlignerSquad(squad=gated).engine  # None keeps the squad's own
+    assert [m.block_threshold for m in kept.members] == [0.2, None]
+    assert strict.invoke(SAFE_ANSWER)["action"] == "blocked"  # 0.4 < min(0.45, 0.5)
+    chain = AlignerSquad(squad=engine, output="record").configurable()
+    assert chain.invoke(SAFE_ANSWER)["action"] == "rewritten"
+    configured = chain.with_config(configurable={"aligner_block_threshold": 0.45})
+    assert configured.invoke(SAFE_ANSWER)["action"] == "blocked"
+    with pytest.raises(ValueError, match="block_threshold"):
+        AlignerSquad(block_threshold=1.5)
+
+
 def test_per_call_configuration(make_squad):
     engine = make_squad(ethical=0.4, helpful=0.4)
     chain = (

@@ -115,6 +115,25 @@ def test_per_engine_criteria_and_thresholds(index, squad):
     assert squad.thresholds == {"ethical": 0.5, "factuality": 0.5}
 
 
+def test_per_engine_block_threshold(index, squad):
+    def blocks(post: AlignerPostprocessor) -> list[float | None]:
+        return [m.block_threshold for m in post.get_squad().members]
+
+    post = AlignerPostprocessor(squad=squad, mode="rewrite")
+    assert blocks(post) == [None, None]  # None keeps the squad's own
+    post.block_threshold = {"ethical": 0.3}  # changed after construction: the squad is rebuilt
+    assert blocks(post) == [0.3, None]
+    wrapped = post.wrap(index.as_query_engine(llm=MockLLM()))  # handed on to the answer level
+    assert [m.block_threshold for m in wrapped.squad.members] == [0.3, None]
+    restored = AlignerPostprocessor.from_dict(post.to_dict())
+    assert restored.block_threshold == {"ethical": 0.3}
+    assert [m.block_threshold for m in squad.members] == [None, None]  # the shared squad
+    assert blocks(AlignerPostprocessor(criteria=["ethical"])) == [0.2]  # the shipped gate's
+    assert blocks(AlignerPostprocessor(criteria=["ethical"], block_threshold=0)) == [0.0]
+    with pytest.raises(ValidationError, match="block_threshold must be in"):
+        AlignerPostprocessor(squad=squad, block_threshold=1.5)
+
+
 def test_bad_configuration_fails_at_construction(squad):
     with pytest.raises(ValueError, match="not in this squad"):
         AlignerPostprocessor(squad=squad, criteria=["helpful"])

@@ -89,6 +89,20 @@ def test_per_engine_criteria_and_thresholds_share_one_squad(index, squad):
         AlignedQueryEngine(inner, squad=squad, criteria=["helpful"])
 
 
+def test_per_engine_block_threshold(index, squad):
+    inner = echo_engine(index)
+    strict = AlignedQueryEngine(inner, squad=squad, criteria=["ethical"], block_threshold=0.3)
+    assert [m.block_threshold for m in strict.squad.members] == [0.3]
+    kept = AlignedQueryEngine(inner, squad=squad)  # None keeps the squad's own
+    assert [m.block_threshold for m in kept.squad.members] == [None, None]
+    chat = AlignedChatEngine(
+        index.as_chat_engine(chat_mode="simple", llm=MockLLM()),
+        squad=squad,
+        block_threshold={"ethical": 0.3},
+    )
+    assert [m.block_threshold for m in chat.squad.members] == [0.3, None]
+
+
 async def test_aquery_awaits_the_inner_aquery_and_the_async_squad(index, squad, spans):
     engine = AlignedQueryEngine(echo_engine(index), squad=squad)
     response = await engine.aquery(HARMFUL_QUERY)

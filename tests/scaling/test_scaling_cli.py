@@ -76,6 +76,7 @@ def test_structured_logs_on_stderr(process, tiny_lm_dir) -> None:
         (["--plain", "--upstream-url", "http://x/v1"], "--plain serves --model only"),
         (["--aligner-url", "http://127.0.0.1:9/v1"], "--aligner-model is required"),
         (["--threshold", "2"], "threshold"),
+        (["--block-threshold", "2"], "--block-threshold"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(args, message) -> None:

@@ -227,6 +227,26 @@ async def test_raise_in_a_shared_batch_fails_only_the_flagged_request(upstream) 
         assert reply.model_extra["aligners"]["action"] == "passed"
 
 
+def test_per_request_block_threshold(proxy) -> None:
+    """A rewrite its inspector still scores under the request's block threshold is blocked;
+    batches never mix requests with different block thresholds."""
+    from aligners.server.proxy import SquadBatcher
+
+    server = proxy()  # the squad has no block threshold: a rewrite that still fails is kept
+    kept = server.chat(STUBBORN)
+    assert kept.choices[0].message.content == REWRITE
+    assert kept.model_extra["aligners"]["action"] == "rewritten"
+    blocked = server.chat(STUBBORN, block_threshold=0.3)
+    record = blocked.model_extra["aligners"]
+    assert blocked.choices[0].message.content == DEFAULT_BLOCKED_MESSAGE
+    assert (
+        record["action"] == "blocked"
+        and "under its block threshold 0.30" in (record["block_reason"])
+    )
+    squad = server.app.state.squad
+    assert SquadBatcher.key(squad) != SquadBatcher.key(squad.with_options(block_threshold=0.3))
+
+
 def test_settings_policy_applies_to_a_given_squad_only_when_set(proxy) -> None:
     own = proxy(squad_options={"on_flag": "block", "blocked_message": "Squad says no."})
     assert own.chat(HARMFUL).choices[0].message.content == "Squad says no."  # kept
@@ -242,6 +262,7 @@ def test_settings_policy_applies_to_a_given_squad_only_when_set(proxy) -> None:
         ({"blocked_message": ""}, "aligners.blocked_message"),
         ({"check_request": "sometimes"}, "aligners.check_request"),
         ({"request_threshold": 1.5}, "aligners.request_threshold"),
+        ({"block_threshold": 1.5}, "aligners.block_threshold"),
     ],
 )
 def test_bad_per_request_options_are_400s(proxy, options, message) -> None:
@@ -260,6 +281,7 @@ def test_bad_per_request_options_are_400s(proxy, options, message) -> None:
         ({"on_flag": "explode"}, "on_flag"),
         ({"blocked_message": " "}, "blocked_message must have text"),
         ({"request_threshold": -0.1}, "request_threshold"),
+        ({"block_threshold": 2}, "block_threshold"),
     ],
 )
 def test_bad_settings_fail_at_startup(settings, message) -> None:
@@ -435,3 +457,35 @@ def test_serve_flags_reach_the_proxy(monkeypatch, upstream) -> None:
     assert squad.config.on_flag == "block" and squad.config.blocked_message == "Not here."
     gate = application.state.request_gate
     assert gate.enabled and gate.threshold == 0.3 and gate.inspector is inspector
+
+
+def test_serve_block_threshold_reaches_the_squad(monkeypatch, upstream) -> None:
+    """``aligners serve --block-threshold`` sets every member's; without it the shipped ones
+    stay; ``ProxySettings.block_threshold`` does the same for the squad create_app builds."""
+    from typer.testing import CliRunner
+
+    import aligners.server
+    from aligners.cli.main import app as cli
+
+    served: list[object] = []
+    monkeypatch.setattr(
+        aligners.server, "run", lambda application, **kw: served.append(application)
+    )
+    args = ["serve", "--upstream-url", upstream.base_url, "--upstream-model", "m"]
+    args += ["--criteria", "ethical,helpful"]
+    for extra, expected in ((["--block-threshold", "0.3"], [0.3, 0.3]), ([], [0.2, None])):
+        done = CliRunner().invoke(cli, [*args, *extra])
+        assert done.exit_code == 0, done.output
+        application = served.pop()
+        assert [m.block_threshold for m in application.state.squad.members] == expected
+
+    for value, expected in ((0.3, [0.3, 0.3]), (None, [0.2, None])):
+        settings = ProxySettings(
+            upstream_url=upstream.base_url,
+            upstream_model="m",
+            criteria=["ethical", "helpful"],
+            block_threshold=value,
+            warmup=False,
+        )
+        squad = create_app(settings).state.squad
+        assert [m.block_threshold for m in squad.members] == expected

@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 import typer
 
-from aligners.cli.options import CRITERIA_HELP, threshold_option
+from aligners.cli.options import CRITERIA_HELP, block_threshold_option, threshold_option
 from aligners.squad.result import AlignmentResult, OnFlag
 
 ON_FLAG_HELP = (
@@ -57,12 +57,14 @@ def build_squad(
     *,
     max_new_tokens: int | None = None,
     on_token_limit: str | None = None,
+    block_threshold: float | None = None,
     **policy: Any,
 ) -> Any:
     """The squad the CLI options describe: ``Squad.default`` with the overrides given.
 
     ``model`` replaces every member's aligner (an alias, a path, a saved aligner directory or
-    an ``Aligner``); ``threshold`` None keeps each inspector's shipped operating point;
+    an ``Aligner``); ``threshold`` None keeps each inspector's shipped operating point, and
+    ``block_threshold`` None each inspector's shipped block threshold (0: never block);
     ``policy``: ``on_flag`` and ``blocked_message`` (see :func:`policy_options`)."""
     from aligners.squad.squad import Squad
 
@@ -87,6 +89,7 @@ def build_squad(
         threshold=threshold,
         aligner=model,
         aligner_options=options,
+        block_threshold=block_threshold,
         check_only=check_only,
         **policy,
     )
@@ -221,6 +224,7 @@ def register(app: typer.Typer) -> None:
             None, "--device", help="device_map, e.g. cpu, cuda, auto."
         ),
         threshold: float | None = threshold_option(),
+        block_threshold: float | None = block_threshold_option(),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
         on_flag: str = typer.Option("rewrite", "--on-flag", help=ON_FLAG_HELP),
@@ -280,6 +284,7 @@ def register(app: typer.Typer) -> None:
             check_only,
             max_new_tokens=max_new_tokens,
             on_token_limit=on_token_limit,
+            block_threshold=block_threshold,
             on_error=on_error,
             **policy,
         )
@@ -336,6 +341,7 @@ def register(app: typer.Typer) -> None:
         ),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         threshold: float | None = threshold_option(),
+        block_threshold: float | None = block_threshold_option(),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
         as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
     ) -> None:
@@ -350,7 +356,7 @@ def register(app: typer.Typer) -> None:
             [[{"role": "user", "content": q}] for q in question],
             GenerationConfig(max_new_tokens=max_new_tokens, batch_size=len(question)),
         )
-        squad = build_squad(criteria, None, None, None, threshold)
+        squad = build_squad(criteria, None, None, None, threshold, block_threshold=block_threshold)
         results = squad.align_batch(
             question, [a.strip() or "(the upstream model gave no answer)" for a in answers]
         )

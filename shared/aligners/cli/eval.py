@@ -8,7 +8,12 @@ from typing import Any
 
 import typer
 
-from aligners.cli.options import CRITERIA_HELP, inspector_option, threshold_option
+from aligners.cli.options import (
+    CRITERIA_HELP,
+    block_threshold_option,
+    inspector_option,
+    threshold_option,
+)
 
 
 def eval_squad(
@@ -17,9 +22,10 @@ def eval_squad(
     max_new_tokens: int | None,
     aligner: str | None,
     inspector: Path | None = None,
+    block_threshold: float | None = None,
 ) -> Any:
     """The default squad (or one built on ``aligner`` / ``inspector``), with the aligners' token
-    budget set."""
+    budget set; ``threshold`` and ``block_threshold`` None keep the shipped ones."""
     from aligners.eval.harness import build_squad
 
     names = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
@@ -32,6 +38,7 @@ def eval_squad(
             max_new_tokens=max_new_tokens,
             aligner=aligner,
             inspector=inspector,
+            block_threshold=block_threshold,
         )
     except ValueError as exc:  # e.g. a saved inspector without a head for a criterion
         raise typer.BadParameter(str(exc)) from None
@@ -61,6 +68,7 @@ def register(app: typer.Typer) -> None:
         upstream_max_new_tokens: int = typer.Option(128, "--upstream-max-new-tokens", min=1),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         threshold: float | None = threshold_option(),
+        block_threshold: float | None = block_threshold_option(),
         aligner: str | None = typer.Option(
             None,
             "--aligner",
@@ -89,7 +97,7 @@ def register(app: typer.Typer) -> None:
         if ci not in ("wilson", "bootstrap"):
             raise typer.BadParameter("--ci must be wilson or bootstrap")
         items = load_questions(questions, limit=limit, sampling=sampling, seed=seed)  # type: ignore[arg-type]
-        squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector)
+        squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector, block_threshold)
         judges = [make_judge(spec, squad) for spec in judge]
         config = EvalConfig(batch_size=batch_size, ci=ci, seed=seed, progress=progress)  # type: ignore[arg-type]
         evaluator = Evaluator(
@@ -126,6 +134,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("safety-eval"), "--out", "-o", help="Output folder."),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         threshold: float | None = threshold_option(),
+        block_threshold: float | None = block_threshold_option(),
         aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
         inspector: Path | None = inspector_option(),
         max_new_tokens: int | None = typer.Option(
@@ -151,7 +160,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"--on-flag must be rewrite, block or rewrite_or_block, got {on_flag!r}"
             )
-        squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector)
+        squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector, block_threshold)
         squad = squad.with_options(on_flag=on_flag)
         report = evaluate_safety(squad, read.records, batch_size=batch_size, progress=progress)
         write_safety_report(report, out)

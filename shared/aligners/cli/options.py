@@ -31,3 +31,15 @@ def threshold_option() -> Any:
         help="Inspector score under which an aligner runs (default: each inspector's shipped "
         "operating point, else 0.5).",
     )
+
+
+def block_threshold_option() -> Any:
+    """``--block-threshold``: None keeps each inspector's shipped block threshold."""
+    return typer.Option(
+        None,
+        "--block-threshold",
+        min=0.0,
+        max=1.0,
+        help="Block an answer the aligner did not fix when its inspector still scores it under "
+        "this (default: each inspector's shipped block threshold; 0 turns blocking off)",
+    )

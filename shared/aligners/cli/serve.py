@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from aligners.cli.align import parse_on_flag
-from aligners.cli.options import threshold_option
+from aligners.cli.options import block_threshold_option, threshold_option
 
 
 def _api_key(env: str | None) -> str | None:
@@ -27,6 +27,7 @@ def build_proxy_squad(
     aligner_format: str | None,
     aligner_api_key_env: str | None,
     aligner_max_new_tokens: int | None = None,
+    block_threshold: float | None = None,
 ) -> Any:
     """The squad for the proxy: the default squad, or its inspectors with remote aligners."""
     from aligners.aligner.model import Aligner
@@ -48,6 +49,7 @@ def build_proxy_squad(
         threshold,
         check_only,
         max_new_tokens=aligner_max_new_tokens,
+        block_threshold=block_threshold,
     )
 
 
@@ -85,6 +87,7 @@ def register(app: typer.Typer) -> None:
             None, "--criteria", "-c", help="Comma-separated criteria."
         ),
         threshold: float | None = threshold_option(),
+        block_threshold: float | None = block_threshold_option(),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
         on_flag: str = typer.Option(
             "rewrite",
@@ -202,6 +205,7 @@ def register(app: typer.Typer) -> None:
                     local_model=model,
                     served_model_name=served_model_name or "aligners",
                     threshold=threshold,
+                    block_threshold=block_threshold,
                     check_only=check_only,
                     on_flag=on_flag,
                     check_request=check_request,
@@ -219,6 +223,7 @@ def register(app: typer.Typer) -> None:
                     aligner_format,
                     aligner_api_key_env,
                     aligner_max_new_tokens,
+                    block_threshold,
                 )
                 application = _proxy_app(proxy, squad)
         except ValidationError as exc:  # one line naming the bad option, not a pydantic dump

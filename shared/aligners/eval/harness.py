@@ -131,19 +131,26 @@ def build_squad(
     max_new_tokens: int | None = None,
     aligner: str | None = None,
     inspector: str | Path | None = None,
+    block_threshold: float | None = None,
 ) -> Any:
     """The default squad with the aligners' token budget set (and optionally another aligner
     or a saved inspector).
 
     ``aligner`` is a directory saved with ``Aligner.save_pretrained`` or any causal LM; every
     member uses it for its own criterion. ``inspector`` is a saved inspector directory (a
-    cross-encoder serves each criterion from its head).
+    cross-encoder serves each criterion from its head). ``threshold`` and ``block_threshold``
+    None keep each inspector's shipped ones (``block_threshold=0``: never block).
     """
     from aligners.squad.squad import Squad
 
     options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     return Squad.default(
-        criteria, threshold=threshold, aligner=aligner, aligner_options=options, inspector=inspector
+        criteria,
+        threshold=threshold,
+        aligner=aligner,
+        aligner_options=options,
+        inspector=inspector,
+        block_threshold=block_threshold,
     )
 
 

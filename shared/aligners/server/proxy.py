@@ -202,8 +202,13 @@ def _squad_for(squad: Squad, request: Any, body: ChatCompletionRequest) -> Squad
         for name in ("check_only", "on_flag", "blocked_message")
         if getattr(options, name) is not None
     }
-    if options.threshold is not None or extra:
-        squad = squad.with_options(threshold=options.threshold, **extra)
+    if options.threshold is not None or options.block_threshold is not None or extra:
+        try:
+            squad = squad.with_options(
+                threshold=options.threshold, block_threshold=options.block_threshold, **extra
+            )
+        except ValueError as exc:  # options the squad cannot take: the client's error, not ours
+            raise APIError(400, str(exc), param="aligners") from None
     return squad
 
 
@@ -293,6 +298,7 @@ class SquadBatcher:
         return (
             tuple(squad.criteria),
             tuple(squad.thresholds.items()),
+            tuple(m.block_threshold for m in squad.members),
             squad.config.model_dump_json(),
         )
 
@@ -384,6 +390,7 @@ def create_app(
         the_squad = Squad.default(
             settings.criteria,
             threshold=settings.threshold,
+            block_threshold=settings.block_threshold,
             check_only=settings.check_only,
             **policy,
         )

@@ -68,6 +68,12 @@ class AlignersOptions(BaseModel):
         default=None, description="Criteria to run (a subset of the proxy's squad)."
     )
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    block_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Block a rewritten answer still scoring under it (0: never block).",
+    )
     check_only: bool | None = Field(
         default=None, description="Score only; return the answer as is."
     )

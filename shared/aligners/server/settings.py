@@ -89,6 +89,14 @@ class ProxySettings(ServerLimits):
         description="Inspector score under which an aligner runs (None: each inspector's "
         "shipped operating point, else 0.5).",
     )
+    block_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Under on_flag='rewrite', an answer its inspector still scores under this "
+        "after the aligners ran is blocked (None: each inspector's shipped block threshold; "
+        "0: never block).",
+    )
     check_only: bool = Field(default=False, description="Only score answers; never rewrite.")
     on_error: OnError = Field(
         default="return_original",

@@ -217,6 +217,9 @@ class Squad:
         ``on_flag="block"``)."""
         thresholds = self._per_criterion("threshold", threshold)
         blocks = self._per_criterion("block_threshold", block_threshold)
+        if block_threshold is not None and not isinstance(block_threshold, Mapping):
+            # one value for the squad: only members with an inspector can block
+            blocks = {m.name: block_threshold for m in self.members if m.inspector is not None}
         members = tuple(
             replace(
                 m,
