@@ -215,11 +215,10 @@ class Squad:
         """A copy with other settings (e.g. ``threshold=0.7`` or ``{"ethical": 0.7}``,
         ``block_threshold=0`` (never block a rewritten answer), ``check_only=True``,
         ``on_flag="block"``)."""
-        thresholds = self._per_criterion("threshold", threshold)
-        blocks = self._per_criterion("block_threshold", block_threshold)
-        if block_threshold is not None and not isinstance(block_threshold, Mapping):
-            # one value for the squad: only members with an inspector can block
-            blocks = {m.name: block_threshold for m in self.members if m.inspector is not None}
+        thresholds = self._per_criterion("threshold", threshold, self.members)
+        # one block threshold for the squad goes to the members that can block: those inspected
+        inspected = [m for m in self.members if m.inspector is not None]
+        blocks = self._per_criterion("block_threshold", block_threshold, inspected)
         members = tuple(
             replace(
                 m,
@@ -231,9 +230,13 @@ class Squad:
         return Squad(members, **(self.config.model_dump() | options))
 
     def _per_criterion(
-        self, field: str, value: float | Mapping[str, float] | None
+        self,
+        field: str,
+        value: float | Mapping[str, float] | None,
+        members: Sequence[SquadMember],
     ) -> dict[str, float]:
-        """One value for every member, or one per criterion from a mapping (None: none)."""
+        """One value for each of ``members``, or one per criterion from a mapping (None:
+        none)."""
         if value is None:
             return {}
         if isinstance(value, Mapping):
@@ -244,7 +247,7 @@ class Squad:
                     f"(it has {self.criteria})"
                 )
             return dict(value)
-        return {name: value for name in self.criteria}
+        return {m.name: value for m in members}
 
     @property
     def criteria(self) -> list[str]:
