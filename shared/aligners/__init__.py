@@ -29,6 +29,7 @@ from aligners.inspector import (
     Inspector,
     RequestCheck,
     RequestInspector,
+    SafetyGateInspector,
     SequenceClassifierInspector,
     load_inspector,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "PromptFormat",
     "RequestCheck",
     "RequestInspector",
+    "SafetyGateInspector",
     "SentenceEncoder",
     "SequenceClassifierInspector",
     "Squad",

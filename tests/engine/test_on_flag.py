@@ -173,7 +173,7 @@ def test_skipped_record() -> None:
         ("still bad", 0.3, "blocked", DEFAULT_BLOCKED_MESSAGE),  # rewritten, still 0.2
         ("still bad", 0.15, "rewritten", "still bad"),  # 0.2: not sure enough to block
         ("fixed", 0.9, "rewritten", "fixed"),  # 0.8 passes the 0.5 threshold: never blocked
-        ("harmful", 0.0, "rewritten", "harmful"),  # 0: blocking off
+        ("harmful", 0.0, "flagged", "harmful"),  # 0: blocking off; handed back: not rewritten
     ],
 )
 def test_block_threshold_blocks_only_what_the_gate_is_still_sure_of(

@@ -354,6 +354,32 @@ def safety(
     typer.echo(f"wrote {output}/inspector_train.jsonl, aligner_train.jsonl, heldout_answers.jsonl")
 
 
+@data_app.command("traffic")
+def traffic(
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory (resumable)."),
+    data_dir: Path = typer.Option(
+        Path("../shared/data"), "--data-dir", help="The team's public data (see its README)."
+    ),
+    generator: str = typer.Option("smollm2", help="Local model writing the styled answers."),
+    batch_size: int = typer.Option(16, min=1),
+    seed: int = typer.Option(0),
+) -> None:
+    """Safety data in many writers' styles, with contrast pairs, split by style, writer and
+    topic (the safety gate's data; docs/training.md, "The traffic recipe")."""
+    import json
+
+    from aligners.backends.transformers import TransformersBackend
+    from aligners.data.traffic_recipe import build_traffic_data
+
+    if not data_dir.is_dir():
+        raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
+    log = build_traffic_data(
+        data_dir, output, TransformersBackend(generator), seed=seed, batch_size=batch_size
+    )
+    typer.echo(json.dumps(log["counts"], indent=2))
+    typer.echo(f"wrote {output}/gate_rows.jsonl, requests.jsonl, heldout_answers.jsonl")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` verb group to the main CLI."""
     app.add_typer(data_app, name="data")

@@ -152,19 +152,20 @@ def register(app: typer.Typer) -> None:
         """Does the squad align? Good and safe answers kept, compliant ones made safe, refusals
         introduced on alarming-but-safe questions, inspector AUROC; writes summary.json."""
         from aligners.cli.data import _report_errors, read_many
-        from aligners.eval.safety import evaluate_safety, write_safety_report
+        from aligners.eval.safety import evaluate_safety, family_table, write_safety_report
 
         read = read_many(data, examples=True, limit=limit)
         _report_errors(read.errors)
-        if on_flag not in ("rewrite", "block", "rewrite_or_block"):
+        if on_flag not in ("rewrite", "block", "rewrite_or_block", "raise"):
             raise typer.BadParameter(
-                f"--on-flag must be rewrite, block or rewrite_or_block, got {on_flag!r}"
+                f"--on-flag must be rewrite, block, rewrite_or_block or raise, got {on_flag!r}"
             )
         squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector, block_threshold)
         squad = squad.with_options(on_flag=on_flag)
         report = evaluate_safety(squad, read.records, batch_size=batch_size, progress=progress)
         write_safety_report(report, out)
         typer.echo(json.dumps(report["summary"], indent=2))
+        typer.echo(family_table(report["summary"]))
         typer.echo(f"records: {out / 'records.jsonl'}")
 
     @app.command("bench")

@@ -324,6 +324,61 @@ def request_inspector(
     typer.echo(f"saved request inspector to {output}")
 
 
+@train_app.command("safety-gate")
+def safety_gate(
+    rows: Path = typer.Argument(..., help="gate_rows.jsonl from `aligners data traffic`."),
+    requests: Path = typer.Option(
+        ..., "--requests", help="requests.jsonl from `aligners data traffic`."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the gate."),
+    request_output: Path | None = typer.Option(
+        None, "--request-output", help="Also save the request head as a request check here."
+    ),
+    encoder: str = typer.Option("minilm", help="Frozen sentence encoder (alias or path)."),
+    good_flag_rate: float = typer.Option(
+        0.02, min=0.0001, max=0.5, help="Flag threshold: at most this share of validation "
+        "aligned answers flagged."
+    ),
+    block_threshold: float | None = typer.Option(
+        None, min=0, max=1, help="Shipped block threshold (default: the flag threshold)."
+    ),
+    request_safe_turned_away: float = typer.Option(
+        0.02, min=0.0001, max=0.5, help="Request threshold: at most this share of validation "
+        "safe requests turned away."
+    ),
+    weight_decay: float = typer.Option(1e-3, min=0),
+    cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
+) -> None:
+    """Train the safety gate (harmful request x complies x harmful content on frozen MiniLM)
+    and, with --request-output, the request check; thresholds chosen on the validation split."""
+    import json
+
+    from aligners.data import read_examples
+    from aligners.training.safety_gate import SafetyGateTrainingConfig, train_safety_gate
+
+    read = read_examples(rows, on_error="raise")
+    request_rows = [
+        json.loads(line) for line in requests.read_text(encoding="utf-8").splitlines() if line
+    ]
+    config = SafetyGateTrainingConfig(
+        encoder=encoder,
+        good_flag_rate=good_flag_rate,
+        block_threshold=block_threshold,
+        request_safe_turned_away=request_safe_turned_away,
+        weight_decay=weight_decay,
+    )
+    metrics = train_safety_gate(
+        read.records,
+        request_rows,
+        output,
+        config,
+        request_output_dir=request_output,
+        cache_file=cache_file,
+        log=typer.echo,
+    )
+    typer.echo(json.dumps({k: metrics[k] for k in ("validation", "heldout")}, indent=2))
+
+
 @train_app.command("evaluate-aligner")
 def evaluate_aligner_command(
     aligner_dir: str = typer.Argument(..., help="Trained aligner directory (or base model)."),

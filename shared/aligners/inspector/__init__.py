@@ -27,6 +27,7 @@ from aligners.inspector.request import (
     RequestInspector,
     default_request_inspector,
 )
+from aligners.inspector.safety_gate import SafetyGateConfig, SafetyGateInspector
 from aligners.inspector.sequence_classifier import SequenceClassifierInspector
 
 
@@ -45,6 +46,11 @@ def load_inspector(path: str | Path, *, criterion: str | None = None, **kwargs: 
         if criterion is not None and trained_for not in (None, criterion):
             raise ValueError(f"{directory} inspects {trained_for!r}, not {criterion!r}")
         return inspector
+    if kind == "safety-gate":
+        gate = SafetyGateInspector.from_pretrained(directory, **kwargs)
+        if criterion is not None and gate.name != criterion:
+            raise ValueError(f"{directory} inspects {gate.name!r}, not {criterion!r}")
+        return gate
     if kind == "cross-encoder":
         return CrossEncoderInspector.from_pretrained(directory, criterion=criterion, **kwargs)
     return SequenceClassifierInspector(str(path), criterion=criterion, **kwargs)
@@ -62,6 +68,8 @@ __all__ = [
     "RemoteClassifierInspector",
     "RequestCheck",
     "RequestInspector",
+    "SafetyGateConfig",
+    "SafetyGateInspector",
     "default_request_inspector",
     "FunctionInspector",
     "Inspector",

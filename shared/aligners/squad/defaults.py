@@ -16,6 +16,7 @@ from aligners.criteria import get_criterion
 from aligners.inspector.base import Inspector
 from aligners.inspector.cross_encoder import CrossEncoderInspector, read_cross_encoder_config
 from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspector
+from aligners.inspector.safety_gate import SafetyGateInspector
 from aligners.squad.member import SquadMember
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "default_models"
@@ -28,6 +29,9 @@ SAFETY_ALIGNER_DIR = DEFAULT_MODELS_DIR / "safety_aligner"
 DEFAULT_INSPECTORS_DIR = DEFAULT_MODELS_DIR / "inspectors"
 #: One fine-tuned MiniLM trunk with a head per criterion (one encoder pass for all of them).
 CROSS_ENCODER_DIR = DEFAULT_INSPECTORS_DIR / "cross-encoder"
+#: The ethical gate: harmful request x complies x harmful content on frozen MiniLM
+#: (``scripts/train_defaults.sh gate``); it serves ``ethical`` where present.
+SAFETY_GATE_DIR = DEFAULT_INSPECTORS_DIR / "safety-gate"
 
 #: Criteria whose shipped inspector met the held-out targets (AUROC >= 0.90 and the squad
 #: targets in docs/training.md). helpful and factuality stay available by name.
@@ -53,8 +57,10 @@ def default_aligner(criterion: str, **options: Any) -> Aligner:
 
 
 def default_inspector(criterion: str) -> Inspector:
-    """The shipped inspector for a criterion: a cross-encoder head where one was trained, else
-    a frozen-MiniLM head, else a zero-shot MiniLM inspector."""
+    """The shipped inspector for a criterion: the safety gate for ``ethical``, a cross-encoder
+    head where one was trained, else a frozen-MiniLM head, else a zero-shot MiniLM inspector."""
+    if criterion == "ethical" and (SAFETY_GATE_DIR / INSPECTOR_CONFIG).exists():
+        return SafetyGateInspector.from_pretrained(SAFETY_GATE_DIR)
     trunk_config = CROSS_ENCODER_DIR / INSPECTOR_CONFIG
     if trunk_config.exists() and criterion in read_cross_encoder_config(CROSS_ENCODER_DIR).heads:
         return CrossEncoderInspector.from_pretrained(CROSS_ENCODER_DIR, criterion=criterion)

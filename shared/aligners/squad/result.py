@@ -8,11 +8,13 @@ from pydantic import BaseModel, Field
 
 #: What the squad does with an answer an inspector flags.
 OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
-#: What happened to one answer: nothing flagged it (``passed``), aligners ran (``rewritten``),
+#: What happened to one answer: nothing flagged it (``passed``), aligners changed its text
+#: (``rewritten``; aligners that ran and handed it back unchanged leave it ``flagged``),
 #: it was replaced by the blocked message (``blocked``), the squad raised (``raised``), it was
-#: flagged but left as it was (``flagged``: check-only, or every aligner failed), there was no
-#: text to inspect (``skipped``, e.g. a message holding only tool calls), or the squad could not
-#: process it and returned it as it was (``failed``, under ``on_error="return_original"``).
+#: flagged but left as it was (``flagged``: check-only, every aligner failed or handed the text
+#: back), there was no text to inspect (``skipped``, e.g. a message holding only tool calls),
+#: or the squad could not process it and returned it as it was (``failed``, under
+#: ``on_error="return_original"``).
 Action = Literal["passed", "rewritten", "blocked", "raised", "flagged", "skipped", "failed"]
 #: What a squad does when it cannot process an answer (a bad input, a model that fails).
 OnError = Literal["raise", "return_original"]

@@ -541,9 +541,11 @@ class Squad:
             )
             if reason is not None:
                 self._block(work, reason)
-            elif result.applied:
+            elif result.applied and result.text != result.original:
                 result.action = "rewritten"
             elif result.flagged:
+                # Aligners that ran and handed the text back changed nothing: the record must
+                # not say "rewritten" for an answer that goes out as it came in.
                 result.action = "flagged"
         return [w.result for w in works]
 

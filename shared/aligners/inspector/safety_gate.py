@@ -1,0 +1,182 @@
+"""The safety gate: is this answer harmful? Three small questions on frozen sentence embeddings.
+
+A gate fine-tuned on one writer's answers learns that writer's style. This one asks three things
+that do not depend on style, each a logistic head on a frozen MiniLM embedding:
+
+- ``request``: is the request harmful? (read from the question alone; the same head is the
+  request check's model);
+- ``complies``: does the answer carry out what was asked, rather than decline? (the answer alone);
+- ``content``: does the answer itself hold harmful content, whatever was asked? (the answer
+  alone: catches harm given to a harmless question, or to no question in an agent loop).
+
+A small logistic combination of the three logits (and the product "harmful request and it
+complies"), fitted on a validation split, gives P(misaligned); the score is P(aligned) = 1 - that.
+Two encoder passes per pair (question and answer), batched together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aligners.backends.encoder import SentenceEncoder
+from aligners.criteria import get_criterion
+from aligners.inspector.base import Inspector
+
+SAFETY_GATE_CONFIG = "inspector_config.json"
+SAFETY_GATE_WEIGHTS = "gate_heads.safetensors"
+#: The three heads, in the order of their logits in the combination's features.
+GATE_HEADS: tuple[str, ...] = ("request", "complies", "content")
+
+
+class SafetyGateConfig(BaseModel):
+    """What a safety gate needs besides its head weights."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["safety-gate"] = "safety-gate"
+    criterion: str = "ethical"
+    encoder: str = "minilm"
+    embedding_dim: int = Field(default=384, gt=0)
+    #: Weights of the combination over [request, complies, content, request*complies], + bias.
+    combine_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    combine_bias: float = 0.0
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    block_threshold: float | None = Field(default=None, ge=0, le=1)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class SafetyGateInspector(Inspector):
+    """P(aligned) from a harmful-request head, a compliance head and a harmful-content head.
+
+    Example:
+        >>> gate = SafetyGateInspector.from_pretrained(DIR)  # doctest: +SKIP
+        >>> gate.explain(["How do I kill a stuck process?"], ["Run kill PID."])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, heads: Any, config: SafetyGateConfig, *, encoder: SentenceEncoder | None = None
+    ) -> None:
+        super().__init__(get_criterion(config.criterion))
+        self.heads = heads.eval()
+        self.config = config
+        self.encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
+
+    @staticmethod
+    def build_heads(embedding_dim: int) -> Any:
+        """One linear head per question in :data:`GATE_HEADS`."""
+        from torch import nn
+
+        return nn.ModuleDict({name: nn.Linear(embedding_dim, 1) for name in GATE_HEADS})
+
+    # -- scoring ---------------------------------------------------------------------------------
+
+    def head_logits(self, question_embeddings: Any, answer_embeddings: Any) -> Any:
+        """``(n, 3)`` logits: P(harmful request), P(complies), P(harmful content)."""
+        import torch
+
+        with torch.inference_mode():
+            return torch.cat(
+                [
+                    self.heads["request"](question_embeddings),
+                    self.heads["complies"](answer_embeddings),
+                    self.heads["content"](answer_embeddings),
+                ],
+                dim=-1,
+            )
+
+    def misaligned_logits(self, logits: Any) -> Any:
+        """The combination: logit of P(misaligned) from the heads' logits."""
+        import torch
+
+        features = combine_features(logits)
+        weights = torch.tensor(self.config.combine_weights, dtype=features.dtype)
+        return features @ weights + self.config.combine_bias
+
+    def embed(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[Any, Any]:
+        """Question and answer embeddings from one encoder call."""
+        embeddings = self.encoder.encode(list(questions) + list(answers))
+        return embeddings[: len(questions)], embeddings[len(questions) :]
+
+    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        import torch
+
+        logits = self.head_logits(*self.embed(questions, answers))
+        return [float(x) for x in 1.0 - torch.sigmoid(self.misaligned_logits(logits))]
+
+    def explain(self, questions: Sequence[str], answers: Sequence[str]) -> list[dict[str, float]]:
+        """Per pair: each head's probability and the final P(aligned), for records and docs."""
+        import torch
+
+        logits = self.head_logits(*self.embed(questions, answers))
+        scores = 1.0 - torch.sigmoid(self.misaligned_logits(logits))
+        probs = torch.sigmoid(logits)
+        return [
+            {
+                "harmful_request": round(float(p[0]), 4),
+                "complies": round(float(p[1]), 4),
+                "harmful_content": round(float(p[2]), 4),
+                "aligned": round(float(s), 4),
+            }
+            for p, s in zip(probs, scores)
+        ]
+
+    @property
+    def default_threshold(self) -> float | None:
+        return self.config.threshold
+
+    @property
+    def default_block_threshold(self) -> float | None:
+        return self.config.block_threshold
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.config.metrics
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, encoder: SentenceEncoder | None = None
+    ) -> SafetyGateInspector:
+        """Load ``inspector_config.json`` and ``gate_heads.safetensors`` from a directory."""
+        from safetensors.torch import load_file
+
+        directory = Path(path).expanduser()
+        config_file = directory / SAFETY_GATE_CONFIG
+        if not config_file.exists():
+            raise FileNotFoundError(f"no {SAFETY_GATE_CONFIG} in {directory}")
+        raw = json.loads(config_file.read_text())
+        if raw.get("kind") != "safety-gate":
+            raise ValueError(
+                f"{directory} holds a {raw.get('kind')!r} inspector, not a safety gate "
+                "(kind 'safety-gate')"
+            )
+        config = SafetyGateConfig(**raw)
+        heads = cls.build_heads(config.embedding_dim)
+        heads.load_state_dict(load_file(str(directory / SAFETY_GATE_WEIGHTS)))
+        return cls(heads, config, encoder=encoder)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the heads (a few KB) and the config."""
+        from safetensors.torch import save_file
+
+        directory = Path(path).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.heads.state_dict().items()}
+        save_file(state, str(directory / SAFETY_GATE_WEIGHTS))
+        (directory / SAFETY_GATE_CONFIG).write_text(self.config.model_dump_json(indent=2) + "\n")
+        return directory
+
+
+def combine_features(logits: Any) -> Any:
+    """``[request, complies, content, P(request) * P(complies) as a logit]`` per row."""
+    import torch
+
+    request, complies = torch.sigmoid(logits[:, 0]), torch.sigmoid(logits[:, 1])
+    both = torch.logit((request * complies).clamp(1e-6, 1 - 1e-6))
+    return torch.cat([logits, both.unsqueeze(-1)], dim=-1)

@@ -1,0 +1,357 @@
+"""Train the safety gate (:class:`~aligners.inspector.safety_gate.SafetyGateInspector`) and the
+request check from the traffic recipe's rows.
+
+Every text is embedded once by the frozen encoder (cached on disk, so sweeps are cheap). The
+three heads train on the ``train`` split; the combination, the flag threshold and the request
+check's threshold are chosen on ``validation``; ``test`` (held-out styles, writers and topics) is
+only measured. The request head doubles as the request check (an
+:class:`~aligners.inspector.request.EncoderRequestInspector`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aligners.backends.encoder import SentenceEncoder
+from aligners.data.records import InspectorExample
+from aligners.inspector.cross_encoder import HeadCalibration
+from aligners.inspector.request import EncoderRequestInspector, RequestHeadConfig
+from aligners.inspector.safety_gate import SafetyGateConfig, SafetyGateInspector, combine_features
+from aligners.training.metrics import auroc
+
+COMPLIANT, SAFE = "compliant", "safe"
+
+
+class SafetyGateTrainingConfig(BaseModel):
+    """Settings of :func:`train_safety_gate`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str = "minilm"
+    weight_decay: float = Field(default=1e-3, ge=0, description="L2 penalty of every head.")
+    good_flag_rate: float = Field(
+        default=0.02,
+        gt=0,
+        lt=1,
+        description="The flag threshold is the highest that flags at most this share of the "
+        "validation split's aligned answers.",
+    )
+    block_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Shipped block threshold (None: the flag threshold, so whatever the "
+        "aligner cannot make pass is blocked).",
+    )
+    request_safe_turned_away: float = Field(
+        default=0.02,
+        gt=0,
+        lt=1,
+        description="The request check's threshold turns away at most this share of the "
+        "validation split's safe requests.",
+    )
+    seed: int = 0
+
+
+class EmbeddingCache:
+    """Embeddings of texts by a frozen encoder, kept in memory and in a file between runs."""
+
+    def __init__(self, encoder: SentenceEncoder, path: Path | None = None) -> None:
+        self.encoder = encoder
+        self.path = path
+        self.table: dict[str, Any] = {}
+        if path is not None and path.exists():
+            import torch
+
+            self.table = torch.load(path)
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def __call__(self, texts: Sequence[str], progress: bool = True) -> Any:
+        import torch
+        from tqdm.auto import tqdm
+
+        missing = sorted({t for t in texts if self.key(t) not in self.table})
+        chunk = 256
+        for start in tqdm(range(0, len(missing), chunk), desc="embedding", disable=not progress):
+            batch = missing[start : start + chunk]
+            for text, row in zip(batch, self.encoder.encode(batch)):
+                self.table[self.key(text)] = row.clone()
+        if missing and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.table, self.path)
+        if not texts:
+            return torch.zeros((0, self.encoder.dimension))
+        return torch.stack([self.table[self.key(t)] for t in texts])
+
+
+def fit_logistic(
+    features: Any, labels: Sequence[int], *, weight_decay: float, balanced: bool = True
+) -> tuple[Any, Any]:
+    """Weights and bias of an L2-regularised logistic regression (full-batch L-BFGS)."""
+    import torch
+
+    x = features.float()
+    y = torch.tensor(labels, dtype=torch.float32)
+    positives = float(y.sum())
+    if positives in (0.0, float(len(y))):
+        raise ValueError("logistic head needs both labels in its training data")
+    weights = torch.ones_like(y)
+    if balanced:
+        weights = torch.where(y > 0, len(y) / (2 * positives), len(y) / (2 * (len(y) - positives)))
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        optimizer.zero_grad()
+        logits = x @ w + b
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weights)
+        loss = loss + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach(), b.detach()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _threshold_for_rate(scores: Sequence[float], rate: float) -> float:
+    """The highest threshold under which at most ``rate`` of ``scores`` fall (flag = below)."""
+    ordered = sorted(scores)
+    allowed = int(rate * len(ordered))
+    return float(ordered[allowed]) if allowed < len(ordered) else 1.0
+
+
+def gate_metrics(
+    scores: Sequence[float], rows: Sequence[InspectorExample], threshold: float
+) -> dict[str, Any]:
+    """AUROC, F1 for harmful (compliant) answers and flag rates by kind at ``threshold``."""
+    misaligned = [r.metadata.get("kind") == COMPLIANT for r in rows]
+    flagged = [s < threshold for s in scores]
+    tp = sum(f and m for f, m in zip(flagged, misaligned))
+    fp = sum(f and not m for f, m in zip(flagged, misaligned))
+    fn = sum(m and not f for f, m in zip(flagged, misaligned))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    kinds: dict[str, list[bool]] = {}
+    for row, flag in zip(rows, flagged):
+        kinds.setdefault(str(row.metadata.get("kind")), []).append(flag)
+    value = (
+        auroc([int(not m) for m in misaligned], list(scores))
+        if any(misaligned) and not all(misaligned)
+        else None
+    )
+    return {
+        "n": len(rows),
+        "auroc": None if value is None else round(value, 4),
+        "f1_harmful": round(f1, 4),
+        "precision_harmful": round(precision, 4),
+        "recall_harmful": round(recall, 4),
+        "flag_rate": {k: round(sum(v) / len(v), 4) for k, v in sorted(kinds.items())},
+    }
+
+
+def by_family(
+    scores: Sequence[float], rows: Sequence[InspectorExample], threshold: float
+) -> dict[str, dict[str, Any]]:
+    """:func:`gate_metrics` for each ``metadata["family"]``."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(str(row.metadata.get("family")), []).append(i)
+    return {
+        family: gate_metrics([scores[i] for i in idx], [rows[i] for i in idx], threshold)
+        for family, idx in sorted(groups.items())
+    }
+
+
+def train_safety_gate(
+    rows: Sequence[InspectorExample],
+    requests: Sequence[dict[str, Any]],
+    output_dir: str | Path,
+    config: SafetyGateTrainingConfig | None = None,
+    *,
+    request_output_dir: str | Path | None = None,
+    cache_file: Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the gate (and the request check, where ``request_output_dir`` is given) from rows
+    whose ``metadata`` holds ``kind`` and ``split``; returns the metrics that were saved."""
+    import torch
+
+    config = config or SafetyGateTrainingConfig()
+    torch.manual_seed(config.seed)
+    encoder = SentenceEncoder(config.encoder)
+    embed = EmbeddingCache(encoder, cache_file)
+    split = {
+        name: [r for r in rows if r.metadata.get("split") == name]
+        for name in ("train", "validation", "test")
+    }
+    request_split = {
+        name: [r for r in requests if r["split"] == name]
+        for name in ("train", "validation", "test")
+    }
+    if not split["train"] or not split["validation"]:
+        raise ValueError("the gate needs rows in the train and validation splits")
+
+    train = split["train"]
+    # Requests of the gate's own training rows count for the request head too.
+    request_train = [(r["request"], 1 - int(r["label"])) for r in request_split["train"]]
+    request_train += [
+        (r.question, int(r.metadata["kind"] in (COMPLIANT, SAFE)))
+        for r in train
+        if r.question and r.metadata.get("writer") != "swapped"
+    ]
+    heads = SafetyGateInspector.build_heads(encoder.dimension)
+    targets = {
+        "request": request_train,
+        "complies": [(r.answer, int(r.metadata["kind"] != SAFE)) for r in train],
+        "content": [(r.answer, int(r.metadata["kind"] == COMPLIANT)) for r in train],
+    }
+    for name, pairs in targets.items():
+        w, b = fit_logistic(
+            embed([t for t, _ in pairs], progress),
+            [y for _, y in pairs],
+            weight_decay=config.weight_decay,
+        )
+        heads[name].weight.data = w.unsqueeze(0)
+        heads[name].bias.data = b
+        log(f"head {name}: {len(pairs)} examples")
+
+    gate_config = SafetyGateConfig(encoder=config.encoder, embedding_dim=encoder.dimension)
+    gate = SafetyGateInspector(heads, gate_config, encoder=encoder)
+
+    def logits_of(part: Sequence[InspectorExample]) -> Any:
+        return gate.head_logits(
+            embed([r.question for r in part], progress), embed([r.answer for r in part], progress)
+        )
+
+    validation = split["validation"]
+    w, b = fit_logistic(
+        combine_features(logits_of(validation)),
+        [int(r.metadata["kind"] == COMPLIANT) for r in validation],
+        weight_decay=1e-4,
+        balanced=False,
+    )
+    gate_config.combine_weights = [round(float(v), 6) for v in w]
+    gate_config.combine_bias = round(float(b), 6)
+
+    def scores_of(part: Sequence[InspectorExample]) -> list[float]:
+        if not part:
+            return []
+        return [float(x) for x in 1 - torch.sigmoid(gate.misaligned_logits(logits_of(part)))]
+
+    val_scores = scores_of(validation)
+    aligned_scores = [s for s, r in zip(val_scores, validation) if r.metadata["kind"] != COMPLIANT]
+    threshold = round(_threshold_for_rate(aligned_scores, config.good_flag_rate), 4)
+    gate_config.threshold = threshold
+    gate_config.block_threshold = (
+        threshold if config.block_threshold is None else config.block_threshold
+    )
+    test_scores = scores_of(split["test"])
+    metrics = {
+        "counts": {name: len(part) for name, part in split.items()},
+        "validation": gate_metrics(val_scores, validation, threshold),
+        "heldout": gate_metrics(test_scores, split["test"], threshold) if test_scores else {},
+        "heldout_by_family": by_family(test_scores, split["test"], threshold),
+        "threshold_rule": (
+            f"flags at most {config.good_flag_rate:.0%} of validation aligned answers"
+        ),
+    }
+    gate_config.metrics = metrics
+    gate.save_pretrained(output_dir)
+    log(f"gate saved to {output_dir}: threshold {threshold}")
+
+    if request_output_dir is not None:
+        metrics["request"] = _save_request_check(
+            heads["request"],
+            request_split,
+            embed,
+            encoder,
+            config,
+            Path(request_output_dir),
+            progress,
+        )
+    return metrics
+
+
+def _save_request_check(
+    head: Any,
+    request_split: dict[str, list[dict[str, Any]]],
+    embed: EmbeddingCache,
+    encoder: SentenceEncoder,
+    config: SafetyGateTrainingConfig,
+    out: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """The request head as a request check: P(fine) = sigmoid(-logit), threshold on validation."""
+    import torch
+
+    fine_head = EncoderRequestInspector.build_head(encoder.dimension)
+    fine_head.weight.data = -head.weight.data.clone()
+    fine_head.bias.data = -head.bias.data.clone()
+    request_config = RequestHeadConfig(
+        encoder=config.encoder, embedding_dim=encoder.dimension, calibration=HeadCalibration()
+    )
+    check = EncoderRequestInspector(fine_head, request_config, encoder=encoder)
+
+    def scored(part: list[dict[str, Any]]) -> list[float]:
+        if not part:
+            return []
+        return [
+            float(x)
+            for x in torch.sigmoid(check.logits(embed([r["request"] for r in part], progress)))
+        ]
+
+    validation = request_split["validation"]
+    val_scores = scored(validation)
+    safe_scores = [s for s, r in zip(val_scores, validation) if r["label"] == 1]
+    threshold = round(_threshold_for_rate(safe_scores, config.request_safe_turned_away), 4)
+    request_config.threshold = threshold
+    check.threshold = threshold
+
+    def summary(part: list[dict[str, Any]], scores: list[float]) -> dict[str, Any]:
+        harmful = [s for s, r in zip(scores, part) if r["label"] == 0]
+        safe = [s for s, r in zip(scores, part) if r["label"] == 1]
+        by_source: dict[str, list[bool]] = {}
+        for s, r in zip(scores, part):
+            by_source.setdefault(str(r["source"]), []).append(s < threshold)
+        return {
+            "n": len(part),
+            "auroc": _round(auroc([r["label"] for r in part], scores))
+            if harmful and safe
+            else None,
+            "harmful_turned_away": round(sum(s < threshold for s in harmful) / len(harmful), 4)
+            if harmful
+            else None,
+            "safe_turned_away": round(sum(s < threshold for s in safe) / len(safe), 4)
+            if safe
+            else None,
+            "turned_away_by_source": {
+                k: round(sum(v) / len(v), 4) for k, v in sorted(by_source.items())
+            },
+        }
+
+    test = request_split["test"]
+    metrics = {
+        "validation": summary(validation, val_scores),
+        "heldout": summary(test, scored(test)),
+        "threshold_rule": (
+            f"turns away at most {config.request_safe_turned_away:.0%} of validation safe requests"
+        ),
+    }
+    request_config.metrics = metrics
+    check.save_pretrained(out)
+    return metrics
