@@ -42,6 +42,7 @@ from aligners.server.common import (
 )
 from aligners.server.local import Completion, LocalGenerator
 from aligners.server.model_server import Readiness, chat_messages, generation_config, usage
+from aligners.server.policy import enforce_client_policy
 from aligners.server.schemas import ChatCompletionRequest
 from aligners.server.settings import ProxySettings
 from aligners.squad.result import AlignmentResult
@@ -258,6 +259,14 @@ class RequestGate:
                 threshold = options.request_threshold
         return enabled, threshold
 
+    def server_policy(self) -> tuple[bool, float | None]:
+        """Whether this server checks every request, and at which threshold (None: unknown,
+        the inspector is not loaded)."""
+        threshold = self.threshold
+        if threshold is None and self.inspector is not None:
+            threshold = self.inspector.threshold
+        return self.enabled, threshold
+
     def resolve(self) -> RequestInspector:
         """The inspector; the shipped one is loaded the first time a request asks for it."""
         if self.inspector is None:
@@ -429,6 +438,7 @@ def create_app(
     app.state.readiness = readiness
     app.state.batcher = batcher
     app.state.request_gate = gate
+    app.state.settings = settings
     install_error_handlers(app)
     install_request_logging(app)
 
@@ -548,7 +558,14 @@ def create_app(
         )
         config = generation_config(body, settings, body.token_limit)
         messages = chat_messages(body)
-        squad = _squad_for(the_squad, request, body)
+        squad = _squad_for(the_squad, request, body)  # 400 for bad options, then the policy
+        enforce_client_policy(
+            the_squad,
+            _criteria_from(request, body),
+            body.aligners,
+            request_check=gate.server_policy(),
+            allowed=settings.allow_client_policy,
+        )
         question = _question(messages)
         fields = request.state.log_fields
         fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
