@@ -43,6 +43,15 @@ def request_blocked_record(request: str, text: str, check: Record) -> Record:
     return AlignmentResult.blocked_request(request, text, check).to_record()
 
 
+def request_violation(request: str, text: str, check: Record) -> AlignmentViolation:
+    """Under ``on_flag="raise"``: a request the request inspector turned away, as the error the
+    squad raises for a flagged answer (its record says ``stage: "request"``)."""
+    result = AlignmentResult.blocked_request(request, text, check)
+    result.on_flag = "raise"
+    result.action = "raised"
+    return AlignmentViolation(result)
+
+
 def with_request_check(record: Record, check: Record | None) -> Record:
     """An answer's record with the verdict on its request beside it (when one was checked)."""
     return record if check is None else {**record, "request_check": check}
@@ -125,6 +134,13 @@ class AnswerAligner:
         if self._squad is None:
             self._squad = configure_squad(self._raw, self.settings)
         return self._squad
+
+    @property
+    def raises(self) -> bool:
+        """Whether a flagged answer or a turned-away request raises (``on_flag="raise"``; a
+        check-only squad never raises)."""
+        config = self.squad.config
+        return config.on_flag == "raise" and not config.check_only
 
     @property
     def blocked_message(self) -> str:
