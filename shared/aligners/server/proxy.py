@@ -47,6 +47,7 @@ from aligners.server.schemas import ChatCompletionRequest
 from aligners.server.settings import ProxySettings
 from aligners.squad.result import AlignmentResult
 from aligners.squad.squad import Squad
+from aligners.validation import is_blank
 
 logger = logging.getLogger("aligners.server")
 
@@ -147,7 +148,7 @@ def warm_squad(squad: Squad) -> None:
 
 
 #: The record's reason when the upstream answered nothing.
-EMPTY_ANSWER = "the upstream answer is empty; nothing to align"
+EMPTY_ANSWER = "the upstream answer is empty (or only invisible characters); nothing to align"
 #: The record's note when the upstream answer could not be sent as UTF-8 as it was.
 INVALID_CHARACTERS = (
     "the upstream answer held lone surrogates (not valid UTF-8); they were replaced with U+FFFD "
@@ -468,7 +469,7 @@ def create_app(
         }
 
     async def align(squad: Squad, question: str, answer: str) -> tuple[str, dict[str, Any]]:
-        if not answer.strip():
+        if is_blank(answer):
             return answer, AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
         try:
             result = await batcher.align(squad, question, answer)
@@ -676,7 +677,7 @@ def create_app(
 
         yield chunk_({"role": "assistant", "content": ""})
         record: dict[str, Any]
-        if not answer.strip():
+        if is_blank(answer):
             record = AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
             if answer:
                 yield chunk_({"content": answer})
