@@ -18,9 +18,14 @@ except ImportError as error:  # the agents extra is optional
         "create_agent): pip install 'aligners[agents]'"
     ) from error
 
-from aligners import AlignmentResult, RequestCheck, RequestInspector, Squad
-from aligners.inspector.request import resolve_request_inspector
-from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from aligners import (
+    DEFAULT_BLOCKED_MESSAGE,
+    AlignmentResult,
+    RequestCheck,
+    RequestInspector,
+    Squad,
+    resolve_request_inspector,
+)
 from langchain_aligners._inputs import METADATA_KEY, message_text, record_of
 from langchain_aligners.squad import AlignerSquad
 

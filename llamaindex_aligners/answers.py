@@ -6,8 +6,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from aligners import AlignmentResult, AlignmentViolation, RequestInspector, Squad
-from aligners.inspector.request import resolve_request_inspector
+from aligners import (
+    AlignmentResult,
+    AlignmentViolation,
+    RequestInspector,
+    Squad,
+    resolve_request_inspector,
+)
 from llamaindex_aligners.instrumentation import (
     RequestTarget,
     Target,
