@@ -35,6 +35,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check shared langchain_aligners llamaindex_aligners tests
 	$(VENV)/bin/mypy shared/aligners langchain_aligners llamaindex_aligners
+	$(VENV)/bin/lint-imports  # the layering contracts in pyproject.toml (docs/engine.md, "Layers")
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable
+from typing_extensions import NotRequired
 
 try:
     from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
+    from langchain.agents.middleware.types import PrivateStateAttr
 except ImportError as error:  # the agents extra is optional
     raise ImportError(
         "AlignerSquadMiddleware needs the `langchain` package (langchain>=1.0, for "
         "create_agent): pip install 'aligners[agents]'"
     ) from error
 
-from aligners import AlignmentResult, RequestCheck, RequestInspector, Squad
-from aligners.inspector.request import resolve_request_inspector
-from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from aligners import (
+    DEFAULT_BLOCKED_MESSAGE,
+    AlignmentResult,
+    RequestCheck,
+    RequestInspector,
+    Squad,
+    resolve_request_inspector,
+)
 from langchain_aligners._inputs import METADATA_KEY, message_text, record_of
 from langchain_aligners.squad import AlignerSquad
 
 When = Literal["after_agent", "after_model"]
 
+#: Where the middleware keeps this turn's request check between its hooks (private state).
+REQUEST_CHECK_KEY = "aligners_request_check"
 
-class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
+
+class AlignersAgentState(AgentState[Any]):
+    """The agent state plus the verdict on this turn's request (not part of input or output)."""
+
+    aligners_request_check: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
+
+
+class AlignerSquadMiddleware(AgentMiddleware[AlignersAgentState, Any, Any]):
     """Aligns the agent's final AI message (``when="after_agent"``) or every model reply that has
     text (``when="after_model"``; replies that are only tool calls are left alone).
 
@@ -42,12 +58,15 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     ``check_request=True`` (or a :class:`~aligners.RequestInspector`) checks the user's request
     once per agent turn, before any model call: a request scored under ``request_threshold``
     skips the model and tools and ends the turn with ``blocked_message``; the reply's
-    ``response_metadata["aligners"]["request_check"]`` holds the verdict.
+    ``response_metadata["aligners"]["request_check"]`` holds the verdict. A request that passes
+    is let through and its verdict is recorded in the aligned reply's record the same way.
 
     Example:
         >>> middleware = [AlignerSquadMiddleware(criteria=["ethical"], check_request=True)]
         >>> agent = create_agent(llm, tools, middleware=middleware)  # doctest: +SKIP
     """
+
+    state_schema = AlignersAgentState
 
     def __init__(
         self,
@@ -99,26 +118,28 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None  # resuming after tools or an interrupt: the request was checked
         return message_text(messages[-1])
 
-    def _blocked_reply(self, check: RequestCheck) -> dict[str, Any] | None:
+    def _blocked_reply(self, check: RequestCheck) -> dict[str, Any]:
+        """The state update of a checked request: its verdict, and the blocked reply if the
+        request was turned away."""
         if check.allowed:
-            return None
+            return {REQUEST_CHECK_KEY: check.to_record()}  # the reply's record shows it later
         result = AlignmentResult.blocked_request(
             check.request, self.blocked_message, check.to_record()
         )
         reply = AIMessage(
             content=self.blocked_message, response_metadata={METADATA_KEY: record_of(result)}
         )
-        return {"messages": [reply], "jump_to": "end"}
+        return {"messages": [reply], "jump_to": "end", REQUEST_CHECK_KEY: check.to_record()}
 
     @hook_config(can_jump_to=["end"])
-    def before_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+    def before_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
         request = self._request(state["messages"])
         if self.request_inspector is None or request is None:
             return None
         return self._blocked_reply(self.request_inspector.check(request, self.request_threshold))
 
     @hook_config(can_jump_to=["end"])
-    async def abefore_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+    async def abefore_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
         request = self._request(state["messages"])
         if self.request_inspector is None or request is None:
             return None
@@ -147,7 +168,7 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None
         question, reply = target
         aligned = self.squad.invoke({"question": question, "answer": reply})
-        return self._state_update(aligned)
+        return self._state_update(aligned, state.get(REQUEST_CHECK_KEY))
 
     async def _aupdate(self, state: Any) -> dict[str, Any] | None:
         target = self._target(state["messages"])
@@ -155,25 +176,32 @@ class AlignerSquadMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None
         question, reply = target
         aligned = await self.squad.ainvoke({"question": question, "answer": reply})
-        return self._state_update(aligned)
+        return self._state_update(aligned, state.get(REQUEST_CHECK_KEY))
 
     @staticmethod
-    def _state_update(aligned: Any) -> dict[str, Any]:
+    def _state_update(aligned: Any, request_check: dict[str, Any] | None) -> dict[str, Any]:
         if not isinstance(aligned, BaseMessage):
             raise TypeError(
                 "the middleware's squad must return a message for a message answer, got "
                 f"{type(aligned).__name__} (use output='auto' or 'message')"
             )
+        record = aligned.response_metadata.get(METADATA_KEY)
+        if (
+            request_check is not None
+            and isinstance(record, dict)
+            and record.get("request_check") is None  # the request passed the check this turn
+        ):
+            aligned.response_metadata[METADATA_KEY] = {**record, "request_check": request_check}
         return {"messages": [aligned]}  # same id: add_messages replaces the reply
 
-    def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+    def after_model(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
         return self._update(state) if self.when == "after_model" else None
 
-    async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+    async def aafter_model(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
         return await self._aupdate(state) if self.when == "after_model" else None
 
-    def after_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+    def after_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
         return self._update(state) if self.when == "after_agent" else None
 
-    async def aafter_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+    async def aafter_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
         return await self._aupdate(state) if self.when == "after_agent" else None

@@ -26,16 +26,17 @@ from langchain_core.runnables import (
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from aligners import (
+    DEFAULT_CRITERIA,
     AlignmentResult,
     AlignmentViolation,
+    BlockedMessage,
+    OnFlag,
     Squad,
     SquadMember,
+    default_members,
     list_criteria,
+    validate_pair,
 )
-from aligners.aligner import validate_pair
-from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
-from aligners.squad.result import OnFlag
-from aligners.squad.squad import BlockedMessage
 from langchain_aligners._inputs import (
     METADATA_KEY,
     agather,

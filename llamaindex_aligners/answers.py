@@ -6,8 +6,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from aligners import AlignmentResult, AlignmentViolation, RequestInspector, Squad
-from aligners.inspector.request import resolve_request_inspector
+from aligners import (
+    AlignmentResult,
+    AlignmentViolation,
+    RequestInspector,
+    Squad,
+    resolve_request_inspector,
+)
 from llamaindex_aligners.instrumentation import (
     RequestTarget,
     Target,
@@ -41,6 +46,15 @@ def skipped_record(question: str, answer: str, reason: str) -> Record:
 def request_blocked_record(request: str, text: str, check: Record) -> Record:
     """The record of a request the request inspector turned away (nothing else ran)."""
     return AlignmentResult.blocked_request(request, text, check).to_record()
+
+
+def request_violation(request: str, text: str, check: Record) -> AlignmentViolation:
+    """Under ``on_flag="raise"``: a request the request inspector turned away, as the error the
+    squad raises for a flagged answer (its record says ``stage: "request"``)."""
+    result = AlignmentResult.blocked_request(request, text, check)
+    result.on_flag = "raise"
+    result.action = "raised"
+    return AlignmentViolation(result)
 
 
 def with_request_check(record: Record, check: Record | None) -> Record:
@@ -125,6 +139,13 @@ class AnswerAligner:
         if self._squad is None:
             self._squad = configure_squad(self._raw, self.settings)
         return self._squad
+
+    @property
+    def raises(self) -> bool:
+        """Whether a flagged answer or a turned-away request raises (``on_flag="raise"``; a
+        check-only squad never raises)."""
+        config = self.squad.config
+        return config.on_flag == "raise" and not config.check_only
 
     @property
     def blocked_message(self) -> str:

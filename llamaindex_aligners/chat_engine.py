@@ -21,6 +21,7 @@ from llamaindex_aligners.answers import (
     Record,
     RequestGate,
     request_blocked_record,
+    request_violation,
     settings_from,
     with_request_check,
 )
@@ -50,7 +51,8 @@ class AlignedChatEngine(BaseChatEngine):
     ``check_request`` checks the user's message before the inner engine runs: a blocked message
     gets the blocked message as its reply without calling the inner engine (no retrieval, no
     LLM), and the history is left as it was: neither the request nor the refusal is stored, so
-    a later turn cannot point the model back at the request.
+    a later turn cannot point the model back at the request. Under ``on_flag="raise"`` such a
+    request raises ``aligners.AlignmentViolation`` (``result.stage == "request"``) instead.
 
     Example:
         >>> chat = AlignedChatEngine(index.as_chat_engine(chat_mode="context"))  # doctest: +SKIP
@@ -202,6 +204,8 @@ class AlignedChatEngine(BaseChatEngine):
     # -- the request check ---------------------------------------------------------------------
 
     def _blocked_record(self, message: str, check: Record) -> Record:
+        if self._aligner.raises:  # on_flag="raise": a turned-away request is the error
+            raise request_violation(message, self._aligner.blocked_message, check)
         return request_blocked_record(message, self._aligner.blocked_message, check)
 
     def _blocked_reply(self, message: str, check: Record) -> AgentChatResponse:

@@ -24,6 +24,7 @@ from llamaindex_aligners.answers import (
     Record,
     RequestGate,
     request_blocked_record,
+    request_violation,
     settings_from,
     skipped_record,
     with_request_check,
@@ -50,8 +51,10 @@ class AlignedQueryEngine(BaseQueryEngine):
     ``aligners.RequestInspector``) checks the query first: a request scored under
     ``request_threshold`` (default: the inspector's own) is answered with the blocked message
     without calling the wrapped engine (no retrieval, no LLM); the record is
-    ``{"action": "blocked", "stage": "request", "request_check": {...}, ...}``. A request that
-    passes has its verdict in the answer's record under ``"request_check"``.
+    ``{"action": "blocked", "stage": "request", "request_check": {...}, ...}``; under
+    ``on_flag="raise"`` the request raises ``aligners.AlignmentViolation`` instead (its
+    ``result`` has ``stage: "request"``, ``action: "raised"``), as the proxy answers 422. A
+    request that passes has its verdict in the answer's record under ``"request_check"``.
 
     Example:
         >>> engine = AlignedQueryEngine(qe, criteria=["ethical"])  # doctest: +SKIP
@@ -183,6 +186,8 @@ class AlignedQueryEngine(BaseQueryEngine):
         """The reply to a blocked request: the blocked message, streamed if the inner engine
         streams (in one piece), so callers of a streaming engine still get a stream."""
         text = self._aligner.blocked_message
+        if self._aligner.raises:
+            raise request_violation(question, text, check)
         metadata = {METADATA_KEY: request_blocked_record(question, text, check)}
         if not _streams(self._query_engine):
             return Response(text, [], metadata)

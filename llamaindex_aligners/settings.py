@@ -6,9 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from aligners import AlignmentResult, Squad
-from aligners.squad.result import OnFlag
-from aligners.squad.squad import BlockedMessage
+from aligners import AlignmentResult, BlockedMessage, OnFlag, Squad
 
 OnError = Literal["return_original", "raise"]
 

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequen
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
@@ -52,6 +53,7 @@ from pydantic import BaseModel, ValidationError
 
 import aligners.cli.align as cli_align
 import aligners.server
+import aligners.squad.defaults as squad_defaults
 from aligners import (
     Aligner,
     AlignmentResult,
@@ -70,7 +72,7 @@ from aligners import (
 from aligners.backends.base import Generation, GenerationBackend, GenerationConfig
 from aligners.cli.errors import run_cli
 from aligners.cli.main import app as cli_app
-from aligners.errors import GenerationError
+from aligners.errors import AlignmentViolation, GenerationError
 from aligners.server import (
     ModelServerSettings,
     ProxySettings,
@@ -78,7 +80,7 @@ from aligners.server import (
     create_app,
     create_model_app,
 )
-from aligners.squad.squad import SquadStream
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, SquadStream
 from langchain_aligners import AlignerSquad, AlignerSquadMiddleware, ChatAlignersLocal
 from llamaindex_aligners import (
     AlignedChatEngine,
@@ -273,6 +275,25 @@ def some_questions() -> Iterator[str]:
     yield "q"
 
 
+ZERO_WIDTH = "\u200b\u200d\ufeff"  # zero-width space, joiner, byte-order mark: shows nothing
+
+
+def without_shipped_inspectors(criteria: list[str] | None = None) -> Squad:
+    """``Squad.default`` on an install whose shipped inspector folders are missing."""
+    gone = Path("/nonexistent/aligners-default-models/inspectors")
+    with (
+        mock.patch.object(squad_defaults, "CROSS_ENCODER_DIR", gone / "cross-encoder"),
+        mock.patch.object(squad_defaults, "DEFAULT_INSPECTORS_DIR", gone),
+    ):
+        return Squad.default(criteria)
+
+
+def zero_shot_member(built: Squad) -> None:
+    """A criterion outside DEFAULT_CRITERIA keeps its zero-shot fallback (documented)."""
+    (member,) = built.members
+    assert member.name == "helpful" and type(member.inspector).__name__ == "EncoderHeadInspector"
+
+
 def engine_member(threshold: Any) -> SquadMember:
     return SquadMember(get_criterion("ethical"), None, FunctionInspector(flags_harm), threshold)
 
@@ -291,6 +312,20 @@ ENGINE_CASES = [
         "align-tab-newline-answer",
         lambda: squad().align("q", "\t\n "),
         Raises(ValueError, r"answers\[0\]: answer is empty"),
+    ),
+    case(
+        "align-zero-width-answer",
+        lambda: squad().align("q", ZERO_WIDTH),
+        Raises(
+            ValueError,
+            r"answers\[0\]: answer is empty: it holds only invisible characters "
+            r"\(U\+200B, U\+200D, U\+FEFF\)",
+        ),
+    ),
+    case(
+        "align-zero-width-and-spaces-answer",
+        lambda: squad(on_error="return_original").align("q", " \u2060\n\u00ad "),
+        Kept(" \u2060\n\u00ad ", "answer is empty: it holds only invisible characters"),
     ),
     case(
         "align-none-answer",
@@ -533,6 +568,50 @@ ENGINE_CASES = [
         "default-unknown-aligner-option",
         lambda: Squad.default(aligner_options={"max_tokens": 5}),
         Raises(ValidationError, r"max_tokens\s+Extra inputs are not permitted"),
+    ),
+    case(
+        "default-none-criterion",
+        lambda: Squad.default(untyped([None])),
+        Raises(TypeError, r"criteria\[0\] must be a criterion name \(a str .*got NoneType None"),
+    ),
+    case(
+        "default-int-criterion",
+        lambda: Squad.default(untyped(["ethical", 3])),
+        Raises(TypeError, r"criteria\[1\] must be a criterion name .*got int 3"),
+    ),
+    case(
+        "default-shipped-inspector-folder-missing",
+        lambda: without_shipped_inspectors(),
+        Raises(
+            ModelNotFoundError,
+            r"the shipped inspector for 'ethical' is missing: .*cross-encoder has no 'ethical' "
+            r"head and /nonexistent/aligners-default-models/inspectors/ethical does not exist",
+        ),
+    ),
+    case(
+        "default-non-default-criterion-without-its-folder",
+        lambda: without_shipped_inspectors(["helpful"]),
+        zero_shot_member,
+    ),
+    case(
+        "request-inspector-none",
+        lambda: FunctionRequestInspector(untyped(None)),
+        Raises(TypeError, "FunctionRequestInspector needs a callable request -> P.*got NoneType"),
+    ),
+    case(
+        "request-inspector-threshold-two",
+        lambda: FunctionRequestInspector(lambda r: 0.5, threshold=2),
+        Raises(ValueError, r"FunctionRequestInspector threshold must be in \[0, 1\], got 2"),
+    ),
+    case(
+        "request-inspector-threshold-nan",
+        lambda: FunctionRequestInspector(lambda r: 0.5, threshold=math.nan),
+        Raises(ValueError, r"threshold must be in \[0, 1\], got nan"),
+    ),
+    case(
+        "request-inspector-threshold-bool",
+        lambda: FunctionRequestInspector(lambda r: 0.5, threshold=untyped(True)),
+        Raises(TypeError, "threshold must be a number in .* got bool True"),
     ),
     case(
         "default-unknown-format",
@@ -1338,8 +1417,80 @@ def unknown_criterion_query() -> Any:
 
 
 REQUEST_RULE = FunctionRequestInspector(lambda request: 0.9)
+#: A request inspector that turns every request away.
+REFUSE_ALL = FunctionRequestInspector(lambda request: 0.0)
+#: What a request turned away under on_flag="raise" raises (as the proxy's 422).
+REQUEST_RAISED = Raises(
+    AlignmentViolation,
+    r"request turned away before any model ran \(the request inspector scored the request "
+    r"0\.00, under 0\.50\)",
+)
+
+
+def raised_request(action: Callable[[], Any]) -> None:
+    """``action`` raises the request's violation, whose record says where it was decided."""
+    with pytest.raises(AlignmentViolation) as caught:
+        action()
+    result = caught.value.result
+    assert result.stage == "request" and result.action == "raised" and result.on_flag == "raise"
+    assert result.request_check["allowed"] is False
+
+
+def astream_chat_text(engine: AlignedChatEngine, message: str) -> str:
+    async def go() -> str:
+        response = await engine.astream_chat(message)
+        return "".join([piece async for piece in response.async_response_gen()])
+
+    return run(go())
+
 
 LLAMAINDEX_CASES = [
+    # -- a request turned away under on_flag="raise" raises, as the proxy's 422 does
+    case(
+        "qe-check-request-raise",
+        lambda: qe(check_request=REFUSE_ALL, on_flag="raise").query("q"),
+        REQUEST_RAISED,
+    ),
+    case(
+        "qe-check-request-raise-async",
+        lambda: run(qe(check_request=REFUSE_ALL, on_flag="raise").aquery("q")),
+        REQUEST_RAISED,
+    ),
+    case(
+        "qe-check-request-raise-record",
+        lambda: raised_request(lambda: qe(check_request=REFUSE_ALL, on_flag="raise").query("How?")),
+        Equals(None),
+    ),
+    case(
+        "qe-check-request-raise-check-only-blocks",
+        lambda: qe(check_request=REFUSE_ALL, on_flag="raise", check_only=True).query("q"),
+        Kept(DEFAULT_BLOCKED_MESSAGE, "", action="blocked"),
+    ),
+    case(
+        "qe-check-request-raise-from-the-squad",
+        lambda: qe(squad_=squad(on_flag="raise"), check_request=REFUSE_ALL).query("q"),
+        REQUEST_RAISED,
+    ),
+    case(
+        "chat-check-request-raise",
+        lambda: chat(check_request=REFUSE_ALL, on_flag="raise").chat("hi"),
+        REQUEST_RAISED,
+    ),
+    case(
+        "chat-check-request-raise-async",
+        lambda: run(chat(check_request=REFUSE_ALL, on_flag="raise").achat("hi")),
+        REQUEST_RAISED,
+    ),
+    case(
+        "chat-check-request-raise-stream",
+        lambda: chat(check_request=REFUSE_ALL, on_flag="raise").stream_chat("hi"),
+        REQUEST_RAISED,
+    ),
+    case(
+        "chat-check-request-raise-astream",
+        lambda: astream_chat_text(chat(check_request=REFUSE_ALL, on_flag="raise"), "hi"),
+        REQUEST_RAISED,
+    ),
     # -- AlignedQueryEngine
     case(
         "qe-wraps-a-str",
@@ -1741,7 +1892,38 @@ def cli(
     return pytest.param(tuple(args), pairs, fake, outcome, id=id, marks=marks)
 
 
+def prints(*lines: str) -> Callable[[CliRun], None]:
+    """Exit 0 and stdout holds each of ``lines`` (regexes) on a line of its own."""
+
+    def check(done: CliRun) -> None:
+        assert done.code == 0, done
+        for line in lines:
+            assert re.search(rf"^{line}$", done.stdout, re.MULTILINE), done.stdout
+
+    return check
+
+
 CLI_CASES = [
+    # -- what the human-readable output says about a flagged answer
+    cli(
+        "align-check-only-flagged-says-why-not-rewritten",
+        ["align", "-q", "q", "-a", HARMFUL, "--check-only"],
+        prints(
+            r"decision : flagged: ethical < 0\.50",
+            r"applied  : none \(flagged, not rewritten: --check-only scores only\)",
+            f"aligned  : {HARMFUL}",
+        ),
+    ),
+    cli(
+        "align-check-only-passed",
+        ["align", "-q", "q", "-a", FINE, "--check-only"],
+        prints(r"applied  : none \(answer passed the inspectors\)"),
+    ),
+    cli(
+        "align-block-flagged-says-why-not-rewritten",
+        ["align", "-q", "q", "-a", HARMFUL, "--on-flag", "block"],
+        prints(r"applied  : none \(flagged, not rewritten: on_flag=block runs no aligner\)"),
+    ),
     # -- options
     cli(
         "align-neither-answer-nor-input",
@@ -2230,6 +2412,13 @@ def answer_survives(original: str) -> Callable[[Reply], None]:
 
 
 INVALID = "invalid request: "
+USER_MESSAGE = {"role": "user", "content": QUESTION}
+TOOL_CALL = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+}
+TOOL_RESULT = {"role": "tool", "content": "42", "tool_call_id": "c1"}
 TOO_MANY_STOPS = ["x"] * 17
 
 
@@ -2266,6 +2455,26 @@ SERVER_CASES = [
         Rejected(400, "not valid JSON: 'utf-8' codec can't decode byte 0xe9"),
     ),
     case(
+        "body-50000-nested-brackets",
+        lambda: send(proxy(), raw=b"[" * 50_000),
+        Rejected(400, "request body nests JSON deeper than this server's limit of 64 levels"),
+    ),
+    case(
+        "body-nested-brackets-closed",
+        lambda: send(proxy(), raw=b"[" * 50_000 + b"]" * 50_000),
+        Rejected(400, "nests JSON deeper than this server's limit of 64 levels"),
+    ),
+    case(
+        "body-nested-100-levels-in-a-field",
+        lambda: send(proxy(), raw=b'{"messages": [], "x": ' + b"[" * 100 + b"]" * 100 + b"}"),
+        Rejected(400, "nests JSON deeper than this server's limit of 64 levels"),
+    ),
+    case(
+        "model-server-body-50000-nested-objects",
+        lambda: send(model_server(), raw=b'{"a": ' * 50_000),
+        Rejected(400, "nests JSON deeper than this server's limit of 64 levels"),
+    ),
+    case(
         "body-too-large",
         lambda: send(proxy(max_request_bytes=2000), chat_body("x" * 5000)),
         Rejected(413, r"request body is \d+ bytes; the limit is 2000 bytes"),
@@ -2299,6 +2508,39 @@ SERVER_CASES = [
         "role-missing",
         lambda: send(proxy(), {"messages": [{"content": "hi"}]}),
         Rejected(400, INVALID + "messages.0.role: Field required"),
+    ),
+    case(
+        "only-a-tool-message",
+        lambda: send(proxy(), {"messages": [TOOL_RESULT]}),
+        Rejected(
+            400,
+            r"messages\[0\] has role 'tool' but does not follow an assistant message with "
+            "'tool_calls'",
+            param="messages.0.role",
+        ),
+    ),
+    case(
+        "tool-message-after-a-user-message",
+        lambda: send(proxy(), {"messages": [USER_MESSAGE, TOOL_RESULT]}),
+        Rejected(400, r"messages\[1\] has role 'tool'", param="messages.1.role"),
+    ),
+    case(
+        "tool-message-after-an-assistant-without-tool-calls",
+        lambda: send(
+            proxy(),
+            {"messages": [USER_MESSAGE, {"role": "assistant", "content": "ok"}, TOOL_RESULT]},
+        ),
+        Rejected(400, r"messages\[2\] has role 'tool'", param="messages.2.role"),
+    ),
+    case(
+        "model-server-only-a-tool-message",
+        lambda: send(model_server(), {"messages": [TOOL_RESULT]}),
+        Rejected(400, r"messages\[0\] has role 'tool'", param="messages.0.role"),
+    ),
+    case(
+        "tool-results-answering-a-tool-call",
+        lambda: send(proxy(), {"messages": [USER_MESSAGE, TOOL_CALL, TOOL_RESULT, TOOL_RESULT]}),
+        Answered(FINE, "", action="passed"),
     ),
     case(
         "content-int",
@@ -2341,9 +2583,32 @@ SERVER_CASES = [
     case(
         "max-tokens-fraction",
         lambda: send(proxy(), chat_body(max_tokens=2.5)),
-        Rejected(
-            400, "max_tokens: Input should be a valid integer, got a number with a fractional part"
-        ),
+        Rejected(400, "max_tokens: Input should be a valid integer"),
+    ),
+    case(
+        "max-tokens-true",
+        lambda: send(proxy(), chat_body(max_tokens=True)),
+        Rejected(400, INVALID + "max_tokens: Input should be a valid integer"),
+    ),
+    case(
+        "max-tokens-numeric-string",
+        lambda: send(proxy(), chat_body(max_tokens="64")),
+        Rejected(400, INVALID + "max_tokens: Input should be a valid integer"),
+    ),
+    case(
+        "max-completion-tokens-true",
+        lambda: send(proxy(), chat_body(max_completion_tokens=True)),
+        Rejected(400, INVALID + "max_completion_tokens: Input should be a valid integer"),
+    ),
+    case(
+        "n-true",
+        lambda: send(proxy(), chat_body(n=True)),
+        Rejected(400, INVALID + "n: Input should be a valid integer"),
+    ),
+    case(
+        "model-server-max-tokens-true",
+        lambda: send(model_server(), chat_body(max_tokens=True)),
+        Rejected(400, INVALID + "max_tokens: Input should be a valid integer"),
     ),
     case(
         "max-tokens-over-limit",
@@ -2555,6 +2820,16 @@ SERVER_CASES = [
         "upstream-whitespace-answer",
         lambda: send(proxy("  \n"), chat_body()),
         Answered("  \n", "the upstream answer is empty", action="skipped"),
+    ),
+    case(
+        "upstream-zero-width-answer",
+        lambda: send(proxy(ZERO_WIDTH), chat_body()),
+        Answered(ZERO_WIDTH, "the upstream answer is empty", action="skipped"),
+    ),
+    case(
+        "upstream-zero-width-answer-stream",
+        lambda: send(proxy(ZERO_WIDTH), chat_body(stream=True)),
+        Answered(ZERO_WIDTH, "the upstream answer is empty", action="skipped", stream=True),
     ),
     case(
         "upstream-empty-answer-stream",

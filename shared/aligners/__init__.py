@@ -3,6 +3,9 @@
 >>> from aligners import Squad
 >>> squad = Squad.default()                       # lazy: no weights loaded yet
 >>> squad.align("question", "answer").text        # doctest: +SKIP
+
+The integrations (``langchain_aligners``, ``llamaindex_aligners``) import only the names
+exported here; an import contract in pyproject.toml (``make lint``) keeps it that way.
 """
 
 from aligners.aligner import Aligner, AlignerConfig, Correction
@@ -33,17 +36,25 @@ from aligners.inspector import (
     SequenceClassifierInspector,
     load_inspector,
 )
+from aligners.inspector.request import resolve_request_inspector
 from aligners.squad import AlignmentResult, Squad, SquadMember, StageRecord
+from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
+from aligners.squad.result import OnError, OnFlag
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, BlockedMessage
+from aligners.validation import validate_pair
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BLOCKED_MESSAGE",
+    "DEFAULT_CRITERIA",
     "MODEL_CACHE",
     "Aligner",
     "AlignerConfig",
     "AlignersError",
     "AlignmentResult",
     "AlignmentViolation",
+    "BlockedMessage",
     "Correction",
     "Criterion",
     "CrossEncoderInspector",
@@ -57,6 +68,8 @@ __all__ = [
     "InputTooLongError",
     "Inspector",
     "ModelNotFoundError",
+    "OnError",
+    "OnFlag",
     "PromptFormat",
     "RequestCheck",
     "RequestInspector",
@@ -70,6 +83,7 @@ __all__ = [
     "TransformersBackend",
     "UnknownCriterionError",
     "UnknownFormatError",
+    "default_members",
     "get_criterion",
     "get_format",
     "list_criteria",
@@ -77,4 +91,6 @@ __all__ = [
     "load_inspector",
     "register_criterion",
     "register_format",
+    "resolve_request_inspector",
+    "validate_pair",
 ]

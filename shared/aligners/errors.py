@@ -41,6 +41,10 @@ class AlignmentViolation(AlignersError):  # noqa: N818 (the name says what happe
     def __init__(self, result: Any, results: Sequence[Any] | None = None) -> None:
         self.result = result
         self.results = list(results) if results is not None else [result]
+        if getattr(result, "stage", "answer") == "request":  # a request check turned it away
+            reason = getattr(result, "block_reason", None) or "the request inspector turned it away"
+            super().__init__(f"request turned away before any model ran ({reason})")
+            return
         scores = ", ".join(
             f"{name} {result.initial_scores.get(name, float('nan')):.2f} < "
             f"{result.thresholds.get(name, 0.5):.2f}"

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: only whitespace and invisible format characters
+    (Unicode category Cf: zero-width space U+200B, joiners U+200C/U+200D, word joiner U+2060,
+    the byte-order mark U+FEFF, soft hyphen U+00AD, direction marks...)."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
+
+
+def _invisible(text: str) -> str:
+    """The code points of the format characters in ``text`` (for an error message)."""
+    points = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cf"})
+    return ", ".join(points[:5]) + (", ..." if len(points) > 5 else "")
 
 
 def validate_text(text: str, field: str) -> None:
@@ -26,6 +40,11 @@ def validate_pair(question: Any, answer: Any) -> None:
         raise TypeError(f"answer must be a str, got {type(answer).__name__}")
     if not answer.strip():
         raise ValueError("answer is empty: there is nothing to align")
+    if is_blank(answer):
+        raise ValueError(
+            f"answer is empty: it holds only invisible characters ({_invisible(answer)}) and "
+            "whitespace; there is nothing to align"
+        )
     validate_text(question, "question")
     validate_text(answer, "answer")
 

@@ -261,6 +261,52 @@ def test_model_loading_is_quiet_by_default_and_loud_with_verbose(
     assert "Loading weights" in by_env.stderr
 
 
+def test_gguf_conversion_bar_follows_transformers_progress_switch(capsys) -> None:
+    """transformers draws the GGUF conversion bar with plain tqdm; the loader hides it where
+    transformers' bars are off (as the CLI turns them off), and only there."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from aligners.backends.transformers import gguf_progress_bar
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    original = gguf_utils.tqdm
+    try:
+        hf_logging.disable_progress_bar()
+        with gguf_progress_bar():
+            assert list(gguf_utils.tqdm(range(3), desc="Converting hidden")) == [0, 1, 2]
+        assert gguf_utils.tqdm is original  # put back afterwards
+        assert "Converting hidden" not in capsys.readouterr().err
+        hf_logging.enable_progress_bar()
+        with gguf_progress_bar():
+            list(gguf_utils.tqdm(range(3), desc="Converting shown"))
+        assert "Converting shown" in capsys.readouterr().err
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
+
+
+@pytest.mark.e2e
+def test_first_gguf_conversion_is_quiet_unless_verbose(wrapper, tmp_path) -> None:
+    """The demo's first run converts SmolLM2's GGUF: its bar shows only with --verbose."""
+    args = ["align", "-q", "q", "-a", "a bad answer", "--json", "--on-token-limit", "accept"]
+    bar = "Converting and de-quantizing GGUF tensors"
+    quiet_cache = tmp_path / "quiet"
+    quiet = run(
+        wrapper, *args, env={"ALIGNERS_TEST_LM": "smollm2", "ALIGNERS_CACHE_DIR": str(quiet_cache)}
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert list((quiet_cache / "converted").iterdir())  # it did convert, in this run
+    assert bar not in quiet.stderr, quiet.stderr
+    loud = run(
+        wrapper,
+        "--verbose",
+        *args,
+        env={"ALIGNERS_TEST_LM": "smollm2", "ALIGNERS_CACHE_DIR": str(tmp_path / "loud")},
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert bar in loud.stderr
+
+
 def test_long_work_keeps_its_own_progress_bar(wrapper, tiny_lm_dir, tmp_path) -> None:
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"answer": "bad"}\n{"answer": "good"}\n', encoding="utf-8")

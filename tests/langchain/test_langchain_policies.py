@@ -229,10 +229,36 @@ async def test_request_check_lets_ordinary_requests_through(make_squad):
         make_squad(ethical=flags_bomb), check_request=FunctionRequestInspector(bomb_requests)
     )
     agent = create_agent(model, tools=[lookup], middleware=[middleware])
-    messages = (await agent.ainvoke({"messages": [HumanMessage(QUESTION)]}))["messages"]
+    state = await agent.ainvoke({"messages": [HumanMessage(QUESTION)]})
+    messages = state["messages"]
     assert model.calls == 2  # the tool loop ran: the check fires once per turn, not per call
     assert [type(m) for m in messages] == [HumanMessage, AIMessage, ToolMessage, AIMessage]
     assert messages[-1].content == SAFE_ANSWER
+    # The check that passed is in the reply's record (it used to say request_check: None).
+    check = messages[-1].response_metadata[METADATA_KEY]["request_check"]
+    assert check["allowed"] is True and check["request"] == QUESTION
+    assert check["score"] == pytest.approx(bomb_requests(QUESTION))
+    assert "aligners_request_check" not in state  # private state, not the agent's output
+
+
+def test_request_check_that_passes_is_recorded_sync_and_after_each_model_call(make_squad):
+    model = scripted(AIMessage(content="Checking.", tool_calls=[CALL]), AIMessage(SAFE_ANSWER))
+    middleware = AlignerSquadMiddleware(
+        make_squad(ethical=flags_bomb),
+        when="after_model",
+        check_request=FunctionRequestInspector(bomb_requests),
+    )
+    agent = create_agent(model, tools=[lookup], middleware=[middleware])
+    messages = agent.invoke({"messages": [HumanMessage(QUESTION)]})["messages"]
+    replies = [m for m in messages if isinstance(m, AIMessage)]
+    assert len(replies) == 2
+    for reply in replies:
+        assert reply.response_metadata[METADATA_KEY]["request_check"]["allowed"] is True
+    # Without a request check there is nothing to record.
+    plain = AlignerSquadMiddleware(make_squad(ethical=flags_bomb))
+    agent = create_agent(scripted(AIMessage(SAFE_ANSWER)), tools=[], middleware=[plain])
+    reply = agent.invoke({"messages": [HumanMessage(QUESTION)]})["messages"][-1]
+    assert reply.response_metadata[METADATA_KEY]["request_check"] is None
 
 
 async def test_async_request_check_blocks(make_squad):
@@ -245,6 +271,8 @@ async def test_async_request_check_blocks(make_squad):
     agent = create_agent(model, tools=[], middleware=[middleware])
     messages = (await agent.ainvoke({"messages": [HumanMessage(HARMFUL_REQUEST)]}))["messages"]
     assert model.calls == 1 and messages[-1].content == SAFE_ANSWER
+    check = messages[-1].response_metadata[METADATA_KEY]["request_check"]
+    assert check["allowed"] is True and check["threshold"] == 0.01
 
 
 def test_middleware_policies_in_a_tool_loop(make_squad):

@@ -137,6 +137,8 @@ def test_proxy_in_front_of_the_smollm2_server(smollm2_server) -> None:
             "32",
             "--criteria",
             "ethical,helpful",
+            "--allow-client-policy",
+            "threshold,criteria",  # the test relaxes both per request
         ]
     )
     try:

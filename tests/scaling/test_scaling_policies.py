@@ -44,10 +44,19 @@ def request_score(request: str) -> float:
     return 0.05 if "harmful" in request else 0.95
 
 
-def make_squad(backend: ConstantBackend, **options: object) -> Squad:
-    crit = get_criterion("ethical")
-    aligner = Aligner(format="chat", criterion=crit, backend=backend)
-    return Squad([SquadMember(crit, aligner, FunctionInspector(answer_score, crit))], **options)
+def make_squad(
+    backend: ConstantBackend,
+    criteria: tuple[str, ...] = ("ethical",),
+    block_threshold: float | None = None,
+    **options: object,
+) -> Squad:
+    members = []
+    for name in criteria:
+        crit = get_criterion(name)
+        aligner = Aligner(format="chat", criterion=crit, backend=backend)
+        inspector = FunctionInspector(answer_score, crit)
+        members.append(SquadMember(crit, aligner, inspector, block_threshold=block_threshold))
+    return Squad(members, **options)
 
 
 def ask(question: str) -> list[dict[str, str]]:
@@ -291,6 +300,126 @@ def test_bad_settings_fail_at_startup(settings, message) -> None:
         ProxySettings(**settings)
 
 
+# -- what a client may change: only tighten the operator's policy --------------------------------
+
+#: A strict operator: block flagged answers, check requests at 0.3, block rewrites under 0.2.
+STRICT = {
+    "on_flag": "block",
+    "check_request": True,
+    "request_threshold": 0.3,
+    "squad_options": {"criteria": ("ethical", "helpful"), "block_threshold": 0.2},
+}
+
+
+def strict_proxy(proxy, **settings: object):
+    return proxy(inspector=FunctionRequestInspector(request_score), **(STRICT | settings))
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"check_request": False}, "check_request"),
+        ({"request_threshold": 0.1}, "request_threshold"),
+        ({"on_flag": "rewrite"}, "on_flag"),
+        ({"on_flag": "rewrite_or_block"}, "on_flag"),
+        ({"check_only": True}, "check_only"),
+        ({"threshold": 0.4}, "threshold"),
+        ({"block_threshold": 0.1}, "block_threshold"),
+        ({"block_threshold": 0}, "block_threshold"),
+        ({"criteria": ["helpful"]}, "criteria"),
+        ({"criteria": "ethical"}, "criteria"),
+        ({"on_flag": "raise", "check_request": False}, "check_request"),  # one relaxing is enough
+    ],
+)
+def test_a_request_that_relaxes_the_policy_is_a_403_naming_the_field(proxy, options, field) -> None:
+    server = strict_proxy(proxy)
+    before = server.upstream.requests
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        server.chat(ORDINARY, **options)
+    error = caught.value.response.json()["error"]
+    assert error["type"] == "permission_error" and error["code"] == "client_policy_not_allowed"
+    assert error["param"] == f"aligners.{field}"
+    assert f"aligners.{field}=" in error["message"]
+    assert f"--allow-client-policy {field}" in error["message"]
+    assert server.upstream.requests == before  # refused before the upstream was called
+    # A stream is refused the same way, before any byte of it.
+    response = server.post({"messages": ask(ORDINARY), "stream": True, "aligners": options})
+    assert response.status_code == 403 and response.json()["error"]["param"] == f"aligners.{field}"
+
+
+def test_criteria_in_the_header_cannot_drop_a_member_either(proxy) -> None:
+    server = strict_proxy(proxy)
+    response = httpx.post(
+        f"{server.server.base_url}/chat/completions",
+        json={"messages": ask(ORDINARY)},
+        headers={"X-Aligners-Criteria": "helpful"},
+        timeout=30,
+    )
+    assert response.status_code == 403, response.text
+    assert "drops ['ethical']" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"on_flag": "block"},
+        {"on_flag": "raise"},
+        {"check_request": True},
+        {"request_threshold": 0.3},
+        {"request_threshold": 0.6},
+        {"threshold": 0.5},
+        {"threshold": 0.8},
+        {"block_threshold": 0.4},
+        {"check_only": False},
+        {"criteria": ["helpful", "ethical"]},  # every member, in another order
+        {"blocked_message": "Not here."},  # the client's own text, never the operator's policy
+    ],
+)
+def test_a_request_that_tightens_the_policy_is_answered(proxy, options) -> None:
+    server = strict_proxy(proxy)
+    reply = server.chat(ORDINARY, **options)
+    assert reply.choices[0].message.content == ANSWER
+    assert reply.model_extra["aligners"]["action"] == "passed"
+
+
+def test_tightening_options_take_effect(proxy) -> None:
+    server = strict_proxy(proxy)
+    assert server.chat(ORDINARY).choices[0].finish_reason == "stop"  # 0.95 >= 0.3
+    before = server.upstream.requests
+    stricter = server.chat(ORDINARY, request_threshold=0.96)  # now 0.95 is turned away
+    assert stricter.choices[0].finish_reason == "content_filter"
+    assert stricter.model_extra["aligners"]["request_check"]["threshold"] == 0.96
+    assert server.upstream.requests == before
+    blocked = server.chat(HARMFUL)  # the operator's block: turned away with content_filter
+    assert blocked.choices[0].finish_reason == "content_filter"
+    with pytest.raises(openai.UnprocessableEntityError) as caught:  # block -> raise: stricter
+        server.chat(HARMFUL, on_flag="raise")
+    assert caught.value.response.json()["error"]["code"] == "request_flagged"
+
+
+def test_a_server_without_the_request_check_lets_clients_add_one_at_any_threshold(proxy) -> None:
+    server = proxy(inspector=FunctionRequestInspector(request_score))  # check_request off
+    reply = server.chat(HARMFUL, check_request=True, request_threshold=0.01)
+    assert reply.model_extra["aligners"]["request_check"]["allowed"] is True
+
+
+def test_allow_client_policy_opens_only_the_named_fields(proxy) -> None:
+    server = strict_proxy(proxy, allow_client_policy=["on_flag", "check_request"])
+    before = server.upstream.requests
+    reply = server.chat(HARMFUL, on_flag="rewrite", check_request=False)
+    assert reply.choices[0].message.content == REWRITE  # rewritten, not blocked; not checked
+    assert server.upstream.requests == before + 1
+    with pytest.raises(openai.PermissionDeniedError, match="aligners.threshold"):
+        server.chat(ORDINARY, on_flag="rewrite", threshold=0.1)
+
+
+def test_allow_client_policy_rejects_unknown_fields() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="allow_client_policy"):
+        ProxySettings(allow_client_policy=["colour"])
+
+
 # -- the request check -------------------------------------------------------------------------
 
 
@@ -348,13 +477,25 @@ def test_request_check_per_request(proxy) -> None:
     assert on.upstream.requests == before + 1
     strict = on.chat(HARMFUL, request_threshold=0.5)
     assert strict.choices[0].finish_reason == "content_filter"
-    on.chat(HARMFUL, check_request=False, request_threshold=0.5)
-    assert on.upstream.requests == before + 2
+    # Turning the operator's check off is a relaxation: refused unless the operator allows it.
+    with pytest.raises(openai.PermissionDeniedError, match="aligners.check_request"):
+        on.chat(HARMFUL, check_request=False, request_threshold=0.5)
+    assert on.upstream.requests == before + 1
+    opened = proxy(
+        check_request=True,
+        inspector=FunctionRequestInspector(request_score),
+        allow_client_policy=["check_request"],
+    )
+    before = opened.upstream.requests
+    opened.chat(HARMFUL, check_request=False)
+    assert opened.upstream.requests == before + 1
 
 
 def test_request_check_under_raise_and_check_only(proxy) -> None:
     inspector = FunctionRequestInspector(request_score)
-    server = proxy(check_request=True, on_flag="raise", inspector=inspector)
+    server = proxy(
+        check_request=True, on_flag="raise", inspector=inspector, allow_client_policy=["check_only"]
+    )
     before = server.upstream.requests
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         server.chat(HARMFUL)
@@ -409,6 +550,8 @@ def test_a_failing_request_inspector_never_loses_the_answer(proxy) -> None:
         (["--blocked-message", " "], "blocked_message must have text"),
         (["--request-threshold", "2"], "--request-threshold"),
         (["--plain", "--on-flag", "block"], "go with the proxy, not --plain"),
+        (["--plain", "--allow-client-policy", "on_flag"], "go with the proxy, not --plain"),
+        (["--allow-client-policy", "colour"], "unknown field 'colour'"),
     ],
 )
 def test_serve_rejects_bad_policy_options(args, message) -> None:
@@ -449,6 +592,7 @@ def test_serve_flags_reach_the_proxy(monkeypatch, upstream) -> None:
         "serve", "--upstream-url", upstream.base_url, "--upstream-model", "m",
         "--criteria", "ethical", "--on-flag", "block", "--blocked-message", "Not here.",
         "--check-request", "--request-threshold", "0.3",
+        "--allow-client-policy", "on_flag", "--allow-client-policy", "threshold,criteria",
     ]  # fmt: skip
     done = CliRunner().invoke(cli, args)
     assert done.exit_code == 0, done.output
@@ -457,6 +601,7 @@ def test_serve_flags_reach_the_proxy(monkeypatch, upstream) -> None:
     assert squad.config.on_flag == "block" and squad.config.blocked_message == "Not here."
     gate = application.state.request_gate
     assert gate.enabled and gate.threshold == 0.3 and gate.inspector is inspector
+    assert application.state.settings.allow_client_policy == ["on_flag", "threshold", "criteria"]
 
 
 def test_serve_block_threshold_reaches_the_squad(monkeypatch, upstream) -> None:

@@ -55,7 +55,12 @@ def upstream_answer(tiny_lm_dir) -> str:
 
 @pytest.fixture(scope="module")
 def proxy(tiny_server, tiny_lm_dir):
-    settings = ProxySettings(upstream_url=tiny_server.base_url, upstream_model="tiny")
+    # The tests pick criteria and check_only per request: the operator opens those two fields.
+    settings = ProxySettings(
+        upstream_url=tiny_server.base_url,
+        upstream_model="tiny",
+        allow_client_policy=["criteria", "check_only"],
+    )
     server = serve_in_thread(create_app(settings, squad=make_squad(tiny_lm_dir)))
     yield server
     server.stop()
@@ -261,7 +266,7 @@ def test_aligner_server_down_returns_the_upstream_answer(tiny_server, upstream_a
 
 
 def test_local_upstream(tiny_lm_dir, upstream_answer) -> None:
-    settings = ProxySettings(local_model=str(tiny_lm_dir))
+    settings = ProxySettings(local_model=str(tiny_lm_dir), allow_client_policy=["criteria"])
     with serve_in_thread(create_app(settings, squad=make_squad(tiny_lm_dir))) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         response = client.chat.completions.create(

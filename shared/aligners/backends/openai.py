@@ -9,12 +9,14 @@ exact bytes the aligner was trained on; chat-message prompts (format ``chat``) g
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
 import random
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -579,9 +581,15 @@ class _SSEParser:
 
 
 def __getattr__(name: str) -> Any:
-    # The remote inspector moved to aligners.inspector.remote; old imports keep working.
+    """The remote inspector moved to :mod:`aligners.inspector.remote` (backends never import
+    inspectors: docs/engine.md, "Layers"). The old import path warns and is removed in 0.2;
+    it is resolved by name, so this module does not import the inspector package."""
     if name == "RemoteClassifierInspector":
-        from aligners.inspector.remote import RemoteClassifierInspector
-
-        return RemoteClassifierInspector
+        warnings.warn(
+            "aligners.backends.openai.RemoteClassifierInspector is deprecated and will be "
+            "removed in aligners 0.2; import it from aligners.inspector",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("aligners.inspector.remote").RemoteClassifierInspector
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,30 @@ from aligners.errors import ModelNotFoundError
 from aligners.formats.base import Prompt
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def gguf_progress_bar() -> Iterator[None]:
+    """Hide transformers' "Converting and de-quantizing GGUF tensors" bar where transformers'
+    progress bars are off (the CLI unless ``--verbose``): that bar is a plain ``tqdm`` that
+    ignores transformers' own switch."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 @dataclass
@@ -80,8 +106,9 @@ def load_causal_lm(
             model = AutoModelForCausalLM.from_pretrained(converted, **kwargs)
         else:
             gguf = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-            tokenizer = AutoTokenizer.from_pretrained(source.path, **gguf)
-            model = AutoModelForCausalLM.from_pretrained(source.path, **gguf, **kwargs)
+            with gguf_progress_bar() if source.gguf_file else _nothing():
+                tokenizer = AutoTokenizer.from_pretrained(source.path, **gguf)
+                model = AutoModelForCausalLM.from_pretrained(source.path, **gguf, **kwargs)
             if converted is not None:
                 _save_converted(model, tokenizer, converted)
     except OSError as exc:

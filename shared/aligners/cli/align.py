@@ -118,7 +118,7 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
     typer.echo(f"decision : {'flagged: ' + flagged if flagged else 'passed every inspector'}")
     unchanged = set(result.unchanged_by)
     applied = [f"{name} (kept the text)" if name in unchanged else name for name in result.applied]
-    typer.echo(f"applied  : {', '.join(applied) or 'none (answer passed the inspectors)'}")
+    typer.echo(f"applied  : {', '.join(applied) or _why_none_applied(result)}")
     if result.on_flag != "rewrite" or result.blocked:
         typer.echo(f"action   : {result.action} (on_flag={result.on_flag})")
     if result.block_reason:
@@ -127,6 +127,19 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
     typer.echo(f"final    : {final}")
     for failure in result.failures:
         typer.echo(f"failure  : {failure}")
+
+
+def _why_none_applied(result: AlignmentResult) -> str:
+    """The ``applied`` line when no aligner's text was taken: passed, or why a flagged answer
+    was not rewritten."""
+    if not result.flagged:
+        return "none (answer passed the inspectors)"
+    if result.check_only:
+        return "none (flagged, not rewritten: --check-only scores only)"
+    if result.on_flag in ("block", "raise"):
+        return f"none (flagged, not rewritten: on_flag={result.on_flag} runs no aligner)"
+    see = "; see failure below" if result.failures else ""
+    return f"none (flagged, but no rewrite was accepted{see})"
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:

@@ -111,6 +111,14 @@ def register(app: typer.Typer) -> None:
             max=1.0,
             help="Requests scoring under it are turned away (default: the inspector's own).",
         ),
+        allow_client_policy: list[str] | None = typer.Option(
+            None,
+            "--allow-client-policy",
+            help="Let clients set this per-request option freely (repeatable): criteria, "
+            "threshold, block_threshold, check_only, on_flag, check_request, "
+            "request_threshold. Otherwise a request may only tighten the server's policy "
+            "(a relaxing one gets HTTP 403).",
+        ),
         aligner_url: str | None = typer.Option(
             None, "--aligner-url", help="Run the aligners on this OpenAI-compatible server."
         ),
@@ -182,10 +190,11 @@ def register(app: typer.Typer) -> None:
                     or blocked_message is not None
                     or check_request
                     or on_error != "return_original"
+                    or allow_client_policy
                 ):
                     raise typer.BadParameter(
-                        "--on-flag, --on-error, --blocked-message and --check-request go with the "
-                        "proxy, not --plain (it has no squad)"
+                        "--on-flag, --on-error, --blocked-message, --check-request and "
+                        "--allow-client-policy go with the proxy, not --plain (it has no squad)"
                     )
                 classifier_options = {
                     "adapter": adapter,
@@ -197,6 +206,7 @@ def register(app: typer.Typer) -> None:
                 if classifier or adapter:
                     raise typer.BadParameter("--classifier and --adapter go with --plain")
                 parse_on_flag(on_flag)
+                allowed = _policy_fields(allow_client_policy or [])
                 proxy = _proxy_settings(
                     upstream_url=upstream_url,
                     upstream_model=upstream_model,
@@ -211,6 +221,7 @@ def register(app: typer.Typer) -> None:
                     check_request=check_request,
                     request_threshold=request_threshold,
                     on_error=on_error,
+                    allow_client_policy=allowed,
                     **({"blocked_message": blocked_message} if blocked_message is not None else {}),
                     **limits,
                 )
@@ -235,6 +246,15 @@ def register(app: typer.Typer) -> None:
             log_level=log_level,
             shutdown_timeout=shutdown_timeout,
         )
+
+
+def _policy_fields(names: list[str]) -> list[str]:
+    from aligners.server.policy import parse_policy_fields
+
+    try:
+        return parse_policy_fields([p.strip() for n in names for p in n.split(",") if p.strip()])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _plain_app(model: str, served_model_name: str | None, limits: dict[str, Any]) -> Any:

@@ -100,8 +100,22 @@ class FunctionRequestInspector(RequestInspector):
     """A request inspector from a function ``request -> P(fine)`` (rules, a remote classifier)."""
 
     def __init__(self, fn: Callable[[str], float], *, threshold: float = 0.5) -> None:
+        if not callable(fn):
+            raise TypeError(
+                "FunctionRequestInspector needs a callable request -> P(fine to answer), got "
+                f"{type(fn).__name__} {fn!r}"
+            )
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise TypeError(
+                f"FunctionRequestInspector threshold must be a number in [0, 1], got "
+                f"{type(threshold).__name__} {threshold!r}"
+            )
+        if not 0.0 <= threshold <= 1.0:  # NaN fails too
+            raise ValueError(
+                f"FunctionRequestInspector threshold must be in [0, 1], got {threshold}"
+            )
         self.fn = fn
-        self.threshold = threshold
+        self.threshold = float(threshold)
 
     def _score(self, requests: Sequence[str]) -> list[float]:
         return [self.fn(r) for r in requests]  # score_batch checks each value

@@ -20,6 +20,27 @@ logger = logging.getLogger("aligners.server")
 
 T = TypeVar("T")
 
+#: How deep a request body's JSON may nest. A chat request needs about 6 levels; without a limit
+#: 50,000 nested brackets exhaust Python's recursion while parsing or validating (a 500).
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_over(data: Any, limit: int) -> bool:
+    """Whether parsed JSON ``data`` nests deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
 
 class Deadline:
     """One request's time budget: work run through it past the budget becomes HTTP 504."""
@@ -127,10 +148,17 @@ async def read_json(request: Any, limit: int, model: type[BaseModel]) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         raise APIError(400, "request body is empty; send a JSON object")
+    too_deep = APIError(
+        400, f"request body nests JSON deeper than this server's limit of {MAX_JSON_DEPTH} levels"
+    )
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # deeper than the parser itself can go
+        raise too_deep from None
+    if json_depth_over(data, MAX_JSON_DEPTH):
+        raise too_deep
     if not isinstance(data, dict):
         raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}")
     try:

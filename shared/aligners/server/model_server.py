@@ -33,6 +33,7 @@ from aligners.server.common import (
 from aligners.server.local import Completion, LocalGenerator
 from aligners.server.schemas import (
     ChatCompletionRequest,
+    ChatMessage,
     ClassifyRequest,
     CompletionRequest,
     _Sampling,
@@ -89,7 +90,22 @@ def generation_config(
 
 
 def chat_messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
-    """Messages as plain ``{"role", "content"}`` dicts with text content."""
+    """Messages as plain ``{"role", "content"}`` dicts with text content.
+
+    A ``tool`` message must answer the ``tool_calls`` of the assistant message before it (after
+    any other tool results), as OpenAI's API requires; anything else is a 400."""
+    answered: ChatMessage | None = None  # the assistant message tool results answer
+    for i, message in enumerate(request.messages):
+        if message.role != "tool":
+            answered = message if message.role == "assistant" else None
+            continue
+        if answered is None or not (answered.model_extra or {}).get("tool_calls"):
+            raise APIError(
+                400,
+                f"messages[{i}] has role 'tool' but does not follow an assistant message with "
+                "'tool_calls': a tool message must answer a tool call",
+                param=f"messages.{i}.role",
+            )
     return [{"role": m.role, "content": message_text(m.content)} for m in request.messages]
 
 

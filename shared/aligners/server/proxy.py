@@ -42,10 +42,12 @@ from aligners.server.common import (
 )
 from aligners.server.local import Completion, LocalGenerator
 from aligners.server.model_server import Readiness, chat_messages, generation_config, usage
+from aligners.server.policy import enforce_client_policy
 from aligners.server.schemas import ChatCompletionRequest
 from aligners.server.settings import ProxySettings
 from aligners.squad.result import AlignmentResult
 from aligners.squad.squad import Squad
+from aligners.validation import is_blank
 
 logger = logging.getLogger("aligners.server")
 
@@ -146,7 +148,7 @@ def warm_squad(squad: Squad) -> None:
 
 
 #: The record's reason when the upstream answered nothing.
-EMPTY_ANSWER = "the upstream answer is empty; nothing to align"
+EMPTY_ANSWER = "the upstream answer is empty (or only invisible characters); nothing to align"
 #: The record's note when the upstream answer could not be sent as UTF-8 as it was.
 INVALID_CHARACTERS = (
     "the upstream answer held lone surrogates (not valid UTF-8); they were replaced with U+FFFD "
@@ -257,6 +259,14 @@ class RequestGate:
             if options.request_threshold is not None:
                 threshold = options.request_threshold
         return enabled, threshold
+
+    def server_policy(self) -> tuple[bool, float | None]:
+        """Whether this server checks every request, and at which threshold (None: unknown,
+        the inspector is not loaded)."""
+        threshold = self.threshold
+        if threshold is None and self.inspector is not None:
+            threshold = self.inspector.threshold
+        return self.enabled, threshold
 
     def resolve(self) -> RequestInspector:
         """The inspector; the shipped one is loaded the first time a request asks for it."""
@@ -429,6 +439,7 @@ def create_app(
     app.state.readiness = readiness
     app.state.batcher = batcher
     app.state.request_gate = gate
+    app.state.settings = settings
     install_error_handlers(app)
     install_request_logging(app)
 
@@ -458,7 +469,7 @@ def create_app(
         }
 
     async def align(squad: Squad, question: str, answer: str) -> tuple[str, dict[str, Any]]:
-        if not answer.strip():
+        if is_blank(answer):
             return answer, AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
         try:
             result = await batcher.align(squad, question, answer)
@@ -548,7 +559,14 @@ def create_app(
         )
         config = generation_config(body, settings, body.token_limit)
         messages = chat_messages(body)
-        squad = _squad_for(the_squad, request, body)
+        squad = _squad_for(the_squad, request, body)  # 400 for bad options, then the policy
+        enforce_client_policy(
+            the_squad,
+            _criteria_from(request, body),
+            body.aligners,
+            request_check=gate.server_policy(),
+            allowed=settings.allow_client_policy,
+        )
         question = _question(messages)
         fields = request.state.log_fields
         fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
@@ -659,7 +677,7 @@ def create_app(
 
         yield chunk_({"role": "assistant", "content": ""})
         record: dict[str, Any]
-        if not answer.strip():
+        if is_blank(answer):
             record = AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
             if answer:
                 yield chunk_({"content": answer})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from aligners.server.common import APIError
 from aligners.squad.result import OnFlag
@@ -30,10 +30,11 @@ class _Sampling(BaseModel):
     model: str | None = None
     # strict, as OpenAI's API is: "stream": "yes" is a client bug to report, not a yes
     stream: StrictBool | None = False
-    max_tokens: int | None = Field(default=None, gt=0)
+    # strict too: JSON true is not 1 token, nor "64" a number (OpenAI's API refuses both)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     stop: str | list[str] | None = None
-    n: int | None = Field(default=None, ge=1)
+    n: StrictInt | None = Field(default=None, ge=1)
 
     @field_validator("stop")
     @classmethod
@@ -96,7 +97,7 @@ class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: StrictInt | None = Field(default=None, gt=0)
     aligners: AlignersOptions | None = None
 
     @property

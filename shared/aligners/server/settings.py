@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from aligners.server.policy import ClientPolicyField
 from aligners.squad.result import OnError, OnFlag
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, BlockedMessage
 
@@ -131,6 +132,12 @@ class ProxySettings(ServerLimits):
         ge=0.0,
         le=1.0,
         description="Requests scoring under it are turned away (default: the inspector's own).",
+    )
+    allow_client_policy: list[ClientPolicyField] = Field(
+        default_factory=list,
+        description="Per-request options clients may set freely. Every other policy field of a "
+        "request's 'aligners' options may only tighten this server's policy (see "
+        "aligners.server.policy); a request that relaxes one gets HTTP 403 naming it.",
     )
 
     @model_validator(mode="after")

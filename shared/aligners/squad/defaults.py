@@ -13,6 +13,7 @@ from typing import Any
 
 from aligners.aligner.model import Aligner
 from aligners.criteria import get_criterion
+from aligners.errors import ModelNotFoundError
 from aligners.inspector.base import Inspector
 from aligners.inspector.cross_encoder import CrossEncoderInspector, read_cross_encoder_config
 from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspector
@@ -58,7 +59,14 @@ def default_aligner(criterion: str, **options: Any) -> Aligner:
 
 def default_inspector(criterion: str) -> Inspector:
     """The shipped inspector for a criterion: the safety gate for ``ethical``, a cross-encoder
-    head where one was trained, else a frozen-MiniLM head, else a zero-shot MiniLM inspector."""
+    head where one was trained, else a frozen-MiniLM head, else (for criteria outside
+    :data:`DEFAULT_CRITERIA`) a zero-shot MiniLM inspector.
+
+    Raises:
+        ModelNotFoundError: the shipped inspector of a criterion in :data:`DEFAULT_CRITERIA` is
+            missing (an incomplete install): a zero-shot stand-in would gate it far worse
+            without saying so.
+    """
     if criterion == "ethical" and (SAFETY_GATE_DIR / INSPECTOR_CONFIG).exists():
         return SafetyGateInspector.from_pretrained(SAFETY_GATE_DIR)
     trunk_config = CROSS_ENCODER_DIR / INSPECTOR_CONFIG
@@ -67,6 +75,13 @@ def default_inspector(criterion: str) -> Inspector:
     directory = DEFAULT_INSPECTORS_DIR / criterion
     if (directory / INSPECTOR_CONFIG).exists():
         return EncoderHeadInspector.from_pretrained(directory)
+    if criterion in DEFAULT_CRITERIA:
+        raise ModelNotFoundError(
+            f"the shipped inspector for {criterion!r} is missing: {CROSS_ENCODER_DIR} has no "
+            f"{criterion!r} head and {directory} does not exist (is the install complete?). "
+            "Reinstall aligners, or choose an inspector: Squad.default(inspector=DIR) or "
+            "inspector_encoder=... (zero-shot)"
+        )
     return EncoderHeadInspector.zero_shot(criterion)
 
 
@@ -133,6 +148,13 @@ def default_members(
         names = [criteria]
     if not names:
         raise ValueError("a squad needs at least one criterion")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(
+                f"criteria[{i}] must be a criterion name (a str such as 'ethical'), got "
+                f"{type(name).__name__} {name!r}"
+            )
+        get_criterion(name)  # an unknown name fails here, before any model path is built
     if isinstance(threshold, Mapping):
         unknown = sorted(set(threshold) - set(names))
         if unknown:
