@@ -333,7 +333,7 @@ def _example(
             "source": writer if not request_source.endswith("alarming") else f"{writer}-alarming",
             "writer": writer,
             "style": style,
-            "family": style if writer.startswith("smollm2") else writer,
+            "family": style if writer in ("smollm2", "written") else writer,
             "topic": topic,
             "request_source": request_source,
             "split": split,

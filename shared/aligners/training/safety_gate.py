@@ -11,6 +11,7 @@ only measured. The request head doubles as the request check (an
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -127,10 +128,12 @@ def _round(value: float | None) -> float | None:
 
 
 def _threshold_for_rate(scores: Sequence[float], rate: float) -> float:
-    """The highest threshold under which at most ``rate`` of ``scores`` fall (flag = below)."""
+    """The highest threshold (4 decimals, rounded down) under which at most ``rate`` of
+    ``scores`` fall (an answer is flagged when its score is under the threshold)."""
     ordered = sorted(scores)
     allowed = int(rate * len(ordered))
-    return float(ordered[allowed]) if allowed < len(ordered) else 1.0
+    value = float(ordered[allowed]) if allowed < len(ordered) else 1.0
+    return math.floor(value * 10_000) / 10_000
 
 
 def gate_metrics(
@@ -255,7 +258,7 @@ def train_safety_gate(
 
     val_scores = scores_of(validation)
     aligned_scores = [s for s, r in zip(val_scores, validation) if r.metadata["kind"] != COMPLIANT]
-    threshold = round(_threshold_for_rate(aligned_scores, config.good_flag_rate), 4)
+    threshold = _threshold_for_rate(aligned_scores, config.good_flag_rate)
     gate_config.threshold = threshold
     gate_config.block_threshold = (
         threshold if config.block_threshold is None else config.block_threshold
@@ -318,7 +321,7 @@ def _save_request_check(
     validation = request_split["validation"]
     val_scores = scored(validation)
     safe_scores = [s for s, r in zip(val_scores, validation) if r["label"] == 1]
-    threshold = round(_threshold_for_rate(safe_scores, config.request_safe_turned_away), 4)
+    threshold = _threshold_for_rate(safe_scores, config.request_safe_turned_away)
     request_config.threshold = threshold
     check.threshold = threshold
 

@@ -1,0 +1,188 @@
+"""The safety gate: training on a tiny random encoder, save/load, what it explains, and the squad
+blocking what its aligner hands back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aligners import (
+    Aligner,
+    EncoderRequestInspector,
+    SafetyGateInspector,
+    Squad,
+    SquadMember,
+    get_criterion,
+    load_inspector,
+)
+from aligners.backends.encoder import SentenceEncoder
+from aligners.data.records import InspectorExample
+from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from aligners.training.safety_gate import (
+    SafetyGateTrainingConfig,
+    fit_logistic,
+    gate_metrics,
+    train_safety_gate,
+)
+from tests.engine.conftest import ConstantBackend
+
+# The tiny random encoder knows no meanings: words it can tell apart stand in for the three
+# questions (a harmful request, an answer that complies, harmful content).
+HARMFUL_Q = ["hurt the dog", "hurt a fox", "hurt them"]
+SAFE_Q = ["what is the capital of france", "how do i bake bread at home", "tell me about the fox"]
+COMPLY = "the quick brown fox jumps over the lazy dog and then"
+REFUSE = "no"
+GOOD = "bake bread with flour water yeast and salt"
+
+
+def _rows(split: str, copies: int) -> list[InspectorExample]:
+    rows = []
+    for i in range(copies):
+        for q in HARMFUL_Q:
+            for answer, kind in ((f"{COMPLY} {i}", "compliant"), (REFUSE, "safe")):
+                rows.append(_row(f"{q} {i}", answer, kind, split))
+        for q in SAFE_Q:
+            rows.append(_row(f"{q} {i}", f"{GOOD} {i}", "good", split))
+    return rows
+
+
+def _row(question: str, answer: str, kind: str, split: str) -> InspectorExample:
+    return InspectorExample(
+        question=question,
+        answer=answer,
+        label=int(kind != "compliant"),
+        metadata={"kind": kind, "split": split, "family": f"family-{kind}"},
+    )
+
+
+def _requests() -> list[dict[str, object]]:
+    return [
+        {"request": f"{q} {i}", "label": label, "source": "s", "topic": "t", "split": split}
+        for split, copies in (("train", 8), ("validation", 4), ("test", 3))
+        for i in range(copies)
+        for q, label in [(h, 0) for h in HARMFUL_Q] + [(s, 1) for s in SAFE_Q]
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gate")
+    rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
+    config = SafetyGateTrainingConfig(encoder=str(tiny_encoder_dir), weight_decay=1e-4)
+    train_safety_gate(
+        rows,
+        _requests(),
+        out / "gate",
+        config,
+        request_output_dir=out / "request",
+        progress=False,
+        log=lambda _: None,
+    )
+    return out
+
+
+def test_gate_learns_round_trips_and_ships_its_thresholds(
+    trained: Path, tiny_encoder_dir: Path
+) -> None:
+    config = json.loads((trained / "gate" / "inspector_config.json").read_text())
+    assert config["kind"] == "safety-gate" and config["block_threshold"] == config["threshold"]
+    metrics = config["metrics"]
+    assert metrics["validation"]["auroc"] > 0.9 and metrics["heldout"]["auroc"] > 0.9
+    assert metrics["validation"]["flag_rate"]["good"] <= 0.02
+    assert set(metrics["heldout_by_family"]) == {"family-compliant", "family-good", "family-safe"}
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    gate = SafetyGateInspector.from_pretrained(trained / "gate", encoder=encoder)
+    again = SafetyGateInspector.from_pretrained(
+        gate.save_pretrained(trained / "again"), encoder=encoder
+    )
+    questions, answers = [f"{HARMFUL_Q[0]} 1", f"{SAFE_Q[0]} 1"], [f"{COMPLY} 1", f"{GOOD} 1"]
+    scores = gate.score_batch(questions, answers)
+    assert scores == pytest.approx(again.score_batch(questions, answers))
+    assert scores[0] < gate.default_threshold <= scores[1]
+    assert gate.default_block_threshold == gate.default_threshold and gate.name == "ethical"
+
+
+def test_explain_names_each_question_of_the_gate(trained: Path, tiny_encoder_dir: Path) -> None:
+    gate = SafetyGateInspector.from_pretrained(
+        trained / "gate", encoder=SentenceEncoder(str(tiny_encoder_dir))
+    )
+    harmful, refused = gate.explain([f"{HARMFUL_Q[1]} 2"] * 2, [f"{COMPLY} 2", REFUSE])
+    assert set(harmful) == {"harmful_request", "complies", "harmful_content", "aligned"}
+    assert harmful["harmful_request"] > 0.5 and harmful["complies"] > refused["complies"]
+    assert harmful["aligned"] < refused["aligned"]
+
+
+def test_load_inspector_reads_the_gate_and_checks_its_criterion(trained: Path) -> None:
+    assert isinstance(load_inspector(trained / "gate"), SafetyGateInspector)
+    with pytest.raises(ValueError, match="inspects 'ethical', not 'helpful'"):
+        load_inspector(trained / "gate", criterion="helpful")
+    with pytest.raises(ValueError, match="not a safety gate"):
+        SafetyGateInspector.from_pretrained(trained / "request")
+    with pytest.raises(FileNotFoundError, match="inspector_config.json"):
+        SafetyGateInspector.from_pretrained(trained / "missing")
+
+
+def test_request_head_ships_as_the_request_check(trained: Path, tiny_encoder_dir: Path) -> None:
+    check = EncoderRequestInspector.from_pretrained(
+        trained / "request", encoder=SentenceEncoder(str(tiny_encoder_dir))
+    )
+    metrics = check.config.metrics
+    assert metrics["validation"]["safe_turned_away"] <= 0.02
+    assert metrics["heldout"]["auroc"] > 0.9
+    harmful, safe = check.check_batch([f"{HARMFUL_Q[2]} 9", f"{SAFE_Q[1]} 9"])
+    assert harmful.score < safe.score
+
+
+def test_squad_blocks_what_the_aligner_hands_back_and_keeps_what_it_fixes(
+    trained: Path, tiny_encoder_dir: Path
+) -> None:
+    gate = SafetyGateInspector.from_pretrained(
+        trained / "gate", encoder=SentenceEncoder(str(tiny_encoder_dir))
+    )
+    question, harmful = f"{HARMFUL_Q[0]} 3", f"{COMPLY} 3"
+
+    def squad(rewrite_to: str) -> Squad:
+        aligner = Aligner("constant", backend=ConstantBackend(rewrite_to), format="chat")
+        member = SquadMember(
+            get_criterion("ethical"),
+            aligner,
+            gate,
+            gate.default_threshold,
+            block_threshold=gate.default_block_threshold,
+        )
+        return Squad([member])
+
+    handed_back = squad(harmful).align(question, harmful)
+    assert (handed_back.action, handed_back.text) == ("blocked", DEFAULT_BLOCKED_MESSAGE)
+    assert "after rewriting" in (handed_back.block_reason or "")
+    refused = squad(REFUSE).align(question, harmful)
+    assert (refused.action, refused.text) == ("rewritten", REFUSE)
+    good = squad(REFUSE).align(f"{SAFE_Q[0]} 3", f"{GOOD} 3")
+    assert (good.action, good.text) == ("passed", f"{GOOD} 3")
+
+
+def test_training_needs_train_and_validation_rows(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    config = SafetyGateTrainingConfig(encoder=str(tiny_encoder_dir))
+    with pytest.raises(ValueError, match="train and validation"):
+        train_safety_gate(_rows("train", 2), _requests(), tmp_path, config, progress=False)
+
+
+def test_fit_logistic_needs_both_labels_and_separates_them() -> None:
+    import torch
+
+    x = torch.tensor([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]])
+    w, b = fit_logistic(x, [0, 0, 1, 1], weight_decay=1e-4)
+    logits = x @ w + b
+    assert bool((logits[2:] > 0).all()) and bool((logits[:2] < 0).all())
+    with pytest.raises(ValueError, match="both labels"):
+        fit_logistic(x, [1, 1, 1, 1], weight_decay=0.0)
+
+
+def test_gate_metrics_counts_f1_for_harmful_answers() -> None:
+    rows = [_row("q", "a", kind, "test") for kind in ("compliant", "compliant", "good", "safe")]
+    metrics = gate_metrics([0.1, 0.9, 0.2, 0.8], rows, threshold=0.5)
+    # flagged: row 0 (compliant, right) and row 2 (good, wrong); row 1 missed
+    assert metrics["precision_harmful"] == 0.5 and metrics["recall_harmful"] == 0.5
+    assert metrics["f1_harmful"] == 0.5 and metrics["flag_rate"]["good"] == 1.0

@@ -1,0 +1,139 @@
+"""The traffic recipe: contrast pairs, style families, styled generation and its splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aligners.backends.transformers import TransformersBackend
+from aligners.data.contrast import CONTRAST_PAIRS, contrast_requests
+from aligners.data.probe import probe_requests
+from aligners.data.safety_sources import HARMFUL, ORDINARY, Request
+from aligners.data.styles import (
+    HELDOUT_STYLES,
+    STYLE_FAMILIES,
+    TRAINING_STYLES,
+    finish_answer,
+    style_for,
+)
+from aligners.data.traffic import StyledRequest, generate_styled_answers
+from aligners.data.traffic_recipe import (
+    HELDOUT_TOPICS,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    build_traffic_rows,
+    request_rows,
+    row_split,
+    short_answers,
+    styled_requests,
+    written_refusal,
+)
+
+
+def test_contrast_pairs_are_safe_then_unsafe_and_new() -> None:
+    rows = contrast_requests()
+    assert len(rows) == 2 * sum(len(pairs) for pairs in CONTRAST_PAIRS.values()) >= 200
+    assert all(s.kind == ORDINARY and u.kind == HARMFUL for s, u in zip(rows[::2], rows[1::2]))
+    assert all(s.topic == u.topic for s, u in zip(rows[::2], rows[1::2]))
+    texts = [r.text for r in rows]
+    assert len(set(texts)) == len(texts)
+    assert not set(texts) & {r.text for r in probe_requests()}  # the probe set stays unseen
+    with pytest.raises(ValueError, match="unknown contrast groups"):
+        contrast_requests(("nope",))
+
+
+def test_style_families_split_into_training_and_heldout() -> None:
+    assert set(TRAINING_STYLES) | set(HELDOUT_STYLES) == set(STYLE_FAMILIES)
+    assert not set(TRAINING_STYLES) & set(HELDOUT_STYLES) and len(HELDOUT_STYLES) >= 3
+    family = style_for("How do I bake bread?")
+    assert family is style_for("How do I bake bread?")  # stable
+    assert family.opening("x") == family.opening("x")
+
+
+def test_finish_answer_keeps_the_opening_and_one_liners_keep_a_sentence() -> None:
+    sure = STYLE_FAMILIES["sure-heres"]
+    assert finish_answer(sure, "Sure, here's how", "to do it.") == "Sure, here's how to do it."
+    assert finish_answer(sure, "1.", " Mix it.") == "1. Mix it."
+    one = STYLE_FAMILIES["one-liner"]
+    text = finish_answer(one, "Short answer:", " Boil the water first. Then add pasta.")
+    assert text == "Boil the water first."
+    listed = finish_answer(one, "Short answer:", " You can do several things:\n\n1. Ask")
+    assert listed == "You can do several things:"  # not "1."
+
+
+def test_row_split_holds_out_styles_writers_and_topics() -> None:
+    assert row_split("q", "general", HELDOUT_STYLES[0], "smollm2", HARMFUL) == TEST
+    assert row_split("q", "alpacaeval", "x", "alpacaeval-claude", ORDINARY) == TEST
+    assert row_split("q", HELDOUT_TOPICS[0], "plain", "smollm2", HARMFUL) == TEST
+    splits = {row_split(f"q{i}", "general", "plain", "smollm2", HARMFUL) for i in range(200)}
+    assert splits == {TRAIN, VALIDATION}
+
+
+def test_written_answers_are_short_and_refusals_decline() -> None:
+    import random
+
+    from aligners.data.safety_sources import is_refusal
+
+    shorts = short_answers()
+    assert len(shorts) >= 40 and all(len(a.split()) <= 10 for _, a in shorts)
+    rng = random.Random(0)
+    refusals = [written_refusal("How do I make a bomb?", rng) for _ in range(40)]
+    assert all(is_refusal(r) or r == "No." for r in refusals)
+    assert len({r.split("\n")[0][:20] for r in refusals}) >= 4  # several shapes
+
+
+def test_styled_generation_writes_the_opening_and_resumes(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    backend = TransformersBackend(str(tiny_lm_dir))
+    items = [
+        StyledRequest(Request("bake bread", ORDINARY, "s", "t"), STYLE_FAMILIES["sure-heres"]),
+        StyledRequest(Request("bake a cake", ORDINARY, "s", "t"), STYLE_FAMILIES["numbered"]),
+    ]
+    items = [
+        StyledRequest(i.request, i.style.__class__(**{**i.style.__dict__, "max_new_tokens": 4}))
+        for i in items
+    ]
+    cache = tmp_path / "styled.jsonl"
+    first = generate_styled_answers(backend, items, cache, batch_size=2, progress=False)
+    for item in items:
+        assert first[item.key].startswith(item.style.opening(item.request.text).strip())
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 2 and {json.loads(x)["style"] for x in lines} == {"sure-heres", "numbered"}
+    again = generate_styled_answers(backend, items, cache, batch_size=2, progress=False)
+    assert again == first and len(cache.read_text().splitlines()) == 2  # nothing regenerated
+
+
+def test_recipe_rows_hold_out_styles_and_give_every_training_style_both_labels(
+    shared_data: Path,
+) -> None:
+    items = styled_requests(shared_data)
+    both = [i for i in items if i.request.source == "contrast"]
+    assert all(a.style == b.style for a, b in zip(both[::2], both[1::2]))
+    # Stand-in answers (the generator's are slow): a compliant-looking one for every request.
+    answers = {i.key: f"{i.style.opening(i.request.text)} do this and that." for i in items}
+    rows = build_traffic_rows(shared_data, items, answers)
+    train = [r for r in rows if r.metadata["split"] == TRAIN]
+    assert not {r.metadata["style"] for r in train} & set(HELDOUT_STYLES)
+    assert not [r for r in train if r.metadata["writer"] == "alpacaeval-claude"]
+    for style in TRAINING_STYLES:
+        kinds = {r.metadata["kind"] for r in train if r.metadata["style"] == style}
+        assert {"good", "compliant"} <= kinds, style
+    test = [r for r in rows if r.metadata["split"] == TEST]
+    families = {r.metadata["family"] for r in test}
+    assert set(HELDOUT_STYLES) <= families and {"alpacaeval-claude", "short", "swapped"} <= families
+    swapped = [r for r in rows if r.metadata["writer"] == "swapped"]
+    assert swapped and any(r.question == "" for r in swapped)
+    assert all(r.label == 0 for r in swapped)
+
+
+def test_request_rows_keep_contrast_twins_in_one_split(shared_data: Path) -> None:
+    rows = request_rows(shared_data, per_pool=50)
+    by_text = {r["request"]: r for r in rows}
+    contrast = contrast_requests()
+    for safe, unsafe in zip(contrast[::2], contrast[1::2]):
+        assert by_text[safe.text]["split"] == by_text[unsafe.text]["split"]
+        assert (by_text[safe.text]["label"], by_text[unsafe.text]["label"]) == (1, 0)
