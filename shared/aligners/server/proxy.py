@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.local import Completion, LocalGenerator
 from aligners.backends.openai import OpenAIBackend
 from aligners.backends.transformers import TransformersBackend
 from aligners.errors import AlignmentViolation, GenerationError
@@ -40,7 +41,6 @@ from aligners.server.common import (
     replace_surrogates,
     sse,
 )
-from aligners.server.local import Completion, LocalGenerator
 from aligners.server.model_server import Readiness, chat_messages, generation_config, usage
 from aligners.server.schemas import ChatCompletionRequest
 from aligners.server.settings import ProxySettings
