@@ -22,7 +22,7 @@ from aligners import (
     get_criterion,
 )
 from aligners.server import ProxySettings, create_app, serve_in_thread
-from aligners.server.proxy import RECORD_HEADER, TokenCap
+from aligners.server.proxy import RECORD_HEADER, TokenCap, load_tokenizer
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from tests.conftest import RANDOM_MODEL
 
@@ -66,7 +66,8 @@ def servers(tiny_server, tiny_lm_dir) -> Iterator[dict[str, openai.OpenAI]]:
 @pytest.fixture(scope="module")
 def tokens(tiny_lm_dir) -> TokenCap:
     """Counts text in the tiny model's tokens (the proxy's counter here)."""
-    return TokenCap(TransformersBackend(str(tiny_lm_dir)), 4)
+    tokenizer = load_tokenizer(str(tiny_lm_dir))
+    return TokenCap(lambda: tokenizer, 4)
 
 
 def test_max_tokens_caps_a_rewrite_and_usage_counts_the_returned_text(servers, tokens):
@@ -273,3 +274,35 @@ def test_a_local_upstream_refuses_json_mode(tiny_lm_dir):
         assert 1 <= reply.usage.completion_tokens <= 4
     finally:
         server.stop()
+
+
+def test_the_tokenizer_setting_counts_where_nothing_is_local(tiny_lm_dir, tokens):
+    """A remote upstream and an aligner that is not in-process: only ``tokenizer`` can count."""
+    from tests.engine.conftest import ConstantBackend
+
+    long_rewrite = "Here is a much longer and careful answer about baking bread at home."
+    crit = get_criterion("helpful")
+    aligner = Aligner(format="chat", criterion=crit, backend=ConstantBackend(long_rewrite))
+    squad = Squad([SquadMember(crit, aligner, FunctionInspector(lambda q, a: 0.0, crit))])
+    upstream = FaultServer("ok").start()
+    started = []
+    try:
+        replies = []
+        for tokenizer in (str(tiny_lm_dir), None):
+            settings = ProxySettings(
+                upstream_url=upstream.base_url, upstream_model="m", tokenizer=tokenizer
+            )
+            started.append(serve_in_thread(create_app(settings, squad=squad)))
+            client = openai.OpenAI(base_url=started[-1].base_url, api_key="x", max_retries=0)
+            replies.append(
+                client.chat.completions.create(model="aligners", messages=MESSAGES, max_tokens=4)
+            )
+        counted, uncounted = replies
+        assert tokens.count(counted.choices[0].message.content) == 4
+        assert counted.choices[0].finish_reason == "length"
+        assert uncounted.choices[0].message.content == long_rewrite  # nothing to count with
+        assert uncounted.usage is None
+    finally:
+        for server in started:
+            server.stop()
+        upstream.stop()

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,9 +27,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.local import Completion, LocalGenerator
+from aligners.backends.models import resolve_model
 from aligners.backends.openai import OpenAIBackend
 from aligners.backends.transformers import TransformersBackend
-from aligners.errors import AlignmentViolation, GenerationError
+from aligners.errors import AlignmentViolation, GenerationError, ModelNotFoundError
 from aligners.inspector.request import RequestCheck, RequestInspector, default_request_inspector
 from aligners.server.common import (
     APIError,
@@ -435,16 +436,45 @@ def is_json_answer(text: str) -> bool:
     return True
 
 
-def _token_backend(upstream: Upstream, squad: Squad) -> TransformersBackend | None:
-    """The tokenizer that counts the returned text: the local upstream's, else a local
-    aligner's (None: a remote upstream and remote aligners; then rewrites are not counted)."""
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer alone of ``model`` (alias, directory, ``.gguf`` or hub id): no weights."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(model)
+    extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        return AutoTokenizer.from_pretrained(source.path, **extra)
+    except OSError as exc:
+        raise ModelNotFoundError(f"could not load the tokenizer of {model!r}: {exc}") from exc
+
+
+def _tokenizer_of(
+    upstream: Upstream, squad: Squad, tokenizer: str | None = None
+) -> Callable[[], Any] | None:
+    """What loads the tokenizer that counts the returned text: ``tokenizer`` (settings), else
+    the local upstream's, else a local aligner's (None: rewrites are neither capped nor
+    counted). Nothing loads here: the tokenizer loads on the first count."""
+    if tokenizer is not None:
+        cached: list[Any] = []
+
+        def load() -> Any:
+            if not cached:
+                cached.append(load_tokenizer(tokenizer))
+            return cached[0]
+
+        return load
     backend = upstream.token_backend()
-    if backend is not None:
-        return backend
-    for member in squad.members:
-        if member.aligner is not None and isinstance(member.aligner.backend, TransformersBackend):
-            return member.aligner.backend
-    return None
+    if backend is None:
+        for member in squad.members:
+            if member.aligner is not None and isinstance(
+                member.aligner.backend, TransformersBackend
+            ):
+                backend = member.aligner.backend
+                break
+    if backend is None:
+        return None
+    local = backend
+    return lambda: local.load().tokenizer
 
 
 class TokenCap:
@@ -455,31 +485,29 @@ class TokenCap:
     ``length``), and ``usage`` counts what was returned.
     """
 
-    def __init__(self, backend: TransformersBackend | None, limit: int) -> None:
-        self.backend = backend
+    def __init__(self, tokenizer: Callable[[], Any] | None, limit: int) -> None:
+        self.tokenizer = tokenizer
         self.limit = limit
         self.sent = ""
         self.cut = False
 
     def _ids(self, text: str) -> list[int]:
-        assert self.backend is not None
-        ids: list[int] = self.backend.load().tokenizer(text, add_special_tokens=False)[
-            "input_ids"
-        ]
+        assert self.tokenizer is not None
+        ids: list[int] = self.tokenizer()(text, add_special_tokens=False)["input_ids"]
         return ids
 
     def count(self, text: str) -> int | None:
         """``text``'s length in tokens (None without a tokenizer)."""
-        return None if self.backend is None else len(self._ids(text))
+        return None if self.tokenizer is None else len(self._ids(text))
 
     def apply(self, text: str) -> tuple[str, bool]:
         """``text`` cut to the limit, and whether it was cut."""
-        if self.backend is None:
+        if self.tokenizer is None:
             return text, False
         ids = self._ids(text)
         if len(ids) <= self.limit:
             return text, False
-        decoded: str = self.backend.load().tokenizer.decode(ids[: self.limit])
+        decoded: str = self.tokenizer().decode(ids[: self.limit])
         return decoded, True
 
     def feed(self, piece: str) -> str:
@@ -547,7 +575,7 @@ def create_app(
     readiness = Readiness()
     name = settings.served_model_name
     batcher = SquadBatcher(settings.max_batch_size)
-    counter = _token_backend(the_upstream, the_squad)
+    counter = _tokenizer_of(the_upstream, the_squad, settings.tokenizer)
 
     def warmup() -> None:
         if settings.warmup:
