@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.local import Completion, LocalGenerator
-from aligners.backends.models import resolve_model
+from aligners.backends.models import converted_cache_dir, resolve_model
 from aligners.backends.openai import OpenAIBackend
 from aligners.backends.transformers import TransformersBackend
 from aligners.errors import AlignmentViolation, GenerationError, ModelNotFoundError
@@ -441,6 +441,9 @@ def load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
     source = resolve_model(model)
+    converted = converted_cache_dir(source)  # a GGUF model converted once: read it from there
+    if converted is not None and (converted / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(converted)
     extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
         return AutoTokenizer.from_pretrained(source.path, **extra)
