@@ -166,3 +166,16 @@ def test_a_conversation_past_the_context_is_an_error_before_generating(tiny_lm_d
         llm.invoke("word " * 600)
     with pytest.raises(InputTooLongError):
         list(llm.stream("word " * 600))
+
+
+def test_streaming_true_makes_invoke_stream(tiny_lm_dir, monkeypatch):
+    llm = ChatAlignersLocal(model=str(tiny_lm_dir), max_tokens=8, streaming=True)
+    streamed: list[int] = []
+    original = llm._stream
+    monkeypatch.setattr(
+        ChatAlignersLocal, "_stream", lambda self, *a, **k: streamed.append(1) or original(*a, **k)
+    )
+    out = llm.invoke(MESSAGES)
+    assert streamed == [1]  # LangChain took the streaming path, as streaming=True asks
+    plain = ChatAlignersLocal(model=str(tiny_lm_dir), max_tokens=8).invoke(MESSAGES)
+    assert out.content == plain.content and out.usage_metadata == plain.usage_metadata
