@@ -779,10 +779,14 @@ def create_app(
         start = time.perf_counter()
         deadline = Deadline(settings.request_timeout)
         try:
-            upstream_result = await deadline.run(
-                the_upstream.acomplete(messages, config, fields_to_send or None),
-                "the upstream model",
+            # Extra fields only where there are some: Upstream subclasses written before the
+            # `fields` parameter take (messages, config).
+            call = (
+                the_upstream.acomplete(messages, config, fields_to_send)
+                if fields_to_send
+                else the_upstream.acomplete(messages, config)
             )
+            upstream_result = await deadline.run(call, "the upstream model")
         except APIError:
             raise
         except GenerationError as exc:
