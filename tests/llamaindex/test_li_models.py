@@ -190,3 +190,16 @@ def test_llm_checks_the_context_before_generating(tiny_lm_dir, monkeypatch):
 
     with pytest.raises(InputTooLongError, match="512-token context"):
         ChatAlignersLocal(model=str(tiny_lm_dir), max_tokens=8).invoke("word " * 600)
+
+
+def test_llamaindex_token_counting_reads_the_reported_usage(tiny_lm_dir):
+    from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+
+    counter = TokenCountingHandler()
+    llm = AlignersLLM(str(tiny_lm_dir), max_tokens=4, callback_manager=CallbackManager([counter]))
+    details = llm.complete("hello").additional_kwargs
+    event = counter.llm_token_counts[-1]
+    assert (event.prompt_token_count, event.completion_token_count) == (
+        details["prompt_tokens"],
+        details["completion_tokens"],
+    )
