@@ -306,3 +306,38 @@ def test_the_tokenizer_setting_counts_where_nothing_is_local(tiny_lm_dir, tokens
         for server in started:
             server.stop()
         upstream.stop()
+
+
+# -- LangChain's ChatOpenAI against the proxy -------------------------------------------------
+
+
+def test_chat_openai_sees_the_capped_text_its_usage_and_the_header(servers, tokens):
+    from langchain_openai import ChatOpenAI
+
+    base_url = str(servers["rewrite"].base_url)
+    llm = ChatOpenAI(
+        base_url=base_url,
+        api_key="x",
+        model="aligners",
+        max_tokens=4,
+        max_retries=0,
+        include_response_headers=True,
+    )
+    message = llm.invoke(QUESTION)
+    header = json.loads(message.response_metadata["headers"]["x-aligners"])
+    assert header["action"] == "rewritten" and header["cut_at_max_tokens"] == 4
+    assert message.response_metadata["finish_reason"] == "length"
+    assert message.usage_metadata["output_tokens"] == tokens.count(message.content) <= 4
+
+    streaming = ChatOpenAI(
+        base_url=base_url, api_key="x", model="aligners", max_tokens=4, stream_usage=True
+    )
+    chunks = list(streaming.stream(QUESTION))
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full += chunk
+    assert full.content == message.content
+    assert full.usage_metadata["output_tokens"] == message.usage_metadata["output_tokens"]
+
+    with pytest.raises(openai.BadRequestError, match="top_p"):
+        ChatOpenAI(base_url=base_url, api_key="x", model="aligners", top_p=0.5).invoke(QUESTION)
