@@ -203,3 +203,21 @@ def test_llamaindex_token_counting_reads_the_reported_usage(tiny_lm_dir):
         details["prompt_tokens"],
         details["completion_tokens"],
     )
+
+
+def test_llm_over_another_backend_reports_its_finish_reason():
+    from aligners.backends.base import Generation
+    from tests.engine.conftest import ConstantBackend
+
+    class CutBackend(ConstantBackend):
+        """A backend that says its completions were cut (as a remote server can)."""
+
+        def generate_detailed(self, prompts, config):
+            return [Generation(text, "length") for text in self.generate(prompts, config)]
+
+    llm = AlignersLLM("remote", backend=CutBackend("a cut answer"), max_tokens=3)
+    response = llm.complete("hello")
+    assert response.text == "a cut answer"
+    assert response.additional_kwargs == {"finish_reason": "length", "model_name": "remote"}
+    plain = AlignersLLM("remote", backend=ConstantBackend("fine"), max_tokens=3)
+    assert plain.complete("hello").additional_kwargs["finish_reason"] == "stop"

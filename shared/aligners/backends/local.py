@@ -32,7 +32,8 @@ class LocalGenerator:
     With a :class:`~aligners.backends.TransformersBackend` it runs ``model.generate`` with exactly
     the backend's decoding settings (so greedy outputs match the in-process backend token for
     token), counts tokens, and reports ``finish_reason="length"`` when the limit cut the text.
-    Any other backend works too, with ``finish_reason`` always ``stop``.
+    Any other backend works too, with the ``finish_reason`` it reports (``stop`` where it cannot
+    tell) and no token counts.
     """
 
     def __init__(self, backend: GenerationBackend) -> None:
@@ -91,8 +92,11 @@ class LocalGenerator:
         backend = self._transformers
         if backend is None:
             self.check_fits(prompt, config)
-            text = self.backend.generate([prompt], config)[0]
-            return Completion(cut_at_stop(text, config.stop_strings)[0])
+            # generate_detailed: a backend that knows why it stopped (a remote server) says so.
+            generation = self.backend.generate_detailed([prompt], config)[0]
+            text, stopped = cut_at_stop(generation.text, config.stop_strings)
+            finish = "stop" if stopped else (generation.finish_reason or "stop")
+            return Completion(text, finish)
         import torch
 
         loaded, inputs, kwargs, prompt_tokens = self._prepare(prompt, config)
