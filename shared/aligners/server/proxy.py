@@ -5,6 +5,11 @@ a local model), the squad aligns the final answer against the last user message,
 the aligned answer with the squad's record in the extra field ``aligners``. Any OpenAI client works
 unchanged; ``stream=true`` streams the aligned answer.
 
+The returned text keeps OpenAI's contract: ``max_tokens`` caps a rewrite too (``finish_reason``
+``length``), ``usage`` counts the returned text (``stream_options.include_usage`` streams it), a
+JSON answer is never rewritten into prose, parameters it cannot honour are a 400 naming them, and
+a summary of the record travels in the ``X-Aligners`` header.
+
 With ``on_flag="block"`` (or ``rewrite_or_block``) a blocked answer is the blocked message with
 ``finish_reason="content_filter"``; with ``on_flag="raise"`` a flagged answer is an HTTP 422
 ``alignment_violation`` error. With ``check_request`` a request inspector reads the last user
@@ -407,9 +412,9 @@ JSON_NOT_REWRITTEN = (
 )
 
 
-def header_summary(record: dict[str, Any]) -> str:
-    """The ``X-Aligners`` header: the record's verdict fields as compact ASCII JSON (the texts
-    stay in the body; headers have size limits)."""
+def record_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's verdict fields, scores rounded (the texts stay in the body: headers have
+    size limits)."""
     summary: dict[str, Any] = {k: record[k] for k in _HEADER_FIELDS if k in record}
     for key in ("initial_scores", "final_scores"):
         if isinstance(summary.get(key), dict):
@@ -421,6 +426,11 @@ def header_summary(record: dict[str, Any]) -> str:
             for k, v in check.items()
             if k in ("score", "threshold", "allowed", "error")
         }
+    return summary
+
+
+def header_value(summary: dict[str, Any]) -> str:
+    """A summary as an ``X-Aligners`` header value: compact ASCII JSON."""
     return json.dumps(summary, ensure_ascii=True, separators=(",", ":"))
 
 
@@ -725,10 +735,21 @@ def create_app(
             "usage": used,
             "aligners": record,
         }
-        return JSONResponse(body, headers={RECORD_HEADER: header_summary(record)})
+        return JSONResponse(body, headers={RECORD_HEADER: header_value(record_summary(record))})
+
+    def streaming_header(request_record: dict[str, Any] | None) -> dict[str, Any]:
+        """The header of a token stream: the verdict is not known yet, only where it will be
+        (and the request check's, which is)."""
+        header: dict[str, Any] = {
+            "streaming": True,
+            "record": "in the last chunk's 'aligners' field",
+        }
+        if request_record is not None:
+            header.update(record_summary({"request_check": request_record}))
+        return header
 
     def streamed(events: AsyncIterator[str], header: dict[str, Any]) -> StreamingResponse:
-        headers = {RECORD_HEADER: json.dumps(header, ensure_ascii=True, separators=(",", ":"))}
+        headers = {RECORD_HEADER: header_value(header)}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     async def prompt_tokens_of(messages: list[dict[str, str]]) -> int | None:
@@ -773,7 +794,7 @@ def create_app(
             if body.stream:
                 return streamed(
                     decided_events(text, CONTENT_FILTER, record, ident, created, body, used),
-                    json.loads(header_summary(record)),
+                    record_summary(record),
                 )
             return completion(ident, created, text, CONTENT_FILTER, record, used)
         start = time.perf_counter()
@@ -822,7 +843,7 @@ def create_app(
                     request_record,
                     notes,
                 ),
-                {"streaming": True, "record": "in the last chunk's 'aligners' field"},
+                streaming_header(request_record),
             )
         # Other policies decide on the whole answer before a byte is sent: a blocked answer must
         # never have been half shown, and a raised one is an HTTP error, not a broken stream.
@@ -856,7 +877,7 @@ def create_app(
         if body.stream:
             return streamed(
                 decided_events(text, finish, record, ident, created, body, used),
-                json.loads(header_summary(record)),
+                record_summary(record),
             )
         return completion(ident, created, text, finish, record, used)
 
