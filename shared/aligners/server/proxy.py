@@ -133,7 +133,9 @@ class RemoteUpstream(Upstream):
         body.update(fields or {})
         raw = await self.backend.apost(url, body)
         text, finish = self.backend._parse(url, raw)
-        used = json.loads(raw).get("usage") or {}  # _parse has checked that it is JSON
+        used = json.loads(raw).get("usage")  # _parse has checked that it is a JSON object
+        if not isinstance(used, dict):  # servers that count nothing (or send junk) say nothing
+            used = {}
         prompt, completion = used.get("prompt_tokens"), used.get("completion_tokens")
         return Completion(
             text,
