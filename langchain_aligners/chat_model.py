@@ -102,7 +102,7 @@ class ChatAlignersLocal(BaseChatModel):
     """
 
     # extra="forbid": a misspelt option (max_new_token=5) must fail, not be silently ignored.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(default="smollm2", description="Alias, directory or .gguf file.")
     max_new_tokens: int = Field(

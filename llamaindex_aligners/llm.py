@@ -51,7 +51,7 @@ class AlignersLLM(CustomLLM):
     """
 
     # extra="forbid": a misspelt option (max_new_token=5) must fail, not be silently ignored.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(default="smollm2", description="Alias, local directory, .gguf or hub id.")
     max_new_tokens: int = Field(
