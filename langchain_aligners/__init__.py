@@ -2,7 +2,8 @@
 
 ``prompt | llm | AlignerSquad()`` aligns any chain's output; ``AlignerSquad().wrap(chain)`` also
 hands the chain's question to the squad; ``AlignerSquadMiddleware`` (needs ``langchain``) aligns
-agent replies; ``ChatAlignersLocal`` runs a local model (SmolLM2 by default) as a chat model.
+agent replies; ``RequestGuard(chain)`` checks the request before any chain runs;
+``ChatAlignersLocal`` runs a local model (SmolLM2 by default) as a chat model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_aligners._inputs import METADATA_KEY, question_from_input
 from langchain_aligners.chat_model import ChatAlignersLocal
+from langchain_aligners.request_guard import RequestGuard
 from langchain_aligners.squad import (
     APPLIED_EVENT,
     SCORES_EVENT,
@@ -38,6 +40,7 @@ __all__ = [
     "AlignerSquad",
     "AlignerSquadMiddleware",
     "ChatAlignersLocal",
+    "RequestGuard",
     "question_from_input",
     "wrap_with_question",
 ]

@@ -23,11 +23,23 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import Field, PrivateAttr
+from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, model_validator
 
-from aligners import GenerationConfig, InputTooLongError, TransformersBackend
+from aligners import (
+    Completion,
+    GenerationConfig,
+    InputTooLongError,
+    LocalGenerator,
+    TransformersBackend,
+)
 from langchain_aligners._inputs import message_text
+
+# langchain-core 1.x marks a stream's closing chunk (chunk_position="last"); 0.3 has no field.
+_LAST: dict[str, Any] = (
+    {"chunk_position": "last"} if "chunk_position" in AIMessageChunk.model_fields else {}
+)
 
 
 def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
@@ -76,55 +88,42 @@ def _truncate(tokenizer: Any, chat: list[dict[str, str]], budget: int) -> list[d
     return system + turns[:-1] + [last]
 
 
-def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the first stop string, and whether one was found."""
-    cuts = [i for i in (text.find(s) for s in stops if s) if i != -1]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-class _StopStream:
-    """Turns streamed pieces into safe-to-emit text: cut at a stop string, and hold back a tail
-    that could be the start of one (so no part of a stop string is ever emitted)."""
-
-    def __init__(self, stops: Sequence[str] | None) -> None:
-        self.stops = [s for s in stops or () if s]
-        self.text = ""
-        self.emitted = 0
-        self.stopped = False
-
-    def _pending(self, text: str) -> int:
-        """Length of the longest tail of ``text`` that begins a stop string."""
-        return max(
-            (k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0
-        )
-
-    def feed(self, piece: str) -> str:
-        self.text += piece
-        visible, self.stopped = _cut(self.text, self.stops)
-        if self.stopped:
-            return self._take(len(visible))
-        return self._take(max(len(visible) - self._pending(visible), self.emitted))
-
-    def flush(self) -> str:
-        return self._take(len(_cut(self.text, self.stops)[0]))
-
-    def _take(self, end: int) -> str:
-        new = self.text[self.emitted : end]
-        self.emitted = max(end, self.emitted)
-        return new
+#: Keyword arguments a call may pass (``llm.invoke(messages, max_tokens=5)``, ``.bind(...)``).
+CALL_OPTIONS = ("max_tokens", "max_new_tokens", "temperature")
 
 
 class ChatAlignersLocal(BaseChatModel):
     """A local chat model (default SmolLM2-135M-Instruct) run in-process through transformers.
 
+    LangChain's standard parameters work: ``max_tokens`` (an alias of ``max_new_tokens``),
+    ``temperature``, ``stop``, ``timeout`` (seconds of generation, then the reply ends as
+    ``length``) and ``streaming``. Replies carry ``usage_metadata`` (on the last chunk of a
+    stream) and ``finish_reason`` and ``model_name`` in ``response_metadata``. An unknown
+    keyword is an error naming it.
+
     Example:
-        >>> llm = ChatAlignersLocal(model="smollm2", max_new_tokens=32)
+        >>> llm = ChatAlignersLocal(model="smollm2", max_tokens=32)
         >>> llm.invoke("What is the capital of France?").content  # doctest: +SKIP
     """
 
+    # extra="forbid": a misspelt option (max_new_token=5) must fail, not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     model: str = Field(default="smollm2", description="Alias, directory or .gguf file.")
-    max_new_tokens: int = Field(default=256, gt=0)
+    max_new_tokens: int = Field(
+        default=256,
+        gt=0,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Most tokens per reply; LangChain's max_tokens is the same setting.",
+    )
     temperature: float = Field(default=0.0, ge=0.0, description="0: greedy decoding.")
+    stop: list[str] | None = Field(
+        default=None, description="Stop strings for every call (a call's stop= adds to them)."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds a reply may generate; then it ends as 'length'."
+    )
+    streaming: bool = Field(default=False, description="invoke() streams internally.")
     device_map: str | None = None
     overflow: Literal["error", "truncate"] = Field(
         default="error",
@@ -134,6 +133,19 @@ class ChatAlignersLocal(BaseChatModel):
     )
 
     _backend: TransformersBackend | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_token_limit(cls, data: Any) -> Any:
+        # Both names at once would make one of them silently lose.
+        if isinstance(data, dict) and "max_tokens" in data and "max_new_tokens" in data:
+            raise ValueError("pass max_tokens or max_new_tokens, not both (they are one setting)")
+        return data
+
+    @property
+    def max_tokens(self) -> int:
+        """LangChain's name for :attr:`max_new_tokens` (tracing reads it as ``ls_max_tokens``)."""
+        return self.max_new_tokens
 
     @property
     def backend(self) -> TransformersBackend:
@@ -169,35 +181,64 @@ class ChatAlignersLocal(BaseChatModel):
             "AlignerSquadMiddleware(...) or `model | AlignerSquad()`."
         )
 
-    def _prompt(self, messages: list[BaseMessage]) -> list[dict[str, str]]:
+    def _prompt(
+        self, messages: list[BaseMessage], max_new_tokens: int | None = None
+    ) -> list[dict[str, str]]:
         """The chat messages to send, checked (or cut) against the model's context."""
+        max_new_tokens = max_new_tokens or self.max_new_tokens
         chat = to_chat_messages(messages)
         loaded = self.backend.load()
-        context = getattr(loaded.model.config, "max_position_embeddings", None)
+        context = self.backend.context_length
         if not context:
             return chat
-        budget = context - self.max_new_tokens
+        budget = context - max_new_tokens
         length = _prompt_tokens(loaded.tokenizer, chat)
         if length <= budget:
             return chat
         if self.overflow == "error":
             raise InputTooLongError(
-                f"the conversation is {length} tokens; with max_new_tokens={self.max_new_tokens} "
+                f"the conversation is {length} tokens; with max_new_tokens={max_new_tokens} "
                 f"it does not fit {self.model!r}'s {context}-token context: shorten it, lower "
                 "max_new_tokens, or set overflow='truncate'"
             )
         return _truncate(loaded.tokenizer, chat, budget)
 
-    def _config(self, stop: list[str] | None) -> GenerationConfig:
+    def _config(self, stop: list[str] | None, options: dict[str, Any]) -> GenerationConfig:
+        unknown = sorted(set(options) - set(CALL_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"ChatAlignersLocal got unknown keyword argument(s) {', '.join(unknown)}; a call "
+                f"takes stop= and {', '.join(CALL_OPTIONS)}"
+            )
+        if "max_tokens" in options and "max_new_tokens" in options:
+            raise TypeError("pass max_tokens or max_new_tokens, not both (they are one setting)")
+        limit = options.get("max_tokens", options.get("max_new_tokens", self.max_new_tokens))
         return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            stop_strings=tuple(stop or ()),
-            temperature=self.temperature,
+            max_new_tokens=limit,
+            stop_strings=tuple([*(self.stop or ()), *(stop or ())]),
+            temperature=options.get("temperature", self.temperature),
+            max_time=self.timeout,
         )
 
-    def _result(self, text: str, stop: list[str] | None) -> ChatResult:
-        text, _ = _cut(text, stop or ())
-        message = AIMessage(content=text.strip(), response_metadata={"model_name": self.model})
+    def _metadata(self, done: Completion) -> dict[str, Any]:
+        return {"model_name": self.model, "finish_reason": done.finish_reason}
+
+    @staticmethod
+    def _usage(done: Completion) -> UsageMetadata | None:
+        if done.prompt_tokens is None or done.completion_tokens is None:
+            return None
+        return UsageMetadata(
+            input_tokens=done.prompt_tokens,
+            output_tokens=done.completion_tokens,
+            total_tokens=done.prompt_tokens + done.completion_tokens,
+        )
+
+    def _result(self, done: Completion) -> ChatResult:
+        message = AIMessage(
+            content=done.text.strip(),
+            response_metadata=self._metadata(done),
+            usage_metadata=self._usage(done),
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
@@ -207,8 +248,9 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = self.backend.generate([self._prompt(messages)], self._config(stop))[0]
-        return self._result(text, stop)
+        config = self._config(stop, kwargs)
+        prompt = self._prompt(messages, config.max_new_tokens)
+        return self._result(LocalGenerator(self.backend).complete(prompt, config))
 
     async def _agenerate(
         self,
@@ -217,9 +259,20 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prompt = await asyncio.to_thread(self._prompt, messages)
-        texts = await self.backend.agenerate([prompt], self._config(stop))
-        return self._result(texts[0], stop)
+        config = self._config(stop, kwargs)
+        prompt = await asyncio.to_thread(self._prompt, messages, config.max_new_tokens)
+        return self._result(await LocalGenerator(self.backend).acomplete(prompt, config))
+
+    def _last_chunk(self, done: Completion) -> ChatGenerationChunk:
+        """The closing chunk: empty text, the usage (once per stream, as LangChain sums chunks)
+        and the finish reason."""
+        message = AIMessageChunk(
+            content="",
+            response_metadata=self._metadata(done),
+            usage_metadata=self._usage(done),
+            **_LAST,
+        )
+        return ChatGenerationChunk(message=message)
 
     def _stream(
         self,
@@ -228,22 +281,15 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        cutter = _StopStream(stop)
-        for piece in self.backend.stream(self._prompt(messages), self._config(stop)):
-            for chunk in self._chunks(cutter.feed(piece)):
-                if run_manager:
-                    run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
-                yield chunk
-            if cutter.stopped:
-                break
-        for chunk in self._chunks(cutter.flush()):
+        config = self._config(stop, kwargs)
+        prompt = self._prompt(messages, config.max_new_tokens)
+        done = Completion("")
+        for piece in LocalGenerator(self.backend).stream(prompt, config, done):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
-                run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
-
-    @staticmethod
-    def _chunks(text: str) -> list[ChatGenerationChunk]:
-        return [ChatGenerationChunk(message=AIMessageChunk(content=text))] if text else []
+        yield self._last_chunk(done)
 
     async def _astream(
         self,
@@ -252,16 +298,12 @@ class ChatAlignersLocal(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        cutter = _StopStream(stop)
-        prompt = await asyncio.to_thread(self._prompt, messages)
-        async for piece in self.backend.astream(prompt, self._config(stop)):
-            for chunk in self._chunks(cutter.feed(piece)):
-                if run_manager:
-                    await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
-                yield chunk
-            if cutter.stopped:
-                break
-        for chunk in self._chunks(cutter.flush()):
+        config = self._config(stop, kwargs)
+        prompt = await asyncio.to_thread(self._prompt, messages, config.max_new_tokens)
+        done = Completion("")
+        async for piece in LocalGenerator(self.backend).astream(prompt, config, done):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
-                await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+        yield self._last_chunk(done)

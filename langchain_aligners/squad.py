@@ -31,6 +31,7 @@ from aligners import (
     AlignmentViolation,
     BlockedMessage,
     OnFlag,
+    RequestInspector,
     Squad,
     SquadMember,
     default_members,
@@ -685,16 +686,49 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     # -- composition helpers -------------------------------------------------------------------
 
-    def wrap(self, runnable: Any, *, question_key: str | None = None) -> Runnable[Any, Any]:
+    def wrap(
+        self,
+        runnable: Any,
+        *,
+        question_key: str | None = None,
+        check_request: bool | RequestInspector = False,
+        request_threshold: float | None = None,
+    ) -> Runnable[Any, Any]:
         """A runnable that runs ``runnable`` on its input and aligns the output, taking the
         question from that same input (a str, messages, a prompt value or ``input[question_key]``).
+
+        ``check_request`` (``True``: the shipped request inspector, or a ``RequestInspector``)
+        checks the request first, as ``AlignerSquadMiddleware`` does: a request scored under
+        ``request_threshold`` never reaches ``runnable`` and gets this squad's blocked message
+        (see :class:`~langchain_aligners.RequestGuard`).
         """
-        return wrap_with_question(
+        key = question_key or self.question_key
+        wrapped = wrap_with_question(
             runnable,
             self,
-            question_key=question_key or self.question_key,
+            question_key=key,
             squad_question_key=self.question_key,
             squad_answer_key=self.answer_key,
+        )
+        if check_request is False:
+            return wrapped
+        from langchain_aligners.request_guard import RequestGuard
+
+        # The blocked reply takes the shape this squad gives its answers: in auto mode the
+        # answer's own type, which is what `runnable` outputs.
+        output: Any = self.output
+        if output not in ("text", "message", "record"):
+            output = "text" if getattr(runnable, "OutputType", None) is str else "message"
+        blocked = self.blocked_message
+        if blocked is None and self.squad is not None:
+            blocked = self.squad.config.blocked_message
+        return RequestGuard(
+            wrapped,
+            check_request=check_request,
+            request_threshold=request_threshold,
+            blocked_message=blocked,
+            question_key=key,
+            output=output,
         )
 
     def configurable(self, prefix: str = "aligner_") -> RunnableSerializable[Any, Any]:

@@ -6,7 +6,8 @@ default, with the process-wide model cache shared with the aligners) or any othe
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -20,33 +21,64 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from pydantic import AliasChoices, model_validator
 
-from aligners import GenerationBackend, GenerationConfig, TransformersBackend
+from aligners import (
+    Completion,
+    GenerationBackend,
+    GenerationConfig,
+    InputTooLongError,
+    LocalGenerator,
+    TransformersBackend,
+)
 
 Messages = list[dict[str, str]]
+#: Keyword arguments a call may pass (``llm.complete(prompt, max_tokens=5)``).
+CALL_OPTIONS = ("max_tokens", "max_new_tokens", "temperature")
 
 
 class AlignersLLM(CustomLLM):
     """A local chat model for LlamaIndex: generation through an ``aligners`` backend.
 
     Prompts go through the model's chat template (``complete(prompt)`` sends one user
-    message). Greedy by default, ``max_new_tokens`` per reply.
+    message). Greedy by default, ``max_new_tokens`` (or its alias ``max_tokens``) per reply. A
+    prompt that does not fit the context window with the reply raises ``InputTooLongError``
+    before anything is generated. Responses carry the token counts (``prompt_tokens``,
+    ``completion_tokens``, ``total_tokens``), ``finish_reason`` (``stop`` or ``length``) and
+    ``model_name`` in ``additional_kwargs`` (and the OpenAI-shaped ``usage`` in ``raw``); a
+    stream's last response carries them. An unknown keyword is an error naming it.
 
     Example:
-        >>> llm = AlignersLLM("smollm2", max_new_tokens=32)  # loads on first use
+        >>> llm = AlignersLLM("smollm2", max_tokens=32)  # loads on first use
         >>> llm.complete("What is the capital of France?").text  # doctest: +SKIP
     """
 
+    # extra="forbid": a misspelt option (max_new_token=5) must fail, not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     model: str = Field(default="smollm2", description="Alias, local directory, .gguf or hub id.")
-    max_new_tokens: int = Field(default=128, gt=0)
+    max_new_tokens: int = Field(
+        default=128,
+        gt=0,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Most tokens per reply (max_tokens is the same setting).",
+    )
     temperature: float = Field(default=0.0, ge=0.0)
     context_window: int | None = Field(
         default=None, gt=0, description="Prompt + reply tokens; None reads it from the model."
     )
     _backend: GenerationBackend = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_token_limit(cls, data: Any) -> Any:
+        # Both names at once would make one of them silently lose.
+        if isinstance(data, dict) and "max_tokens" in data and "max_new_tokens" in data:
+            raise ValueError("pass max_tokens or max_new_tokens, not both (they are one setting)")
+        return data
 
     def __init__(
         self, model: str = "smollm2", *, backend: GenerationBackend | None = None, **kwargs: Any
@@ -67,6 +99,11 @@ class AlignersLLM(CustomLLM):
         return self._backend
 
     @property
+    def max_tokens(self) -> int:
+        """The OpenAI name of :attr:`max_new_tokens`."""
+        return self.max_new_tokens
+
+    @property
     def metadata(self) -> LLMMetadata:
         context = self.context_window or self._backend.context_length or 2048
         return LLMMetadata(
@@ -76,9 +113,17 @@ class AlignersLLM(CustomLLM):
             model_name=self.model,
         )
 
-    @property
-    def _config(self) -> GenerationConfig:
-        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+    def _config(self, options: dict[str, Any]) -> GenerationConfig:
+        """The decoding settings, with a call's ``max_tokens``/``temperature`` over the fields."""
+        unknown = sorted(set(options) - set(CALL_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"AlignersLLM got unknown keyword argument(s) {', '.join(unknown)}; a call takes "
+                f"{', '.join(CALL_OPTIONS)}"
+            )
+        limit = options.get("max_tokens", options.get("max_new_tokens", self.max_new_tokens))
+        temperature = options.get("temperature", self.temperature)
+        return GenerationConfig(max_new_tokens=limit, temperature=temperature)
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -99,22 +144,86 @@ class AlignersLLM(CustomLLM):
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return messages
 
+    def check_fits(self, prompt: Messages, config: GenerationConfig) -> None:
+        """Raise :class:`InputTooLongError` when ``prompt`` and the reply do not fit the context.
+
+        Past its context a model writes noise (and slowly), so it never just runs; this is the
+        check ``ChatAlignersLocal`` makes (with ``overflow="error"``).
+        """
+        context = self.context_window or self._backend.context_length
+        used = self._backend.count_tokens(prompt)
+        if context is None or used is None or used + config.max_new_tokens <= context:
+            return
+        raise InputTooLongError(
+            f"the prompt is {used} tokens; with max_new_tokens={config.max_new_tokens} it does "
+            f"not fit {self.model!r}'s {context}-token context: shorten it or lower "
+            "max_new_tokens"
+        )
+
+    def _run(self, prompt: Messages, config: GenerationConfig) -> Completion:
+        self.check_fits(prompt, config)
+        return LocalGenerator(self._backend).complete(prompt, config)
+
+    async def _arun(self, prompt: Messages, config: GenerationConfig) -> Completion:
+        return await asyncio.to_thread(self._run, prompt, config)
+
+    def _extras(self, done: Completion) -> dict[str, Any]:
+        """``additional_kwargs`` and ``raw`` of a finished reply."""
+        details: dict[str, Any] = {"finish_reason": done.finish_reason, "model_name": self.model}
+        raw: dict[str, Any] = {"model": self.model, "finish_reason": done.finish_reason}
+        if done.prompt_tokens is not None and done.completion_tokens is not None:
+            counts = {
+                "prompt_tokens": done.prompt_tokens,
+                "completion_tokens": done.completion_tokens,
+                "total_tokens": done.prompt_tokens + done.completion_tokens,
+            }
+            details.update(counts)
+            raw["usage"] = counts
+        return {"additional_kwargs": details, "raw": raw}
+
+    def _streamed(self, prompt: Messages, config: GenerationConfig) -> Iterator[tuple[str, Any]]:
+        """``("piece", text)`` for every piece, then ``("done", Completion)``; checks the
+        context at once (not on the first ``next``)."""
+        self.check_fits(prompt, config)
+        return self._pieces(prompt, config)
+
+    def _pieces(self, prompt: Messages, config: GenerationConfig) -> Iterator[tuple[str, Any]]:
+        done = Completion("")
+        for piece in LocalGenerator(self._backend).stream(prompt, config, done):
+            yield "piece", piece
+        yield "done", done
+
+    async def _apieces(
+        self, prompt: Messages, config: GenerationConfig
+    ) -> AsyncIterator[tuple[str, Any]]:
+        done = Completion("")
+        async for piece in LocalGenerator(self._backend).astream(prompt, config, done):
+            yield "piece", piece
+        yield "done", done
+
     # -- completion ----------------------------------------------------------------------------
+
+    def _completion(self, done: Completion) -> CompletionResponse:
+        return CompletionResponse(text=done.text.strip(), **self._extras(done))
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        text = self._backend.generate([self._prompt(prompt)], self._config)[0]
-        return CompletionResponse(text=text.strip())
+        return self._completion(self._run(self._prompt(prompt), self._config(kwargs)))
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
+        events = self._streamed(self._prompt(prompt), self._config(kwargs))
+
         def gen() -> Generator[CompletionResponse, None, None]:
             text = ""
-            for piece in self._backend.stream(self._prompt(prompt), self._config):
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
+            for kind, value in events:
+                if kind == "piece":
+                    text += value
+                    yield CompletionResponse(text=text, delta=value)
+                else:
+                    yield CompletionResponse(text=text, delta="", **self._extras(value))
 
         return gen()
 
@@ -122,59 +231,75 @@ class AlignersLLM(CustomLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        text = (await self._backend.agenerate([self._prompt(prompt)], self._config))[0]
-        return CompletionResponse(text=text.strip())
+        return self._completion(await self._arun(self._prompt(prompt), self._config(kwargs)))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
+        rendered, config = self._prompt(prompt), self._config(kwargs)
+        await asyncio.to_thread(self.check_fits, rendered, config)
+        events = self._apieces(rendered, config)
+
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
             text = ""
-            async for piece in self._backend.astream(self._prompt(prompt), self._config):
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
+            async for kind, value in events:
+                if kind == "piece":
+                    text += value
+                    yield CompletionResponse(text=text, delta=value)
+                else:
+                    yield CompletionResponse(text=text, delta="", **self._extras(value))
 
         return gen()
 
     # -- chat ----------------------------------------------------------------------------------
 
+    def _chat(self, done: Completion) -> ChatResponse:
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=done.text.strip())
+        return ChatResponse(message=message, **self._extras(done))
+
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text = self._backend.generate([self._messages(messages)], self._config)[0]
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()))
+        return self._chat(self._run(self._messages(messages), self._config(kwargs)))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        prompt = self._messages(messages)
+        events = self._streamed(self._messages(messages), self._config(kwargs))
 
         def gen() -> Generator[ChatResponse, None, None]:
             text = ""
-            for piece in self._backend.stream(prompt, self._config):
-                text += piece
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
-                )
+            for kind, value in events:
+                if kind == "piece":
+                    text += value
+                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+                    yield ChatResponse(message=message, delta=value)
+                else:
+                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+                    yield ChatResponse(message=message, delta="", **self._extras(value))
 
         return gen()
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text = (await self._backend.agenerate([self._messages(messages)], self._config))[0]
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()))
+        return self._chat(await self._arun(self._messages(messages), self._config(kwargs)))
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        prompt = self._messages(messages)
+        rendered, config = self._messages(messages), self._config(kwargs)
+        await asyncio.to_thread(self.check_fits, rendered, config)
+        events = self._apieces(rendered, config)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             text = ""
-            async for piece in self._backend.astream(prompt, self._config):
-                text += piece
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
-                )
+            async for kind, value in events:
+                if kind == "piece":
+                    text += value
+                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+                    yield ChatResponse(message=message, delta=value)
+                else:
+                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+                    yield ChatResponse(message=message, delta="", **self._extras(value))
 
         return gen()

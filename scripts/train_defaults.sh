@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default models (shared/aligners/default_models/) from ../shared/data.
 #
-#   scripts/train_defaults.sh [safety|data|inspector|request|aligner|eval|general|all]   (WORK=/scratch)
+#   scripts/train_defaults.sh [safety|data|traffic|gate|inspector|request|aligner|eval|general|all]   (WORK=/scratch)
 #
 # safety (the default): what Squad.default() ships, on a 2-core CPU in about 85 minutes:
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
@@ -10,6 +10,12 @@
 #              for the aligner, and the first sentences of half the compliant and good answers
 #              for the gate only (--lead-fraction: the aligner's data and the held-out set are
 #              the same with or without it)
+#   traffic    the traffic recipe: SmolLM2 answers ~420 harmful and safe requests (every contrast
+#              pair among them) in 11 style families (~45 min), plus HH-RLHF, AlpacaEval GPT-4 and
+#              Claude answers, written short answers and refusals; split by style, writer and topic
+#   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content,
+#              logistic heads on frozen MiniLM; a few minutes, one embedding pass) and the request
+#              check (its request head); thresholds chosen on the validation split
 #   inspector  the cross-encoder trunk + ethical head (a few minutes); flag threshold chosen
 #              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
 #              still under 0.2 after the aligner ran: blocked; docs/training.md)
@@ -34,13 +40,22 @@ if want data; then
   aligners data safety --data-dir "$DATA" -o "$WORK/safety" --seed 0 \
     --aligner-rewrites 600 --aligner-identity 250 --lead-fraction 0.5
 fi
+if want traffic; then
+  aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0
+fi
+if want gate; then
+  aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
+    -o "$OUT/inspectors/safety-gate" --request-output "$OUT/inspectors/request" \
+    --good-flag-rate 0.02 --request-safe-turned-away 0.02 --cache-file "$WORK/traffic/embeddings.pt"
+  cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
+fi
 if want inspector; then
   aligners train cross-encoder "$WORK/safety/inspector_train.jsonl" \
     --eval-data "$WORK/safety/inspector_heldout.jsonl" -o "$OUT/inspectors/cross-encoder" \
     --criterion ethical --trained-layers 2 --epochs 3 --learning-rate 5e-5 --batch-size 32 --seed 0 \
     --flag-recall 0.9 --block-threshold 0.2
 fi
-if want request; then
+if [[ $what == request ]]; then  # the older request head; `gate` writes the shipped one
   aligners train request-inspector "$WORK/safety/requests_train.jsonl" \
     --eval-data "$WORK/safety/requests_heldout.jsonl" -o "$OUT/inspectors/request" --threshold 0.1
 fi
@@ -61,6 +76,7 @@ fi
 if want eval; then
   aligners eval-safety "$WORK/safety/heldout_answers.jsonl" -o "$WORK/safety_eval" --batch-size 16
   aligners eval-safety tests/data/probe_answers.jsonl -o "$WORK/probe_eval" --batch-size 16
+  aligners eval-safety tests/data/traffic_heldout_answers.jsonl -o "$WORK/traffic_eval" --batch-size 16
 fi
 
 if [[ $what == general || $what == all ]]; then

@@ -86,6 +86,7 @@ from llamaindex_aligners import (
     AlignedChatEngine,
     AlignedQueryEngine,
     AlignerPostprocessor,
+    AlignersLLM,
     AlignmentSettings,
 )
 from tests.engine.conftest import BrokenBackend, ConstantBackend
@@ -1256,6 +1257,21 @@ LANGCHAIN_CASES = [
         "chat-model-zero-max-new-tokens",
         lambda: ChatAlignersLocal(max_new_tokens=0),
         Raises(ValidationError, "max_new_tokens"),
+    ),
+    case(
+        "chat-model-misspelt-option",
+        lambda: ChatAlignersLocal(max_new_token=5),
+        Raises(ValidationError, "max_new_token"),
+    ),
+    case(
+        "chat-model-both-token-limits",
+        lambda: ChatAlignersLocal(max_tokens=5, max_new_tokens=6),
+        Raises(ValidationError, "max_tokens or max_new_tokens, not both"),
+    ),
+    case(
+        "llamaindex-llm-misspelt-option",
+        lambda: AlignersLLM(max_new_token=5),
+        Raises(ValidationError, "max_new_token"),
     ),
     case(
         "chat-model-negative-temperature",

@@ -12,6 +12,7 @@ from aligners.aligner import Aligner, AlignerConfig, Correction
 from aligners.backends import GenerationBackend, GenerationConfig, TransformersBackend
 from aligners.backends.cache import MODEL_CACHE
 from aligners.backends.encoder import SentenceEncoder
+from aligners.backends.local import Completion, LocalGenerator
 from aligners.criteria import Criterion, get_criterion, list_criteria, register_criterion
 from aligners.errors import (
     AlignersError,
@@ -30,6 +31,8 @@ from aligners.inspector import (
     FunctionInspector,
     FunctionRequestInspector,
     Inspector,
+    PatternInspector,
+    PatternRequestInspector,
     RequestCheck,
     RequestInspector,
     SafetyGateInspector,
@@ -47,6 +50,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BLOCKED_MESSAGE",
+    "Completion",
+    "LocalGenerator",
     "DEFAULT_CRITERIA",
     "MODEL_CACHE",
     "Aligner",
@@ -70,6 +75,8 @@ __all__ = [
     "ModelNotFoundError",
     "OnError",
     "OnFlag",
+    "PatternInspector",
+    "PatternRequestInspector",
     "PromptFormat",
     "RequestCheck",
     "RequestInspector",

@@ -6,6 +6,7 @@ kill it with SIGKILL in the middle of a request.
 
 Modes:
     ok            a valid completion ("fixed answer") for chat and completions
+    json          a valid chat completion whose content is the JSON object JSON_ANSWER
     slow-ok       like ok after 0.2 s (to observe the client's concurrency)
     sleep         accept the request, then say nothing for 60 s
     500           always HTTP 500 with an OpenAI error body
@@ -29,13 +30,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ANSWER = "fixed answer"
+JSON_ANSWER = '{"steps": ["fixed", "answer"]}'
 
 
-def _completion(body: dict[str, Any], finish: str = "stop") -> dict[str, Any]:
+def _completion(body: dict[str, Any], finish: str = "stop", answer: str = ANSWER) -> dict[str, Any]:
     if "messages" in body:
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": ANSWER},
+            "message": {"role": "assistant", "content": answer},
             "finish_reason": finish,
         }
         kind = "chat.completion"
@@ -99,6 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(body, hang=False, cut=False)
             else:
                 self._send(200, json.dumps(_completion(body)).encode())
+        elif mode == "json":
+            self._send(200, json.dumps(_completion(body, answer=JSON_ANSWER)).encode())
         elif mode == "sleep":
             time.sleep(60)
         elif mode == "500":
@@ -182,6 +186,11 @@ class FaultServer:
     @property
     def requests(self) -> int:
         return self.server.requests
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the POST requests received, in order."""
+        return self.server.bodies
 
     def start(self) -> FaultServer:
         self.thread.start()

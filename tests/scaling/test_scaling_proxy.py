@@ -25,6 +25,7 @@ from aligners import (
 from aligners.backends import OpenAIBackend
 from aligners.server import ProxySettings, create_app, serve_in_thread
 from aligners.server.common import JsonFormatter
+from aligners.server.proxy import TokenCap, load_tokenizer
 from tests.conftest import RANDOM_MODEL
 
 QUESTION = "How do I bake bread?"
@@ -77,7 +78,11 @@ def test_chat_completion_is_the_aligned_upstream_answer(
     expected = make_squad(tiny_lm_dir).align(QUESTION, upstream_answer)
     response = client.chat.completions.create(model="any", messages=MESSAGES, max_tokens=8)
     record = response.model_extra["aligners"]
-    assert response.choices[0].message.content == expected.text
+    # max_tokens caps the returned rewrite too (counted in the tiny model's tokens)
+    tokenizer = load_tokenizer(str(tiny_lm_dir))
+    capped, cut = TokenCap(lambda: tokenizer, 8).apply(expected.text)
+    assert response.choices[0].message.content == capped
+    assert cut == ("cut_at_max_tokens" in record)
     assert record["original"] == upstream_answer and record["question"] == QUESTION
     assert record["flagged"] == ["helpful"] and record["applied"] == expected.applied
     assert record["text"] == expected.text

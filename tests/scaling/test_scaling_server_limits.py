@@ -22,6 +22,7 @@ from aligners import (
     get_criterion,
 )
 from aligners.backends import OpenAIBackend
+from aligners.backends.local import LocalGenerator
 from aligners.server import (
     ModelServerSettings,
     ProxySettings,
@@ -29,7 +30,6 @@ from aligners.server import (
     create_model_app,
     serve_in_thread,
 )
-from aligners.server.local import LocalGenerator
 
 LONG = "word " * 700  # over the tiny model's 512-token context
 

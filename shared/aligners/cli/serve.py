@@ -83,6 +83,12 @@ def register(app: typer.Typer) -> None:
             "UPSTREAM_API_KEY", "--upstream-api-key-env", help="Env var with the upstream's key."
         ),
         upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", min=0.1),
+        tokenizer: str | None = typer.Option(
+            None,
+            "--tokenizer",
+            help="Model whose tokenizer counts the returned text (max_tokens, usage); default: "
+            "the local upstream's or a local aligner's.",
+        ),
         criteria: str | None = typer.Option(
             None, "--criteria", "-c", help="Comma-separated criteria."
         ),
@@ -212,6 +218,7 @@ def register(app: typer.Typer) -> None:
                     upstream_model=upstream_model,
                     upstream_api_key_env=upstream_api_key_env,
                     upstream_timeout=upstream_timeout,
+                    tokenizer=tokenizer,
                     local_model=model,
                     served_model_name=served_model_name or "aligners",
                     threshold=threshold,

@@ -19,6 +19,11 @@ from aligners.inspector.encoder_head import (
     build_head,
     pair_features,
 )
+from aligners.inspector.pattern import (
+    PatternInspector,
+    PatternRequestInspector,
+    PatternRules,
+)
 from aligners.inspector.remote import RemoteClassifierInspector
 from aligners.inspector.request import (
     EncoderRequestInspector,
@@ -73,6 +78,9 @@ __all__ = [
     "default_request_inspector",
     "FunctionInspector",
     "Inspector",
+    "PatternInspector",
+    "PatternRequestInspector",
+    "PatternRules",
     "SequenceClassifierInspector",
     "build_head",
     "load_inspector",

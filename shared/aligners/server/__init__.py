@@ -5,7 +5,7 @@ server (``aligners serve --plain``). Needs the ``server`` extra (fastapi, uvicor
 >>> server = serve_in_thread(create_app())  # doctest: +SKIP
 """
 
-from aligners.server.local import Completion, LocalGenerator
+from aligners.backends.local import Completion, LocalGenerator
 from aligners.server.model_server import create_model_app
 from aligners.server.proxy import LocalUpstream, RemoteUpstream, Upstream, create_app
 from aligners.server.run import RunningServer, run, serve_in_thread

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.local import Completion, LocalGenerator
 from aligners.backends.transformers import TransformersBackend
 from aligners.formats.base import Prompt
 from aligners.server.common import (
@@ -30,7 +31,6 @@ from aligners.server.common import (
     read_json,
     sse,
 )
-from aligners.server.local import Completion, LocalGenerator
 from aligners.server.schemas import (
     ChatCompletionRequest,
     ChatMessage,

@@ -5,6 +5,11 @@ a local model), the squad aligns the final answer against the last user message,
 the aligned answer with the squad's record in the extra field ``aligners``. Any OpenAI client works
 unchanged; ``stream=true`` streams the aligned answer.
 
+The returned text keeps OpenAI's contract: ``max_tokens`` caps a rewrite too (``finish_reason``
+``length``), ``usage`` counts the returned text (``stream_options.include_usage`` streams it), a
+JSON answer is never rewritten into prose, parameters it cannot honour are a 400 naming them, and
+a summary of the record travels in the ``X-Aligners`` header.
+
 With ``on_flag="block"`` (or ``rewrite_or_block``) a blocked answer is the blocked message with
 ``finish_reason="content_filter"``; with ``on_flag="raise"`` a flagged answer is an HTTP 422
 ``alignment_violation`` error. With ``check_request`` a request inspector reads the last user
@@ -14,10 +19,11 @@ message first and a request it turns away is answered the same way, without an u
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,9 +31,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.local import Completion, LocalGenerator
+from aligners.backends.models import converted_cache_dir, resolve_model
 from aligners.backends.openai import OpenAIBackend
 from aligners.backends.transformers import TransformersBackend
-from aligners.errors import AlignmentViolation, GenerationError
+from aligners.errors import AlignmentViolation, GenerationError, ModelNotFoundError
 from aligners.inspector.request import RequestCheck, RequestInspector, default_request_inspector
 from aligners.server.common import (
     APIError,
@@ -40,7 +48,6 @@ from aligners.server.common import (
     replace_surrogates,
     sse,
 )
-from aligners.server.local import Completion, LocalGenerator
 from aligners.server.model_server import Readiness, chat_messages, generation_config, usage
 from aligners.server.policy import enforce_client_policy
 from aligners.server.schemas import ChatCompletionRequest
@@ -60,12 +67,22 @@ class Upstream(ABC):
     """The model whose answers the proxy aligns."""
 
     name = "upstream"
+    #: Whether request fields such as ``response_format`` reach the model (remote servers).
+    forwards_fields = False
 
     @abstractmethod
     async def acomplete(
-        self, messages: list[dict[str, str]], config: GenerationConfig
+        self,
+        messages: list[dict[str, str]],
+        config: GenerationConfig,
+        fields: dict[str, Any] | None = None,
     ) -> Completion:
-        """The upstream answer to a conversation."""
+        """The upstream answer to a conversation; ``fields`` are extra request fields to send
+        (only where :attr:`forwards_fields`)."""
+
+    def token_backend(self) -> TransformersBackend | None:
+        """An in-process backend whose tokenizer counts this model's tokens, if there is one."""
+        return None
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Load weights now (local upstreams)."""
@@ -84,26 +101,50 @@ class LocalUpstream(Upstream):
         self.name = f"local:{getattr(backend, 'source', model)}"
 
     async def acomplete(
-        self, messages: list[dict[str, str]], config: GenerationConfig
+        self,
+        messages: list[dict[str, str]],
+        config: GenerationConfig,
+        fields: dict[str, Any] | None = None,
     ) -> Completion:
         return await self.generator.acomplete(messages, config)
 
     def warmup(self) -> None:
         self.generator.warmup()
 
+    def token_backend(self) -> TransformersBackend | None:
+        backend = self.generator.backend
+        return backend if isinstance(backend, TransformersBackend) else None
+
 
 class RemoteUpstream(Upstream):
     """An OpenAI-compatible server (vLLM, llama.cpp, TGI, another proxy...)."""
+
+    forwards_fields = True
 
     def __init__(self, backend: OpenAIBackend) -> None:
         self.backend = backend
         self.name = f"{backend.base_url} ({backend.model})"
 
     async def acomplete(
-        self, messages: list[dict[str, str]], config: GenerationConfig
+        self,
+        messages: list[dict[str, str]],
+        config: GenerationConfig,
+        fields: dict[str, Any] | None = None,
     ) -> Completion:
-        text, finish = await self.backend.acomplete(messages, config)
-        return Completion(text, finish or "stop")
+        url, body = self.backend._payload(messages, config, stream=False)
+        body.update(fields or {})
+        raw = await self.backend.apost(url, body)
+        text, finish = self.backend._parse(url, raw)
+        used = json.loads(raw).get("usage")  # _parse has checked that it is a JSON object
+        if not isinstance(used, dict):  # servers that count nothing (or send junk) say nothing
+            used = {}
+        prompt, completion = used.get("prompt_tokens"), used.get("completion_tokens")
+        return Completion(
+            text,
+            str(finish or "stop"),
+            prompt if isinstance(prompt, int) else None,
+            completion if isinstance(completion, int) else None,
+        )
 
     async def aprobe(self) -> str | None:
         try:
@@ -360,6 +401,150 @@ class SquadBatcher:
             self._pending.pop(key, None)  # empty here: no await since the loop's last check
 
 
+#: The response header that carries a summary of the ``aligners`` record (for clients that see
+#: headers but not extra body fields, e.g. ``ChatOpenAI(include_response_headers=True)``).
+RECORD_HEADER = "X-Aligners"
+_HEADER_FIELDS = (
+    "action",
+    "passed",
+    "changed",
+    "flagged",
+    "applied",
+    "blocked",
+    "block_reason",
+    "initial_scores",
+    "final_scores",
+    "cut_at_max_tokens",
+    "json_answer",
+)
+#: The record's note when a JSON answer was flagged under a rewriting policy.
+JSON_NOT_REWRITTEN = (
+    "the answer is JSON: a flagged JSON answer is blocked, never rewritten into prose "
+    "(on_flag 'rewrite' and 'rewrite_or_block' act as 'block')"
+)
+
+
+def record_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's verdict fields, scores rounded (the texts stay in the body: headers have
+    size limits)."""
+    summary: dict[str, Any] = {k: record[k] for k in _HEADER_FIELDS if k in record}
+    for key in ("initial_scores", "final_scores"):
+        if isinstance(summary.get(key), dict):
+            summary[key] = {n: round(v, 4) for n, v in summary[key].items()}
+    check = record.get("request_check")
+    if isinstance(check, dict):
+        summary["request_check"] = {
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in check.items()
+            if k in ("score", "threshold", "allowed", "error")
+        }
+    return summary
+
+
+def header_value(summary: dict[str, Any]) -> str:
+    """A summary as an ``X-Aligners`` header value: compact ASCII JSON."""
+    return json.dumps(summary, ensure_ascii=True, separators=(",", ":"))
+
+
+def is_json_answer(text: str) -> bool:
+    """Whether ``text`` is a JSON object or array (what a rewrite must not turn into prose)."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{":
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
+
+
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer alone of ``model`` (alias, directory, ``.gguf`` or hub id): no weights."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(model)
+    converted = converted_cache_dir(source)  # a GGUF model converted once: read it from there
+    if converted is not None and (converted / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(converted)
+    extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        return AutoTokenizer.from_pretrained(source.path, **extra)
+    except OSError as exc:
+        raise ModelNotFoundError(f"could not load the tokenizer of {model!r}: {exc}") from exc
+
+
+def _tokenizer_of(
+    upstream: Upstream, squad: Squad, tokenizer: str | None = None
+) -> Callable[[], Any] | None:
+    """What loads the tokenizer that counts the returned text: ``tokenizer`` (settings), else
+    the local upstream's, else a local aligner's (None: rewrites are neither capped nor
+    counted). Nothing loads here: the tokenizer loads on the first count."""
+    if tokenizer is not None:
+        cached: list[Any] = []
+
+        def load() -> Any:
+            if not cached:
+                cached.append(load_tokenizer(tokenizer))
+            return cached[0]
+
+        return load
+    backend = upstream.token_backend()
+    if backend is None:
+        for member in squad.members:
+            if member.aligner is not None and isinstance(
+                member.aligner.backend, TransformersBackend
+            ):
+                backend = member.aligner.backend
+                break
+    if backend is None:
+        return None
+    local = backend
+    return lambda: local.load().tokenizer
+
+
+class TokenCap:
+    """Counts and caps returned text in the proxy's tokens, whole or as a stream.
+
+    The upstream's own text already honours ``max_tokens`` (it generated at most that many); a
+    rewrite is the squad's text, so it is cut here to the same limit (``finish_reason``
+    ``length``), and ``usage`` counts what was returned.
+    """
+
+    def __init__(self, tokenizer: Callable[[], Any] | None, limit: int) -> None:
+        self.tokenizer = tokenizer
+        self.limit = limit
+        self.sent = ""
+        self.cut = False
+
+    def _ids(self, text: str) -> list[int]:
+        assert self.tokenizer is not None
+        ids: list[int] = self.tokenizer()(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def count(self, text: str) -> int | None:
+        """``text``'s length in tokens (None without a tokenizer)."""
+        return None if self.tokenizer is None else len(self._ids(text))
+
+    def apply(self, text: str) -> tuple[str, bool]:
+        """``text`` cut to the limit, and whether it was cut."""
+        if self.tokenizer is None:
+            return text, False
+        ids = self._ids(text)
+        if len(ids) <= self.limit:
+            return text, False
+        decoded: str = self.tokenizer().decode(ids[: self.limit])
+        return decoded, True
+
+    def feed(self, piece: str) -> str:
+        """The part of a streamed ``piece`` that fits; nothing once the limit is reached."""
+        if self.cut:
+            return ""
+        whole, self.cut = self.apply(self.sent + piece)
+        new = whole[len(self.sent) :] if whole.startswith(self.sent) else ""
+        self.sent += new
+        return new
+
+
 def _question(messages: list[dict[str, str]]) -> str:
     """The last user message: what the squad judges the answer against."""
     for message in reversed(messages):
@@ -415,6 +600,7 @@ def create_app(
     readiness = Readiness()
     name = settings.served_model_name
     batcher = SquadBatcher(settings.max_batch_size)
+    counter = _tokenizer_of(the_upstream, the_squad, settings.tokenizer)
 
     def warmup() -> None:
         if settings.warmup:
@@ -467,6 +653,18 @@ def create_app(
             "object": "list",
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "aligners"}],
         }
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> dict[str, Any]:
+        check_api_key(request, api_key)
+        if model_id != name:
+            raise APIError(
+                404,
+                f"The model '{model_id}' does not exist; this proxy serves '{name}'",
+                param="model",
+                code="model_not_found",
+            )
+        return {"id": name, "object": "model", "created": 0, "owned_by": "aligners"}
 
     async def align(squad: Squad, question: str, answer: str) -> tuple[str, dict[str, Any]]:
         if is_blank(answer):
@@ -534,8 +732,8 @@ def create_app(
 
     def completion(
         ident: str, created: int, text: str, finish: str, record: dict[str, Any], used: Any
-    ) -> dict[str, Any]:
-        return {
+    ) -> Any:
+        body = {
             "id": ident,
             "object": "chat.completion",
             "created": created,
@@ -550,6 +748,28 @@ def create_app(
             "usage": used,
             "aligners": record,
         }
+        return JSONResponse(body, headers={RECORD_HEADER: header_value(record_summary(record))})
+
+    def streaming_header(request_record: dict[str, Any] | None) -> dict[str, Any]:
+        """The header of a token stream: the verdict is not known yet, only where it will be
+        (and the request check's, which is)."""
+        header: dict[str, Any] = {
+            "streaming": True,
+            "record": "in the last chunk's 'aligners' field",
+        }
+        if request_record is not None:
+            header.update(record_summary({"request_check": request_record}))
+        return header
+
+    def streamed(events: AsyncIterator[str], header: dict[str, Any]) -> StreamingResponse:
+        headers = {RECORD_HEADER: header_value(header)}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def prompt_tokens_of(messages: list[dict[str, str]]) -> int | None:
+        backend = the_upstream.token_backend()
+        if backend is None:
+            return None
+        return await asyncio.to_thread(backend.count_tokens, messages)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -557,6 +777,7 @@ def create_app(
         body: ChatCompletionRequest = await read_json(
             request, settings.max_request_bytes, ChatCompletionRequest
         )
+        body.reject_unknown()
         config = generation_config(body, settings, body.token_limit)
         messages = chat_messages(body)
         squad = _squad_for(the_squad, request, body)  # 400 for bad options, then the policy
@@ -567,28 +788,46 @@ def create_app(
             request_check=gate.server_policy(),
             allowed=settings.allow_client_policy,
         )
+        fields_to_send: dict[str, Any] = {}
+        if body.response_format is not None:
+            if not the_upstream.forwards_fields and body.wants_json:
+                raise APIError(
+                    400,
+                    "response_format: this proxy's local upstream cannot constrain its output "
+                    "to JSON; run the proxy with a remote upstream (--upstream) that supports it",
+                    param="response_format",
+                )
+            if the_upstream.forwards_fields:
+                fields_to_send["response_format"] = body.response_format
         question = _question(messages)
         fields = request.state.log_fields
         fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
         ident, created = new_id("chatcmpl"), int(time.time())
+        cap = TokenCap(counter, config.max_new_tokens)
         request_record, answer_it = await check_request(squad, body, question, fields)
         if not answer_it:
             assert request_record is not None
             record = turned_away(squad, request_record)
             fields.update(action="blocked", stage="request")
             text = squad.config.blocked_message
+            used = usage(await prompt_tokens_of(messages), cap.count(text))
             if body.stream:
-                return StreamingResponse(
-                    decided_events(text, CONTENT_FILTER, record, ident, created),
-                    media_type="text/event-stream",
+                return streamed(
+                    decided_events(text, CONTENT_FILTER, record, ident, created, body, used),
+                    record_summary(record),
                 )
-            return completion(ident, created, text, CONTENT_FILTER, record, None)
+            return completion(ident, created, text, CONTENT_FILTER, record, used)
         start = time.perf_counter()
         deadline = Deadline(settings.request_timeout)
         try:
-            upstream_result = await deadline.run(
-                the_upstream.acomplete(messages, config), "the upstream model"
+            # Extra fields only where there are some: Upstream subclasses written before the
+            # `fields` parameter take (messages, config).
+            call = (
+                the_upstream.acomplete(messages, config, fields_to_send)
+                if fields_to_send
+                else the_upstream.acomplete(messages, config)
             )
+            upstream_result = await deadline.run(call, "the upstream model")
         except APIError:
             raise
         except GenerationError as exc:
@@ -605,13 +844,26 @@ def create_app(
         notes = [INVALID_CHARACTERS] if replaced else []
         if replaced:
             logger.warning("upstream answer held lone surrogates; replaced with U+FFFD")
+        json_answer = body.wants_json or is_json_answer(answer)
+        if json_answer and squad.config.on_flag in ("rewrite", "rewrite_or_block"):
+            # A rewrite is prose: it would break a client that parses the answer as JSON.
+            squad = squad.with_options(on_flag="block")
         token_stream = not squad.decides_whole
         if body.stream and token_stream:
-            return StreamingResponse(
+            return streamed(
                 stream_events(
-                    squad, question, answer, upstream_result, ident, created, request_record, notes
+                    squad,
+                    question,
+                    answer,
+                    upstream_result,
+                    ident,
+                    created,
+                    body,
+                    cap,
+                    request_record,
+                    notes,
                 ),
-                media_type="text/event-stream",
+                streaming_header(request_record),
             )
         # Other policies decide on the whole answer before a byte is sent: a blocked answer must
         # never have been half shown, and a raised one is an HTTP error, not a broken stream.
@@ -620,8 +872,21 @@ def create_app(
         record["failures"] = [*record.get("failures", []), *notes]
         if request_record is not None:
             record["request_check"] = request_record
+        if json_answer:
+            record["json_answer"] = True
+            if record.get("flagged"):
+                record["notes"] = [JSON_NOT_REWRITTEN]
         finish = CONTENT_FILTER if record.get("action") == "blocked" else None
         finish = finish or upstream_result.finish_reason
+        completion_tokens = upstream_result.completion_tokens
+        if text != answer:
+            if finish != CONTENT_FILTER:
+                text, cut = cap.apply(text)
+                if cut:
+                    finish = "length"
+                    record["cut_at_max_tokens"] = config.max_new_tokens
+            completion_tokens = cap.count(text)
+        used = usage(upstream_result.prompt_tokens, completion_tokens)
         fields.update(
             align_ms=round((time.perf_counter() - start) * 1000, 2),
             applied=record.get("applied"),
@@ -630,11 +895,10 @@ def create_app(
             failures=record.get("failures") or None,
         )
         if body.stream:
-            return StreamingResponse(
-                decided_events(text, finish, record, ident, created),
-                media_type="text/event-stream",
+            return streamed(
+                decided_events(text, finish, record, ident, created, body, used),
+                record_summary(record),
             )
-        used = usage(upstream_result.prompt_tokens, upstream_result.completion_tokens)
         return completion(ident, created, text, finish, record, used)
 
     def chunk(
@@ -652,14 +916,35 @@ def create_app(
             }
         )
 
+    def usage_chunk(ident: str, created: int, used: dict[str, int] | None) -> str:
+        """``stream_options.include_usage``: the last chunk, with no choices and the usage."""
+        return sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [],
+                "usage": used,
+            }
+        )
+
     async def decided_events(
-        text: str, finish: str, record: dict[str, Any], ident: str, created: int
+        text: str,
+        finish: str,
+        record: dict[str, Any],
+        ident: str,
+        created: int,
+        body: ChatCompletionRequest,
+        used: dict[str, int] | None,
     ) -> AsyncIterator[str]:
         """A stream of an answer already decided: the text in one piece, then the record."""
         yield chunk(ident, created, {"role": "assistant", "content": ""})
         if text:
             yield chunk(ident, created, {"content": text})
         yield chunk(ident, created, {}, finish, aligners=record)
+        if body.include_usage:
+            yield usage_chunk(ident, created, used)
         yield sse("[DONE]")
 
     async def stream_events(
@@ -669,6 +954,8 @@ def create_app(
         upstream_result: Completion,
         ident: str,
         created: int,
+        body: ChatCompletionRequest,
+        cap: TokenCap,
         request_record: dict[str, Any] | None = None,
         notes: list[str] | None = None,
     ) -> AsyncIterator[str]:
@@ -677,24 +964,30 @@ def create_app(
 
         yield chunk_({"role": "assistant", "content": ""})
         record: dict[str, Any]
+        sent = ""
         if is_blank(answer):
             record = AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
             if answer:
+                sent = answer
                 yield chunk_({"content": answer})
         else:
-            emitted = False
             try:
                 stream = squad.stream(question, answer)
                 async for piece in stream:
-                    emitted = True
-                    yield chunk_({"content": piece})
+                    # A passing answer streams as one piece: the upstream's text, already
+                    # within max_tokens. Anything else is the squad's text: capped here.
+                    out = piece if not sent and piece == answer else cap.feed(piece)
+                    if out:
+                        sent += out
+                        yield chunk_({"content": out})
             except Exception as exc:  # the squad keeps aligner faults; this is anything else
                 # Headers are sent, so even under on_error="raise" the answer is the fallback.
                 logger.exception("squad failed mid-stream", extra={"fields": {"error": str(exc)}})
                 record = AlignmentResult.failed(
                     question, answer, exc, on_flag=squad.config.on_flag
                 ).to_record()
-                if not emitted:
+                if not sent:
+                    sent = answer
                     yield chunk_({"content": answer})
             else:
                 assert stream.result is not None
@@ -702,7 +995,17 @@ def create_app(
         record["failures"] = [*record.get("failures", []), *(notes or [])]
         if request_record is not None:
             record["request_check"] = request_record
-        yield chunk_({}, upstream_result.finish_reason, aligners=record)
+        finish = upstream_result.finish_reason
+        if cap.cut:
+            finish = "length"
+            record["cut_at_max_tokens"] = cap.limit
+        yield chunk_({}, finish, aligners=record)
+        if body.include_usage:
+            completion_tokens = (
+                upstream_result.completion_tokens if sent == answer else cap.count(sent)
+            )
+            used = usage(upstream_result.prompt_tokens, completion_tokens)
+            yield usage_chunk(ident, created, used)
         yield sse("[DONE]")
 
     return app

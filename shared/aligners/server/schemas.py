@@ -93,12 +93,80 @@ class AlignersOptions(BaseModel):
     )
 
 
+#: Every parameter of OpenAI's chat completions API, and ours (``aligners``). Anything else is a
+#: 400 naming it, as OpenAI answers: a misspelt ``max_token`` must not be silently ignored.
+CHAT_PARAMETERS = frozenset(
+    (
+        "messages", "model", "audio", "frequency_penalty", "function_call", "functions",
+        "logit_bias", "logprobs", "max_completion_tokens", "max_tokens", "metadata",
+        "modalities", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier",
+        "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+        "top_logprobs", "top_p", "user", "verbosity", "web_search_options", "aligners",
+    )
+)
+#: Parameters that would change the text in ways the proxy cannot honour, with the values that
+#: change nothing (sent by some clients as defaults).
+NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "audio": (None,),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "top_p": (None, 1, 1.0),
+    "top_logprobs": (None, 0),
+    "modalities": (None, ["text"]),
+}
+
+
 class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(default=None, gt=0)
+    stream_options: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
     aligners: AlignersOptions | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _format_type(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        kinds = ("text", "json_object", "json_schema")
+        if value is not None and value.get("type") not in kinds:
+            raise ValueError(f"response_format.type must be one of {', '.join(kinds)}")
+        return value
+
+    @property
+    def wants_json(self) -> bool:
+        """Whether the client asked for a JSON answer (``json_object`` or ``json_schema``)."""
+        return self.response_format is not None and self.response_format["type"] != "text"
+
+    @property
+    def include_usage(self) -> bool:
+        """``stream_options={"include_usage": true}``: a stream ends with a usage chunk."""
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def reject_unknown(self) -> None:
+        """A 400 naming the first parameter that OpenAI's API does not have or that this proxy
+        cannot honour with the value sent."""
+        for name in self.model_extra or {}:
+            if name not in CHAT_PARAMETERS:
+                raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name)
+        extra = self.model_extra or {}
+        for name, neutral in NEUTRAL_VALUES.items():
+            if name in extra and extra[name] not in neutral:
+                raise APIError(
+                    400,
+                    f"{name}={extra[name]!r} is not supported by this proxy (the aligned answer "
+                    "could not honour it); leave it out",
+                    param=name,
+                )
+        if self.stream_options is not None and not self.stream:
+            raise APIError(
+                400, "stream_options is only allowed when stream is true", param="stream_options"
+            )
 
     @property
     def token_limit(self) -> int | None:

@@ -75,6 +75,12 @@ class ProxySettings(ServerLimits):
         default="UPSTREAM_API_KEY", description="Environment variable with the upstream's key."
     )
     upstream_timeout: float = Field(default=120.0, gt=0)
+    tokenizer: str | None = Field(
+        default=None,
+        description="A model (alias, directory or hub id) whose tokenizer counts and caps the "
+        "returned text for max_tokens and usage; None: the local upstream's, else a local "
+        "aligner's (with neither, a rewrite is neither capped nor counted).",
+    )
     upstream_max_retries: int = Field(default=2, ge=0)
     local_model: str = Field(
         default="smollm2", description="The in-process upstream model when upstream_url is None."

@@ -55,6 +55,21 @@ class SquadMember:
         if not 0.0 <= value <= 1.0:  # NaN fails too
             raise ValueError(f"{field} of {self.criterion.name!r} must be in [0, 1], got {value}")
 
+    @classmethod
+    def from_rule(
+        cls, inspector: Inspector, *, block: bool = True, threshold: float = 0.5
+    ) -> SquadMember:
+        """A member without an aligner for a rule inspector (e.g. a ``PatternInspector``): a
+        match flags the answer, and with ``block=True`` blocks it on its own (at the
+        inspector's ``default_block_threshold``, 0.5 for patterns); otherwise only the
+        ``on_flag`` policy acts on the flag."""
+        if inspector.criterion is None:
+            raise ValueError("a rule member needs an inspector with a criterion")
+        block_threshold = inspector.default_block_threshold if block else None
+        if block and block_threshold is None:
+            block_threshold = threshold
+        return cls(inspector.criterion, None, inspector, threshold, block_threshold=block_threshold)
+
     @property
     def block_limit(self) -> float | None:
         """The score under which a rewritten answer is blocked under ``on_flag="rewrite"``."""

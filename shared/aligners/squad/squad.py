@@ -498,9 +498,15 @@ class Squad:
                 )
             limit = member.block_limit
             if self.config.on_flag == "rewrite" and limit is not None and score < limit:
+                # A member without an aligner (e.g. pattern rules) blocks on its own.
+                why = (
+                    "its aligner did not fix what the inspector is sure of"
+                    if member.aligner is not None
+                    else "it has no aligner, so a sure flag blocks"
+                )
                 return (
                     f"{member.name} scored {score:.2f} after rewriting, under its block "
-                    f"threshold {limit:.2f}: its aligner did not fix what the inspector is sure of"
+                    f"threshold {limit:.2f}: {why}"
                 )
         return None
 
