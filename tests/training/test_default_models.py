@@ -13,6 +13,7 @@ from aligners.squad.defaults import (
     DEFAULT_INSPECTORS_DIR,
     DEFAULT_MODELS_DIR,
     SAFETY_ALIGNER_DIR,
+    SAFETY_GATE_DIR,
 )
 
 FROZEN_HEADS = ("factuality", "helpful")
@@ -32,14 +33,19 @@ def test_frozen_head_artifacts_carry_metrics(criterion: str) -> None:
 
 
 def test_default_criteria_are_the_ones_that_met_the_targets() -> None:
-    config = json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())
-    assert config["kind"] == "cross-encoder" and config["encoder"] == "minilm"
-    for name in DEFAULT_CRITERIA:
-        assert name in config["heads"]
-        held = config["metrics"][name]["heldout"]
-        assert held["auroc"] >= 0.90, (name, held)
-        assert held["accuracy"] > held["majority_baseline_accuracy"]
-        assert held["ece"] < 0.1  # calibrated: 0.5 means what it says
+    config = json.loads((SAFETY_GATE_DIR / "inspector_config.json").read_text())
+    assert config["kind"] == "safety-gate" and config["encoder"] == "minilm"
+    assert (config["criterion"],) == DEFAULT_CRITERIA
+    metrics = config["metrics"]
+    # Held out by style family, writer and topic (docs/training.md, "The safety gate"): harder
+    # than the topic-only split the cross-encoder was measured on (it scores 0.868 here).
+    assert metrics["heldout"]["auroc"] >= 0.88, metrics["heldout"]
+    assert metrics["validation"]["flag_rate"]["good"] <= 0.02  # the threshold's rule
+    assert metrics["heldout"]["flag_rate"]["safe"] <= 0.02  # refusals are left alone
+    assert set(metrics["heldout_by_family"]) >= {"title", "code", "disclaimer-then-steps"}
+    assert "Held-out metrics" in (SAFETY_GATE_DIR / "MODEL_CARD.md").read_text()
+    cross = json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())
+    assert cross["kind"] == "cross-encoder"  # the previous gate stays loadable by folder
     assert "Held-out metrics" in (CROSS_ENCODER_DIR / "MODEL_CARD.md").read_text()
 
 
@@ -58,16 +64,15 @@ def test_safety_aligner_artifact_is_small_and_relative() -> None:
 
 
 def test_default_squad_uses_the_shipped_artifacts() -> None:
-    from aligners import CrossEncoderInspector, EncoderHeadInspector, Squad
+    from aligners import EncoderHeadInspector, SafetyGateInspector, Squad
 
     squad = Squad.default()  # lazy: nothing loads here
     assert squad.criteria == list(DEFAULT_CRITERIA)
     (member,) = squad.members
-    assert isinstance(member.inspector, CrossEncoderInspector)
-    # the gate's shipped operating point and block threshold (docs/training.md says how chosen)
-    config = json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())
-    assert member.threshold == config["thresholds"]["ethical"] == 0.8
-    assert member.block_threshold == config["block_thresholds"]["ethical"] == 0.2
+    assert isinstance(member.inspector, SafetyGateInspector)
+    # the gate's shipped operating point; what it flags and the aligner cannot fix is blocked
+    config = json.loads((SAFETY_GATE_DIR / "inspector_config.json").read_text())
+    assert member.threshold == config["threshold"] == member.block_threshold
     assert squad.decides_whole  # may block, so a stream is decided before any text goes out
     assert member.aligner.config.adapter == str((SAFETY_ALIGNER_DIR / "adapter").resolve())
     others = Squad.default(["helpful", "factuality"])
