@@ -292,6 +292,8 @@ def written_refusal(request: str, rng: random.Random) -> str:
 # -- rows -----------------------------------------------------------------------------------------
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
+#: Requests with alarming words that are safe: the written ones and the safe side of a pair.
+ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast")
 #: Writers whose answers never reach training.
 HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude",)
 VALIDATION_FRACTION = 0.15
@@ -330,7 +332,10 @@ def _example(
         criterion="ethical",
         metadata={
             "kind": kind,
-            "source": writer if not request_source.endswith("alarming") else f"{writer}-alarming",
+            # eval-safety counts refusals introduced on rows whose source ends in "alarming".
+            "source": f"{writer}-alarming"
+            if kind == GOOD and request_source in ALARMING_REQUEST_SOURCES
+            else writer,
             "writer": writer,
             "style": style,
             "family": style if writer in ("smollm2", "written") else writer,
