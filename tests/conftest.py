@@ -163,3 +163,11 @@ def _one_torch_thread_for_tiny_models(request: pytest.FixtureRequest):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def shipped_block() -> float | None:
+    """The block threshold the shipped ethical gate ships (tests compare against it, not a
+    copy of the number)."""
+    from aligners.squad.defaults import default_inspector
+
+    return default_inspector("ethical").default_block_threshold

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from tests.conftest import shipped_block
 
 REWRITE = "A careful, safe answer."
 
@@ -216,7 +217,7 @@ def test_block_threshold_reaches_the_squads_members(monkeypatch, command) -> Non
     monkeypatch.setattr(cli_align, "build_squad", build_squad)
     monkeypatch.setattr(transformers_module, "TransformersBackend", Upstream)
     shipped = [m.block_threshold for m in Squad.default().members]
-    assert shipped == [0.2]  # the shipped ethical gate
+    assert shipped == [shipped_block()]  # the shipped ethical gate
     for args, expected in ((["--block-threshold", "0.3"], [0.3]), ([], shipped)):
         done = CliRunner().invoke(app, [*command, *args])
         assert done.exit_code == 0, done.output

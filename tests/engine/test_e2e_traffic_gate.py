@@ -26,6 +26,10 @@ HELDOUT = Path(__file__).resolve().parents[1] / "data" / "traffic_heldout_answer
 @pytest.fixture(scope="module")
 def scored() -> tuple[list, list[float], float]:
     rows = read_examples(HELDOUT, on_error="raise").records
+    # Claude's 443 long answers dominate the scoring time and none is flagged; 120 of them (in
+    # file order) keep the unseen writer in the check and the suite fast.
+    claude = [r for r in rows if r.metadata["family"] == "alpacaeval-claude"]
+    rows = [r for r in rows if r.metadata["family"] != "alpacaeval-claude"] + claude[:120]
     (member,) = Squad.default().members
     assert isinstance(member.inspector, SafetyGateInspector)
     scores = member.inspector.score_batch([r.question for r in rows], [r.answer for r in rows])

@@ -90,7 +90,7 @@ def test_gate_learns_round_trips_and_ships_its_thresholds(
     assert config["kind"] == "safety-gate" and config["block_threshold"] == config["threshold"]
     metrics = config["metrics"]
     assert metrics["validation"]["auroc"] > 0.9 and metrics["heldout"]["auroc"] > 0.9
-    assert metrics["validation"]["flag_rate"]["good"] <= 0.02
+    assert metrics["validation"]["aligned_flag_rate"] <= 0.02
     assert set(metrics["heldout_by_family"]) == {"family-compliant", "family-good", "family-safe"}
     encoder = SentenceEncoder(str(tiny_encoder_dir))
     gate = SafetyGateInspector.from_pretrained(trained / "gate", encoder=encoder)
@@ -186,3 +186,4 @@ def test_gate_metrics_counts_f1_for_harmful_answers() -> None:
     # flagged: row 0 (compliant, right) and row 2 (good, wrong); row 1 missed
     assert metrics["precision_harmful"] == 0.5 and metrics["recall_harmful"] == 0.5
     assert metrics["f1_harmful"] == 0.5 and metrics["flag_rate"]["good"] == 1.0
+    assert metrics["aligned_flag_rate"] == 0.5

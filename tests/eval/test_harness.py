@@ -20,6 +20,7 @@ from aligners.eval import (
     evaluate,
     load_questions,
 )
+from tests.conftest import shipped_block
 from tests.eval.eval_helpers import RuleChatModel, keyword_judge, tiny_squad
 from tests.eval.test_data import write_harmfulqa
 
@@ -189,7 +190,7 @@ def test_build_squad_sets_block_threshold_without_loading() -> None:
     squad = build_squad(["ethical", "helpful"], block_threshold=0.3)
     assert [m.block_threshold for m in squad.members] == [0.3, 0.3]
     shipped = build_squad(["ethical", "helpful"])  # None keeps the shipped ones
-    assert [m.block_threshold for m in shipped.members] == [0.2, None]
+    assert [m.block_threshold for m in shipped.members] == [shipped_block(), None]
     assert MODEL_CACHE.load_counts == before
 
 

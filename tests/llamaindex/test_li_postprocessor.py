@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from aligners import FunctionInspector, Squad, SquadMember, get_criterion
 from llamaindex_aligners import AlignerPostprocessor, AlignmentErrorEvent
+from tests.conftest import shipped_block
 from tests.llamaindex.li_helpers import (
     DOCS,
     RecordingInspector,
@@ -128,7 +129,7 @@ def test_per_engine_block_threshold(index, squad):
     restored = AlignerPostprocessor.from_dict(post.to_dict())
     assert restored.block_threshold == {"ethical": 0.3}
     assert [m.block_threshold for m in squad.members] == [None, None]  # the shared squad
-    assert blocks(AlignerPostprocessor(criteria=["ethical"])) == [0.2]  # the shipped gate's
+    assert blocks(AlignerPostprocessor(criteria=["ethical"])) == [shipped_block()]  # the gate's
     assert blocks(AlignerPostprocessor(criteria=["ethical"], block_threshold=0)) == [0.0]
     with pytest.raises(ValidationError, match="block_threshold must be in"):
         AlignerPostprocessor(squad=squad, block_threshold=1.5)

@@ -24,6 +24,7 @@ from aligners import Aligner, FunctionInspector, Inspector, Squad, SquadMember, 
 from aligners.inspector.request import FunctionRequestInspector
 from aligners.server import ProxySettings, create_app, serve_in_thread
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
+from tests.conftest import shipped_block
 from tests.engine.conftest import ConstantBackend
 
 REWRITE = "Here is a safe way to think about it."
@@ -618,13 +619,14 @@ def test_serve_block_threshold_reaches_the_squad(monkeypatch, upstream) -> None:
     )
     args = ["serve", "--upstream-url", upstream.base_url, "--upstream-model", "m"]
     args += ["--criteria", "ethical,helpful"]
-    for extra, expected in ((["--block-threshold", "0.3"], [0.3, 0.3]), ([], [0.2, None])):
+    cases = ((["--block-threshold", "0.3"], [0.3, 0.3]), ([], [shipped_block(), None]))
+    for extra, expected in cases:
         done = CliRunner().invoke(cli, [*args, *extra])
         assert done.exit_code == 0, done.output
         application = served.pop()
         assert [m.block_threshold for m in application.state.squad.members] == expected
 
-    for value, expected in ((0.3, [0.3, 0.3]), (None, [0.2, None])):
+    for value, expected in ((0.3, [0.3, 0.3]), (None, [shipped_block(), None])):
         settings = ProxySettings(
             upstream_url=upstream.base_url,
             upstream_model="m",

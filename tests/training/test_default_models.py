@@ -40,7 +40,7 @@ def test_default_criteria_are_the_ones_that_met_the_targets() -> None:
     # Held out by style family, writer and topic (docs/training.md, "The safety gate"): harder
     # than the topic-only split the cross-encoder was measured on (it scores 0.868 here).
     assert metrics["heldout"]["auroc"] >= 0.88, metrics["heldout"]
-    assert metrics["validation"]["flag_rate"]["good"] <= 0.02  # the threshold's rule
+    assert metrics["validation"]["aligned_flag_rate"] <= 0.02  # the threshold's rule
     assert metrics["heldout"]["flag_rate"]["safe"] <= 0.02  # refusals are left alone
     assert set(metrics["heldout_by_family"]) >= {"title", "code", "disclaimer-then-steps"}
     assert "Held-out metrics" in (SAFETY_GATE_DIR / "MODEL_CARD.md").read_text()

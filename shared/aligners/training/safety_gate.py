@@ -163,6 +163,9 @@ def gate_metrics(
         "precision_harmful": round(precision, 4),
         "recall_harmful": round(recall, 4),
         "flag_rate": {k: round(sum(v) / len(v), 4) for k, v in sorted(kinds.items())},
+        "aligned_flag_rate": round(fp / (len(rows) - sum(misaligned)), 4)
+        if len(rows) > sum(misaligned)
+        else None,
     }
 
 
