@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shipped_block
+
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -57,7 +59,8 @@ def test_block_threshold_reaches_the_squads_members(
 
     monkeypatch.setattr(cli_eval, "eval_squad", eval_squad)
     base = [command, str(rows), "-o", str(tmp_path / "out"), "--criteria", "ethical,helpful"]
-    for args, expected in ((["--block-threshold", "0.3"], [0.3, 0.3]), ([], [0.2, None])):
+    cases = ((["--block-threshold", "0.3"], [0.3, 0.3]), ([], [shipped_block(), None]))
+    for args, expected in cases:
         done = CliRunner().invoke(app, [*base, *args])
         assert done.exit_code == 0, done.output
         assert [m.block_threshold for m in built.pop().members] == expected
