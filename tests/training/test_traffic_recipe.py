@@ -137,3 +137,12 @@ def test_request_rows_keep_contrast_twins_in_one_split(shared_data: Path) -> Non
     for safe, unsafe in zip(contrast[::2], contrast[1::2]):
         assert by_text[safe.text]["split"] == by_text[unsafe.text]["split"]
         assert (by_text[safe.text]["label"], by_text[unsafe.text]["label"]) == (1, 0)
+
+
+def test_styled_generation_needs_a_backend_that_renders_chat_templates(tmp_path: Path) -> None:
+    from aligners.backends.openai import OpenAIBackend
+
+    item = StyledRequest(Request("bake bread", ORDINARY, "s", "t"), STYLE_FAMILIES["sure-heres"])
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", "m")  # never called: rejected first
+    with pytest.raises(TypeError, match="renders chat templates"):
+        generate_styled_answers(backend, [item], tmp_path / "c.jsonl", progress=False)

@@ -36,7 +36,13 @@ def styled_prompt(backend: GenerationBackend, item: StyledRequest) -> tuple[str,
     """The raw prompt (chat template + forced opening) and the opening for one request."""
     messages = [{"role": "system", "content": item.style.system}] if item.style.system else []
     messages.append({"role": "user", "content": item.request.text})
-    rendered = backend.render(messages)  # type: ignore[attr-defined]
+    render = getattr(backend, "render", None)
+    if render is None:  # a forced opening needs the exact prompt text, i.e. a local chat template
+        raise TypeError(
+            f"styled answers need a local backend that renders chat templates (e.g. "
+            f"TransformersBackend), got {type(backend).__name__}"
+        )
+    rendered: str = render(messages)
     opening = item.style.opening(item.request.text)
     return rendered + opening, opening
 
