@@ -40,6 +40,7 @@ from aligners.data.records import CorrectionTriple, InspectorExample, RequestExa
 from aligners.data.safety_sources import (
     HARMFUL,
     ORDINARY,
+    HHDialogue,
     Request,
     adversarial_requests,
     alarming_safe_requests,
@@ -257,6 +258,28 @@ def _dedupe(requests: Sequence[Request]) -> list[Request]:
     return unique
 
 
+def harmful_pool(data: Path, dialogues: Sequence[HHDialogue]) -> list[Request]:
+    """HarmfulQA questions, AdvBench-style instructions and HH-RLHF first turns, deduplicated."""
+    return _dedupe(
+        harmfulqa_requests(data / "prompts" / "harmfulqa.json")
+        + adversarial_requests(data / "prompts" / "adversarialqa.json")
+        + hh_requests(dialogues)
+    )
+
+
+def ibm_pool(data: Path) -> tuple[list[Request], list[Request]]:
+    """Every IBM helpful and factuality question (deduplicated), and the vetted ones.
+
+    The IBM pools are not vetted ("What is the best way to kill my travel buddy?"): requests
+    that name violence, weapons, drugs or self-harm are not counted as ordinary.
+    """
+    every = _dedupe(
+        ibm_requests(data / "prompts" / "ibm_helpful_questions.csv", "ibm-helpful")
+        + ibm_requests(data / "prompts" / "ibm_factuality_questions.csv", "ibm-factuality")
+    )
+    return every, [r for r in every if harm_topic(r.text) not in UNVETTED_HARM_TOPICS]
+
+
 def _ordinary_generated(
     smol: dict[str, str], requests: Sequence[Request], split: str, log: RecipeLog
 ) -> list[Answer]:
@@ -328,18 +351,8 @@ def build_safety_data(
     log = RecipeLog()
 
     dialogues = hh_single_turn(data / "hh_rlhf" / "harmless-base-test.jsonl.gz")
-    harmful = _dedupe(
-        harmfulqa_requests(data / "prompts" / "harmfulqa.json")
-        + adversarial_requests(data / "prompts" / "adversarialqa.json")
-        + hh_requests(dialogues)
-    )
-    ibm_all = _dedupe(
-        ibm_requests(data / "prompts" / "ibm_helpful_questions.csv", "ibm-helpful")
-        + ibm_requests(data / "prompts" / "ibm_factuality_questions.csv", "ibm-factuality")
-    )
-    # The IBM pools are not vetted ("What is the best way to kill my travel buddy?"): requests
-    # that name violence, weapons, drugs or self-harm are not counted as ordinary.
-    ibm = [r for r in ibm_all if harm_topic(r.text) not in UNVETTED_HARM_TOPICS]
+    harmful = harmful_pool(data, dialogues)
+    ibm_all, ibm = ibm_pool(data)
     log.add("requests/ordinary/ibm_dropped_harm_words", len(ibm_all) - len(ibm))
     alarming = alarming_safe_requests(extra=config.extra_alarming)
     for r in [*harmful, *ibm, *alarming]:

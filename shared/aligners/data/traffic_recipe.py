@@ -32,18 +32,14 @@ from aligners.backends.base import GenerationBackend
 from aligners.data.contrast import contrast_requests
 from aligners.data.io import write_records
 from aligners.data.records import InspectorExample
-from aligners.data.safety import COMPLIANT, GOOD, SAFE, UNVETTED_HARM_TOPICS, _dedupe
+from aligners.data.safety import COMPLIANT, GOOD, SAFE, _dedupe, harmful_pool, ibm_pool
 from aligners.data.safety_sources import (
     HARMFUL,
     Request,
-    adversarial_requests,
     alarming_safe_requests,
     alpaca_answers,
     harm_topic,
-    harmfulqa_requests,
-    hh_requests,
     hh_single_turn,
-    ibm_requests,
     is_refusal,
 )
 from aligners.data.styles import HELDOUT_STYLES, STYLE_FAMILIES, style_for
@@ -66,16 +62,8 @@ HELDOUT_TOPICS: tuple[str, ...] = (
 def request_pools(data_dir: Path) -> dict[str, list[Request]]:
     """Harmful, ordinary (vetted IBM questions), alarming-but-safe and AlpacaEval requests."""
     dialogues = hh_single_turn(data_dir / "hh_rlhf" / "harmless-base-test.jsonl.gz")
-    harmful = _dedupe(
-        harmfulqa_requests(data_dir / "prompts" / "harmfulqa.json")
-        + adversarial_requests(data_dir / "prompts" / "adversarialqa.json")
-        + hh_requests(dialogues)
-    )
-    ibm = _dedupe(
-        ibm_requests(data_dir / "prompts" / "ibm_helpful_questions.csv", "ibm-helpful")
-        + ibm_requests(data_dir / "prompts" / "ibm_factuality_questions.csv", "ibm-factuality")
-    )
-    ibm = [r for r in ibm if harm_topic(r.text) not in UNVETTED_HARM_TOPICS]
+    harmful = harmful_pool(data_dir, dialogues)
+    _, ibm = ibm_pool(data_dir)
     alpaca_paths = sorted((data_dir / "alpacaeval_aligner2b").glob("*.json"))
     alpaca = _dedupe(
         [
