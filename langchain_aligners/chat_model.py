@@ -137,10 +137,7 @@ class ChatAlignersLocal(BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _one_token_limit(cls, data: Any) -> Any:
-        # Both names at once would make one of them silently lose.
-        if isinstance(data, dict) and "max_tokens" in data and "max_new_tokens" in data:
-            raise ValueError("pass max_tokens or max_new_tokens, not both (they are one setting)")
-        return data
+        return LocalGenerator.one_token_limit(data)
 
     @property
     def max_tokens(self) -> int:

@@ -75,10 +75,7 @@ class AlignersLLM(CustomLLM):
     @model_validator(mode="before")
     @classmethod
     def _one_token_limit(cls, data: Any) -> Any:
-        # Both names at once would make one of them silently lose.
-        if isinstance(data, dict) and "max_tokens" in data and "max_new_tokens" in data:
-            raise ValueError("pass max_tokens or max_new_tokens, not both (they are one setting)")
-        return data
+        return LocalGenerator.one_token_limit(data)
 
     def __init__(
         self, model: str = "smollm2", *, backend: GenerationBackend | None = None, **kwargs: Any
@@ -166,6 +163,17 @@ class AlignersLLM(CustomLLM):
 
     async def _arun(self, prompt: Messages, config: GenerationConfig) -> Completion:
         return await asyncio.to_thread(self._run, prompt, config)
+
+    def _stream_response(self, text: str, kind: str, value: Any) -> tuple[str, ChatResponse]:
+        """One stream event (a ``piece`` of text, or the finished :class:`Completion`) as a
+        chat response, with the text so far."""
+        if kind == "piece":
+            text += value
+            return text, ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=value
+            )
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+        return text, ChatResponse(message=message, delta="", **self._extras(value))
 
     def _extras(self, done: Completion) -> dict[str, Any]:
         """``additional_kwargs`` and ``raw`` of a finished reply."""
@@ -269,13 +277,8 @@ class AlignersLLM(CustomLLM):
         def gen() -> Generator[ChatResponse, None, None]:
             text = ""
             for kind, value in events:
-                if kind == "piece":
-                    text += value
-                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-                    yield ChatResponse(message=message, delta=value)
-                else:
-                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-                    yield ChatResponse(message=message, delta="", **self._extras(value))
+                text, response = self._stream_response(text, kind, value)
+                yield response
 
         return gen()
 
@@ -294,12 +297,7 @@ class AlignersLLM(CustomLLM):
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             text = ""
             async for kind, value in events:
-                if kind == "piece":
-                    text += value
-                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-                    yield ChatResponse(message=message, delta=value)
-                else:
-                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-                    yield ChatResponse(message=message, delta="", **self._extras(value))
+                text, response = self._stream_response(text, kind, value)
+                yield response
 
         return gen()

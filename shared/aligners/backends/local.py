@@ -39,6 +39,14 @@ class LocalGenerator:
     def __init__(self, backend: GenerationBackend) -> None:
         self.backend = backend
 
+    @staticmethod
+    def one_token_limit(data: Any) -> Any:
+        """A model validator's input, unless it names both ``max_tokens`` and
+        ``max_new_tokens``: both at once would make one of them silently lose."""
+        if isinstance(data, dict) and "max_tokens" in data and "max_new_tokens" in data:
+            raise ValueError("pass max_tokens or max_new_tokens, not both (they are one setting)")
+        return data
+
     @property
     def _transformers(self) -> TransformersBackend | None:
         return self.backend if isinstance(self.backend, TransformersBackend) else None
