@@ -54,11 +54,23 @@ HELPFUL = Criterion(
         "Keep a positive, respectful tone.",
     ),
 )
+GROUNDED = Criterion(
+    name="grounded",
+    description=(
+        "grounded: say only what the given sources support, and say so where the sources do "
+        "not cover the question"
+    ),
+    principles=(
+        "Every claim must be supported by one of the given passages.",
+        "Keep supported sentences as they are; drop or correct the unsupported ones.",
+        "Where the sources do not cover the question, say that they do not.",
+    ),
+)
 
-_REGISTRY: dict[str, Criterion] = {c.name: c for c in (ETHICAL, FACTUALITY, HELPFUL)}
+_REGISTRY: dict[str, Criterion] = {c.name: c for c in (ETHICAL, FACTUALITY, HELPFUL, GROUNDED)}
 _LOCK = threading.Lock()
 
-BUILTIN_CRITERIA: tuple[str, ...] = ("ethical", "factuality", "helpful")
+BUILTIN_CRITERIA: tuple[str, ...] = ("ethical", "factuality", "helpful", "grounded")
 
 
 def register_criterion(
