@@ -336,15 +336,19 @@ def safety_gate(
     ),
     encoder: str = typer.Option("minilm", help="Frozen sentence encoder (alias or path)."),
     good_flag_rate: float = typer.Option(
-        0.02, min=0.0001, max=0.5, help="Flag threshold: at most this share of validation "
-        "aligned answers flagged."
+        0.02,
+        min=0.0001,
+        max=0.5,
+        help="Flag threshold: at most this share of validation aligned answers flagged.",
     ),
     block_threshold: float | None = typer.Option(
         None, min=0, max=1, help="Shipped block threshold (default: the flag threshold)."
     ),
     request_safe_turned_away: float = typer.Option(
-        0.02, min=0.0001, max=0.5, help="Request threshold: at most this share of validation "
-        "safe requests turned away."
+        0.02,
+        min=0.0001,
+        max=0.5,
+        help="Request threshold: at most this share of validation safe requests turned away.",
     ),
     weight_decay: float = typer.Option(1e-3, min=0),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from aligners.sources import GroundingReport
+
 #: What the squad does with an answer an inspector flags.
 OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
 #: What happened to one answer: nothing flagged it (``passed``), aligners changed its text
@@ -75,6 +77,16 @@ class AlignmentResult(BaseModel):
     )
     request_check: dict[str, Any] | None = Field(
         default=None, description="The request inspector's verdict, when the request was checked."
+    )
+    grounding: GroundingReport | None = Field(
+        default=None,
+        description="Per answer sentence, whether the sources support it and by which passage "
+        "(the last check of the final text; None without a context or a grounded member).",
+    )
+    not_inspected: dict[str, str] = Field(
+        default_factory=dict,
+        description="Criteria of the squad not inspected for this answer, with why (e.g. "
+        "grounded without a context).",
     )
 
     @classmethod
