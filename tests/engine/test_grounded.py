@@ -4,21 +4,20 @@ The squad-level tests use a word-overlap context inspector (a sentence is suppor
 content word of it appears in one passage): the engine's contract is with any
 :class:`ContextInspector`, and a rule that a reader can check by eye makes the expected repairs
 obvious. The trained cross-encoder is exercised on a tiny random trunk here and with the shipped
-weights in the end-to-end tests.
+weights in the end-to-end tests. Both live in tests/grounding_helpers.py (the integration, proxy
+and CLI tests use them too).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from aligners import AlignmentViolation, Squad, SquadMember, get_criterion, load_inspector
 from aligners.aligner.grounded import DEFAULT_NOT_COVERED, GroundedRepair
-from aligners.inspector import ContextInspector, FunctionInspector, GroundedInspector
-from aligners.inspector.cross_encoder import CrossEncoderConfig, save_cross_encoder
+from aligners.inspector import FunctionInspector, GroundedInspector
 from aligners.sources import (
     GroundingReport,
     SentenceSupport,
@@ -26,67 +25,16 @@ from aligners.sources import (
     best_chunks,
     chunk_passages,
     claim_text,
-    claim_words,
     is_trivial,
     split_sentences,
 )
-
-PASSAGES = [
-    "The Eiffel Tower is in Paris. It was completed in 1889 for the World's Fair.",
-    "Gustave Eiffel's company designed and built the tower.",
-]
-GROUNDED_ANSWER = "Sure! The Eiffel Tower is in Paris.\nIt was completed in 1889."
-MIXED_ANSWER = (
-    "The Eiffel Tower is in Paris. It was completed in 1925 by Napoleon. "
-    "Gustave Eiffel's company built the tower. I hope this helps!"
+from tests.grounding_helpers import (
+    GROUNDED_ANSWER,
+    MIXED_ANSWER,
+    PASSAGES,
+    WordOverlapInspector,
+    grounded_squad,
 )
-
-
-class WordOverlapInspector(ContextInspector):
-    """Supported: every content word of the sentence is in one passage (a rule users could
-    write; it makes the expected verdicts readable)."""
-
-    def __init__(self) -> None:
-        super().__init__("grounded")
-        self.calls = 0
-
-    def verify(
-        self,
-        questions: Sequence[str],
-        answers: Sequence[str],
-        contexts: Sequence[tuple[str, ...]],
-        threshold: float | None = None,
-    ) -> list[GroundingReport]:
-        self.calls += 1
-        limit = 0.5 if threshold is None else threshold
-        reports = []
-        for answer, passages in zip(answers, contexts):
-            sentences = []
-            for span in split_sentences(answer):
-                if is_trivial(span.text):
-                    sentences.append(
-                        SentenceSupport(text=span.text, start=span.start, end=span.end,
-                                        trivial=True)
-                    )
-                    continue
-                words = set(claim_words(span.text))
-                shares = [len(words & set(claim_words(p))) / len(words) for p in passages]
-                best = max(range(len(passages)), key=shares.__getitem__)
-                score = 1.0 if shares[best] == 1.0 else 0.1
-                sentences.append(
-                    SentenceSupport(text=span.text, start=span.start, end=span.end, score=score,
-                                    supported=score >= limit, passage=best)
-                )
-            scored = [s.score for s in sentences if s.score is not None]
-            reports.append(GroundingReport(score=min(scored, default=1.0), threshold=limit,
-                                           passages=len(passages), sentences=sentences))
-        return reports
-
-
-def grounded_squad(**options: object) -> Squad:
-    member = SquadMember(get_criterion("grounded"), GroundedRepair(), WordOverlapInspector(), 0.5)
-    return Squad([member], **options)  # type: ignore[arg-type]
-
 
 # -- reading the text --------------------------------------------------------------------------
 
@@ -283,25 +231,6 @@ def test_sync_async_and_stream_agree_with_sources() -> None:
 
 
 # -- the trained inspector on a tiny random trunk ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_grounded_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoModel
-
-    torch.manual_seed(0)
-    config = CrossEncoderConfig(
-        encoder=str(tiny_encoder_dir), trained_layers=1, max_length=64, heads=["grounded"],
-        thresholds={"grounded": 0.5},
-    )
-    model = AutoModel.from_pretrained(tiny_encoder_dir)
-    head = torch.nn.Linear(int(model.config.hidden_size), 1)
-    directory = tmp_path_factory.mktemp("grounded")
-    save_cross_encoder(directory, config, model, {"grounded": head})
-    values = config.model_dump() | {"grounding": {"chunk_words": 8, "top_passages": 2}}
-    (directory / "inspector_config.json").write_text(__import__("json").dumps(values))
-    return directory
 
 
 def test_grounded_inspector_reports_every_sentence(tiny_grounded_dir: Path) -> None:
