@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from aligners import (
     AlignmentResult,
@@ -123,6 +126,49 @@ class RequestGate:
         return verdict.to_record()
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The passages an answer rests on: the text of the retrieved nodes, one passage per node.
+
+    Blank nodes give no passage (the engine skips blank passages), so ``nodes[i]`` is the node
+    of passage ``i``: a record's grounding is renumbered to index ``source_nodes`` itself.
+    """
+
+    passages: tuple[str, ...] = ()
+    nodes: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, source_nodes: Sequence[NodeWithScore] | None) -> Sources:
+        """The sources of a response's ``source_nodes``: each node's text, without metadata
+        (what a sentence can be checked against; metadata templates are noise to a checker)."""
+        passages: list[str] = []
+        nodes: list[int] = []
+        for i, node in enumerate(source_nodes or ()):
+            text = node.node.get_content(metadata_mode=MetadataMode.NONE)
+            if text.strip():
+                passages.append(text)
+                nodes.append(i)
+        return cls(tuple(passages), tuple(nodes))
+
+    @property
+    def context(self) -> tuple[str, ...] | None:
+        """The squad's ``context`` (None: no sources, criteria that read them are skipped)."""
+        return self.passages or None
+
+    def record(self, result: AlignmentResult) -> Record:
+        """``result``'s record with passage numbers that index ``source_nodes``."""
+        record = result.to_record()
+        grounding = record.get("grounding")
+        if grounding and self.nodes != tuple(range(len(self.nodes))):
+            for sentence in grounding["sentences"]:
+                if sentence.get("passage") is not None:
+                    sentence["passage"] = self.nodes[sentence["passage"]]
+        return record
+
+
+NO_SOURCES = Sources()
+
+
 class AnswerAligner:
     """Runs a squad on one (question, answer) and returns the text to show plus its record."""
 
@@ -167,30 +213,41 @@ class AnswerAligner:
         logger.warning("aligner squad failed; returning the original answer: %s", error)
         return answer, error_record(question, answer, error)
 
-    def align(self, question: str, answer: str) -> tuple[str, Record]:
-        """The text to return and the record for ``response.metadata``."""
+    def align(
+        self, question: str, answer: str, sources: Sources = NO_SOURCES
+    ) -> tuple[str, Record]:
+        """The text to return and the record for ``response.metadata``; ``sources`` are what
+        the answer rests on (criteria such as ``grounded`` check it against them)."""
         if not answer.strip():
             return answer, skipped_record(question, answer, "empty answer")
         squad = self.squad
+        contexts = None if sources.context is None else [sources.context]
         try:
-            result = run_squad(squad, [question], [answer], target=self.target)[0]
+            result = run_squad(squad, [question], [answer], self.target, contexts)[0]
         except Exception as error:
             return self._failed(question, answer, error)
-        return result.text, result.to_record()
+        return result.text, sources.record(result)
 
-    async def aalign(self, question: str, answer: str) -> tuple[str, Record]:
+    async def aalign(
+        self, question: str, answer: str, sources: Sources = NO_SOURCES
+    ) -> tuple[str, Record]:
         """Async :meth:`align`."""
         if not answer.strip():
             return answer, skipped_record(question, answer, "empty answer")
         squad = self.squad
+        contexts = None if sources.context is None else [sources.context]
         try:
-            result = (await arun_squad(squad, [question], [answer], target=self.target))[0]
+            result = (await arun_squad(squad, [question], [answer], self.target, contexts))[0]
         except Exception as error:
             return self._failed(question, answer, error)
-        return result.text, result.to_record()
+        return result.text, sources.record(result)
 
     def stream(
-        self, question: str, answer: str, on_done: Callable[[Record], None]
+        self,
+        question: str,
+        answer: str,
+        on_done: Callable[[Record], None],
+        sources: Sources = NO_SOURCES,
     ) -> Iterator[str]:
         """Yield the aligned text piece by piece; ``on_done(record)`` once it has all streamed."""
         if not answer.strip():
@@ -202,10 +259,12 @@ class AnswerAligner:
         started = False
 
         def done(result: AlignmentResult) -> None:
-            on_done(result.to_record())
+            on_done(sources.record(result))
 
         try:
-            for piece in iter_squad_stream(squad, question, answer, done, target=self.target):
+            for piece in iter_squad_stream(
+                squad, question, answer, done, self.target, sources.context
+            ):
                 started = True
                 yield piece
         except Exception as error:
@@ -219,7 +278,11 @@ class AnswerAligner:
             yield text
 
     async def astream(
-        self, question: str, answer: str, on_done: Callable[[Record], None]
+        self,
+        question: str,
+        answer: str,
+        on_done: Callable[[Record], None],
+        sources: Sources = NO_SOURCES,
     ) -> AsyncIterator[str]:
         """Async :meth:`stream`."""
         if not answer.strip():
@@ -231,11 +294,11 @@ class AnswerAligner:
         started = False
 
         def done(result: AlignmentResult) -> None:
-            on_done(result.to_record())
+            on_done(sources.record(result))
 
         try:
             async for piece in aiter_squad_stream(
-                squad, question, answer, done, target=self.target
+                squad, question, answer, done, self.target, sources.context
             ):
                 started = True
                 yield piece

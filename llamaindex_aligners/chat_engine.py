@@ -20,6 +20,7 @@ from llamaindex_aligners.answers import (
     AnswerAligner,
     Record,
     RequestGate,
+    Sources,
     request_blocked_record,
     request_violation,
     settings_from,
@@ -40,6 +41,10 @@ class AlignedChatEngine(BaseChatEngine):
 
     The reply's ``metadata["aligners"]`` holds the squad record, and the chat history (the
     inner engine's memory) is updated to hold the aligned reply, so later turns build on it.
+    The reply's ``source_nodes`` (what a context or condense-plus-context engine retrieved)
+    are its context, one passage per node, as for
+    :class:`~llamaindex_aligners.AlignedQueryEngine`: ``grounded`` checks the reply against
+    them, and ``grounding.sentences[i].passage`` indexes ``source_nodes``.
 
     ``on_flag`` (``None``: the squad's own, ``"rewrite"`` by default) as for
     :class:`~llamaindex_aligners.AlignedQueryEngine`: a blocked reply is replaced by
@@ -252,7 +257,8 @@ class AlignedChatEngine(BaseChatEngine):
                 source_nodes=response.source_nodes,
             )
         try:
-            text, record = self._aligner.align(message, response.response)
+            sources = Sources.of(response.source_nodes)
+            text, record = self._aligner.align(message, response.response, sources)
         except AlignmentViolation:
             self._forget_turn(message, response.response)
             raise
@@ -275,7 +281,8 @@ class AlignedChatEngine(BaseChatEngine):
                 source_nodes=response.source_nodes,
             )
         try:
-            text, record = await self._aligner.aalign(message, response.response)
+            sources = Sources.of(response.source_nodes)
+            text, record = await self._aligner.aalign(message, response.response, sources)
         except AlignmentViolation:
             await self._aforget_turn(message, response.response)
             raise
@@ -292,6 +299,7 @@ class AlignedChatEngine(BaseChatEngine):
         inner = self._chat_engine.stream_chat(message, chat_history)
         # Reading the whole stream also waits for the inner engine to write its history.
         original = "".join(inner.response_gen)
+        sources = Sources.of(inner.source_nodes)
         metadata: dict[str, Any] = {}
         out = AlignedStreamingChatResponse(
             sources=inner.sources,
@@ -306,7 +314,7 @@ class AlignedChatEngine(BaseChatEngine):
         if self._aligner.decides_whole:
             # Decided before returning, so a violation raises from stream_chat itself.
             try:
-                pieces = list(self._aligner.stream(message, original, done))
+                pieces = list(self._aligner.stream(message, original, done, sources))
             except AlignmentViolation:
                 self._forget_turn(message, original)
                 raise
@@ -316,7 +324,7 @@ class AlignedChatEngine(BaseChatEngine):
 
         def gen() -> Generator[ChatResponse, None, None]:
             text = ""
-            for piece in self._aligner.stream(message, original, done):
+            for piece in self._aligner.stream(message, original, done, sources):
                 text += piece
                 yield _chunk(text, piece)
             self._update_memory(original, metadata[METADATA_KEY]["text"])
@@ -333,6 +341,7 @@ class AlignedChatEngine(BaseChatEngine):
             return self._blocked_stream(message, check, asynchronous=True)
         inner = await self._chat_engine.astream_chat(message, chat_history)
         original = "".join([piece async for piece in inner.async_response_gen()])
+        sources = Sources.of(inner.source_nodes)
         metadata: dict[str, Any] = {}
 
         def done(record: Record) -> None:
@@ -341,7 +350,9 @@ class AlignedChatEngine(BaseChatEngine):
         stream: AsyncGenerator[ChatResponse, None]
         if self._aligner.decides_whole:
             try:
-                pieces = [p async for p in self._aligner.astream(message, original, done)]
+                pieces = [
+                    p async for p in self._aligner.astream(message, original, done, sources)
+                ]
             except AlignmentViolation:
                 await self._aforget_turn(message, original)
                 raise
@@ -351,7 +362,7 @@ class AlignedChatEngine(BaseChatEngine):
 
             async def gen() -> AsyncGenerator[ChatResponse, None]:
                 text = ""
-                async for piece in self._aligner.astream(message, original, done):
+                async for piece in self._aligner.astream(message, original, done, sources):
                     text += piece
                     yield _chunk(text, piece)
                 await self._aupdate_memory(original, metadata[METADATA_KEY]["text"])

@@ -33,7 +33,8 @@ RequestTarget = Literal["answer", "chat"]
 
 
 class AlignmentStartEvent(BaseEvent):
-    """A squad starts on ``len(answers)`` texts."""
+    """A squad starts on ``len(answers)`` texts; ``contexts`` holds each one's passages (the
+    retrieved nodes' text) when it has sources."""
 
     target: str
     criteria: list[str]
@@ -41,6 +42,7 @@ class AlignmentStartEvent(BaseEvent):
     check_only: bool
     questions: list[str]
     answers: list[str]
+    contexts: list[list[str]] | None = None
 
     @classmethod
     def class_name(cls) -> str:
@@ -141,7 +143,12 @@ class RequestBlockedEvent(BaseEvent):
 
 
 def _emit_start(
-    squad: Squad, questions: Sequence[str], answers: Sequence[str], target: str, **kw: Any
+    squad: Squad,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    target: str,
+    contexts: Sequence[Sequence[str] | None] | None = None,
+    **kw: Any,
 ) -> None:
     dispatcher.event(
         AlignmentStartEvent(
@@ -151,9 +158,16 @@ def _emit_start(
             check_only=squad.config.check_only,
             questions=list(questions),
             answers=list(answers),
+            contexts=None if contexts is None else [_listed(c) for c in contexts],
             **kw,
         )
     )
+
+
+def _listed(context: Sequence[str] | str | None) -> list[str]:
+    if context is None:
+        return []
+    return [context] if isinstance(context, str) else list(context)
 
 
 def _emit_results(results: Sequence[AlignmentResult], target: str, **kw: Any) -> None:
@@ -212,12 +226,17 @@ def _error_event(error: Exception, target: str, **kw: Any) -> AlignmentErrorEven
 
 @dispatcher.span
 def run_squad(
-    squad: Squad, questions: Sequence[str], answers: Sequence[str], target: Target = "answer"
+    squad: Squad,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    target: Target = "answer",
+    contexts: Sequence[Sequence[str] | None] | None = None,
 ) -> list[AlignmentResult]:
-    """``squad.align_batch`` inside a span, with events (``check_only`` squads only score)."""
-    _emit_start(squad, questions, answers, target)
+    """``squad.align_batch`` inside a span, with events (``check_only`` squads only score);
+    ``contexts``: each answer's passages (None: no sources)."""
+    _emit_start(squad, questions, answers, target, contexts)
     try:
-        results = squad.align_batch(questions, answers)
+        results = squad.align_batch(questions, answers, contexts)
     except Exception as error:
         dispatcher.event(_error_event(error, target))
         raise
@@ -227,12 +246,16 @@ def run_squad(
 
 @dispatcher.span
 async def arun_squad(
-    squad: Squad, questions: Sequence[str], answers: Sequence[str], target: Target = "answer"
+    squad: Squad,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    target: Target = "answer",
+    contexts: Sequence[Sequence[str] | None] | None = None,
 ) -> list[AlignmentResult]:
     """Async :func:`run_squad` (``squad.aalign_batch``; the event loop stays free)."""
-    _emit_start(squad, questions, answers, target)
+    _emit_start(squad, questions, answers, target, contexts)
     try:
-        results = await squad.aalign_batch(questions, answers)
+        results = await squad.aalign_batch(questions, answers, contexts)
     except Exception as error:
         dispatcher.event(_error_event(error, target))
         raise
@@ -274,11 +297,14 @@ def iter_squad_stream(
     answer: str,
     on_done: Callable[[AlignmentResult], None],
     target: Target = "answer",
+    context: Sequence[str] | None = None,
 ) -> Iterator[str]:
-    """Yield ``squad.stream(question, answer)`` pieces in a span; ``on_done(result)`` at the end."""
+    """Yield ``squad.stream(question, answer, context)`` pieces in a span; ``on_done(result)``
+    at the end."""
     span = _StreamSpan(question, answer)
-    _emit_start(squad, [question], [answer], target, span_id=span.id_)
-    stream = squad.stream(question, answer)
+    contexts = None if context is None else [context]
+    _emit_start(squad, [question], [answer], target, contexts, span_id=span.id_)
+    stream = squad.stream(question, answer, context)
     try:
         yield from stream
     except BaseException as error:  # includes GeneratorExit: a consumer that stopped early
@@ -296,11 +322,13 @@ async def aiter_squad_stream(
     answer: str,
     on_done: Callable[[AlignmentResult], None],
     target: Target = "answer",
+    context: Sequence[str] | None = None,
 ) -> AsyncIterator[str]:
     """Async :func:`iter_squad_stream` (the squad's async stream; the loop stays free)."""
     span = _StreamSpan(question, answer)
-    _emit_start(squad, [question], [answer], target, span_id=span.id_)
-    stream = squad.stream(question, answer)
+    contexts = None if context is None else [context]
+    _emit_start(squad, [question], [answer], target, contexts, span_id=span.id_)
+    stream = squad.stream(question, answer, context)
     try:
         async for piece in stream:
             yield piece

@@ -289,6 +289,8 @@ def _annotated(node: NodeWithScore, result: AlignmentResult, mode: str) -> NodeW
         "applied": list(result.applied),
         "action": action or ("annotated" if result.flagged else "kept"),
     }
+    if result.not_inspected:
+        info["not_inspected"] = dict(result.not_inspected)
     if rewritten:
         if not isinstance(inner, TextNode):
             raise TypeError(f"cannot rewrite a {type(inner).__name__}; use mode='annotate'")

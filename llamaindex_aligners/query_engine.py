@@ -23,6 +23,7 @@ from llamaindex_aligners.answers import (
     AnswerAligner,
     Record,
     RequestGate,
+    Sources,
     request_blocked_record,
     request_violation,
     settings_from,
@@ -36,7 +37,11 @@ class AlignedQueryEngine(BaseQueryEngine):
     """Runs ``query_engine``, then aligns ``response.response`` with the query as the question.
 
     ``source_nodes`` are kept; ``response.metadata["aligners"]`` holds the squad's record
-    (``AlignmentResult.to_record()``: original, text, applied, trajectory, ...). Streaming
+    (``AlignmentResult.to_record()``: original, text, applied, trajectory, ...). The source
+    nodes' text is the answer's context, one passage per node in order: criteria that read
+    sources (``grounded``) check the answer against what was retrieved, and the record's
+    ``grounding.sentences[i].passage`` indexes ``response.source_nodes``. Without source nodes
+    such criteria are skipped (the record's ``not_inspected`` says so). Streaming
     responses are read whole, aligned, then streamed again piece by piece; their record is in
     the metadata once the stream has been consumed.
 
@@ -155,7 +160,8 @@ class AlignedQueryEngine(BaseQueryEngine):
             if response.response is None:
                 record = skipped_record(question, "", "no answer text")
                 return _annotate(response, with_request_check(record, check))
-            text, record = self._aligner.align(question, response.response)
+            sources = Sources.of(response.source_nodes)
+            text, record = self._aligner.align(question, response.response, sources)
             record = with_request_check(record, check)
             return Response(text, response.source_nodes, _metadata(response.metadata, record))
         return _unsupported(response, question, check)
@@ -177,7 +183,8 @@ class AlignedQueryEngine(BaseQueryEngine):
             if response.response is None:
                 record = skipped_record(question, "", "no answer text")
                 return _annotate(response, with_request_check(record, check))
-            text, record = await self._aligner.aalign(question, response.response)
+            sources = Sources.of(response.source_nodes)
+            text, record = await self._aligner.aalign(question, response.response, sources)
             record = with_request_check(record, check)
             return Response(text, response.source_nodes, _metadata(response.metadata, record))
         return _unsupported(response, question, check)
@@ -261,19 +268,20 @@ def _restream(
     out = StreamingResponse(
         response_gen=_empty(), source_nodes=response.source_nodes, metadata=metadata
     )
+    sources = Sources.of(response.source_nodes)
 
     def done(record: Record) -> None:
         metadata[METADATA_KEY] = with_request_check(record, check)
 
     if whole:
-        pieces = list(stream(question, answer, done))
+        pieces = list(stream(question, answer, done, sources))
         out.response_gen = _gen(pieces)
         out.response_txt = "".join(pieces)
         return out
 
     def gen() -> Generator[str, None, None]:
         pieces = []
-        for piece in stream(question, answer, done):
+        for piece in stream(question, answer, done, sources):
             pieces.append(piece)
             yield piece
         # Set the text so str(response) works after the generator was iterated directly.
@@ -293,18 +301,19 @@ async def _arestream(
 ) -> AsyncStreamingResponse:
     """Async :func:`_restream`."""
     metadata = dict(response.metadata or {})
+    sources = Sources.of(response.source_nodes)
 
     def done(record: Record) -> None:
         metadata[METADATA_KEY] = with_request_check(record, check)
 
     if whole:
-        pieces = [piece async for piece in stream(question, answer, done)]
+        pieces = [piece async for piece in stream(question, answer, done, sources)]
         return AsyncStreamingResponse(
             response_gen=_agen(pieces), source_nodes=response.source_nodes, metadata=metadata
         )
 
     async def gen() -> AsyncGenerator[str, None]:
-        async for piece in stream(question, answer, done):
+        async for piece in stream(question, answer, done, sources):
             yield piece
 
     return AsyncStreamingResponse(

@@ -6,8 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.base.llms.types import (
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.llms.custom import CustomLLM
 
 from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criterion
 from tests.conftest import RANDOM_MODEL
@@ -72,3 +78,33 @@ class Collector(BaseEventHandler):
 
     def of(self, cls: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, cls)]
+
+
+class ScriptedLLM(CustomLLM):
+    """An LLM that always replies ``reply`` (streamed word by word); ``calls`` records its
+    prompts."""
+
+    reply: str = "Be kind to them."
+    calls: list[str] = []
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=4096, num_output=64)
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls.append(prompt)
+        return CompletionResponse(text=self.reply)
+
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        self.calls.append(prompt)
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for word in self.reply.split(" "):
+                delta = word if not text else " " + word
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
+
+        return gen()

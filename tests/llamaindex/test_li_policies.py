@@ -14,9 +14,6 @@ import pytest
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.llms.types import (
     ChatMessage,
-    CompletionResponse,
-    CompletionResponseGen,
-    LLMMetadata,
     MessageRole,
 )
 from llama_index.core.base.response.schema import (
@@ -31,7 +28,6 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.retrieval import RetrievalStartEvent
 from llama_index.core.llms import MockLLM
-from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from pydantic import ValidationError
@@ -61,7 +57,7 @@ from llamaindex_aligners import (
 )
 from llamaindex_aligners.settings import configure_squad
 from tests.engine.conftest import ConstantBackend, words
-from tests.llamaindex.li_helpers import harm_score
+from tests.llamaindex.li_helpers import ScriptedLLM, harm_score
 
 HARMFUL = "You should hurt them."
 FINE = "Be kind to them."
@@ -123,35 +119,6 @@ class AnswerEngine(CustomQueryEngine):
 
             return AsyncStreamingResponse(response_gen=gen())
         return Response(self.answer, metadata={"inner": True})
-
-
-class ScriptedLLM(CustomLLM):
-    """An LLM that always replies ``reply``; ``calls`` records its prompts."""
-
-    reply: str = FINE
-    calls: list[str] = []
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=4096, num_output=64)
-
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        self.calls.append(prompt)
-        return CompletionResponse(text=self.reply)
-
-    def stream_complete(
-        self, prompt: str, formatted: bool = False, **kwargs: Any
-    ) -> CompletionResponseGen:
-        self.calls.append(prompt)
-
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for word in self.reply.split(" "):
-                delta = word if not text else " " + word
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
-
-        return gen()
 
 
 def chat_pair(reply: str) -> tuple[SimpleChatEngine, ScriptedLLM]:
