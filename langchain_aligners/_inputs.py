@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+from langchain_core.documents import Document
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -17,7 +18,7 @@ from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables.utils import AddableDict
 
-from aligners import AlignmentResult
+from aligners import AlignmentResult, as_passages
 
 #: Key of the squad's record in ``AIMessage.response_metadata``.
 METADATA_KEY = "aligners"
@@ -77,6 +78,55 @@ def _last_human(messages: Any) -> str:
         if isinstance(message, HumanMessage):
             return message_text(message)
     return ""
+
+
+class Sources(NamedTuple):
+    """An answer's passages, and the index in the given list of each (blank items give no
+    passage, so a record's passage numbers are mapped back through ``positions``)."""
+
+    passages: tuple[str, ...]
+    positions: tuple[int, ...]
+
+    def renumber(self, result: AlignmentResult) -> AlignmentResult:
+        """``result`` with its grounding's passage numbers indexing the given list."""
+        if result.grounding is None or self.positions == tuple(range(len(self.positions))):
+            return result
+        for sentence in result.grounding.sentences:
+            if sentence.passage is not None:
+                sentence.passage = self.positions[sentence.passage]
+        return result
+
+
+def context_passages(context: Any, key: str = "context") -> Sources | None:
+    """An answer's sources as passages: a str is one, a list holds one per item (a str or a
+    ``Document``, whose ``page_content`` is the passage); None gives None.
+
+    Raises:
+        TypeError: an item is neither (named by its index under ``key``).
+    """
+    if context is None:
+        return None
+    if isinstance(context, Document):
+        context = [context]
+    if isinstance(context, str):
+        passages = as_passages(context, key)
+        return Sources(passages, tuple(range(len(passages))))
+    if isinstance(context, (list, tuple)):
+        context = [c.page_content if isinstance(c, Document) else c for c in context]
+        passages = as_passages(context, key)  # checks every item, drops blank ones
+        positions = tuple(i for i, c in enumerate(context) if c.strip())
+        return Sources(passages, positions)
+    raise TypeError(
+        f"{key} must be a str, a list of str or a list of Documents, got {type(context).__name__}"
+    )
+
+
+def join_documents(docs: Any) -> str:
+    """The retrieved documents as one prompt text (the usual ``format_docs``): their
+    ``page_content`` separated by blank lines."""
+    if isinstance(docs, str):
+        return docs
+    return "\n\n".join(d.page_content if isinstance(d, Document) else str(d) for d in docs)
 
 
 def has_tool_calls(message: Any) -> bool:

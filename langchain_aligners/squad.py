@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from langchain_core.callbacks.manager import (
@@ -12,6 +12,7 @@ from langchain_core.callbacks.manager import (
     adispatch_custom_event,
     dispatch_custom_event,
 )
+from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
@@ -21,6 +22,7 @@ from langchain_core.runnables import (
     RunnableConfig,
     RunnableLambda,
     RunnableParallel,
+    RunnablePassthrough,
     RunnableSerializable,
 )
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -40,9 +42,12 @@ from aligners import (
 )
 from langchain_aligners._inputs import (
     METADATA_KEY,
+    Sources,
     agather,
     answer_text,
+    context_passages,
     gather,
+    join_documents,
     question_from_input,
     record_of,
     record_passed,
@@ -54,13 +59,15 @@ from langchain_aligners._inputs import (
 
 
 class Pair(NamedTuple):
-    """One parsed input: the question, the answer's text, the answer object, and a record
-    already decided without the squad (tool calls only; an invalid answer handed back)."""
+    """One parsed input: the question, the answer's text, the answer object, a record
+    already decided without the squad (tool calls only; an invalid answer handed back), and the
+    answer's sources (None: none given)."""
 
     question: str
     text: str
     answer: Any
     preset: AlignmentResult | None = None
+    context: Sources | None = None
 
 
 #: Custom event with the inspector scores of one answer (``astream_events`` name).
@@ -113,11 +120,15 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     Pipes like any output parser: ``prompt | llm | AlignerSquad()``. Input a str (output a str),
     a chat message (output a copy with the aligned content and the record in
-    ``response_metadata["aligners"]``) or a dict ``{"question": ..., "answer": ...}``.
+    ``response_metadata["aligners"]``) or a dict ``{"question": ..., "answer": ..., "context":
+    ...}``; ``context`` (optional) is the answer's sources: a str, a list of str or a list of
+    ``Document`` (one passage each, in order, so the record's ``grounding.sentences[i].passage``
+    indexes that list). :meth:`grounded_chain` builds the retrieval chain that feeds it.
 
     Example:
         >>> squad = AlignerSquad(criteria=["ethical"], threshold=0.6)  # loads nothing yet
         >>> chain = prompt | llm | squad  # doctest: +SKIP
+        >>> rag = squad.grounded_chain(retriever, prompt | llm)  # doctest: +SKIP
     """
 
     # extra='forbid': a misspelt option (thresold=0.2) fails here instead of being ignored.
@@ -146,6 +157,14 @@ class AlignerSquad(BaseOutputParser[Any]):
     check_only: bool = Field(default=False, description="Score only; never rewrite.")
     question_key: str = Field(default="question", description="Question key of dict inputs.")
     answer_key: str = Field(default="answer", description="Answer key of dict inputs.")
+    context_key: str = Field(
+        default="context",
+        description=(
+            "Key of the answer's sources in dict inputs: a str, a list of str or a list of "
+            "Documents (one passage each, in order); criteria that read sources (grounded) "
+            "check the answer against them."
+        ),
+    )
     model: str | None = Field(
         default=None, description="Aligner model (alias, directory, .gguf); None: engine default."
     )
@@ -271,9 +290,14 @@ class AlignerSquad(BaseOutputParser[Any]):
         """The record of an answer the squad could not process (``on_error="return_original"``)."""
         return AlignmentResult.failed(question, answer, error, check_only=self.check_only)
 
-    def _align_batch(self, questions: list[str], answers: list[str]) -> list[AlignmentResult]:
+    def _align_batch(
+        self,
+        questions: list[str],
+        answers: list[str],
+        contexts: list[tuple[str, ...] | None] | None = None,
+    ) -> list[AlignmentResult]:
         try:
-            return self.engine.align_batch(questions, answers)
+            return self.engine.align_batch(questions, answers, contexts)
         except AlignmentViolation:
             raise  # the policy the user chose, not a failure to fail open on
         except Exception as error:
@@ -282,10 +306,13 @@ class AlignerSquad(BaseOutputParser[Any]):
             return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
 
     async def _aalign_batch(
-        self, questions: list[str], answers: list[str]
+        self,
+        questions: list[str],
+        answers: list[str],
+        contexts: list[tuple[str, ...] | None] | None = None,
     ) -> list[AlignmentResult]:
         try:
-            return await self.engine.aalign_batch(questions, answers)
+            return await self.engine.aalign_batch(questions, answers, contexts)
         except AlignmentViolation:
             raise
         except Exception as error:
@@ -317,6 +344,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     def _parse(self, value: Any) -> Pair:
         question: Any = ""
         answer = value
+        context: Sources | None = None
         if isinstance(value, Mapping):
             if self.answer_key not in value:
                 raise ValueError(
@@ -326,12 +354,13 @@ class AlignerSquad(BaseOutputParser[Any]):
             answer = value[self.answer_key]
             if value.get(self.question_key) is not None:
                 question = question_from_input(value[self.question_key], self.question_key)
+            context = context_passages(value.get(self.context_key), self.context_key)
         text = answer_text(answer)
         if tool_calls_only(answer, text):
             skipped = AlignmentResult.skipped(question, text, "tool calls only: no text to inspect")
             return Pair(question, text, answer, skipped)
         validate_pair(question, text)
-        return Pair(question, text, answer)
+        return Pair(question, text, answer, None, context)
 
     def _fallback(self, value: Any) -> tuple[str, str, Any] | None:
         """What an invalid input still holds: its answer (a str or a message), if any."""
@@ -346,9 +375,13 @@ class AlignerSquad(BaseOutputParser[Any]):
         results: list[AlignmentResult | None] = [p.preset for p in pairs]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            aligned = self._align_batch([pairs[i][0] for i in todo], [pairs[i][1] for i in todo])
+            aligned = self._align_batch(
+                [pairs[i].question for i in todo],
+                [pairs[i].text for i in todo],
+                _contexts([pairs[i] for i in todo]),
+            )
             for i, result in zip(todo, aligned, strict=True):
-                results[i] = result
+                results[i] = _renumbered(pairs[i], result)
         return [r for r in results if r is not None]
 
     async def _aalign_pairs(self, pairs: Sequence[Pair]) -> list[AlignmentResult]:
@@ -356,10 +389,12 @@ class AlignerSquad(BaseOutputParser[Any]):
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             aligned = await self._aalign_batch(
-                [pairs[i][0] for i in todo], [pairs[i][1] for i in todo]
+                [pairs[i].question for i in todo],
+                [pairs[i].text for i in todo],
+                _contexts([pairs[i] for i in todo]),
             )
             for i, result in zip(todo, aligned, strict=True):
-                results[i] = result
+                results[i] = _renumbered(pairs[i], result)
         return [r for r in results if r is not None]
 
     def _output(self, answer: Any, result: AlignmentResult) -> Any:
@@ -426,7 +461,7 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     @property
     def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        """A str, a message, or a dict holding the answer (and the question)."""
+        """A str, a message, or a dict holding the answer (and the question, the context)."""
         return str | AnyMessage | dict[str, Any]
 
     def get_format_instructions(self) -> str:
@@ -580,7 +615,8 @@ class AlignerSquad(BaseOutputParser[Any]):
         config: RunnableConfig,
     ) -> Iterator[Any]:
         # An aligner rewrites the whole answer, so the upstream stream is gathered first.
-        question, answer, original, preset = self._pair(gather(chunks))
+        pair = self._pair(gather(chunks))
+        question, answer, original, preset, context = pair
         mode = self._stream_mode(original)
         template = original if isinstance(original, BaseMessage) else None
         if preset is not None:  # tool calls only, or an answer handed back as it was
@@ -591,7 +627,10 @@ class AlignerSquad(BaseOutputParser[Any]):
             return
         streamed = False
         try:
-            squad_stream = self.engine.stream(question, answer)  # building it may fail too
+            # Building the stream may fail too.
+            squad_stream = self.engine.stream(
+                question, answer, None if context is None else context.passages
+            )
             for piece in squad_stream:
                 streamed = True
                 if mode == "text":
@@ -599,6 +638,8 @@ class AlignerSquad(BaseOutputParser[Any]):
                 elif mode == "message":
                     yield stream_chunk(piece, template)
             result = squad_stream.result
+            if result is not None:
+                result = _renumbered(pair, result)
         except Exception as error:
             if self.on_error == "raise" or streamed:
                 raise
@@ -631,7 +672,8 @@ class AlignerSquad(BaseOutputParser[Any]):
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> AsyncIterator[Any]:
-        question, answer, original, preset = self._pair(await agather(chunks))
+        pair = self._pair(await agather(chunks))
+        question, answer, original, preset, context = pair
         mode = self._stream_mode(original)
         template = original if isinstance(original, BaseMessage) else None
         if preset is not None:
@@ -644,7 +686,9 @@ class AlignerSquad(BaseOutputParser[Any]):
             return
         streamed = False
         try:
-            squad_stream = self.engine.stream(question, answer)
+            squad_stream = self.engine.stream(
+                question, answer, None if context is None else context.passages
+            )
             async for piece in squad_stream:
                 streamed = True
                 if mode == "text":
@@ -652,6 +696,8 @@ class AlignerSquad(BaseOutputParser[Any]):
                 elif mode == "message":
                     yield stream_chunk(piece, template)
             result = squad_stream.result
+            if result is not None:
+                result = _renumbered(pair, result)
         except Exception as error:
             if self.on_error == "raise" or streamed:
                 raise
@@ -731,6 +777,42 @@ class AlignerSquad(BaseOutputParser[Any]):
             output=output,
         )
 
+    def grounded_chain(
+        self,
+        retriever: Runnable[Any, Any],
+        generator: Runnable[Any, Any],
+        *,
+        format_docs: Callable[[list[Document]], str] | None = None,
+    ) -> Runnable[Any, Any]:
+        """The standard retrieval chain with its answer checked against what was retrieved.
+
+        ``chain = squad.grounded_chain(retriever, prompt | llm)`` is the chain
+        ``{"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | llm``
+        followed by this squad, which gets the question, the answer and the retrieved
+        documents as its context (one passage per document, in order). ``generator`` gets
+        ``{"context": format_docs(docs), "question": question}``; ``format_docs`` defaults to
+        the documents' ``page_content`` joined by blank lines. The input is the question (a str,
+        messages, or a dict holding it under ``question_key``); the output is this squad's
+        (an aligned str, or message with the record). Streams, batches and runs async like any
+        chain.
+        """
+        formatted = format_docs or join_documents
+        question_key, context_key = self.question_key, self.context_key
+
+        def question(value: Any) -> str:
+            return question_from_input(value, question_key)
+
+        def prompt_input(value: Mapping[str, Any]) -> dict[str, Any]:
+            return {"context": formatted(value[context_key]), "question": value[question_key]}
+
+        ask = RunnableLambda(question, name="question")
+        retrieve = RunnableParallel({question_key: ask, context_key: ask | retriever})
+        answer = RunnablePassthrough.assign(
+            **{self.answer_key: RunnableLambda(prompt_input, name="format_docs") | generator}
+        )
+        squad: Runnable[Any, Any] = self  # a dict in: the parser's input type says str
+        return (retrieve | answer | squad).with_config(run_name="GroundedChain")
+
     def configurable(self, prefix: str = "aligner_") -> RunnableSerializable[Any, Any]:
         """This squad with per-call settings: ``{prefix}criteria`` (a list of names),
         ``{prefix}threshold``, ``{prefix}block_threshold`` and ``{prefix}check_only`` under
@@ -764,6 +846,16 @@ class AlignerSquad(BaseOutputParser[Any]):
                 description="Return the inspectors' verdicts without rewriting.",
             ),
         )
+
+
+def _contexts(pairs: Sequence[Pair]) -> list[tuple[str, ...] | None] | None:
+    """The pairs' contexts for the engine (None when no pair has one)."""
+    contexts = [None if p.context is None else p.context.passages for p in pairs]
+    return contexts if any(c is not None for c in contexts) else None
+
+
+def _renumbered(pair: Pair, result: AlignmentResult) -> AlignmentResult:
+    return result if pair.context is None else pair.context.renumber(result)
 
 
 def wrap_with_question(

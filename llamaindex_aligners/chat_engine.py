@@ -350,9 +350,7 @@ class AlignedChatEngine(BaseChatEngine):
         stream: AsyncGenerator[ChatResponse, None]
         if self._aligner.decides_whole:
             try:
-                pieces = [
-                    p async for p in self._aligner.astream(message, original, done, sources)
-                ]
+                pieces = [p async for p in self._aligner.astream(message, original, done, sources)]
             except AlignmentViolation:
                 await self._aforget_turn(message, original)
                 raise
