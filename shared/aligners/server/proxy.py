@@ -14,6 +14,12 @@ With ``on_flag="block"`` (or ``rewrite_or_block``) a blocked answer is the block
 ``finish_reason="content_filter"``; with ``on_flag="raise"`` a flagged answer is an HTTP 422
 ``alignment_violation`` error. With ``check_request`` a request inspector reads the last user
 message first and a request it turns away is answered the same way, without an upstream call.
+
+The answer's sources (its context, for criteria such as ``grounded``) are the request's
+``aligners.context`` (a str or a list of passages) when it is set; otherwise the content of its
+system (and developer) messages and of its tool messages, one passage per message, in order.
+``aligners.context`` wins: with it, the messages are not read as sources. The proxy never adds
+the context to the prompt; the client puts its sources in the messages as usual.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from aligners.server.model_server import Readiness, chat_messages, generation_co
 from aligners.server.policy import enforce_client_policy
 from aligners.server.schemas import ChatCompletionRequest
 from aligners.server.settings import ProxySettings
+from aligners.sources import as_passages
 from aligners.squad.result import AlignmentResult
 from aligners.squad.squad import Squad
 from aligners.validation import is_blank
@@ -182,7 +189,12 @@ def _upstream_from(
 
 def warm_squad(squad: Squad) -> None:
     """Load every inspector and local aligner model by running them once."""
-    squad.score(["Is this a warm-up question?"], ["This is a warm-up answer."])
+    # With a context, so inspectors that read sources (grounded) load too.
+    squad.score(
+        ["Is this a warm-up question?"],
+        ["This is a warm-up answer."],
+        contexts=["This is a warm-up passage."],
+    )
     for member in squad.members:
         backend = member.aligner.backend if isinstance(member.aligner, Aligner) else None
         if isinstance(backend, TransformersBackend):
@@ -254,6 +266,30 @@ def _squad_for(squad: Squad, request: Any, body: ChatCompletionRequest) -> Squad
         except ValueError as exc:  # options the squad cannot take: the client's error, not ours
             raise APIError(400, str(exc), param="aligners") from None
     return squad
+
+
+#: Message roles whose content is the answer's sources when the request sets no
+#: ``aligners.context``: instructions and documents (system, developer) and tool results.
+SOURCE_ROLES = ("system", "developer", "tool")
+
+
+def context_of(
+    body: ChatCompletionRequest, messages: list[dict[str, str]]
+) -> tuple[list[str] | None, str | None]:
+    """The answer's passages and where they came from (``"aligners.context"`` or
+    ``"messages"``; None: the request has none)."""
+    options = body.aligners
+    if options is not None and options.context is not None:
+        try:  # a bad passage is the client's error, named before the upstream is called
+            as_passages(options.context, "aligners.context")
+        except (TypeError, ValueError) as exc:
+            raise APIError(400, str(exc), param="aligners.context") from None
+        given = [options.context] if isinstance(options.context, str) else options.context
+        return given, "aligners.context"
+    passages = [
+        m["content"] for m in messages if m["role"] in SOURCE_ROLES and not is_blank(m["content"])
+    ]
+    return (passages, "messages") if passages else (None, None)
 
 
 def _withheld(record: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +375,7 @@ class SquadBatcher:
 
     def __init__(self, max_batch_size: int = 32) -> None:
         self.max_batch_size = max_batch_size
-        self._pending: dict[Any, list[tuple[str, str, asyncio.Future[Any]]]] = {}
+        self._pending: dict[Any, list[tuple[str, str, Any, asyncio.Future[Any]]]] = {}
         self._squads: dict[Any, Squad] = {}
         self._running: set[Any] = set()
         self.batch_sizes: list[int] = []  # recent batch sizes, for logs and tests
@@ -354,13 +390,14 @@ class SquadBatcher:
             squad.config.model_dump_json(),
         )
 
-    async def align(self, squad: Squad, question: str, answer: str) -> Any:
-        """The squad's result for one pair, computed in a batch with concurrent requests."""
+    async def align(self, squad: Squad, question: str, answer: str, context: Any = None) -> Any:
+        """The squad's result for one pair (``context``: its sources), computed in a batch with
+        concurrent requests."""
         if self.max_batch_size <= 1:
-            return await squad.aalign(question, answer)
+            return await squad.aalign(question, answer, context)
         key = self.key(squad)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(key, []).append((question, answer, future))
+        self._pending.setdefault(key, []).append((question, answer, context, future))
         self._squads.setdefault(key, squad)
         if key not in self._running:
             self._running.add(key)
@@ -378,8 +415,13 @@ class SquadBatcher:
                 batch = self._pending[key][: self.max_batch_size]
                 del self._pending[key][: self.max_batch_size]
                 self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+                contexts = [b[2] for b in batch]
                 try:
-                    results = await squad.aalign_batch([b[0] for b in batch], [b[1] for b in batch])
+                    results = await squad.aalign_batch(
+                        [b[0] for b in batch],
+                        [b[1] for b in batch],
+                        contexts if any(c is not None for c in contexts) else None,
+                    )
                 except AlignmentViolation as violation:  # on_flag="raise": only the flagged fail
                     for (*_, future), result in zip(batch, violation.results):
                         if future.done():
@@ -667,11 +709,13 @@ def create_app(
             )
         return {"id": name, "object": "model", "created": 0, "owned_by": "aligners"}
 
-    async def align(squad: Squad, question: str, answer: str) -> tuple[str, dict[str, Any]]:
+    async def align(
+        squad: Squad, question: str, answer: str, context: list[str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         if is_blank(answer):
             return answer, AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
         try:
-            result = await batcher.align(squad, question, answer)
+            result = await batcher.align(squad, question, answer, context)
         except AlignmentViolation as violation:
             raise _violation_error(violation.result) from None
         except APIError:
@@ -801,6 +845,7 @@ def create_app(
             if the_upstream.forwards_fields:
                 fields_to_send["response_format"] = body.response_format
         question = _question(messages)
+        context, context_source = context_of(body, messages)
         fields = request.state.log_fields
         fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
         ident, created = new_id("chatcmpl"), int(time.time())
@@ -863,14 +908,20 @@ def create_app(
                     cap,
                     request_record,
                     notes,
+                    context,
+                    context_source,
                 ),
                 streaming_header(request_record),
             )
         # Other policies decide on the whole answer before a byte is sent: a blocked answer must
         # never have been half shown, and a raised one is an HTTP error, not a broken stream.
         start = time.perf_counter()
-        text, record = await deadline.run(align(squad, question, answer), "aligning the answer")
+        text, record = await deadline.run(
+            align(squad, question, answer, context), "aligning the answer"
+        )
         record["failures"] = [*record.get("failures", []), *notes]
+        if context_source is not None:
+            record["context_source"] = context_source
         if request_record is not None:
             record["request_check"] = request_record
         if json_answer:
@@ -959,6 +1010,8 @@ def create_app(
         cap: TokenCap,
         request_record: dict[str, Any] | None = None,
         notes: list[str] | None = None,
+        context: list[str] | None = None,
+        context_source: str | None = None,
     ) -> AsyncIterator[str]:
         def chunk_(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
             return chunk(ident, created, delta, finish, **extra)
@@ -973,7 +1026,7 @@ def create_app(
                 yield chunk_({"content": answer})
         else:
             try:
-                stream = squad.stream(question, answer)
+                stream = squad.stream(question, answer, context)
                 async for piece in stream:
                     # A passing answer streams as one piece: the upstream's text, already
                     # within max_tokens. Anything else is the squad's text: capped here.
@@ -994,6 +1047,8 @@ def create_app(
                 assert stream.result is not None
                 record = stream.result.to_record()
         record["failures"] = [*record.get("failures", []), *(notes or [])]
+        if context_source is not None:
+            record["context_source"] = context_source
         if request_record is not None:
             record["request_check"] = request_record
         finish = upstream_result.finish_reason

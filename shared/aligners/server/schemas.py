@@ -91,6 +91,14 @@ class AlignersOptions(BaseModel):
     request_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Requests scoring under it are blocked."
     )
+    context: str | list[str] | None = Field(
+        default=None,
+        description=(
+            "The answer's sources (one text, or a list of passages) for criteria that read them "
+            "(grounded). Wins over the default: the system, developer and tool messages' "
+            "content, one passage per message."
+        ),
+    )
 
 
 #: Every parameter of OpenAI's chat completions API, and ours (``aligners``). Anything else is a
