@@ -36,7 +36,7 @@ from tests.engine.conftest import ConstantBackend
 
 def build_squad(
     criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None,
-    on_token_limit=None, block_threshold=None, **policy
+    on_token_limit=None, block_threshold=None, inspector=None, **policy
 ):
     crit = get_criterion("ethical")
     lm = os.environ.get("ALIGNERS_TEST_LM")

@@ -8,7 +8,12 @@ from typing import Any, get_args
 
 import typer
 
-from aligners.cli.options import CRITERIA_HELP, block_threshold_option, threshold_option
+from aligners.cli.options import (
+    CRITERIA_HELP,
+    block_threshold_option,
+    inspector_option,
+    threshold_option,
+)
 from aligners.squad.result import AlignmentResult, OnFlag
 
 ON_FLAG_HELP = (
@@ -58,6 +63,7 @@ def build_squad(
     max_new_tokens: int | None = None,
     on_token_limit: str | None = None,
     block_threshold: float | None = None,
+    inspector: Path | None = None,
     **policy: Any,
 ) -> Any:
     """The squad the CLI options describe: ``Squad.default`` with the overrides given.
@@ -65,6 +71,7 @@ def build_squad(
     ``model`` replaces every member's aligner (an alias, a path, a saved aligner directory or
     an ``Aligner``); ``threshold`` None keeps each inspector's shipped operating point, and
     ``block_threshold`` None each inspector's shipped block threshold (0: never block);
+    ``inspector`` a saved inspector directory for every member (None: the shipped ones);
     ``policy``: ``on_flag`` and ``blocked_message`` (see :func:`policy_options`)."""
     from aligners.squad.squad import Squad
 
@@ -91,6 +98,7 @@ def build_squad(
         aligner_options=options,
         block_threshold=block_threshold,
         check_only=check_only,
+        inspector=inspector,
         **policy,
     )
 
@@ -125,6 +133,16 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
         typer.echo(f"why      : {result.block_reason}")
     typer.echo(f"aligned  : {result.text}")
     typer.echo(f"final    : {final}")
+    if result.grounding is not None:
+        report = result.grounding
+        claims = [s for s in report.sentences if not s.trivial]
+        supported = sum(s.supported for s in claims)
+        typer.echo(
+            f"sources  : {supported} of {len(claims)} claims of the aligned text supported by "
+            f"{report.passages} passage{'s' if report.passages != 1 else ''}"
+        )
+    for name, why in result.not_inspected.items():
+        typer.echo(f"skipped  : {name} ({why})")
     for failure in result.failures:
         typer.echo(f"failure  : {failure}")
 
@@ -143,18 +161,21 @@ def _why_none_applied(result: AlignmentResult) -> str:
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
-    return [(question, answer) for _, question, answer in _read_numbered_pairs(path)[0]]
+    return [(row[1], row[2]) for row in _read_numbered_pairs(path)[0]]
 
 
-def _read_numbered_pairs(
-    path: Path, *, skip_invalid: bool = False
-) -> tuple[list[tuple[int, str, str]], list[str]]:
-    """``(line number, question, answer)`` for each non-blank line of a JSONL file, and the
-    problems of the lines skipped (``skip_invalid``; otherwise the first problem raises),
-    each naming its file and line."""
+#: One usable JSONL row: line number, question, answer, context (None: the row has none).
+Row = tuple[int, str, str, Any]
+
+
+def _read_numbered_pairs(path: Path, *, skip_invalid: bool = False) -> tuple[list[Row], list[str]]:
+    """``(line number, question, answer, context)`` for each non-blank line of a JSONL file,
+    and the problems of the lines skipped (``skip_invalid``; otherwise the first problem
+    raises), each naming its file and line. ``context`` is the row's optional sources."""
+    from aligners.sources import as_passages
     from aligners.validation import validate_pair
 
-    pairs: list[tuple[int, str, str]] = []
+    pairs: list[Row] = []
     problems: list[str] = []
     for number, raw in enumerate(path.read_bytes().splitlines(), 1):
         problem: str | None
@@ -172,12 +193,14 @@ def _read_numbered_pairs(
             if problem is None:
                 row = json.loads(line)
                 question, answer = row.get("question", ""), row["answer"]
+                context = row.get("context")
                 try:
                     validate_pair(question, answer)
+                    as_passages(context)
                 except ValueError as error:
                     problem = str(error)
                 else:
-                    pairs.append((number, question, answer))
+                    pairs.append((number, question, answer, context))
                     continue
             problem = f"{path}:{number}: {problem}"
         if not skip_invalid:
@@ -196,6 +219,13 @@ def _line_problem(line: str) -> str | None:
         return "each line needs a string field 'answer'"
     if not isinstance(row.get("question", ""), str):
         return "field 'question' must be a string"
+    context = row.get("context")
+    if not (
+        context is None
+        or isinstance(context, str)
+        or (isinstance(context, list) and all(isinstance(c, str) for c in context))
+    ):
+        return "field 'context' must be a string or a list of strings (the answer's sources)"
     return None
 
 
@@ -221,13 +251,22 @@ def register(app: typer.Typer) -> None:
             None,
             "--input",
             "-i",
-            help="JSONL with 'question' and 'answer' per line.",
+            help="JSONL with 'question', 'answer' and optional 'context' (the answer's sources: "
+            "a string or a list of passages) per line.",
             exists=True,
             dir_okay=False,
         ),
         output: Path | None = typer.Option(
             None, "--output", "-o", help="Write JSONL results here.", dir_okay=False
         ),
+        context: list[str] | None = typer.Option(
+            None,
+            "--context",
+            "-x",
+            help="With --answer: a passage of the answer's sources (repeatable). Criteria that "
+            "read sources (grounded) check the answer against them.",
+        ),
+        inspector: Path | None = inspector_option(),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
         format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
         model: str | None = typer.Option(
@@ -281,6 +320,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give exactly one of --answer or --input")
         if output is not None and input is None:
             raise typer.BadParameter("--output goes with --input (one --answer prints its result)")
+        if context and input is not None:
+            raise typer.BadParameter("--context goes with --answer (--input rows hold 'context')")
         if output is not None and output.parent and not output.parent.is_dir():
             raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
         policy = policy_options(on_flag, blocked_message)
@@ -298,12 +339,13 @@ def register(app: typer.Typer) -> None:
             max_new_tokens=max_new_tokens,
             on_token_limit=on_token_limit,
             block_threshold=block_threshold,
+            inspector=inspector,
             on_error=on_error,
             **policy,
         )
         if answer is not None:
             try:
-                single = squad.align(question, answer)
+                single = squad.align(question, answer, context or None)
             except AlignmentViolation as violation:
                 _print_result(violation.result, as_json)
                 _report_violations([("the answer", violation.result)], 1)
@@ -319,8 +361,10 @@ def register(app: typer.Typer) -> None:
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
                 questions, answers = [p[1] for p in chunk], [p[2] for p in chunk]
+                given = [p[3] for p in chunk]
+                contexts = given if any(c is not None for c in given) else None
                 try:
-                    results.extend(squad.align_batch(questions, answers))
+                    results.extend(squad.align_batch(questions, answers, contexts))
                 except AlignmentViolation as violation:  # keep the batch's other answers
                     results.extend(violation.results)
                 bar.update(len(chunk))
@@ -337,7 +381,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("\n".join(lines))
         raised = [
             (f"{input}:{number}", result)
-            for (number, _, _), result in zip(pairs, results)
+            for (number, *_), result in zip(pairs, results)
             if result.action == "raised"
         ]
         if raised:
