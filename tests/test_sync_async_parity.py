@@ -89,3 +89,28 @@ def test_langchain_invoke_batch_stream(squad: Squad) -> None:
         total = total + chunk
     assert isinstance(total, AIMessageChunk)
     assert total.response_metadata[METADATA_KEY]["action"] == key(sync[2])[1]
+
+
+def test_sources_reach_the_squad_on_every_path() -> None:
+    """The answer's context gives the same record sync, async, batched and streamed (engine and
+    LangChain); the LlamaIndex paths are in tests/llamaindex/test_li_grounded.py."""
+    from tests.grounding_helpers import MIXED_ANSWER, PASSAGES, REPAIRED_ANSWER, grounded_squad
+
+    squad = grounded_squad()
+    whole = squad.align("q", MIXED_ANSWER, context=PASSAGES)
+    assert whole.text == REPAIRED_ANSWER
+    batched = asyncio.run(squad.aalign_batch(["q"], [MIXED_ANSWER], [PASSAGES]))[0]
+    assert batched.model_dump() == whole.model_dump()
+    assert squad.check("q", MIXED_ANSWER, PASSAGES).flagged == ["grounded"]
+
+    parser = AlignerSquad(squad=squad, output="record")
+    value = {"question": "q", "answer": MIXED_ANSWER, "context": PASSAGES}
+
+    async def run_async() -> tuple[Any, Any, Any]:
+        pieces = [piece async for piece in parser.astream(value)]
+        return await parser.ainvoke(value), (await parser.abatch([value]))[0], pieces[-1]
+
+    records = [parser.invoke(value), parser.batch([value])[0], list(parser.stream(value))[-1]]
+    records.extend(asyncio.run(run_async()))
+    assert all(r["grounding"] == whole.to_record()["grounding"] for r in records)
+    assert {r["text"] for r in records} == {REPAIRED_ANSWER}
