@@ -18,7 +18,6 @@ import pytest
 from aligners import AlignmentViolation, Squad, SquadMember, get_criterion, load_inspector
 from aligners.aligner.grounded import DEFAULT_NOT_COVERED, GroundedRepair
 from aligners.inspector import ContextInspector, FunctionInspector, GroundedInspector
-from aligners.inspector.cross_encoder import CrossEncoderConfig, save_cross_encoder
 from aligners.sources import (
     GroundingReport,
     SentenceSupport,
@@ -65,8 +64,9 @@ class WordOverlapInspector(ContextInspector):
             for span in split_sentences(answer):
                 if is_trivial(span.text):
                     sentences.append(
-                        SentenceSupport(text=span.text, start=span.start, end=span.end,
-                                        trivial=True)
+                        SentenceSupport(
+                            text=span.text, start=span.start, end=span.end, trivial=True
+                        )
                     )
                     continue
                 words = set(claim_words(span.text))
@@ -74,12 +74,24 @@ class WordOverlapInspector(ContextInspector):
                 best = max(range(len(passages)), key=shares.__getitem__)
                 score = 1.0 if shares[best] == 1.0 else 0.1
                 sentences.append(
-                    SentenceSupport(text=span.text, start=span.start, end=span.end, score=score,
-                                    supported=score >= limit, passage=best)
+                    SentenceSupport(
+                        text=span.text,
+                        start=span.start,
+                        end=span.end,
+                        score=score,
+                        supported=score >= limit,
+                        passage=best,
+                    )
                 )
             scored = [s.score for s in sentences if s.score is not None]
-            reports.append(GroundingReport(score=min(scored, default=1.0), threshold=limit,
-                                           passages=len(passages), sentences=sentences))
+            reports.append(
+                GroundingReport(
+                    score=min(scored, default=1.0),
+                    threshold=limit,
+                    passages=len(passages),
+                    sentences=sentences,
+                )
+            )
         return reports
 
 
@@ -114,6 +126,9 @@ def test_sentences_keep_their_offsets_lines_and_abbreviations() -> None:
         ("Sure, the tower is 330 metres tall.", False),
         ("Thanks to the new law, taxes fell 5%.", False),
         ("Paris.", False),
+        ("The provided sources do not cover this question.", True),
+        ("I don't know.", True),
+        ("The sources do not mention a tower in Rome, which is 20 m tall.", True),
     ],
 )
 def test_trivial_sentences_claim_nothing(sentence: str, trivial: bool) -> None:
@@ -161,13 +176,20 @@ def test_contexts_are_checked_with_clear_errors() -> None:
 
 def _report(answer: str, unsupported: set[int]) -> GroundingReport:
     sentences = [
-        SentenceSupport(text=s.text, start=s.start, end=s.end, trivial=is_trivial(s.text),
-                        score=None if is_trivial(s.text) else (0.1 if i in unsupported else 0.9),
-                        supported=i not in unsupported, passage=0)
+        SentenceSupport(
+            text=s.text,
+            start=s.start,
+            end=s.end,
+            trivial=is_trivial(s.text),
+            score=None if is_trivial(s.text) else (0.1 if i in unsupported else 0.9),
+            supported=i not in unsupported,
+            passage=0,
+        )
         for i, s in enumerate(split_sentences(answer))
     ]
-    return GroundingReport(score=0.1 if unsupported else 0.9, threshold=0.5, passages=1,
-                           sentences=sentences)
+    return GroundingReport(
+        score=0.1 if unsupported else 0.9, threshold=0.5, passages=1, sentences=sentences
+    )
 
 
 def test_repair_drops_unsupported_sentences_and_keeps_the_rest_byte_for_byte() -> None:
@@ -192,18 +214,19 @@ def test_repair_says_the_sources_do_not_cover_what_has_no_support_left() -> None
 def test_squad_repairs_an_unsupported_answer_and_records_each_sentence() -> None:
     result = grounded_squad().align("Tell me about the tower.", MIXED_ANSWER, context=PASSAGES)
     assert result.text == (
-        "The Eiffel Tower is in Paris. Gustave Eiffel's company built the tower. "
-        "I hope this helps!"
+        "The Eiffel Tower is in Paris. Gustave Eiffel's company built the tower. I hope this helps!"
     )
     assert result.action == "rewritten" and result.flagged == ["grounded"]
     assert result.initial_scores == {"grounded": 0.1}
     assert result.final_scores == {"grounded": 1.0}
-    report = result.grounding
-    assert report is not None and report.unsupported == []  # the final text's check
+    report = result.grounding  # the check the repair acted on: it names what was dropped
+    assert report is not None
+    assert [s.text for s in report.unsupported] == ["It was completed in 1925 by Napoleon."]
     stage = result.stages[0]
     assert stage.criterion == "grounded" and stage.applied and stage.changed
     record = result.to_record()
-    assert [s["passage"] for s in record["grounding"]["sentences"] if not s["trivial"]] == [0, 1]
+    verdicts = [(s["supported"], s["passage"]) for s in record["grounding"]["sentences"]]
+    assert verdicts == [(True, 0), (False, 0), (True, 1), (True, None)]
 
 
 def test_a_grounded_answer_comes_back_unchanged() -> None:
@@ -224,11 +247,10 @@ def test_without_a_context_grounded_is_skipped_with_the_reason() -> None:
 def test_batches_mix_answers_with_and_without_sources() -> None:
     inspector = WordOverlapInspector()
     other = SquadMember(get_criterion("helpful"), None, FunctionInspector(lambda q, a: 0.9))
-    squad = Squad(
-        [SquadMember(get_criterion("grounded"), GroundedRepair(), inspector, 0.5), other]
-    )
+    squad = Squad([SquadMember(get_criterion("grounded"), GroundedRepair(), inspector, 0.5), other])
     results = squad.align_batch(
-        ["q1", "q2", "q3"], [MIXED_ANSWER, MIXED_ANSWER, GROUNDED_ANSWER],
+        ["q1", "q2", "q3"],
+        [MIXED_ANSWER, MIXED_ANSWER, GROUNDED_ANSWER],
         contexts=[PASSAGES, None, " ".join(PASSAGES)],
     )
     assert [r.action for r in results] == ["rewritten", "passed", "passed"]
@@ -283,25 +305,6 @@ def test_sync_async_and_stream_agree_with_sources() -> None:
 
 
 # -- the trained inspector on a tiny random trunk ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_grounded_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoModel
-
-    torch.manual_seed(0)
-    config = CrossEncoderConfig(
-        encoder=str(tiny_encoder_dir), trained_layers=1, max_length=64, heads=["grounded"],
-        thresholds={"grounded": 0.5},
-    )
-    model = AutoModel.from_pretrained(tiny_encoder_dir)
-    head = torch.nn.Linear(int(model.config.hidden_size), 1)
-    directory = tmp_path_factory.mktemp("grounded")
-    save_cross_encoder(directory, config, model, {"grounded": head})
-    values = config.model_dump() | {"grounding": {"chunk_words": 8, "top_passages": 2}}
-    (directory / "inspector_config.json").write_text(__import__("json").dumps(values))
-    return directory
 
 
 def test_grounded_inspector_reports_every_sentence(tiny_grounded_dir: Path) -> None:

@@ -96,6 +96,8 @@ class _Work:
     scores: dict[str, float]
     #: The sources the answer should rest on (empty: none given).
     passages: tuple[str, ...] = ()
+    #: The grounding report on the current text (what a grounded repair acts on).
+    report: GroundingReport | None = None
 
     @property
     def text(self) -> str:
@@ -349,7 +351,7 @@ class Squad:
                     work.scores[name] = value
             report = self._grounding(reports, position)
             if report is not None:
-                work.result.grounding = report
+                work.report = report
 
     @staticmethod
     def _grounding(
@@ -396,7 +398,7 @@ class Squad:
                 grounding=self._grounding(reports, i),
                 not_inspected=self._not_inspected(sources[i]),
             )
-            works.append(_Work(question, result, scores, sources[i]))
+            works.append(_Work(question, result, scores, sources[i], result.grounding))
         return works
 
     @staticmethod
@@ -527,10 +529,12 @@ class Squad:
         """The grounded floor: no generation, the inspector's report says what to drop."""
         outcomes: dict[int, tuple[Correction | None, str | None]] = {}
         for i in indices:
-            report = works[i].result.grounding
+            report = works[i].report
             if report is None:
                 outcomes[i] = (None, "no grounding report to repair from; kept the previous text")
             else:
+                # The record keeps the report the repair acted on: it says what was dropped.
+                works[i].result.grounding = report
                 outcomes[i] = self._accept(repair.repair(works[i].text, report))
         return outcomes
 
