@@ -172,7 +172,7 @@ def claim_text(question: str, sentence: str, short_claim_words: int = 5) -> str:
     return plain
 
 
-def chunk_passages(passages: Sequence[str], max_words: int = 100) -> list[tuple[int, str]]:
+def chunk_passages(passages: Sequence[str], max_words: int = 60) -> list[tuple[int, str]]:
     """Passages cut into windows of whole sentences of at most ``max_words`` words (a longer
     sentence is cut by words), each window overlapping the previous by one sentence so a claim
     that spans a cut still finds its evidence; ``(passage index, text)`` pairs."""
