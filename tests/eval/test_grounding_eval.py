@@ -103,3 +103,18 @@ def test_cli_writes_the_report(tmp_path: Path, rows_file: Path, tiny_grounded_di
     assert len((out / "records.jsonl").read_text().splitlines()) == 4
     assert "| overall | 4 |" in (out / "by_source.md").read_text()
     assert "| source |" in result.output
+
+
+def test_bench_inputs_are_a_five_sentence_answer_and_a_long_context(
+    tiny_encoder_dir: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    from aligners.eval.bench import grounding_inputs
+    from aligners.sources import split_sentences
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    answer, passages = grounding_inputs(tokenizer, context_tokens=1000)
+    assert len(split_sentences(answer)) == 5
+    tokens = len(tokenizer(" ".join(passages))["input_ids"])
+    assert 1000 <= tokens < 1000 + len(tokenizer(passages[-1])["input_ids"]) + 2

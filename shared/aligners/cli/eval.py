@@ -215,7 +215,9 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_command(
         only: str | None = typer.Option(
-            None, "--only", help="Comma-separated benchmarks: inspect,batch,copy,critique,memory."
+            None,
+            "--only",
+            help="Comma-separated benchmarks: inspect,batch,copy,critique,memory,gates.",
         ),
         out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="Output folder."),
         quick: bool = typer.Option(
