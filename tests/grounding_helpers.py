@@ -1,14 +1,13 @@
-"""Sources in tests: a word-overlap context inspector (verdicts a reader can check by eye) and a
-tiny random grounded cross-encoder directory (the trained inspector's code path, no weights).
+"""Sources in tests: a word-overlap context inspector (verdicts a reader can check by eye), the
+answers and passages the grounded tests share (the tiny grounded directory is the
+``tiny_grounded_dir`` fixture of tests/conftest.py).
 
 Shared by the engine, integration, proxy and CLI tests of the ``grounded`` criterion.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from aligners import ContextInspector, GroundedRepair, Squad, SquadMember, get_criterion
@@ -103,26 +102,3 @@ def grounded_member(inspector: ContextInspector | None = None) -> SquadMember:
 def grounded_squad(**options: Any) -> Squad:
     """A squad of one grounded member (word overlap); ``options`` go to the squad."""
     return Squad([grounded_member()], **options)
-
-
-def build_tiny_grounded_dir(tiny_encoder_dir: Path, directory: Path) -> Path:
-    """A grounded cross-encoder on a tiny random trunk, saved as ``aligners train`` saves one."""
-    import torch
-    from transformers import AutoModel
-
-    from aligners.inspector.cross_encoder import CrossEncoderConfig, save_cross_encoder
-
-    torch.manual_seed(0)
-    config = CrossEncoderConfig(
-        encoder=str(tiny_encoder_dir),
-        trained_layers=1,
-        max_length=64,
-        heads=["grounded"],
-        thresholds={"grounded": 0.5},
-    )
-    model = AutoModel.from_pretrained(tiny_encoder_dir)
-    head = torch.nn.Linear(int(model.config.hidden_size), 1)
-    save_cross_encoder(directory, config, model, {"grounded": head})
-    values = config.model_dump() | {"grounding": {"chunk_words": 8, "top_passages": 2}}
-    (directory / "inspector_config.json").write_text(json.dumps(values))
-    return directory

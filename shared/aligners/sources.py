@@ -42,7 +42,11 @@ _PLEASANTRY = re.compile(
     r"let me know if .*|feel free to .*|(please )?don't hesitate to .*|thanks?( you)?( for .*)?|"
     r"you're welcome|i'?d be happy to help( .*)?|in summary|to summari[sz]e|"
     r"(based on|according to) the (provided |given |retrieved )?"
-    r"(context|sources?|passages?|documents?|information)( provided)?)"
+    r"(context|sources?|passages?|documents?|information)( provided)?|"
+    # abstentions say what the sources lack, which needs no support from them
+    r"((the|these|those) )?(provided |given |retrieved )?(context|sources?|passages?|documents?|"
+    r"information)( provided| given)? (do|does|did) not .*|"
+    r"i (don't|do not|cannot|can't|could not|couldn't) (know|find|tell|say)( .*)?)"
 )
 
 _ABBREVIATION_TEXT = (
@@ -145,7 +149,8 @@ def claim_words(sentence: str) -> list[str]:
 
 def is_trivial(sentence: str) -> bool:
     """Whether a sentence claims nothing a source could support or contradict: pleasantries
-    ("Sure!", "I hope this helps."), lead-ins that end with a colon, words with no content."""
+    ("Sure!", "I hope this helps."), lead-ins that end with a colon, abstentions ("The sources
+    do not say.", "I don't know."), words with no content."""
     words = claim_words(sentence)
     if not words:
         return True
@@ -167,7 +172,7 @@ def claim_text(question: str, sentence: str, short_claim_words: int = 5) -> str:
     return plain
 
 
-def chunk_passages(passages: Sequence[str], max_words: int = 100) -> list[tuple[int, str]]:
+def chunk_passages(passages: Sequence[str], max_words: int = 60) -> list[tuple[int, str]]:
     """Passages cut into windows of whole sentences of at most ``max_words`` words (a longer
     sentence is cut by words), each window overlapping the previous by one sentence so a claim
     that spans a cut still finds its evidence; ``(passage index, text)`` pairs."""

@@ -62,6 +62,9 @@ def test_sentences_keep_their_offsets_lines_and_abbreviations() -> None:
         ("Sure, the tower is 330 metres tall.", False),
         ("Thanks to the new law, taxes fell 5%.", False),
         ("Paris.", False),
+        ("The provided sources do not cover this question.", True),
+        ("I don't know.", True),
+        ("The sources do not mention a tower in Rome, which is 20 m tall.", True),
     ],
 )
 def test_trivial_sentences_claim_nothing(sentence: str, trivial: bool) -> None:
@@ -109,13 +112,20 @@ def test_contexts_are_checked_with_clear_errors() -> None:
 
 def _report(answer: str, unsupported: set[int]) -> GroundingReport:
     sentences = [
-        SentenceSupport(text=s.text, start=s.start, end=s.end, trivial=is_trivial(s.text),
-                        score=None if is_trivial(s.text) else (0.1 if i in unsupported else 0.9),
-                        supported=i not in unsupported, passage=0)
+        SentenceSupport(
+            text=s.text,
+            start=s.start,
+            end=s.end,
+            trivial=is_trivial(s.text),
+            score=None if is_trivial(s.text) else (0.1 if i in unsupported else 0.9),
+            supported=i not in unsupported,
+            passage=0,
+        )
         for i, s in enumerate(split_sentences(answer))
     ]
-    return GroundingReport(score=0.1 if unsupported else 0.9, threshold=0.5, passages=1,
-                           sentences=sentences)
+    return GroundingReport(
+        score=0.1 if unsupported else 0.9, threshold=0.5, passages=1, sentences=sentences
+    )
 
 
 def test_repair_drops_unsupported_sentences_and_keeps_the_rest_byte_for_byte() -> None:
@@ -140,18 +150,19 @@ def test_repair_says_the_sources_do_not_cover_what_has_no_support_left() -> None
 def test_squad_repairs_an_unsupported_answer_and_records_each_sentence() -> None:
     result = grounded_squad().align("Tell me about the tower.", MIXED_ANSWER, context=PASSAGES)
     assert result.text == (
-        "The Eiffel Tower is in Paris. Gustave Eiffel's company built the tower. "
-        "I hope this helps!"
+        "The Eiffel Tower is in Paris. Gustave Eiffel's company built the tower. I hope this helps!"
     )
     assert result.action == "rewritten" and result.flagged == ["grounded"]
     assert result.initial_scores == {"grounded": 0.1}
     assert result.final_scores == {"grounded": 1.0}
-    report = result.grounding
-    assert report is not None and report.unsupported == []  # the final text's check
+    report = result.grounding  # the check the repair acted on: it names what was dropped
+    assert report is not None
+    assert [s.text for s in report.unsupported] == ["It was completed in 1925 by Napoleon."]
     stage = result.stages[0]
     assert stage.criterion == "grounded" and stage.applied and stage.changed
     record = result.to_record()
-    assert [s["passage"] for s in record["grounding"]["sentences"] if not s["trivial"]] == [0, 1]
+    verdicts = [(s["supported"], s["passage"]) for s in record["grounding"]["sentences"]]
+    assert verdicts == [(True, 0), (False, 0), (True, 1), (True, None)]
 
 
 def test_a_grounded_answer_comes_back_unchanged() -> None:
@@ -172,11 +183,10 @@ def test_without_a_context_grounded_is_skipped_with_the_reason() -> None:
 def test_batches_mix_answers_with_and_without_sources() -> None:
     inspector = WordOverlapInspector()
     other = SquadMember(get_criterion("helpful"), None, FunctionInspector(lambda q, a: 0.9))
-    squad = Squad(
-        [SquadMember(get_criterion("grounded"), GroundedRepair(), inspector, 0.5), other]
-    )
+    squad = Squad([SquadMember(get_criterion("grounded"), GroundedRepair(), inspector, 0.5), other])
     results = squad.align_batch(
-        ["q1", "q2", "q3"], [MIXED_ANSWER, MIXED_ANSWER, GROUNDED_ANSWER],
+        ["q1", "q2", "q3"],
+        [MIXED_ANSWER, MIXED_ANSWER, GROUNDED_ANSWER],
         contexts=[PASSAGES, None, " ".join(PASSAGES)],
     )
     assert [r.action for r in results] == ["rewritten", "passed", "passed"]

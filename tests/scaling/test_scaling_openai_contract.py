@@ -370,3 +370,55 @@ def test_pattern_rules_check_requests_and_the_header_says_so(tiny_server, tiny_l
         assert chunks[-1].model_extra["aligners"]["request_check"]["allowed"] is True
     finally:
         server.stop()
+
+
+def test_llamaindex_openai_like_sees_the_capped_text_and_the_record(servers, tokens):
+    """LlamaIndex's OpenAILike (chat mode: the proxy serves /v1/chat/completions only)."""
+    openai_like = pytest.importorskip(
+        "llama_index.llms.openai_like",
+        reason="llama-index-llms-openai-like is installed by `make setup` (--no-deps)",
+    )
+    from llama_index.core.llms import ChatMessage
+
+    base_url = str(servers["rewrite"].base_url)
+    llm = openai_like.OpenAILike(
+        model="aligners",
+        api_base=base_url,
+        api_key="x",
+        is_chat_model=True,
+        max_tokens=4,
+        max_retries=0,
+        temperature=0.0,  # LlamaIndex sends 0.1 by default: upstream would sample
+    )
+    response = llm.chat([ChatMessage(role="user", content=QUESTION)])
+    text = response.message.content or ""
+    assert text and tokens.count(text) <= 4
+    assert response.raw.choices[0].finish_reason == "length"
+    assert response.raw.usage.completion_tokens == tokens.count(text)
+    assert response.raw.aligners["action"] == "rewritten"
+    streamed = "".join(
+        chunk.delta or "" for chunk in llm.stream_chat([ChatMessage(role="user", content=QUESTION)])
+    )
+    assert streamed == text
+
+    blocked = openai_like.OpenAILike(
+        model="aligners",
+        api_base=str(servers["block"].base_url),
+        api_key="x",
+        is_chat_model=True,
+        max_retries=0,
+    ).complete(QUESTION)  # is_chat_model=True: complete() goes through chat completions
+    assert blocked.text == DEFAULT_BLOCKED_MESSAGE
+    assert blocked.raw.choices[0].finish_reason == "content_filter"
+
+
+def test_the_cap_never_splits_a_character(tiny_lm_dir):
+    """A byte-level cut can end inside a character; the capped text stays a prefix of the
+    answer and within the limit when counted again."""
+    tokenizer = load_tokenizer(str(tiny_lm_dir))
+    text = "Crème brûlée, naïve café: 東京タワー 🎉 and more text after it."
+    for limit in range(1, 30):
+        cut, was_cut = TokenCap(lambda: tokenizer, limit).apply(text)
+        assert text.startswith(cut), (limit, cut)
+        assert len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= limit
+        assert was_cut == (len(tokenizer(text, add_special_tokens=False)["input_ids"]) > limit)

@@ -824,12 +824,108 @@ def bench_memory(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
+# -- 6. inspector latency: the safety gate and the grounded check --------------------------------
+
+
+def _grounded_for_bench() -> tuple[Any, str]:
+    """The shipped grounded inspector, else the base MiniLM with an untrained head: the same
+    encoder work, so the same time (the numbers say which was timed)."""
+    from aligners.inspector.grounded import DEFAULT_GROUNDED_DIR, GroundedInspector
+
+    if (DEFAULT_GROUNDED_DIR / "inspector_config.json").exists():
+        return GroundedInspector.from_pretrained(), "shipped"
+    import torch
+    from transformers import AutoModel
+
+    from aligners.backends.models import resolve_model
+    from aligners.inspector.cross_encoder import CrossEncoderConfig, save_cross_encoder
+
+    directory = Path(tempfile.mkdtemp(prefix="grounded-bench-"))
+    config = CrossEncoderConfig(encoder="minilm", trained_layers=0, heads=["grounded"])
+    model = AutoModel.from_pretrained(resolve_model("minilm").path)
+    save_cross_encoder(directory, config, model, {"grounded": torch.nn.Linear(384, 1)})
+    return GroundedInspector.from_pretrained(directory), "untrained head (shipped model absent)"
+
+
+def grounding_inputs(tokenizer: Any, context_tokens: int = 1000) -> tuple[str, list[str]]:
+    """A 5-sentence answer and passages of about ``context_tokens`` MiniLM tokens."""
+    from aligners.sources import split_sentences
+
+    passages: list[str] = []
+    while len(tokenizer(" ".join(passages))["input_ids"]) < context_tokens:
+        n = len(passages)
+        passages.append(f"Note {n + 1}. {COPY_TEXTS[n % len(COPY_TEXTS)]}")
+    sentences = [split_sentences(t)[0].text for t in COPY_TEXTS]
+    answer = " ".join((sentences * 2)[:5])
+    return answer, passages
+
+
+def bench_gates(ctx: BenchContext) -> dict[str, Any]:
+    """p50 per answer of the ``ethical`` gate (answers up to 600 characters) and of the
+    ``grounded`` check (a 5-sentence answer against 1,000 context tokens), each beside one
+    MiniLM cross-encoder pass over the same text (the baseline, same run)."""
+    from aligners.squad.defaults import default_inspector
+
+    cfg = ctx.config
+    repeats = max(5, cfg.repeats * 5)
+    questions, answers = ctx.pairs(cfg.inspect_answers)
+    answers = [a[:600] for a in answers]
+    gate = default_inspector("ethical")
+    gate_times = [
+        timed(partial(gate.score, q, a), repeats=repeats, warmup=1)[0].median
+        for q, a in zip(questions, answers, strict=True)
+    ]
+    grounded, which = _grounded_for_bench()
+    trunk = grounded.trunk
+    answer, passages = grounding_inputs(trunk.load().tokenizer)
+    ground_time = timed(
+        partial(grounded.score, "What do the notes say?", answer, passages), repeats=repeats
+    )[0]
+    # The baseline: one pair through the same encoder, the context cut to its 256 tokens.
+    one_pass = timed(partial(trunk.features, [" ".join(passages)], [answer]), repeats=repeats)[0]
+    gate_ms = statistics.median(gate_times) * 1000
+    ground_ms = ground_time.median * 1000
+    rows = [
+        {
+            "what": "ethical gate, one answer (<= 600 chars)",
+            "median_ms": gate_ms,
+            "min_ms": min(gate_times) * 1000,
+            "max_ms": max(gate_times) * 1000,
+        },
+        {
+            "what": f"grounded check, 5 sentences vs 1,000 tokens ({which})",
+            "median_ms": ground_ms,
+            "min_ms": min(ground_time.runs) * 1000,
+            "max_ms": max(ground_time.runs) * 1000,
+        },
+        {
+            "what": "baseline: one MiniLM cross-encoder pass (context cut to 256 tokens)",
+            "median_ms": one_pass.median * 1000,
+            "min_ms": min(one_pass.runs) * 1000,
+            "max_ms": max(one_pass.runs) * 1000,
+        },
+    ]
+    return {
+        "rows": rows,
+        "ratio_grounded_to_one_pass": ground_time.median / one_pass.median,
+        "headline": (
+            f"ethical gate p50 {gate_ms:.0f} ms/answer; grounded check p50 {ground_ms:.0f} ms "
+            f"({ground_time.median / one_pass.median:.1f}x one cross-encoder pass)"
+        ),
+        "target": {
+            "goal": "gate p50 <= 50 ms; grounded p50 <= 100 ms (2 CPU cores)",
+            "met": gate_ms <= 50 and ground_ms <= 100,
+        },
+    }
+
+
 BENCHMARKS: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "inspect": bench_inspect,
     "batch": bench_batch,
     "copy": bench_copy,
     "critique": bench_critique,
     "memory": bench_memory,
+    "gates": bench_gates,
 }
 TITLES = {
     "inspect": "1. Squad cost on answers that are already fine",
@@ -837,6 +933,7 @@ TITLES = {
     "copy": "3. Copy-aware decoding vs plain greedy vs the one-pass floor",
     "critique": "4. Squad vs critique-and-revise (same local model)",
     "memory": "5. Memory and load time of the default squad",
+    "gates": "6. Inspector latency: the ethical gate and the grounded check",
 }
 
 

@@ -53,9 +53,9 @@ class GroundingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    chunk_words: int = Field(default=100, gt=0, description="Words per source window.")
+    chunk_words: int = Field(default=60, gt=0, description="Words per source window.")
     top_passages: int = Field(
-        default=3, gt=0, description="Windows read per claim (picked by shared content words)."
+        default=2, gt=0, description="Windows read per claim (picked by shared content words)."
     )
     short_claim_words: int = Field(
         default=5, ge=0, description="Sentences with fewer words are read with their question."

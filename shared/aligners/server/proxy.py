@@ -575,8 +575,20 @@ class TokenCap:
         ids = self._ids(text)
         if len(ids) <= self.limit:
             return text, False
-        decoded: str = self.tokenizer().decode(ids[: self.limit])
-        return decoded, True
+        tokenizer = self.tokenizer()
+        fallback: str | None = None
+        # Cutting a byte-level token sequence can split a character: the decoded "\ufffd" is
+        # neither the answer's text nor within the limit once counted again, so step back.
+        for keep in range(self.limit, 0, -1):
+            decoded: str = tokenizer.decode(ids[:keep])
+            if len(self._ids(decoded)) > self.limit or decoded.count("\ufffd") > text.count(
+                "\ufffd"
+            ):
+                continue
+            if text.startswith(decoded):
+                return decoded, True
+            fallback = decoded if fallback is None else fallback
+        return (fallback or ""), True
 
     def feed(self, piece: str) -> str:
         """The part of a streamed ``piece`` that fits; nothing once the limit is reached."""

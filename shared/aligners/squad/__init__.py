@@ -1,6 +1,7 @@
 """Squads: inspectors gate aligners so answers that are already fine cost one inspector pass."""
 
 from aligners.squad.result import AlignmentResult, StageRecord
-from aligners.squad.squad import Squad, SquadConfig, SquadMember, SquadStream
+from aligners.squad.squad import Squad, SquadConfig, SquadMember
+from aligners.squad.stream import SquadStream
 
 __all__ = ["AlignmentResult", "Squad", "SquadConfig", "SquadMember", "SquadStream", "StageRecord"]

@@ -80,8 +80,9 @@ class AlignmentResult(BaseModel):
     )
     grounding: GroundingReport | None = Field(
         default=None,
-        description="Per answer sentence, whether the sources support it and by which passage "
-        "(the last check of the final text; None without a context or a grounded member).",
+        description="Per answer sentence, whether the sources support it and by which passage: "
+        "the check of the text the grounded repair acted on (its unsupported sentences are "
+        "what it dropped), else of the answer as it came in; None without a context.",
     )
     not_inspected: dict[str, str] = Field(
         default_factory=dict,

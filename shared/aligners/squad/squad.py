@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,12 +22,9 @@ from aligners.sources import GroundingReport, as_passages
 from aligners.squad.defaults import default_members
 from aligners.squad.member import SquadMember
 from aligners.squad.result import AlignmentResult, OnError, OnFlag, StageRecord
-from aligners.validation import (
-    validate_batch,
-    validate_containers,
-    validate_item,
-    validate_pair,
-)
+from aligners.squad.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
+from aligners.squad.stream import ALREADY_STREAMED, SquadStream, stream_failure
+from aligners.validation import validate_batch, validate_containers, validate_item
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +94,8 @@ class _Work:
     scores: dict[str, float]
     #: The sources the answer should rest on (empty: none given).
     passages: tuple[str, ...] = ()
+    #: The grounding report on the current text (what a grounded repair acts on).
+    report: GroundingReport | None = None
 
     @property
     def text(self) -> str:
@@ -349,7 +349,7 @@ class Squad:
                     work.scores[name] = value
             report = self._grounding(reports, position)
             if report is not None:
-                work.result.grounding = report
+                work.report = report
 
     @staticmethod
     def _grounding(
@@ -396,7 +396,7 @@ class Squad:
                 grounding=self._grounding(reports, i),
                 not_inspected=self._not_inspected(sources[i]),
             )
-            works.append(_Work(question, result, scores, sources[i]))
+            works.append(_Work(question, result, scores, sources[i], result.grounding))
         return works
 
     @staticmethod
@@ -527,10 +527,12 @@ class Squad:
         """The grounded floor: no generation, the inspector's report says what to drop."""
         outcomes: dict[int, tuple[Correction | None, str | None]] = {}
         for i in indices:
-            report = works[i].result.grounding
+            report = works[i].report
             if report is None:
                 outcomes[i] = (None, "no grounding report to repair from; kept the previous text")
             else:
+                # The record keeps the report the repair acted on: it says what was dropped.
+                works[i].result.grounding = report
                 outcomes[i] = self._accept(repair.repair(works[i].text, report))
         return outcomes
 
@@ -742,25 +744,38 @@ class Squad:
         good, failed, passages = self._valid_items(questions, answers, contexts)
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
-            aligned = self._align_valid(q, a, passages) if good else []
+            aligned = drive(self.steps(q, a, passages)) if good else []
         except Exception as error:
             aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
 
-    def _align_valid(
+    def steps(
         self,
         questions: Sequence[str],
         answers: Sequence[str],
         passages: Sequence[tuple[str, ...]] | None = None,
-    ) -> list[AlignmentResult]:
-        works = self._start(questions, answers, passages)
+    ) -> Machine[list[AlignmentResult]]:
+        """The algorithm for validated pairs as a step machine (:mod:`aligners.squad.steps`):
+        it asks for the scoring, rewriting and re-scoring it needs and returns the results;
+        :func:`~aligners.squad.steps.drive` and ``adrive`` run it sync or async."""
+        works = yield Work(partial(self._start, questions, answers, passages))
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
         for orders, number, stage, groups in self._stages(rewrite):
             outcomes: dict[int, tuple[Correction | None, str | None]] = {}
             for name, indices in groups.items():
-                outcomes.update(self._run_group(by_name[name], rewrite, indices))
-            self._finish_stage(rewrite, orders, number, stage, groups, outcomes)
+                member = by_name[name]
+                outcomes.update(
+                    (
+                        yield Work(
+                            partial(self._run_group, member, rewrite, indices),
+                            partial(self._arun_group, member, rewrite, indices),
+                        )
+                    )
+                )
+            yield Work(
+                partial(self._finish_stage, rewrite, orders, number, stage, groups, outcomes)
+            )
         return self._after_rewriting(works)
 
     def align(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
@@ -791,28 +806,10 @@ class Squad:
         good, failed, passages = self._valid_items(questions, answers, contexts)
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
-            aligned = await self._aalign_valid(q, a, passages) if good else []
+            aligned = await adrive(self.steps(q, a, passages)) if good else []
         except Exception as error:
             aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
-
-    async def _aalign_valid(
-        self,
-        questions: Sequence[str],
-        answers: Sequence[str],
-        passages: Sequence[tuple[str, ...]] | None = None,
-    ) -> list[AlignmentResult]:
-        works = await asyncio.to_thread(self._start, questions, answers, passages)
-        rewrite = self._before_rewriting(works)
-        by_name = {m.name: m for m in self.members}
-        for orders, number, stage, groups in self._stages(rewrite):
-            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-            for name, indices in groups.items():
-                outcomes.update(await self._arun_group(by_name[name], rewrite, indices))
-            await asyncio.to_thread(
-                self._finish_stage, rewrite, orders, number, stage, groups, outcomes
-            )
-        return self._after_rewriting(works)
 
     async def aalign(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
         """Async :meth:`align`."""
@@ -844,11 +841,62 @@ class Squad:
         """
         return SquadStream(self, question, answer, context)
 
-    def _streaming_plan(
+    def stream_steps(
+        self, question: str, answer: str, passages: tuple[str, ...] = ()
+    ) -> Machine[AlignmentResult]:
+        """The algorithm for one validated pair as a stream's step machine: stages before the
+        last aligner that fires run whole, that one streams (:class:`StreamRewrite`), later ones
+        are recorded as not applied, and text that did not stream is emitted (:class:`Emit`).
+        One round: text that has streamed cannot be rewritten again."""
+        squad = self.with_options(max_rounds=1)
+        works = yield Work(partial(squad._start, [question], [answer], [passages]))
+        work = works[0]
+        streamed = False
+        for orders, number, stage, groups in (
+            [] if squad.config.check_only else squad._stages(works)
+        ):
+            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+            member = next((m for m in squad.members if m.name in groups), None)
+            if member is None:
+                pass
+            elif streamed:
+                outcomes[0] = (None, ALREADY_STREAMED)
+            elif isinstance(member.aligner, Aligner) and squad._streams_last(works, stage, orders):
+                pieces, error = yield StreamRewrite(
+                    partial(member.aligner.stream, work.question, work.text),
+                    partial(member.aligner.astream, work.question, work.text),
+                )
+                streamed = True
+                outcomes[0] = (
+                    (None, stream_failure(error, pieces))
+                    if error is not None
+                    else squad._accept(Correction("".join(pieces).strip()))
+                )
+                if outcomes[0][0] is None and not pieces:
+                    yield Emit(work.text)
+            else:  # an earlier stage, or the grounded repair (nothing to stream): run whole
+                outcomes.update(
+                    (
+                        yield Work(
+                            partial(squad._run_group, member, works, [0]),
+                            partial(squad._arun_group, member, works, [0]),
+                        )
+                    )
+                )
+            yield Work(partial(squad._finish_stage, works, orders, number, stage, groups, outcomes))
+        if not streamed:
+            yield Emit(work.text)
+        return squad._after_rewriting(works)[0]
+
+    def _streams_last(
         self, works: list[_Work], stage: int, orders: list[list[SquadMember]]
     ) -> bool:
         """Whether no member after ``stage`` needs to run, so this stage may stream."""
         return not any(self._needs(m, works[0].scores) for m in orders[0][stage + 1 :])
+
+    def failure_record(self, question: Any, answer: Any, error: BaseException) -> AlignmentResult:
+        """The record of a pair this squad could not process, returned as it was."""
+        return self._failed(question, answer, error)
 
     def __repr__(self) -> str:
         members = ", ".join(
@@ -858,170 +906,3 @@ class Squad:
             for m in self.members
         )
         return f"Squad([{members}], ordering={self.config.ordering!r})"
-
-
-_ALREADY_STREAMED = "not applied: an earlier stage was already streamed"
-
-
-def _stream_failure(error: Exception, pieces: list[str]) -> str:
-    streamed = sum(len(p) for p in pieces)
-    return (
-        f"aligner failed while streaming ({type(error).__name__}: {error}) after {streamed} "
-        "characters; result.text keeps the previous text"
-    )
-
-
-class SquadStream:
-    """Iterate for text pieces (sync or async); ``result`` holds the record afterwards."""
-
-    def __init__(self, squad: Squad, question: str, answer: str, context: Any = None) -> None:
-        self.squad = squad
-        self.question = question
-        self.answer = answer
-        self.context = context
-        self.passages: tuple[str, ...] = ()
-        self.result: AlignmentResult | None = None
-        #: Why the pair cannot be streamed (``on_error="return_original"``: sent back as it was).
-        self._invalid: Exception | None = None
-        try:
-            validate_pair(question, answer)
-            self.passages = as_passages(context)
-        except (TypeError, ValueError) as error:
-            if squad.config.on_error == "raise":
-                raise
-            self._invalid = error
-
-    def _fallback(self, error: Exception) -> str:
-        """Record the failure and return the text to send instead (the answer as it was)."""
-        if isinstance(error, AlignmentViolation) or self.squad.config.on_error == "raise":
-            raise error
-        logger.warning("squad failed on a stream; returning the original: %s", error)
-        self.result = self.squad._failed(self.question, self.answer, error)
-        return self.result.text
-
-    def _prepare(self) -> tuple[list[_Work], Iterator[Any]]:
-        if self._invalid is not None:
-            raise self._invalid
-        squad = self.squad.with_options(max_rounds=1)
-        works = squad._start([self.question], [self.answer], [self.passages])
-        return works, squad._stages(works)
-
-    def _step(
-        self,
-        works: list[_Work],
-        orders: list[list[SquadMember]],
-        stage: int,
-        groups: dict[str, list[int]],
-        streamed: bool,
-    ) -> tuple[str, SquadMember | None]:
-        """What a stage does in a stream: ``none``, ``skip`` (text already streamed), ``stream``
-        (the last aligner that fires) or ``run`` (an earlier one, generated whole)."""
-        if not groups:
-            return "none", None
-        if streamed:
-            return "skip", None
-        member = next(m for m in self.squad.members if m.name in groups)
-        if not isinstance(member.aligner, Aligner):
-            return "run", member  # the grounded repair generates nothing to stream
-        return ("stream" if self.squad._streaming_plan(works, stage, orders) else "run"), member
-
-    def _streamed_outcome(
-        self, pieces: list[str], error: Exception | None
-    ) -> tuple[Correction | None, str | None]:
-        if error is not None:
-            return None, _stream_failure(error, pieces)
-        return self.squad._accept(Correction("".join(pieces).strip()))
-
-    def __iter__(self) -> Iterator[str]:
-        squad = self.squad
-        if squad.decides_whole:
-            # Streamed text cannot be taken back, so the other policies decide on the whole
-            # answer first and send it in one piece.
-            self.result = squad.align(self.question, self.answer, self.context)
-            yield self.result.text
-            return
-        try:
-            works, stages = self._prepare()
-        except Exception as failure:
-            text = self._fallback(failure)
-            if text:  # an empty answer comes back empty: nothing to send
-                yield text
-            return
-        work = works[0]
-        streamed = False
-        if not squad.config.check_only:
-            for orders, number, stage, groups in stages:
-                outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-                action, member = self._step(works, orders, stage, groups, streamed)
-                if action == "skip":
-                    outcomes[0] = (None, _ALREADY_STREAMED)
-                elif action == "run" and member is not None:
-                    outcomes.update(squad._run_group(member, works, [0]))
-                elif (
-                    action == "stream"
-                    and member is not None
-                    and isinstance(member.aligner, Aligner)
-                ):
-                    pieces: list[str] = []
-                    error: Exception | None = None
-                    try:
-                        for piece in member.aligner.stream(work.question, work.text):
-                            pieces.append(piece)
-                            yield piece
-                    except Exception as exc:
-                        error = exc
-                    streamed = True
-                    outcomes[0] = self._streamed_outcome(pieces, error)
-                    if outcomes[0][0] is None and not pieces:
-                        yield work.text
-                squad._finish_stage(works, orders, number, stage, groups, outcomes)
-        if not streamed:
-            yield work.text
-        self.result = squad._after_rewriting(works)[0]
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        squad = self.squad
-        if squad.decides_whole:
-            self.result = await squad.aalign(self.question, self.answer, self.context)
-            yield self.result.text
-            return
-        try:
-            works, stages = await asyncio.to_thread(self._prepare)
-        except Exception as failure:
-            text = self._fallback(failure)
-            if text:  # an empty answer comes back empty: nothing to send
-                yield text
-            return
-        work = works[0]
-        streamed = False
-        if not squad.config.check_only:
-            for orders, number, stage, groups in stages:
-                outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-                action, member = self._step(works, orders, stage, groups, streamed)
-                if action == "skip":
-                    outcomes[0] = (None, _ALREADY_STREAMED)
-                elif action == "run" and member is not None:
-                    outcomes.update(await squad._arun_group(member, works, [0]))
-                elif (
-                    action == "stream"
-                    and member is not None
-                    and isinstance(member.aligner, Aligner)
-                ):
-                    pieces: list[str] = []
-                    error: Exception | None = None
-                    try:
-                        async for piece in member.aligner.astream(work.question, work.text):
-                            pieces.append(piece)
-                            yield piece
-                    except Exception as exc:
-                        error = exc
-                    streamed = True
-                    outcomes[0] = self._streamed_outcome(pieces, error)
-                    if outcomes[0][0] is None and not pieces:
-                        yield work.text
-                await asyncio.to_thread(
-                    squad._finish_stage, works, orders, number, stage, groups, outcomes
-                )
-        if not streamed:
-            yield work.text
-        self.result = squad._after_rewriting(works)[0]
