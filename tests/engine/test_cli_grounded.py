@@ -22,6 +22,7 @@ from tests.grounding_helpers import (
     MIXED_ANSWER,
     PASSAGES,
     REPAIRED_ANSWER,
+    UNSUPPORTED,
     grounded_squad,
 )
 
@@ -73,7 +74,10 @@ def test_rows_with_a_context_are_checked_against_it(word_overlap, tmp_path) -> N
     ]
     first = out[0]["grounding"]
     assert first["passages"] == 2
-    assert [s["passage"] for s in first["sentences"] if not s["trivial"]] == [0, 1]
+    # The report the repair acted on: the unsupported sentence is the one it dropped.
+    claims = [s for s in first["sentences"] if not s["trivial"]]
+    assert [s["passage"] for s in claims] == [0, 0, 1]
+    assert [s["text"] for s in claims if not s["supported"]] == [UNSUPPORTED]
     assert out[1]["grounding"]["passages"] == 1
     assert out[2]["grounding"] is None and "no context" in out[2]["not_inspected"]["grounded"]
 
@@ -106,7 +110,7 @@ def test_one_answer_takes_context_options(word_overlap) -> None:
     (record,) = records(done.stdout)
     assert record["text"] == REPAIRED_ANSWER and record["grounding"]["passages"] == 2
     shown = CliRunner().invoke(app, args)
-    assert "sources  : 2 of 2 claims of the aligned text supported by 2 passages" in shown.stdout
+    assert "sources  : 2 of 3 claims supported by 2 passages" in shown.stdout
     bare = CliRunner().invoke(app, ["align", "-a", MIXED_ANSWER])
     assert "skipped  : grounded (" in bare.stdout and "no context" in bare.stdout
     both = CliRunner().invoke(app, ["align", "-i", __file__, "-x", "a passage"])
@@ -122,6 +126,6 @@ def test_the_inspector_option_builds_the_trained_grounded_member(tiny_grounded_d
     report = record["grounding"]
     assert report["passages"] == 2 and report["sentences"]
     for sentence in report["sentences"]:
-        assert record["text"][sentence["start"] : sentence["end"]] == sentence["text"]
+        assert record["original"][sentence["start"] : sentence["end"]] == sentence["text"]
         if not sentence["trivial"]:
             assert sentence["passage"] in (0, 1)

@@ -138,8 +138,8 @@ def _print_result(result: AlignmentResult, as_json: bool) -> None:
         claims = [s for s in report.sentences if not s.trivial]
         supported = sum(s.supported for s in claims)
         typer.echo(
-            f"sources  : {supported} of {len(claims)} claims of the aligned text supported by "
-            f"{report.passages} passage{'s' if report.passages != 1 else ''}"
+            f"sources  : {supported} of {len(claims)} claims supported by {report.passages} "
+            f"passage{'s' if report.passages != 1 else ''}"
         )
     for name, why in result.not_inspected.items():
         typer.echo(f"skipped  : {name} ({why})")
