@@ -1,5 +1,6 @@
-"""The proxy's sources: ``aligners.context`` in the request, else the system, developer and tool
-messages, reach the squad as the answer's context (a real proxy on 127.0.0.1, called over HTTP).
+"""The proxy's sources: ``aligners.context`` in the request, else the messages of the roles the
+operator names (none by default), reach the squad as the answer's context (a real proxy on
+127.0.0.1, called over HTTP).
 
 The upstream is a scripted in-process :class:`~aligners.server.Upstream` answering with one
 sentence the sources do not support; the grounded member is the word-overlap rule inspector.
@@ -88,7 +89,29 @@ def test_the_request_context_grounds_the_answer(client: openai.OpenAI, upstream)
     assert one_text.choices[0].message.content == REPAIRED_ANSWER
 
 
-def test_system_and_tool_messages_are_the_sources_by_default(client: openai.OpenAI) -> None:
+@pytest.fixture(scope="module")
+def roles_client(upstream: ScriptedUpstream) -> Any:
+    """A proxy whose operator says system and tool messages hold the sources."""
+    settings = ProxySettings(context_roles=["system", "tool"])
+    server = serve_in_thread(create_app(settings, squad=grounded_squad(), upstream=upstream))
+    yield openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+    server.stop()
+
+
+def test_a_system_prompt_is_no_source_by_default(client: openai.OpenAI) -> None:
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": QUESTION},
+    ]
+    response = ask(client, messages)
+    assert response.choices[0].message.content == MIXED_ANSWER  # not checked against it
+    record = response.model_extra["aligners"]
+    assert "no context" in record["not_inspected"]["grounded"]
+    assert "context_source" not in record
+
+
+def test_the_operators_roles_are_the_sources(roles_client: openai.OpenAI) -> None:
+    client = roles_client
     messages = [
         {"role": "system", "content": f"Answer from this document: {PASSAGES[0]}"},
         {"role": "user", "content": QUESTION},
@@ -112,7 +135,8 @@ def test_system_and_tool_messages_are_the_sources_by_default(client: openai.Open
     assert record["grounding"]["passages"] == 2 and passages_of(record) == [0, 1]
 
 
-def test_the_request_context_wins_over_the_messages(client: openai.OpenAI) -> None:
+def test_the_request_context_wins_over_the_messages(roles_client: openai.OpenAI) -> None:
+    client = roles_client
     messages = [
         {"role": "system", "content": " ".join(PASSAGES)},
         {"role": "user", "content": QUESTION},

@@ -92,6 +92,12 @@ def register(app: typer.Typer) -> None:
         criteria: str | None = typer.Option(
             None, "--criteria", "-c", help="Comma-separated criteria."
         ),
+        context_roles: str | None = typer.Option(
+            None,
+            "--context-roles",
+            help="Comma-separated message roles (system, developer, tool) whose content is "
+            "the answer's sources when a request sets no aligners.context (default: none).",
+        ),
         threshold: float | None = threshold_option(),
         block_threshold: float | None = block_threshold_option(),
         check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
@@ -229,6 +235,9 @@ def register(app: typer.Typer) -> None:
                     request_threshold=request_threshold,
                     on_error=on_error,
                     allow_client_policy=allowed,
+                    context_roles=[
+                        r.strip() for r in (context_roles or "").split(",") if r.strip()
+                    ],
                     **({"blocked_message": blocked_message} if blocked_message is not None else {}),
                     **limits,
                 )

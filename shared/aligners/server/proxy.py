@@ -16,10 +16,12 @@ With ``on_flag="block"`` (or ``rewrite_or_block``) a blocked answer is the block
 message first and a request it turns away is answered the same way, without an upstream call.
 
 The answer's sources (its context, for criteria such as ``grounded``) are the request's
-``aligners.context`` (a str or a list of passages) when it is set; otherwise the content of its
-system (and developer) messages and of its tool messages, one passage per message, in order.
-``aligners.context`` wins: with it, the messages are not read as sources. The proxy never adds
-the context to the prompt; the client puts its sources in the messages as usual.
+``aligners.context`` (a str or a list of passages) when it is set; otherwise, where the operator
+names roles in ``ProxySettings.context_roles`` (``--context-roles system,tool``), the content of
+the messages in those roles, one passage per message, in order. By default no message is a
+source: a generic system prompt would make every answer look unsupported. ``aligners.context``
+wins. The proxy never adds the context to the prompt; the client puts its sources in the
+messages as usual.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -268,16 +270,12 @@ def _squad_for(squad: Squad, request: Any, body: ChatCompletionRequest) -> Squad
     return squad
 
 
-#: Message roles whose content is the answer's sources when the request sets no
-#: ``aligners.context``: instructions and documents (system, developer) and tool results.
-SOURCE_ROLES = ("system", "developer", "tool")
-
-
 def context_of(
-    body: ChatCompletionRequest, messages: list[dict[str, str]]
+    body: ChatCompletionRequest, messages: list[dict[str, str]], roles: Sequence[str] = ()
 ) -> tuple[list[str] | None, str | None]:
     """The answer's passages and where they came from (``"aligners.context"`` or
-    ``"messages"``; None: the request has none)."""
+    ``"messages"``; None: the request has none); ``roles`` are the message roles that hold
+    sources when the request sets no ``aligners.context``."""
     options = body.aligners
     if options is not None and options.context is not None:
         try:  # a bad passage is the client's error, named before the upstream is called
@@ -286,9 +284,7 @@ def context_of(
             raise APIError(400, str(exc), param="aligners.context") from None
         given = [options.context] if isinstance(options.context, str) else options.context
         return given, "aligners.context"
-    passages = [
-        m["content"] for m in messages if m["role"] in SOURCE_ROLES and not is_blank(m["content"])
-    ]
+    passages = [m["content"] for m in messages if m["role"] in roles and not is_blank(m["content"])]
     return (passages, "messages") if passages else (None, None)
 
 
@@ -857,7 +853,7 @@ def create_app(
             if the_upstream.forwards_fields:
                 fields_to_send["response_format"] = body.response_format
         question = _question(messages)
-        context, context_source = context_of(body, messages)
+        context, context_source = context_of(body, messages, settings.context_roles)
         fields = request.state.log_fields
         fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
         ident, created = new_id("chatcmpl"), int(time.time())

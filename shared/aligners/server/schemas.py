@@ -95,8 +95,8 @@ class AlignersOptions(BaseModel):
         default=None,
         description=(
             "The answer's sources (one text, or a list of passages) for criteria that read them "
-            "(grounded). Wins over the default: the system, developer and tool messages' "
-            "content, one passage per message."
+            "(grounded). Wins over the messages of the server's context roles (none by "
+            "default; --context-roles), one passage per message."
         ),
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from aligners.server.policy import ClientPolicyField
@@ -88,6 +90,13 @@ class ProxySettings(ServerLimits):
     served_model_name: str = Field(default="aligners", description="The name /v1/models lists.")
     criteria: list[str] | None = Field(
         default=None, description="Squad criteria (default: ethical, factuality, helpful)."
+    )
+    context_roles: list[Literal["system", "developer", "tool"]] = Field(
+        default_factory=list,
+        description="Message roles whose content is the answer's sources when a request sets "
+        "no aligners.context (e.g. ['system', 'tool'] where clients put retrieved documents "
+        "there). Empty by default: a generic system prompt ('You are a helpful assistant.') "
+        "is no source, and checking an answer against it would drop everything it says.",
     )
     threshold: float | None = Field(
         default=None,
