@@ -74,7 +74,7 @@ def test_markdown_lists_every_benchmark_with_its_target() -> None:
 def test_unknown_benchmark_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown benchmarks"):
         run_benchmarks(["speed"], BenchConfig.quick(), tmp_path)
-    assert set(BENCHMARKS) == {"inspect", "batch", "copy", "critique", "memory"}
+    assert set(BENCHMARKS) == {"inspect", "batch", "copy", "critique", "memory", "gates"}
 
 
 @pytest.mark.e2e
