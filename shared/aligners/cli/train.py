@@ -336,15 +336,19 @@ def safety_gate(
     ),
     encoder: str = typer.Option("minilm", help="Frozen sentence encoder (alias or path)."),
     good_flag_rate: float = typer.Option(
-        0.02, min=0.0001, max=0.5, help="Flag threshold: at most this share of validation "
-        "aligned answers flagged."
+        0.02,
+        min=0.0001,
+        max=0.5,
+        help="Flag threshold: at most this share of validation aligned answers flagged.",
     ),
     block_threshold: float | None = typer.Option(
         None, min=0, max=1, help="Shipped block threshold (default: the flag threshold)."
     ),
     request_safe_turned_away: float = typer.Option(
-        0.02, min=0.0001, max=0.5, help="Request threshold: at most this share of validation "
-        "safe requests turned away."
+        0.02,
+        min=0.0001,
+        max=0.5,
+        help="Request threshold: at most this share of validation safe requests turned away.",
     ),
     weight_decay: float = typer.Option(1e-3, min=0),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
@@ -377,6 +381,53 @@ def safety_gate(
         log=typer.echo,
     )
     typer.echo(json.dumps({k: metrics[k] for k in ("validation", "heldout")}, indent=2))
+
+
+@train_app.command("grounded")
+def grounded(
+    data: Path = typer.Argument(
+        ..., help="Folder from `aligners data grounding` (or pairs.jsonl)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the grounded model."),
+    encoder: str = typer.Option("minilm"),
+    trained_layers: int = typer.Option(3, min=1, help="Top MiniLM layers fine-tuned."),
+    max_length: int = typer.Option(160, min=16, help="Tokens of passage + claim."),
+    epochs: float = typer.Option(2.0),
+    learning_rate: float = typer.Option(1e-4),
+    batch_size: int = typer.Option(32),
+    max_train_pairs: int = typer.Option(10000, min=0, help="Subsample training pairs (0: all)."),
+    save_steps: int = typer.Option(100, min=0, help="Checkpoint every N steps (0: never)."),
+    resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint.pt."),
+    max_steps: int = typer.Option(-1, help="Stop after this many steps."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Fine-tune the grounded cross-encoder (head `grounded`: P(claim supported by passage));
+    calibrated and thresholded on the validation split, measured on the held-out split."""
+    from aligners.data.grounding import read_answers, read_pairs
+    from aligners.training.grounded import GroundedTrainingConfig, train_grounded
+
+    folder = data if data.is_dir() else data.parent
+    pairs_file = folder / "pairs.jsonl" if data.is_dir() else data
+    if not pairs_file.exists():
+        raise typer.BadParameter(f"no pairs file at {pairs_file}")
+    answers_file = folder / "answers.jsonl"
+    answers = read_answers(answers_file) if answers_file.exists() else []
+    config = GroundedTrainingConfig(
+        encoder=encoder,
+        trained_layers=trained_layers,
+        max_length=max_length,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_train_pairs=max_train_pairs or None,
+        save_steps=save_steps,
+        seed=seed,
+    )
+    metrics = train_grounded(
+        read_pairs(pairs_file), output, config, answers=answers, max_steps=max_steps, resume=resume
+    )
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"saved grounded model to {output}")
 
 
 @train_app.command("evaluate-aligner")

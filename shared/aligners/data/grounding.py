@@ -170,7 +170,20 @@ def length_ok(edited: str, base: str, *, ratio: float = 0.25, slack: int = 12) -
 
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
 _NAME = re.compile(r"\b[A-Z][a-zA-Z'\-]+(?:\s+(?:of\s+|the\s+|de\s+)?[A-Z][a-zA-Z'\-]+)*\b")
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 _STOP_NAMES = {
     "The", "This", "That", "There", "These", "Those", "Here", "However", "When", "What", "Who",
     "You", "Your", "It", "In", "If", "For", "And", "But", "As", "To", "A", "An", "I", "We", "He",
@@ -265,9 +278,7 @@ def names_in(text: str) -> list[str]:
     return found
 
 
-def swap_name(
-    text: str, pool: Sequence[str], rng: random.Random, *, avoid: str = ""
-) -> str | None:
+def swap_name(text: str, pool: Sequence[str], rng: random.Random, *, avoid: str = "") -> str | None:
     """One name replaced by a name of similar length from ``pool`` that ``avoid`` (the passage)
     does not contain, so the edited claim names something the passage never says."""
     names = sorted(set(names_in(text)))
@@ -622,9 +633,7 @@ def halueval_dialogue(
         common = {"passage": passage, "source": "halueval_dialogue", "split": "heldout"}
         pairs.append(GroundingPair(claim=response, label=1, edit="copy", passage_id=pid, **common))
         pairs.append(
-            GroundingPair(
-                claim=negative[0], label=0, edit=negative[1], passage_id=pid, **common
-            )
+            GroundingPair(claim=negative[0], label=0, edit=negative[1], passage_id=pid, **common)
         )
         if len(answers) < config.answers_per_source:
             distractors = [r["knowledge"] for r in rng.sample(list(rows), k=config.distractors)]
