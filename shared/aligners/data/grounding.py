@@ -269,9 +269,10 @@ def names_in(text: str) -> list[str]:
     for match in _NAME.finditer(text):
         name = match.group(0)
         before = text[: match.start()].rstrip()
-        # A capital after a sentence end may be any word ("Bathe daily"): drop that word.
+        # A lone capital after a sentence end may be any word ("Bathe daily"): drop it; a run
+        # of capitals there ("Louis Armstrong played") is still a name.
         at_start = not before or before.endswith((".", "!", "?", ":", "\n"))
-        if at_start or name.split()[0] in _STOP_NAMES:
+        if (at_start and len(name.split()) == 1) or name.split()[0] in _STOP_NAMES:
             name = " ".join(name.split()[1:])
         if len(name) >= 3 and name not in _STOP_NAMES and name.upper() != name:
             found.append(name)
@@ -750,8 +751,9 @@ def _synthetic_answers(
     good_claims = [p.claim for p in chosen]
     bad_claims = list(good_claims)
     bad_claims[twin] = bad.claim
-    # Claims are single sentences; an answer row joins them with spaces.
-    if any(len(split_sentences(c)) != 1 for c in good_claims + bad_claims):
+    # An answer row joins claims with spaces; keep it only where it splits back into exactly
+    # those claims (a list item without a full stop would merge with the next one).
+    if any(split_sentences(" ".join(c)) != c for c in (good_claims, bad_claims)):
         return []
     passages = [text, distractor]
     rng.shuffle(passages)
