@@ -99,7 +99,9 @@ def test_name_swaps_never_use_a_name_the_passage_has() -> None:
     passage = "Louis Armstrong and Duke Ellington both played in Chicago."
     for _ in range(20):
         edited = swap_name(
-            "Louis Armstrong played in Chicago.", ["Duke Ellington", "Bessie Smith"], rng,
+            "Louis Armstrong played in Chicago.",
+            ["Duke Ellington", "Bessie Smith"],
+            rng,
             avoid=passage,
         )
         assert edited == "Bessie Smith played in Chicago." or edited is None
@@ -229,7 +231,11 @@ def test_train_grounded_on_a_tiny_encoder_writes_a_loadable_directory(
         for p in pairs
     ]
     config = GroundedTrainingConfig(
-        encoder=str(tiny_encoder_dir), trained_layers=1, max_length=32, epochs=3, batch_size=8,
+        encoder=str(tiny_encoder_dir),
+        trained_layers=1,
+        max_length=32,
+        epochs=3,
+        batch_size=8,
         save_steps=2,
     )
     out = tmp_path / "grounded"
@@ -259,7 +265,11 @@ def test_training_resumes_from_a_checkpoint(
 
     pairs = _toy_pairs()
     config = GroundedTrainingConfig(
-        encoder=str(tiny_encoder_dir), trained_layers=1, max_length=32, epochs=2, batch_size=8,
+        encoder=str(tiny_encoder_dir),
+        trained_layers=1,
+        max_length=32,
+        epochs=2,
+        batch_size=8,
         save_steps=3,
     )
     out = tmp_path / "grounded"

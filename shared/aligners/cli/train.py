@@ -430,6 +430,42 @@ def grounded(
     typer.echo(f"saved grounded model to {output}")
 
 
+@train_app.command("evaluate-grounded")
+def evaluate_grounded_command(
+    model_dir: Path = typer.Argument(..., help="A grounded model directory."),
+    data: Path = typer.Argument(..., help="Folder from `aligners data grounding` (or pairs file)."),
+    split: str = typer.Option("heldout", help="Rows of this split are measured."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report as JSON."),
+    latency_runs: int = typer.Option(
+        0, min=0, help="Also time a 5-sentence answer against ~1,000 context tokens, N runs."
+    ),
+) -> None:
+    """Pair-level and answer-level numbers of a grounded model, with the length-only baseline;
+    optionally the median latency of one answer."""
+    from aligners.data.grounding import read_answers, read_pairs
+    from aligners.training.grounded import evaluate_grounded, latency_answer, measure_latency
+
+    folder = data if data.is_dir() else data.parent
+    pairs = [p for p in read_pairs(folder / "pairs.jsonl" if data.is_dir() else data)]
+    answers_file = folder / "answers.jsonl"
+    answers = read_answers(answers_file) if answers_file.exists() else []
+    report = evaluate_grounded(
+        model_dir,
+        [p for p in pairs if p.split == split],
+        [a for a in answers if a.split == split],
+    )
+    if latency_runs:
+        answer, tokens = latency_answer(answers, model_dir)
+        report["latency"] = measure_latency(model_dir, answer, repeats=latency_runs) | {
+            "context_tokens": tokens,
+            "sentences": len(answer.sentence_labels or []),
+        }
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(json.dumps(report, indent=2))
+
+
 @train_app.command("evaluate-aligner")
 def evaluate_aligner_command(
     aligner_dir: str = typer.Argument(..., help="Trained aligner directory (or base model)."),

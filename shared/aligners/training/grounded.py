@@ -319,12 +319,46 @@ def measure_latency(
     }
 
 
+def latency_answer(
+    answers: Sequence[GroundedAnswer], directory: str | Path, *, tokens: int = 1000
+) -> tuple[GroundedAnswer, int]:
+    """A 5-sentence answer from ``answers`` with its passages topped up by other rows'
+    passages to about ``tokens`` tokens of context (the latency case); returns it and its
+    context size in tokens."""
+    from transformers import AutoTokenizer
+
+    from aligners.backends.models import resolve_model
+
+    config = read_cross_encoder_config(Path(directory))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.encoder).path)
+
+    def count(texts: Sequence[str]) -> int:
+        return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+    five = [a for a in answers if a.sentence_labels and len(a.sentence_labels) == 5]
+    if not five:
+        raise ValueError("no 5-sentence answer rows to time")
+    answer = five[0]
+    passages = list(answer.passages)
+    others = [p for a in answers for p in a.passages if p not in passages]
+    while count(passages) < tokens and others:
+        passages.append(others.pop(0))
+    # Trim the last passage so the context lands near ``tokens``.
+    excess = count(passages) - tokens
+    if excess > 0:
+        ids = tokenizer(passages[-1], add_special_tokens=False)["input_ids"]
+        passages[-1] = tokenizer.decode(ids[: max(1, len(ids) - excess)])
+    timed = answer.model_copy(update={"passages": passages})
+    return timed, count(passages)
+
+
 __all__ = [
     "GroundedTrainingConfig",
     "answer_metrics",
     "balanced_accuracy",
     "best_balanced_threshold",
     "evaluate_grounded",
+    "latency_answer",
     "measure_latency",
     "score_answers",
     "train_grounded",
