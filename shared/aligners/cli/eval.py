@@ -168,6 +168,50 @@ def register(app: typer.Typer) -> None:
         typer.echo(family_table(report["summary"]))
         typer.echo(f"records: {out / 'records.jsonl'}")
 
+    @app.command("eval-grounded")
+    def eval_grounded_command(
+        data: Path = typer.Argument(
+            ...,
+            help="Labelled answers with their sources (JSONL: question, context, answer, label "
+            "1 grounded / 0 not, optional unsupported sentences and source).",
+        ),
+        out: Path = typer.Option(Path("grounding-eval"), "--out", "-o", help="Output folder."),
+        criteria: str = typer.Option(
+            "grounded", "--criteria", "-c", help="Comma-separated; must include grounded."
+        ),
+        threshold: float | None = threshold_option(),
+        inspector: Path | None = typer.Option(
+            None, "--inspector", help="A trained grounded inspector (default: the shipped one)."
+        ),
+        batch_size: int = typer.Option(16, "--batch-size", min=1),
+        limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Rows to use."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Does the squad ground answers? Inspector AUROC and balanced accuracy beside a
+        length-only baseline, sentence-level AUROC, and the repair: repaired answers that pass,
+        supported sentences kept verbatim, grounded answers unchanged; per source."""
+        from aligners.eval.grounded import (
+            evaluate_grounding,
+            read_grounding_rows,
+            source_table,
+            write_grounding_report,
+        )
+
+        try:
+            rows = read_grounding_rows(data, limit=limit)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        squad = eval_squad(criteria, threshold, None, None, inspector)
+        try:
+            report = evaluate_grounding(squad, rows, batch_size=batch_size, progress=progress)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        write_grounding_report(report, out)
+        summary = {k: v for k, v in report["summary"].items() if k != "by_source"}
+        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(source_table(report["summary"]))
+        typer.echo(f"records: {out / 'records.jsonl'}")
+
     @app.command("bench")
     def bench_command(
         only: str | None = typer.Option(

@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aligners.inspector.base import FeatureInspector, FunctionInspector, Inspector
+from aligners.inspector.base import (
+    ContextInspector,
+    FeatureInspector,
+    FunctionInspector,
+    Inspector,
+)
 from aligners.inspector.cross_encoder import (
     CrossEncoderConfig,
     CrossEncoderInspector,
@@ -18,6 +23,11 @@ from aligners.inspector.encoder_head import (
     EncoderHeadInspector,
     build_head,
     pair_features,
+)
+from aligners.inspector.grounded import (
+    DEFAULT_GROUNDED_DIR,
+    GroundedInspector,
+    GroundingSettings,
 )
 from aligners.inspector.pattern import (
     PatternInspector,
@@ -44,7 +54,8 @@ def load_inspector(path: str | Path, *, criterion: str | None = None, **kwargs: 
     """
     directory = Path(path).expanduser()
     config_file = directory / INSPECTOR_CONFIG
-    kind = json.loads(config_file.read_text()).get("kind") if config_file.exists() else None
+    values = json.loads(config_file.read_text()) if config_file.exists() else {}
+    kind = values.get("kind")
     if kind == "encoder-head":
         inspector = EncoderHeadInspector.from_pretrained(directory, **kwargs)
         trained_for = inspector.criterion.name if inspector.criterion else None
@@ -56,12 +67,20 @@ def load_inspector(path: str | Path, *, criterion: str | None = None, **kwargs: 
         if criterion is not None and gate.name != criterion:
             raise ValueError(f"{directory} inspects {gate.name!r}, not {criterion!r}")
         return gate
+    if kind == "cross-encoder" and values.get("heads") == ["grounded"]:
+        if criterion not in (None, "grounded"):
+            raise ValueError(f"{directory} inspects 'grounded', not {criterion!r}")
+        return GroundedInspector.from_pretrained(directory, **kwargs)
     if kind == "cross-encoder":
         return CrossEncoderInspector.from_pretrained(directory, criterion=criterion, **kwargs)
     return SequenceClassifierInspector(str(path), criterion=criterion, **kwargs)
 
 
 __all__ = [
+    "ContextInspector",
+    "DEFAULT_GROUNDED_DIR",
+    "GroundedInspector",
+    "GroundingSettings",
     "CrossEncoderConfig",
     "CrossEncoderInspector",
     "CrossEncoderTrunk",

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from aligners.criteria import Criterion, get_criterion
+from aligners.sources import GroundingReport, as_passages
 from aligners.validation import validate_batch
 
 
@@ -119,3 +120,74 @@ class FeatureInspector(Inspector):
 
     def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         return self.score_features(self.features(questions, answers))
+
+
+class ContextInspector(Inspector):
+    """An inspector that reads the sources an answer should rest on (e.g. ``grounded``).
+
+    It scores only answers given with a context (a str or a list of passages); a squad skips it
+    for the others and says so in their records. :meth:`verify` says per sentence what is
+    supported and by which passage; the score is the report's.
+    """
+
+    @abstractmethod
+    def verify(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[tuple[str, ...]],
+        threshold: float | None = None,
+    ) -> list[GroundingReport]:
+        """Per-sentence support of validated answers by their passages (none empty);
+        ``threshold`` (default: the inspector's own) marks the unsupported sentences."""
+
+    def score_batch(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
+    ) -> list[float]:
+        """P(aligned) for every pair given its context.
+
+        Raises:
+            ValueError: an answer has no context (this inspector has nothing to check it by).
+        """
+        return self.check_scores(
+            [r.score for r in self.verify_batch(questions, answers, contexts)], len(answers)
+        )
+
+    def verify_batch(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None,
+        threshold: float | None = None,
+    ) -> list[GroundingReport]:
+        """:meth:`verify` after checking the inputs; every answer needs a context."""
+        validate_batch(questions, answers)
+        if contexts is None or isinstance(contexts, str) or len(contexts) != len(answers):
+            got = "none" if contexts is None else f"{type(contexts).__name__}"
+            if contexts is not None and not isinstance(contexts, str):
+                got = f"{len(contexts)} for {len(answers)} answers"
+            raise ValueError(
+                f"inspector {self.name!r} needs one context per answer (a str or a list of "
+                f"passages), got {got}"
+            )
+        passages = [as_passages(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
+        empty = [i for i, p in enumerate(passages) if not p]
+        if empty:
+            raise ValueError(
+                f"inspector {self.name!r} has nothing to check answer {empty[0]} by: its "
+                "context is None or empty, and it needs the sources the answer rests on"
+            )
+        return self.verify(questions, answers, passages, threshold)
+
+    def score(self, question: str, answer: str, context: Any = None) -> float:
+        """P(aligned) for one pair given its context."""
+        return self.score_batch([question], [answer], [context])[0]
+
+    def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        raise ValueError(
+            f"inspector {self.name!r} needs the sources the answers rest on: "
+            "score_batch(questions, answers, contexts=...)"
+        )

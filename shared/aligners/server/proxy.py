@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from aligners.aligner.model import Aligner
 from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.backends.local import Completion, LocalGenerator
 from aligners.backends.models import converted_cache_dir, resolve_model
@@ -183,7 +184,7 @@ def warm_squad(squad: Squad) -> None:
     """Load every inspector and local aligner model by running them once."""
     squad.score(["Is this a warm-up question?"], ["This is a warm-up answer."])
     for member in squad.members:
-        backend = member.aligner.backend if member.aligner is not None else None
+        backend = member.aligner.backend if isinstance(member.aligner, Aligner) else None
         if isinstance(backend, TransformersBackend):
             backend.load()
 
@@ -203,7 +204,7 @@ async def probe_aligners(squad: Squad) -> str | None:
     Local aligners are loaded by the warm-up, which ``/ready`` already waits for."""
     seen: set[int] = set()
     for member in squad.members:
-        backend = member.aligner.backend if member.aligner is not None else None
+        backend = member.aligner.backend if isinstance(member.aligner, Aligner) else None
         if not isinstance(backend, OpenAIBackend) or id(backend) in seen:
             continue
         seen.add(id(backend))
@@ -491,7 +492,7 @@ def _tokenizer_of(
     backend = upstream.token_backend()
     if backend is None:
         for member in squad.members:
-            if member.aligner is not None and isinstance(
+            if isinstance(member.aligner, Aligner) and isinstance(
                 member.aligner.backend, TransformersBackend
             ):
                 backend = member.aligner.backend

@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aligners.aligner.grounded import GroundedRepair
 from aligners.aligner.model import Aligner
 from aligners.criteria import get_criterion
 from aligners.errors import ModelNotFoundError
 from aligners.inspector.base import Inspector
 from aligners.inspector.cross_encoder import CrossEncoderInspector, read_cross_encoder_config
 from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspector
+from aligners.inspector.grounded import DEFAULT_GROUNDED_DIR, GroundedInspector
 from aligners.inspector.safety_gate import SafetyGateInspector
 from aligners.squad.member import SquadMember
 
@@ -69,6 +71,14 @@ def default_inspector(criterion: str) -> Inspector:
     """
     if criterion == "ethical" and (SAFETY_GATE_DIR / INSPECTOR_CONFIG).exists():
         return SafetyGateInspector.from_pretrained(SAFETY_GATE_DIR)
+    if criterion == "grounded":
+        if not (DEFAULT_GROUNDED_DIR / INSPECTOR_CONFIG).exists():
+            raise ModelNotFoundError(
+                f"the shipped grounded inspector is missing: {DEFAULT_GROUNDED_DIR} (is the "
+                "install complete?). Train one with `aligners train grounded` and pass it: "
+                "Squad.default(['grounded'], inspector=DIR)"
+            )
+        return GroundedInspector.from_pretrained(DEFAULT_GROUNDED_DIR)
     trunk_config = CROSS_ENCODER_DIR / INSPECTOR_CONFIG
     if trunk_config.exists() and criterion in read_cross_encoder_config(CROSS_ENCODER_DIR).heads:
         return CrossEncoderInspector.from_pretrained(CROSS_ENCODER_DIR, criterion=criterion)
@@ -85,10 +95,17 @@ def default_inspector(criterion: str) -> Inspector:
     return EncoderHeadInspector.zero_shot(criterion)
 
 
-def member_aligner(criterion: str, aligner: str | Aligner | None = None, **options: Any) -> Aligner:
+def member_aligner(
+    criterion: str, aligner: str | Aligner | None = None, **options: Any
+) -> Aligner | GroundedRepair:
     """The aligner of one member: the shipped one, or ``aligner`` (an :class:`Aligner`, a
     directory saved with ``save_pretrained``, a model alias or path) for this criterion, with
-    :class:`~aligners.aligner.AlignerConfig` ``options`` (e.g. ``max_new_tokens=64``)."""
+    :class:`~aligners.aligner.AlignerConfig` ``options`` (e.g. ``max_new_tokens=64``).
+
+    ``grounded`` always gets the :class:`GroundedRepair` floor: a generative aligner does not
+    read the sources, so it could not tell what they support."""
+    if criterion == "grounded":
+        return GroundedRepair()
     if aligner is None:
         return default_aligner(criterion, **options)
     if isinstance(aligner, Aligner):
@@ -113,6 +130,11 @@ def member_inspector(
         return load_inspector(inspector, criterion=criterion)
     if inspector_encoder is None:
         return default_inspector(criterion)
+    if criterion == "grounded":
+        raise ValueError(
+            "grounded has no zero-shot inspector (it must read the sources): leave "
+            "inspector_encoder out for it, or give a trained one with inspector=DIR"
+        )
     from aligners.backends.encoder import SentenceEncoder
 
     return EncoderHeadInspector.zero_shot(criterion, encoder=SentenceEncoder(inspector_encoder))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aligners.aligner.grounded import GroundedRepair
 from aligners.aligner.model import Aligner
 from aligners.criteria import Criterion
 from aligners.inspector.base import Inspector
@@ -22,7 +23,7 @@ class SquadMember:
     """
 
     criterion: Criterion
-    aligner: Aligner | None = None
+    aligner: Aligner | GroundedRepair | None = None
     inspector: Inspector | None = None
     threshold: float = 0.5
     block_threshold: float | None = None

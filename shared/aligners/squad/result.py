@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from aligners.sources import GroundingReport
+
 #: What the squad does with an answer an inspector flags.
 OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
 #: What happened to one answer: nothing flagged it (``passed``), aligners changed its text
@@ -75,6 +77,17 @@ class AlignmentResult(BaseModel):
     )
     request_check: dict[str, Any] | None = Field(
         default=None, description="The request inspector's verdict, when the request was checked."
+    )
+    grounding: GroundingReport | None = Field(
+        default=None,
+        description="Per answer sentence, whether the sources support it and by which passage: "
+        "the check of the text the grounded repair acted on (its unsupported sentences are "
+        "what it dropped), else of the answer as it came in; None without a context.",
+    )
+    not_inspected: dict[str, str] = Field(
+        default_factory=dict,
+        description="Criteria of the squad not inspected for this answer, with why (e.g. "
+        "grounded without a context).",
     )
 
     @classmethod

@@ -12,10 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from aligners.aligner.grounded import GroundedRepair
 from aligners.aligner.model import Aligner, Correction
 from aligners.criteria import Criterion
 from aligners.errors import AlignmentViolation
-from aligners.inspector.base import FeatureInspector, Inspector
+from aligners.inspector.base import ContextInspector, FeatureInspector, Inspector
+from aligners.sources import GroundingReport, as_passages
 from aligners.squad.defaults import default_members
 from aligners.squad.member import SquadMember
 from aligners.squad.result import AlignmentResult, OnError, OnFlag, StageRecord
@@ -92,6 +94,10 @@ class _Work:
     question: str
     result: AlignmentResult
     scores: dict[str, float]
+    #: The sources the answer should rest on (empty: none given).
+    passages: tuple[str, ...] = ()
+    #: The grounding report on the current text (what a grounded repair acts on).
+    report: GroundingReport | None = None
 
     @property
     def text(self) -> str:
@@ -259,43 +265,126 @@ class Squad:
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def score(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, list[float]]:
-        """Every inspector's scores for a batch; inspectors on the same model share one pass."""
+    def score(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
+    ) -> dict[str, list[float | None]]:
+        """Every inspector's scores for a batch; inspectors on the same model share one pass.
+
+        ``contexts`` holds each answer's sources (a str or a list of passages; None: none).
+        Inspectors that read sources (``grounded``) score None for answers without any.
+        """
         validate_batch(questions, answers)
-        scores: dict[str, list[float]] = {}
+        return self._inspect(questions, answers, self._passages(contexts, len(answers)))[0]
+
+    @staticmethod
+    def _passages(contexts: Sequence[Any] | None, n: int) -> list[tuple[str, ...]]:
+        """Every answer's passages (none when ``contexts`` is None), checked."""
+        if contexts is None:
+            return [() for _ in range(n)]
+        if isinstance(contexts, (str, bytes)) or not hasattr(contexts, "__len__"):
+            raise TypeError(
+                "contexts must be a list with one context (a str or a list of passages) per "
+                f"answer, got {type(contexts).__name__}; for one answer use context=..."
+            )
+        if len(contexts) != n:
+            raise ValueError(f"contexts and answers differ in length ({len(contexts)} vs {n})")
+        return [as_passages(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
+
+    def _inspect(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        passages: Sequence[tuple[str, ...]],
+    ) -> tuple[dict[str, list[float | None]], dict[str, list[GroundingReport | None]]]:
+        """Scores per member (None where a source-reading inspector had no sources) and the
+        grounding reports of the source-reading ones."""
+        scores: dict[str, list[float | None]] = {}
+        reports: dict[str, list[GroundingReport | None]] = {}
         shared: dict[Any, Any] = {}
         for member in self.members:
             inspector = member.inspector
             if inspector is None:
                 continue
-            if isinstance(inspector, FeatureInspector):
+            if isinstance(inspector, ContextInspector):
+                have = [i for i, found in enumerate(passages) if found]
+                verdicts = (
+                    inspector.verify(
+                        [questions[i] for i in have],
+                        [answers[i] for i in have],
+                        [passages[i] for i in have],
+                        member.threshold,
+                    )
+                    if have
+                    else []
+                )
+                checked = inspector.check_scores([v.score for v in verdicts], len(have))
+                column: list[float | None] = [None] * len(answers)
+                found_reports: list[GroundingReport | None] = [None] * len(answers)
+                for i, value, verdict in zip(have, checked, verdicts):
+                    column[i], found_reports[i] = value, verdict
+                scores[member.name], reports[member.name] = column, found_reports
+            elif isinstance(inspector, FeatureInspector):
                 key = inspector.feature_key
                 if key not in shared:
                     shared[key] = inspector.features(questions, answers)
-                scores[member.name] = inspector.check_scores(
-                    inspector.score_features(shared[key]), len(answers)
+                scores[member.name] = list(
+                    inspector.check_scores(inspector.score_features(shared[key]), len(answers))
                 )
             else:
-                scores[member.name] = inspector.score_batch(questions, answers)
-        return scores
+                scores[member.name] = list(inspector.score_batch(questions, answers))
+        return scores, reports
 
     def _rescore(self, works: Sequence[_Work], indices: Sequence[int]) -> None:
         if not indices:
             return
         subset = [works[i] for i in indices]
-        fresh = self.score([w.question for w in subset], [w.text for w in subset])
+        fresh, reports = self._inspect(
+            [w.question for w in subset], [w.text for w in subset], [w.passages for w in subset]
+        )
         for position, work in enumerate(subset):
             for name, values in fresh.items():
-                work.scores[name] = values[position]
+                value = values[position]
+                if value is not None:
+                    work.scores[name] = value
+            report = self._grounding(reports, position)
+            if report is not None:
+                work.report = report
+
+    @staticmethod
+    def _grounding(
+        reports: dict[str, list[GroundingReport | None]], position: int
+    ) -> GroundingReport | None:
+        return next((r[position] for r in reports.values() if r[position] is not None), None)
+
+    def _not_inspected(self, passages: tuple[str, ...]) -> dict[str, str]:
+        if passages:
+            return {}
+        return {
+            m.name: "no context: it checks the answer against the sources it should rest on "
+            "(give context=... or contexts=[...])"
+            for m in self.members
+            if isinstance(m.inspector, ContextInspector)
+        }
 
     # -- the algorithm -------------------------------------------------------------------------
 
-    def _start(self, questions: Sequence[str], answers: Sequence[str]) -> list[_Work]:
+    def _start(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        passages: Sequence[tuple[str, ...]] | None = None,
+    ) -> list[_Work]:
         validate_batch(questions, answers)
-        initial = self.score(questions, answers)
+        sources = list(passages) if passages is not None else [() for _ in answers]
+        initial, reports = self._inspect(questions, answers, sources)
         works = []
         for i, (question, answer) in enumerate(zip(questions, answers)):
-            scores = {name: values[i] for name, values in initial.items()}
+            scores = {
+                name: value for name, values in initial.items() if (value := values[i]) is not None
+            }
             result = AlignmentResult(
                 question=question,
                 original=answer,
@@ -306,15 +395,18 @@ class Squad:
                 thresholds=self.thresholds,
                 flagged=[m.name for m in self.members if self._needs(m, scores, initial=True)],
                 trajectory=[dict(scores)],
+                grounding=self._grounding(reports, i),
+                not_inspected=self._not_inspected(sources[i]),
             )
-            works.append(_Work(question, result, scores))
+            works.append(_Work(question, result, scores, sources[i], result.grounding))
         return works
 
     @staticmethod
     def _needs(member: SquadMember, scores: dict[str, float], initial: bool = False) -> bool:
         if member.inspector is None:
             return not initial and member.aligner is not None
-        return scores[member.name] < member.threshold
+        score = scores.get(member.name)  # None: not inspected (no sources to check against)
+        return score is not None and score < member.threshold
 
     def _orders(self, works: Sequence[_Work]) -> list[list[SquadMember]]:
         """The member order for every answer. Always-apply members keep their place first."""
@@ -324,10 +416,15 @@ class Squad:
             order = [m for m in self.members if m.aligner is not None]
             return [order for _ in works]
         if self.config.ordering == "batch-mean" and works:
-            means = {m.name: statistics.fmean(w.scores[m.name] for w in works) for m in gated}
+            means = {
+                m.name: statistics.fmean(
+                    [w.scores[m.name] for w in works if m.name in w.scores] or [1.0]
+                )
+                for m in gated
+            }
             order = always + sorted(gated, key=lambda m: means[m.name])
             return [order for _ in works]
-        return [always + sorted(gated, key=lambda m: w.scores[m.name]) for w in works]
+        return [always + sorted(gated, key=lambda m: w.scores.get(m.name, 1.0)) for w in works]
 
     def _plan(
         self, works: Sequence[_Work], orders: list[list[SquadMember]], stage: int, round_: int
@@ -365,7 +462,9 @@ class Squad:
                 applied=False,
             )
             if i not in groups.get(member.name, ()):
-                record.skipped_reason = "score at or above threshold"
+                record.skipped_reason = work.result.not_inspected.get(
+                    member.name, "score at or above threshold"
+                )
             else:
                 correction, error = outcomes[i]
                 if error is not None or correction is None:
@@ -401,6 +500,8 @@ class Squad:
     def _run_group(
         self, member: SquadMember, works: Sequence[_Work], indices: list[int]
     ) -> dict[int, tuple[Correction | None, str | None]]:
+        if isinstance(member.aligner, GroundedRepair):
+            return self._repair_group(member.aligner, works, indices)
         assert member.aligner is not None
         questions = [works[i].question for i in indices]
         answers = [works[i].text for i in indices]
@@ -422,10 +523,26 @@ class Squad:
             return outcomes
         return {i: self._accept(c, member.aligner) for i, c in zip(indices, corrections)}
 
+    def _repair_group(
+        self, repair: GroundedRepair, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        """The grounded floor: no generation, the inspector's report says what to drop."""
+        outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+        for i in indices:
+            report = works[i].report
+            if report is None:
+                outcomes[i] = (None, "no grounding report to repair from; kept the previous text")
+            else:
+                # The record keeps the report the repair acted on: it says what was dropped.
+                works[i].result.grounding = report
+                outcomes[i] = self._accept(repair.repair(works[i].text, report))
+        return outcomes
+
     async def _arun_group(
         self, member: SquadMember, works: Sequence[_Work], indices: list[int]
     ) -> dict[int, tuple[Correction | None, str | None]]:
-        assert member.aligner is not None
+        if not isinstance(member.aligner, Aligner):
+            return self._run_group(member, works, indices)
         questions = [works[i].question for i in indices]
         answers = [works[i].text for i in indices]
         try:
@@ -488,9 +605,9 @@ class Squad:
         """Why a flagged answer must be blocked after the aligners ran, or None to keep it:
         ``rewrite_or_block`` blocks under any threshold, ``rewrite`` under a block threshold."""
         for member in self.members:
-            if member.inspector is None:
+            score = work.scores.get(member.name)
+            if member.inspector is None or score is None:
                 continue
-            score = work.scores[member.name]
             if self.config.on_flag == "rewrite_or_block" and score < member.threshold:
                 return (
                     f"{member.name} scored {score:.2f} after rewriting, under its threshold "
@@ -558,22 +675,32 @@ class Squad:
     # -- the on_error contract ---------------------------------------------------------------
 
     def _valid_items(
-        self, questions: Sequence[Any], answers: Sequence[Any]
-    ) -> tuple[list[int], dict[int, AlignmentResult]]:
-        """Items that can be aligned, and the failure records of the others
-        (``on_error="return_original"``); under ``raise`` the first bad item raises."""
+        self, questions: Sequence[Any], answers: Sequence[Any], contexts: Sequence[Any] | None
+    ) -> tuple[list[int], dict[int, AlignmentResult], list[tuple[str, ...]]]:
+        """Items that can be aligned with their passages, and the failure records of the
+        others (``on_error="return_original"``); under ``raise`` the first bad item raises."""
         validate_containers(questions, answers)
+        if contexts is not None:
+            self._passages(contexts[:0] if hasattr(contexts, "__getitem__") else contexts, 0)
+            if len(contexts) != len(answers):
+                raise ValueError(
+                    f"contexts and answers differ in length ({len(contexts)} vs {len(answers)})"
+                )
         good: list[int] = []
+        passages: list[tuple[str, ...]] = []
         failed: dict[int, AlignmentResult] = {}
         for i, (question, answer) in enumerate(zip(questions, answers)):
             try:
                 validate_item(i, question, answer)
-                good.append(i)
+                found = () if contexts is None else as_passages(contexts[i], f"contexts[{i}]")
             except (TypeError, ValueError) as error:
                 if self.config.on_error == "raise":
                     raise
                 failed[i] = self._failed(question, answer, error)
-        return good, failed
+                continue
+            good.append(i)
+            passages.append(found)
+        return good, failed, passages
 
     def _failed(self, question: Any, answer: Any, error: BaseException) -> AlignmentResult:
         return AlignmentResult.failed(
@@ -603,25 +730,34 @@ class Squad:
         return [merged[i] for i in range(n)]
 
     def align_batch(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
     ) -> list[AlignmentResult]:
         """Run the squad on a batch (one batched generation per aligner per stage).
 
+        ``contexts`` holds each answer's sources (a str or a list of passages, e.g. the
+        retrieved chunks); criteria that read sources (``grounded``) check the answer against
+        them and are skipped, with the reason in the record, where there are none.
         Under ``on_error="return_original"`` a bad item or a failing model costs no answer: the
         affected answers come back as they were, with the failure in their records.
         """
-        good, failed = self._valid_items(questions, answers)
+        good, failed, passages = self._valid_items(questions, answers, contexts)
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
-            aligned = self._align_valid(q, a) if good else []
+            aligned = self._align_valid(q, a, passages) if good else []
         except Exception as error:
             aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
 
     def _align_valid(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        passages: Sequence[tuple[str, ...]] | None = None,
     ) -> list[AlignmentResult]:
-        works = self._start(questions, answers)
+        works = self._start(questions, answers, passages)
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
         for orders, number, stage, groups in self._stages(rewrite):
@@ -631,36 +767,46 @@ class Squad:
             self._finish_stage(rewrite, orders, number, stage, groups, outcomes)
         return self._after_rewriting(works)
 
-    def align(self, question: str, answer: str) -> AlignmentResult:
-        """Run the squad on one pair."""
-        return self.align_batch([question], [answer])[0]
+    def align(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
+        """Run the squad on one pair; ``context`` is its sources (a str or a list of
+        passages)."""
+        return self.align_batch([question], [answer], None if context is None else [context])[0]
 
     def check_batch(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
     ) -> list[AlignmentResult]:
         """Inspector verdicts and scores only; the text is never rewritten."""
-        return self.with_options(check_only=True).align_batch(questions, answers)
+        return self.with_options(check_only=True).align_batch(questions, answers, contexts)
 
-    def check(self, question: str, answer: str) -> AlignmentResult:
+    def check(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
         """Inspector verdicts and scores for one pair, without rewriting."""
-        return self.check_batch([question], [answer])[0]
+        return self.check_batch([question], [answer], None if context is None else [context])[0]
 
     async def aalign_batch(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
     ) -> list[AlignmentResult]:
         """Async :meth:`align_batch`: generation and scoring run off the event loop."""
-        good, failed = self._valid_items(questions, answers)
+        good, failed, passages = self._valid_items(questions, answers, contexts)
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
-            aligned = await self._aalign_valid(q, a) if good else []
+            aligned = await self._aalign_valid(q, a, passages) if good else []
         except Exception as error:
             aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
 
     async def _aalign_valid(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        passages: Sequence[tuple[str, ...]] | None = None,
     ) -> list[AlignmentResult]:
-        works = await asyncio.to_thread(self._start, questions, answers)
+        works = await asyncio.to_thread(self._start, questions, answers, passages)
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
         for orders, number, stage, groups in self._stages(rewrite):
@@ -672,19 +818,23 @@ class Squad:
             )
         return self._after_rewriting(works)
 
-    async def aalign(self, question: str, answer: str) -> AlignmentResult:
+    async def aalign(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
         """Async :meth:`align`."""
-        return (await self.aalign_batch([question], [answer]))[0]
+        contexts = None if context is None else [context]
+        return (await self.aalign_batch([question], [answer], contexts))[0]
 
     async def acheck_batch(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
     ) -> list[AlignmentResult]:
         """Async :meth:`check_batch`."""
-        return await self.with_options(check_only=True).aalign_batch(questions, answers)
+        return await self.with_options(check_only=True).aalign_batch(questions, answers, contexts)
 
     # -- streaming -----------------------------------------------------------------------------
 
-    def stream(self, question: str, answer: str) -> SquadStream:
+    def stream(self, question: str, answer: str, context: Any = None) -> SquadStream:
         """Stream the aligned text of one pair; the record is on ``.result`` once it is consumed.
 
         Stages before the last one that fires run whole; the last aligner streams token by token.
@@ -693,9 +843,10 @@ class Squad:
         answer must never have been half shown).
         Once text has streamed it cannot be taken back, so stages after a streamed one are scored
         but not applied (the record marks them). If the streamed output turns out empty, the
-        previous text is emitted instead.
+        previous text is emitted instead. ``context`` is the answer's sources, as in
+        :meth:`align`.
         """
-        return SquadStream(self, question, answer)
+        return SquadStream(self, question, answer, context)
 
     def _streaming_plan(
         self, works: list[_Work], stage: int, orders: list[list[SquadMember]]
@@ -727,15 +878,18 @@ def _stream_failure(error: Exception, pieces: list[str]) -> str:
 class SquadStream:
     """Iterate for text pieces (sync or async); ``result`` holds the record afterwards."""
 
-    def __init__(self, squad: Squad, question: str, answer: str) -> None:
+    def __init__(self, squad: Squad, question: str, answer: str, context: Any = None) -> None:
         self.squad = squad
         self.question = question
         self.answer = answer
+        self.context = context
+        self.passages: tuple[str, ...] = ()
         self.result: AlignmentResult | None = None
         #: Why the pair cannot be streamed (``on_error="return_original"``: sent back as it was).
         self._invalid: Exception | None = None
         try:
             validate_pair(question, answer)
+            self.passages = as_passages(context)
         except (TypeError, ValueError) as error:
             if squad.config.on_error == "raise":
                 raise
@@ -753,7 +907,7 @@ class SquadStream:
         if self._invalid is not None:
             raise self._invalid
         squad = self.squad.with_options(max_rounds=1)
-        works = squad._start([self.question], [self.answer])
+        works = squad._start([self.question], [self.answer], [self.passages])
         return works, squad._stages(works)
 
     def _step(
@@ -771,6 +925,8 @@ class SquadStream:
         if streamed:
             return "skip", None
         member = next(m for m in self.squad.members if m.name in groups)
+        if not isinstance(member.aligner, Aligner):
+            return "run", member  # the grounded repair generates nothing to stream
         return ("stream" if self.squad._streaming_plan(works, stage, orders) else "run"), member
 
     def _streamed_outcome(
@@ -785,7 +941,7 @@ class SquadStream:
         if squad.decides_whole:
             # Streamed text cannot be taken back, so the other policies decide on the whole
             # answer first and send it in one piece.
-            self.result = squad.align(self.question, self.answer)
+            self.result = squad.align(self.question, self.answer, self.context)
             yield self.result.text
             return
         try:
@@ -805,7 +961,11 @@ class SquadStream:
                     outcomes[0] = (None, _ALREADY_STREAMED)
                 elif action == "run" and member is not None:
                     outcomes.update(squad._run_group(member, works, [0]))
-                elif action == "stream" and member is not None and member.aligner is not None:
+                elif (
+                    action == "stream"
+                    and member is not None
+                    and isinstance(member.aligner, Aligner)
+                ):
                     pieces: list[str] = []
                     error: Exception | None = None
                     try:
@@ -826,7 +986,7 @@ class SquadStream:
     async def __aiter__(self) -> AsyncIterator[str]:
         squad = self.squad
         if squad.decides_whole:
-            self.result = await squad.aalign(self.question, self.answer)
+            self.result = await squad.aalign(self.question, self.answer, self.context)
             yield self.result.text
             return
         try:
@@ -846,7 +1006,11 @@ class SquadStream:
                     outcomes[0] = (None, _ALREADY_STREAMED)
                 elif action == "run" and member is not None:
                     outcomes.update(await squad._arun_group(member, works, [0]))
-                elif action == "stream" and member is not None and member.aligner is not None:
+                elif (
+                    action == "stream"
+                    and member is not None
+                    and isinstance(member.aligner, Aligner)
+                ):
                     pieces: list[str] = []
                     error: Exception | None = None
                     try:

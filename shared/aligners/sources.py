@@ -1,0 +1,247 @@
+"""The sources an answer should rest on: passages, the answer's sentences, and the support
+report that says which sentence rests on which passage.
+
+Framework-neutral and model-free, so the ``grounded`` inspector (which scores support) and the
+``grounded`` repair (which drops what is unsupported) share one reading of the text: the same
+sentence spans, byte offsets into the answer, and the same idea of a trivial sentence.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from aligners.validation import is_blank, validate_text
+
+#: What users pass as a context: one text, or a list of passages (retrieved chunks).
+Context = str | Sequence[str]
+
+#: Words a sentence can consist of and still claim nothing.
+_STOPWORD_TEXT = (
+    "a an the and or but if then so of to in on at by for with from as is are was were be "
+    "been being it its this that these those there here i you we they he she me my your our "
+    "their his her them us do does did done have has had will would can could should may "
+    "might must shall not no yes very just also too more most some any all each other such "
+    "than into about over what which who whom whose when where why how let know feel free "
+    "hope helps help glad happy sure certainly course absolutely great good question "
+    "questions thanks thank welcome please answer answers following below above ask asking "
+    "anything else further additional "
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+#: Whole sentences that carry no claim ("Sure!", "I hope this helps.").
+_PLEASANTRY = re.compile(
+    r"(sure|certainly|of course|absolutely|okay|ok|great|great question|good question|"
+    r"happy to help|glad to help|(i )?hope (this|that|it) helps( you)?|"
+    r"let me know if .*|feel free to .*|(please )?don't hesitate to .*|thanks?( you)?( for .*)?|"
+    r"you're welcome|i'?d be happy to help( .*)?|in summary|to summari[sz]e|"
+    r"(based on|according to) the (provided |given |retrieved )?"
+    r"(context|sources?|passages?|documents?|information)( provided)?|"
+    # abstentions say what the sources lack, which needs no support from them
+    r"((the|these|those) )?(provided |given |retrieved )?(context|sources?|passages?|documents?|"
+    r"information)( provided| given)? (do|does|did) not .*|"
+    r"i (don't|do not|cannot|can't|could not|couldn't) (know|find|tell|say)( .*)?)"
+)
+
+_ABBREVIATION_TEXT = (
+    "mr mrs ms dr prof sr jr st vs etc inc ltd co corp no fig al approx dept est mt ft jan "
+    "feb mar apr jun jul aug sep sept oct nov dec e.g i.e u.s u.k a.m p.m "
+)
+_ABBREVIATIONS = frozenset(_ABBREVIATION_TEXT.split())
+_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)]|[a-zA-Z][.)](?=\s))\s+")
+_MARKUP = re.compile(r"[*_`#>]+")
+_WORD = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A sentence of a text: ``text[start:end]`` of the text it came from."""
+
+    start: int
+    end: int
+    text: str
+
+
+def as_passages(context: Any, field: str = "context") -> tuple[str, ...]:
+    """A context as its non-blank passages: a str is one passage, a list or tuple of str holds
+    several; ``None`` and blank texts give none.
+
+    Raises:
+        TypeError: ``context`` is neither, or holds something other than str (named by index).
+        ValueError: a passage is not valid Unicode text.
+    """
+    if context is None:
+        return ()
+    if isinstance(context, str):
+        validate_text(context, field)
+        return () if is_blank(context) else (context,)
+    if isinstance(context, (bytes, bytearray)) or not isinstance(context, Sequence):
+        raise TypeError(
+            f"{field} must be a str or a list of str passages, got {type(context).__name__}"
+        )
+    passages = []
+    for i, passage in enumerate(context):
+        if not isinstance(passage, str):
+            raise TypeError(
+                f"{field}[{i}] must be a str passage, got {type(passage).__name__} "
+                "(pass the documents' text, e.g. [doc.page_content for doc in docs])"
+            )
+        validate_text(passage, f"{field}[{i}]")
+        if not is_blank(passage):
+            passages.append(passage)
+    return tuple(passages)
+
+
+def _ends_sentence(text: str, end: int) -> bool:
+    """Whether the punctuation that ends at ``end`` closes a sentence (not "Dr." or "J.")."""
+    before = text[:end].rstrip("\"')]").rstrip(".!?")
+    token = before.rsplit(None, 1)[-1] if before.split() else ""
+    if text[end - 1] in "!?" or text[:end].rstrip("\"')]").endswith(("!", "?")):
+        return True
+    if token.lower().strip("(") in _ABBREVIATIONS:
+        return False
+    if len(token) == 1 and token.isupper():  # an initial: "J. K. Rowling"
+        return False
+    if before.strip() == token and len(token) <= 3:  # a list marker: "1. First, ..."
+        return False
+    rest = text[end:].lstrip()
+    return not rest or not rest[0].islower()
+
+
+def split_sentences(text: str) -> list[Span]:
+    """The sentences of ``text`` with their offsets; lines (list items, headings) are
+    sentences of their own, and whitespace between sentences belongs to none."""
+    spans: list[Span] = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        start = 0
+        for match in _BOUNDARY.finditer(line):
+            if _ends_sentence(line, match.end()):
+                _add_span(spans, line, offset, start, match.end())
+                start = match.end()
+        _add_span(spans, line, offset, start, len(line))
+        offset += len(line)
+    return spans
+
+
+def _add_span(spans: list[Span], line: str, offset: int, start: int, end: int) -> None:
+    piece = line[start:end]
+    stripped = piece.strip()
+    if not stripped or is_blank(stripped):
+        return
+    lead = len(piece) - len(piece.lstrip())
+    begin = offset + start + lead
+    spans.append(Span(begin, begin + len(stripped), stripped))
+
+
+def claim_words(sentence: str) -> list[str]:
+    """The lower-cased words of a sentence, list markers and markup removed."""
+    plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence))
+    return [w.lower() for w in _WORD.findall(plain)]
+
+
+def is_trivial(sentence: str) -> bool:
+    """Whether a sentence claims nothing a source could support or contradict: pleasantries
+    ("Sure!", "I hope this helps."), lead-ins that end with a colon, abstentions ("The sources
+    do not say.", "I don't know."), words with no content."""
+    words = claim_words(sentence)
+    if not words:
+        return True
+    plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence)).lower().replace("\u2019", "'")
+    if _PLEASANTRY.fullmatch(" ".join(re.sub(r"[^\w\s']", " ", plain).split())):
+        return True
+    if sentence.rstrip().endswith(":") and len(words) <= 8:
+        return True
+    return all(w in _STOPWORDS for w in words)
+
+
+def claim_text(question: str, sentence: str, short_claim_words: int = 5) -> str:
+    """What is checked against the sources for one sentence: the sentence without list markers
+    and markup, preceded by the question when the sentence is too short to say anything alone
+    ("Paris." answers "What is the capital of France?")."""
+    plain = " ".join(_MARKUP.sub(" ", _LIST_MARKER.sub("", sentence)).split())
+    if question.strip() and len(claim_words(sentence)) < short_claim_words:
+        return f"{' '.join(question.split())} {plain}"
+    return plain
+
+
+def chunk_passages(passages: Sequence[str], max_words: int = 100) -> list[tuple[int, str]]:
+    """Passages cut into windows of whole sentences of at most ``max_words`` words (a longer
+    sentence is cut by words), each window overlapping the previous by one sentence so a claim
+    that spans a cut still finds its evidence; ``(passage index, text)`` pairs."""
+    chunks: list[tuple[int, str]] = []
+    for index, passage in enumerate(passages):
+        pieces: list[str] = []
+        for span in split_sentences(passage):
+            words = span.text.split()
+            pieces.extend(
+                " ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)
+            )
+        window: list[str] = []
+        size = 0
+        for piece in pieces:
+            length = len(piece.split())
+            if window and size + length > max_words:
+                chunks.append((index, " ".join(window)))
+                window, size = window[-1:], len(window[-1].split())
+                if size + length > max_words:
+                    window, size = [], 0
+            window.append(piece)
+            size += length
+        if window:
+            chunks.append((index, " ".join(window)))
+    return chunks
+
+
+def best_chunks(claim: str, chunks: Sequence[str], top: int) -> list[int]:
+    """Indices of the ``top`` chunks that share the most (idf-weighted) content words with
+    ``claim``, best first; ties keep passage order."""
+    if len(chunks) <= top:
+        return list(range(len(chunks)))
+    bags = [set(claim_words(chunk)) - _STOPWORDS for chunk in chunks]
+    frequency = Counter(word for bag in bags for word in bag)
+    wanted = set(claim_words(claim)) - _STOPWORDS
+
+    def overlap(i: int) -> float:
+        return sum(math.log(1 + len(chunks) / frequency[w]) for w in wanted & bags[i])
+
+    return sorted(range(len(chunks)), key=lambda i: (-overlap(i), i))[:top]
+
+
+class SentenceSupport(BaseModel):
+    """One sentence of an answer and whether the sources support it."""
+
+    text: str
+    start: int = Field(description="Offset of the sentence in the answer.")
+    end: int
+    trivial: bool = Field(
+        default=False, description="Claims nothing (e.g. 'Sure!'); not scored, never dropped."
+    )
+    score: float | None = Field(
+        default=None, description="P(supported) by the best passage; None for trivial ones."
+    )
+    supported: bool = True
+    passage: int | None = Field(
+        default=None, description="Index of the passage that supports it best (None: trivial)."
+    )
+
+
+class GroundingReport(BaseModel):
+    """Per sentence of one answer: supported or not, and by which passage."""
+
+    score: float = Field(description="The answer's score: its least supported sentence's.")
+    threshold: float = Field(description="Sentences scoring under it are unsupported.")
+    passages: int = Field(description="How many passages the answer was checked against.")
+    sentences: list[SentenceSupport] = Field(default_factory=list)
+
+    @property
+    def unsupported(self) -> list[SentenceSupport]:
+        """The sentences no passage supports."""
+        return [s for s in self.sentences if not s.supported]
