@@ -41,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.data.records import InspectorExample
+from aligners.sources import claim_text
 
 Split = Literal["train", "validation", "heldout"]
 GROUNDED = "grounded"
@@ -94,6 +95,22 @@ class GroundedAnswer(BaseModel):
     source: str
     split: Split
     edit: str
+
+    def to_row(self) -> dict[str, Any]:
+        """The row as ``aligners eval-grounded`` reads it (``unsupported``: sentence texts)."""
+        unsupported = None
+        if self.sentence_labels is not None:
+            sentences = split_sentences(self.answer)
+            if len(sentences) == len(self.sentence_labels):
+                unsupported = [s for s, y in zip(sentences, self.sentence_labels) if y == 0]
+        return {
+            "question": self.question,
+            "context": self.passages,
+            "answer": self.answer,
+            "label": self.label,
+            "unsupported": unsupported,
+            "source": self.source,
+        }
 
 
 class GroundingDataConfig(BaseModel):
@@ -561,8 +578,11 @@ def halueval_qa(
             continue
         pid = _hash_id("halueval_qa", passage)
         common = {"passage": passage, "source": "halueval_qa", "split": split, "passage_id": pid}
-        pairs.append(GroundingPair(claim=answer, label=1, edit="copy", **common))
-        pairs.append(GroundingPair(claim=negative[0], label=0, edit=negative[1], **common))
+        # The inspector reads a short answer ("Delhi") with its question (claim_text): so here.
+        question = row["question"]
+        good, bad = claim_text(question, answer), claim_text(question, negative[0])
+        pairs.append(GroundingPair(claim=good, label=1, edit="copy", **common))
+        pairs.append(GroundingPair(claim=bad, label=0, edit=negative[1], **common))
         by_split.setdefault(split, []).append(row | {"_negative": negative})
     for split, split_rows in by_split.items():
         answers += _qa_answers(split_rows, split, config, rng)  # type: ignore[arg-type]
@@ -632,10 +652,10 @@ def halueval_dialogue(
             continue
         pid = _hash_id("halueval_dialogue", passage)
         common = {"passage": passage, "source": "halueval_dialogue", "split": "heldout"}
-        pairs.append(GroundingPair(claim=response, label=1, edit="copy", passage_id=pid, **common))
-        pairs.append(
-            GroundingPair(claim=negative[0], label=0, edit=negative[1], passage_id=pid, **common)
-        )
+        history = row["dialogue_history"]
+        good, bad = claim_text(history, response), claim_text(history, negative[0])
+        pairs.append(GroundingPair(claim=good, label=1, edit="copy", passage_id=pid, **common))
+        pairs.append(GroundingPair(claim=bad, label=0, edit=negative[1], passage_id=pid, **common))
         if len(answers) < config.answers_per_source:
             distractors = [r["knowledge"] for r in rng.sample(list(rows), k=config.distractors)]
             passages = [passage, *[d for d in distractors if d != passage]]
@@ -813,6 +833,11 @@ def build_grounding_data(
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "pairs.jsonl", pairs)
     _write(out / "answers.jsonl", answers)
+    # The held-out answers again, in the layout `aligners eval-grounded` reads.
+    with (out / "heldout_answers.jsonl").open("w", encoding="utf-8") as handle:
+        for answer in answers:
+            if answer.split == "heldout":
+                handle.write(json.dumps(answer.to_row()) + "\n")
     summary = summarize(pairs, answers) | {"config": config.model_dump()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

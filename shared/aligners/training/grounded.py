@@ -4,8 +4,8 @@
 The pairs come from :mod:`aligners.data.grounding` with their split: ``train`` is trained on
 (subsampled to ``max_train_pairs`` so a 2-core CPU finishes in minutes), ``validation``
 calibrates the head (Platt) and chooses the shipped threshold, ``heldout`` is only measured.
-Answer-level numbers use :func:`score_answers`, the reference aggregation: each sentence's
-best-supported passage window, the answer's least-supported sentence.
+Answer-level numbers come from :class:`GroundedInspector` itself (each sentence's best
+supported source window; the answer's least supported sentence).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,18 +20,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligners.data.grounding import (
-    GROUNDED,
-    GroundedAnswer,
-    GroundingPair,
-    split_sentences,
-    windows_of,
-)
+from aligners.data.grounding import GROUNDED, GroundedAnswer, GroundingPair
 from aligners.inspector.cross_encoder import (
-    CrossEncoderInspector,
+    CrossEncoderConfig,
     read_cross_encoder_config,
     write_cross_encoder_config,
 )
+from aligners.inspector.grounded import GroundedInspector, GroundingSettings
 from aligners.training.cross_encoder import (
     METRICS_FILE,
     CrossEncoderTrainingConfig,
@@ -61,9 +55,8 @@ class GroundedTrainingConfig(BaseModel):
     )
     max_validation_pairs: int | None = Field(default=2000, gt=0)
     save_steps: int = Field(default=100, ge=0, description="Checkpoint every N steps (0: never).")
-    top_passages: int = Field(
-        default=2, ge=1, description="Answer scoring: passage windows cross-encoded per sentence."
-    )
+    chunk_words: int = Field(default=100, gt=0, description="Inspector: words per window.")
+    top_passages: int = Field(default=3, ge=1, description="Inspector: windows read per claim.")
     seed: int = 0
 
 
@@ -101,41 +94,27 @@ def balanced_accuracy(labels: Sequence[int], scores: Sequence[float], threshold:
     return (tpr + tnr) / 2
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 or w.isdigit()}
-
-
-def answer_windows(passages: Sequence[str]) -> list[str]:
-    """The passage windows an answer is checked against (as in training: a few sentences)."""
-    return [" ".join(w) for p in passages for w in windows_of(p)]
-
-
 def score_answers(
-    answers: Sequence[GroundedAnswer], score_pairs: PairScorer, *, top_passages: int = 2
+    answers: Sequence[GroundedAnswer], inspector: GroundedInspector
 ) -> list[dict[str, Any]]:
-    """Reference answer scoring: each sentence against its ``top_passages`` windows with the
-    most words in common (the rest would cost time and rarely win), best window counts; the
-    answer scores as its least-supported sentence."""
-    jobs: list[tuple[int, int, str, str]] = []
-    sentences_of: list[list[str]] = []
-    for a_index, answer in enumerate(answers):
-        windows = answer_windows(answer.passages)
-        sentences = split_sentences(answer.answer) or [answer.answer]
-        sentences_of.append(sentences)
-        for s_index, sentence in enumerate(sentences):
-            words = _content_words(sentence)
-            ranked = sorted(windows, key=lambda w: -len(words & _content_words(w)))
-            for window in ranked[:top_passages]:
-                jobs.append((a_index, s_index, window, sentence))
-    scores = score_pairs([j[2] for j in jobs], [j[3] for j in jobs]) if jobs else []
-    best: dict[tuple[int, int], float] = {}
-    for (a_index, s_index, _, _), score in zip(jobs, scores):
-        key = (a_index, s_index)
-        best[key] = max(best.get(key, 0.0), score)
+    """Answer scores from the grounded inspector (its least supported sentence) and, per scored
+    sentence, (label where known, score): labels come from the rows' unsupported sentences."""
+    reports = inspector.verify(
+        [a.question for a in answers],
+        [a.answer for a in answers],
+        [tuple(a.passages) for a in answers],
+    )
     results = []
-    for a_index, sentences in enumerate(sentences_of):
-        per_sentence = [best.get((a_index, i), 0.0) for i in range(len(sentences))]
-        results.append({"score": min(per_sentence), "sentences": per_sentence})
+    for answer, report in zip(answers, reports):
+        row = answer.to_row()
+        bad = {" ".join(u.split()) for u in row["unsupported"] or []}
+        known = row["unsupported"] is not None
+        sentences = [
+            (int(" ".join(s.text.split()) not in bad) if known else None, float(s.score))
+            for s in report.sentences
+            if s.score is not None
+        ]
+        results.append({"score": report.score, "sentences": sentences})
     return results
 
 
@@ -157,12 +136,7 @@ def answer_metrics(
 
 def inspector_scorer(directory: str | Path) -> PairScorer:
     """Calibrated P(supported) of (passage, claim) pairs from a saved grounded directory."""
-    inspector = CrossEncoderInspector.from_pretrained(directory, criterion=GROUNDED)
-
-    def score(passages: Sequence[str], claims: Sequence[str]) -> list[float]:
-        return inspector.score_batch(list(passages), list(claims))
-
-    return score
+    return GroundedInspector.from_pretrained(directory).support
 
 
 def evaluate_grounded(
@@ -171,7 +145,6 @@ def evaluate_grounded(
     answers: Sequence[GroundedAnswer] = (),
     *,
     threshold: float | None = None,
-    top_passages: int = 2,
 ) -> dict[str, Any]:
     """Pair-level AUROC per source, and answer-level balanced accuracy, AUROC and the length
     baseline per source, of a saved grounded model on the given rows."""
@@ -192,18 +165,14 @@ def evaluate_grounded(
                 balanced_accuracy(labels, [s for _, s in rows], threshold), 4
             ),
         }
-    answer_scores = score_answers(answers, score, top_passages=top_passages)
+    inspector = GroundedInspector.from_pretrained(directory)
+    answer_scores = score_answers(answers, inspector) if answers else []
     for source in sorted({a.source for a in answers}) + ["all"]:
         chosen = [(a, r) for a, r in zip(answers, answer_scores) if source in ("all", a.source)]
         report["answers"][source] = answer_metrics(
             [a for a, _ in chosen], [r["score"] for _, r in chosen], threshold
         )
-        known = [
-            (label, s)
-            for a, r in chosen
-            if a.sentence_labels and len(a.sentence_labels) == len(r["sentences"])
-            for label, s in zip(a.sentence_labels, r["sentences"])
-        ]
+        known = [(y, s) for _, r in chosen for y, s in r["sentences"] if y is not None]
         if known:
             area = auroc([y for y, _ in known], [s for _, s in known])
             report["answers"][source]["sentence_auroc"] = None if area is None else round(area, 4)
@@ -257,10 +226,19 @@ def train_grounded(
         resume=resume,
     )
     train_seconds = time.perf_counter() - started
+    ce_config = read_cross_encoder_config(output)
+    # How the inspector cuts answers and sources, stored beside the weights (GroundingSettings).
+    ce_config = CrossEncoderConfig(
+        **ce_config.model_dump(),
+        grounding=GroundingSettings(
+            chunk_words=config.chunk_words, top_passages=config.top_passages
+        ).model_dump(),
+    )
+    write_cross_encoder_config(output, ce_config)
     score = inspector_scorer(output)
     valid_answers = [a for a in answers if a.split == "validation"]
     if valid_answers:
-        results = score_answers(valid_answers, score, top_passages=config.top_passages)
+        results = score_answers(valid_answers, GroundedInspector.from_pretrained(output))
         chosen_on = "validation answers"
         threshold = best_balanced_threshold(
             [a.label for a in valid_answers], [r["score"] for r in results]
@@ -269,7 +247,6 @@ def train_grounded(
         chosen_on = "validation pairs"
         probs = score([p.passage for p in validation], [p.claim for p in validation])
         threshold = best_balanced_threshold([p.label for p in validation], probs)
-    ce_config = read_cross_encoder_config(output)
     ce_config.thresholds[GROUNDED] = threshold
     validation_probs = score([p.passage for p in validation], [p.claim for p in validation])
     metrics: dict[str, Any] = {
@@ -285,9 +262,7 @@ def train_grounded(
     write_cross_encoder_config(output, ce_config)
     held_answers = [a for a in answers if a.split == "heldout"]
     if heldout or held_answers:
-        metrics["heldout"] = evaluate_grounded(
-            output, heldout, held_answers, threshold=threshold, top_passages=config.top_passages
-        )
+        metrics["heldout"] = evaluate_grounded(output, heldout, held_answers, threshold=threshold)
     ce_config.metrics = {GROUNDED: metrics}
     write_cross_encoder_config(output, ce_config)
     record = {"kind": "cross-encoder", "metrics": metrics, "training": config.model_dump()}
@@ -296,20 +271,17 @@ def train_grounded(
 
 
 def measure_latency(
-    directory: str | Path,
-    answer: GroundedAnswer,
-    *,
-    repeats: int = 20,
-    top_passages: int = 2,
+    directory: str | Path, answer: GroundedAnswer, *, repeats: int = 20
 ) -> dict[str, float]:
-    """Milliseconds to score one answer with :func:`score_answers` (model loaded and warmed
+    """Milliseconds for the grounded inspector to score one answer (model loaded and warmed
     first): median and 90th percentile of ``repeats`` runs."""
-    score = inspector_scorer(directory)
-    score_answers([answer], score, top_passages=top_passages)  # warm-up: load, first-call costs
+    inspector = GroundedInspector.from_pretrained(directory)
+    args = ([answer.question], [answer.answer], [tuple(answer.passages)])
+    inspector.verify(*args)  # warm-up: load, first-call costs
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        score_answers([answer], score, top_passages=top_passages)
+        inspector.verify(*args)
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return {
