@@ -34,7 +34,7 @@ import json
 import random
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -483,7 +483,12 @@ def window_pairs(
         if negative is None:
             continue
         claim, edit = _positive(sentence, window, rng)
-        common = {"passage": passage, "source": source, "split": split, "passage_id": passage_id}
+        common: dict[str, Any] = {
+            "passage": passage,
+            "source": source,
+            "split": split,
+            "passage_id": passage_id,
+        }
         pairs.append(GroundingPair(claim=claim, label=1, edit=edit, **common))
         pairs.append(GroundingPair(claim=negative[0], label=0, edit=negative[1], **common))
     return pairs
@@ -569,7 +574,7 @@ def halueval_qa(
     pool = [r["right_answer"].strip() for r in rows]
     pairs: list[GroundingPair] = []
     answers: list[GroundedAnswer] = []
-    by_split: dict[str, list[dict[str, Any]]] = {}
+    by_split: dict[Split, list[dict[str, Any]]] = {}
     for row in rows:
         passage, answer = row["knowledge"].strip(), row["right_answer"].strip()
         split = split_of(passage, config)
@@ -577,7 +582,12 @@ def halueval_qa(
         if negative is None:
             continue
         pid = _hash_id("halueval_qa", passage)
-        common = {"passage": passage, "source": "halueval_qa", "split": split, "passage_id": pid}
+        common: dict[str, Any] = {
+            "passage": passage,
+            "source": "halueval_qa",
+            "split": split,
+            "passage_id": pid,
+        }
         # The inspector reads a short answer ("Delhi") with its question (claim_text): so here.
         question = row["question"]
         good, bad = claim_text(question, answer), claim_text(question, negative[0])
@@ -585,7 +595,7 @@ def halueval_qa(
         pairs.append(GroundingPair(claim=bad, label=0, edit=negative[1], **common))
         by_split.setdefault(split, []).append(row | {"_negative": negative})
     for split, split_rows in by_split.items():
-        answers += _qa_answers(split_rows, split, config, rng)  # type: ignore[arg-type]
+        answers += _qa_answers(split_rows, split, config, rng)
     return pairs, answers
 
 
@@ -651,7 +661,11 @@ def halueval_dialogue(
         if negative is None:
             continue
         pid = _hash_id("halueval_dialogue", passage)
-        common = {"passage": passage, "source": "halueval_dialogue", "split": "heldout"}
+        common: dict[str, Any] = {
+            "passage": passage,
+            "source": "halueval_dialogue",
+            "split": "heldout",
+        }
         history = row["dialogue_history"]
         good, bad = claim_text(history, response), claim_text(history, negative[0])
         pairs.append(GroundingPair(claim=good, label=1, edit="copy", passage_id=pid, **common))
@@ -687,7 +701,7 @@ def read_alpaca(data_dir: str | Path, writer: Literal["gpt4", "claude"]) -> list
 
 
 def synthetic_alpaca(
-    rows_by_writer: dict[str, Sequence[dict[str, Any]]], config: GroundingDataConfig
+    rows_by_writer: Mapping[str, Sequence[dict[str, Any]]], config: GroundingDataConfig
 ) -> tuple[list[GroundingPair], list[GroundedAnswer]]:
     """Synthetic claims over AlpacaEval answers used as passages.
 
@@ -741,8 +755,8 @@ def synthetic_alpaca(
         other = texts[(index + rng.randrange(1, len(texts))) % len(texts)][0]
         answer_rows = _synthetic_answers(text, other, text_pairs, instruction, source, split, rng)
         by_split_answers.setdefault(split, []).extend(answer_rows)
-    for _split, rows in by_split_answers.items():
-        groups = [rows[i : i + 2] for i in range(0, len(rows), 2)]
+    for split_answers in by_split_answers.values():
+        groups = [split_answers[i : i + 2] for i in range(0, len(split_answers), 2)]
         keep = rng.sample(groups, k=min(config.answers_per_source // 2, len(groups)))
         answers += [a for group in keep for a in group]
     return pairs, answers

@@ -228,11 +228,9 @@ def train_grounded(
     train_seconds = time.perf_counter() - started
     ce_config = read_cross_encoder_config(output)
     # How the inspector cuts answers and sources, stored beside the weights (GroundingSettings).
-    ce_config = CrossEncoderConfig(
-        **ce_config.model_dump(),
-        grounding=GroundingSettings(
-            chunk_words=config.chunk_words, top_passages=config.top_passages
-        ).model_dump(),
+    settings = GroundingSettings(chunk_words=config.chunk_words, top_passages=config.top_passages)
+    ce_config = CrossEncoderConfig.model_validate(
+        ce_config.model_dump() | {"grounding": settings.model_dump()}
     )
     write_cross_encoder_config(output, ce_config)
     score = inspector_scorer(output)
@@ -319,7 +317,7 @@ def latency_answer(
     excess = count(passages) - tokens
     if excess > 0:
         ids = tokenizer(passages[-1], add_special_tokens=False)["input_ids"]
-        passages[-1] = tokenizer.decode(ids[: max(1, len(ids) - excess)])
+        passages[-1] = str(tokenizer.decode(ids[: max(1, len(ids) - excess)]))
     timed = answer.model_copy(update={"passages": passages})
     return timed, count(passages)
 
