@@ -149,10 +149,11 @@ def claim_words(sentence: str) -> list[str]:
 
 def is_trivial(sentence: str) -> bool:
     """Whether a sentence claims nothing a source could support or contradict: pleasantries
-    ("Sure!", "I hope this helps."), lead-ins that end with a colon, abstentions ("The sources
-    do not say.", "I don't know."), words with no content."""
+    ("Sure!", "I hope this helps."), lead-ins that end with a colon, questions ("Do you want the
+    recipe?"), abstentions ("The sources do not say.", "I don't know."), words with no
+    content."""
     words = claim_words(sentence)
-    if not words:
+    if not words or sentence.rstrip().rstrip("\"')]*_").endswith("?"):
         return True
     plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence)).lower().replace("\u2019", "'")
     if _PLEASANTRY.fullmatch(" ".join(re.sub(r"[^\w\s']", " ", plain).split())):

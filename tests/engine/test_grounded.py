@@ -64,6 +64,8 @@ def test_sentences_keep_their_offsets_lines_and_abbreviations() -> None:
         ("Paris.", False),
         ("The provided sources do not cover this question.", True),
         ("I don't know.", True),
+        ("Do you know who wrote it?", True),
+        ("**Which one would you like?**", True),
         ("The sources do not mention a tower in Rome, which is 20 m tall.", True),
     ],
 )
