@@ -55,8 +55,8 @@ class GroundedTrainingConfig(BaseModel):
     )
     max_validation_pairs: int | None = Field(default=2000, gt=0)
     save_steps: int = Field(default=100, ge=0, description="Checkpoint every N steps (0: never).")
-    chunk_words: int = Field(default=100, gt=0, description="Inspector: words per window.")
-    top_passages: int = Field(default=3, ge=1, description="Inspector: windows read per claim.")
+    chunk_words: int = Field(default=60, gt=0, description="Inspector: words per window.")
+    top_passages: int = Field(default=2, ge=1, description="Inspector: windows read per claim.")
     seed: int = 0
 
 
