@@ -49,9 +49,10 @@ def test_default_criteria_are_the_ones_that_met_the_targets() -> None:
     assert "Held-out metrics" in (CROSS_ENCODER_DIR / "MODEL_CARD.md").read_text()
 
 
-def test_all_default_model_files_fit_in_20_mb() -> None:
+def test_all_default_model_files_fit_in_30_mb() -> None:
+    # Issue 21's budget (30 MB); 24.1 MB with the gate's fine-tuned request model (7.1 MB).
     total = sum(p.stat().st_size for p in DEFAULT_MODELS_DIR.rglob("*") if p.is_file())
-    assert total <= 20_000_000, total
+    assert total <= 30_000_000, total
 
 
 def test_safety_aligner_artifact_is_small_and_relative() -> None:
