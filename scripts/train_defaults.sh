@@ -50,12 +50,13 @@ fi
 if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
     -o "$OUT/inspectors/safety-gate" --request-output "$OUT/inspectors/request" \
-    --good-flag-rate 0.02 --request-safe-turned-away 0.02 --cache-file "$WORK/traffic/embeddings.pt"
+    --good-flag-rate 0.02 --request-safe-turned-away 0.02 --request-trained-layers 2 \
+    --cache-file "$WORK/traffic/embeddings.pt"
   cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
 fi
 if want inspector; then
   aligners train cross-encoder "$WORK/safety/inspector_train.jsonl" \
-    --eval-data "$WORK/safety/inspector_heldout.jsonl" -o "$OUT/inspectors/cross-encoder" \
+    --eval-data "$WORK/safety/inspector_heldout.jsonl" -o "$WORK/cross-encoder" \
     --criterion ethical --trained-layers 2 --epochs 3 --learning-rate 5e-5 --batch-size 32 --seed 0 \
     --flag-recall 0.9 --block-threshold 0.2
 fi

@@ -283,7 +283,6 @@ def without_shipped_inspectors(criteria: list[str] | None = None) -> Squad:
     """``Squad.default`` on an install whose shipped inspector folders are missing."""
     gone = Path("/nonexistent/aligners-default-models/inspectors")
     with (
-        mock.patch.object(squad_defaults, "CROSS_ENCODER_DIR", gone / "cross-encoder"),
         mock.patch.object(squad_defaults, "SAFETY_GATE_DIR", gone / "safety-gate"),
         mock.patch.object(squad_defaults, "DEFAULT_INSPECTORS_DIR", gone),
     ):

@@ -187,3 +187,42 @@ def test_gate_metrics_counts_f1_for_harmful_answers() -> None:
     assert metrics["precision_harmful"] == 0.5 and metrics["recall_harmful"] == 0.5
     assert metrics["f1_harmful"] == 0.5 and metrics["flag_rate"]["good"] == 1.0
     assert metrics["aligned_flag_rate"] == 0.5
+
+
+def test_gate_with_a_fine_tuned_request_model_ships_its_layers_and_round_trips(
+    tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
+    config = SafetyGateTrainingConfig(
+        encoder=str(tiny_encoder_dir),
+        weight_decay=1e-4,
+        request_trained_layers=1,
+        request_epochs=2,
+        request_learning_rate=1e-3,
+    )
+    train_safety_gate(
+        rows,
+        _requests(),
+        tmp_path / "gate",
+        config,
+        request_output_dir=tmp_path / "request",
+        progress=False,
+        log=lambda _: None,
+    )
+    saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
+    assert saved["request_trained_layers"] == 1
+    assert (tmp_path / "gate" / "request_trunk.safetensors").exists()
+    # The request check keeps the frozen head: no trunk of its own.
+    assert not (tmp_path / "request" / "request_trunk.safetensors").exists()
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    gate = SafetyGateInspector.from_pretrained(tmp_path / "gate", encoder=encoder)
+    again = SafetyGateInspector.from_pretrained(
+        gate.save_pretrained(tmp_path / "again"), encoder=encoder
+    )
+    questions = [f"{HARMFUL_Q[0]} 1", f"{SAFE_Q[0]} 1", ""]
+    answers = [f"{COMPLY} 1", f"{GOOD} 1", f"{COMPLY} 1"]
+    scores = gate.score_batch(questions, answers)
+    assert scores == pytest.approx(again.score_batch(questions, answers), abs=1e-5)
+    assert scores[0] < scores[1]
+    explained = gate.explain(questions[:1], answers[:1])[0]
+    assert explained["harmful_request"] > 0.5

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from aligners.squad.defaults import (
-    CROSS_ENCODER_DIR,
     DEFAULT_ALIGNER_DIR,
     DEFAULT_CRITERIA,
     DEFAULT_INSPECTORS_DIR,
@@ -44,9 +43,6 @@ def test_default_criteria_are_the_ones_that_met_the_targets() -> None:
     assert metrics["heldout"]["flag_rate"]["safe"] <= 0.02  # refusals are left alone
     assert set(metrics["heldout_by_family"]) >= {"title", "code", "disclaimer-then-steps"}
     assert "Held-out metrics" in (SAFETY_GATE_DIR / "MODEL_CARD.md").read_text()
-    cross = json.loads((CROSS_ENCODER_DIR / "inspector_config.json").read_text())
-    assert cross["kind"] == "cross-encoder"  # the previous gate stays loadable by folder
-    assert "Held-out metrics" in (CROSS_ENCODER_DIR / "MODEL_CARD.md").read_text()
 
 
 def test_all_default_model_files_fit_their_budgets() -> None:

@@ -351,6 +351,13 @@ def safety_gate(
         help="Request threshold: at most this share of validation safe requests turned away.",
     ),
     weight_decay: float = typer.Option(1e-3, min=0),
+    request_trained_layers: int = typer.Option(
+        0,
+        min=0,
+        help="Fine-tune this many top MiniLM layers for the gate's request head (0: frozen).",
+    ),
+    request_epochs: int = typer.Option(3, min=1),
+    request_learning_rate: float = typer.Option(1e-4, min=0),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
 ) -> None:
     """Train the safety gate (harmful request x complies x harmful content on frozen MiniLM)
@@ -370,6 +377,9 @@ def safety_gate(
         block_threshold=block_threshold,
         request_safe_turned_away=request_safe_turned_away,
         weight_decay=weight_decay,
+        request_trained_layers=request_trained_layers,
+        request_epochs=request_epochs,
+        request_learning_rate=request_learning_rate,
     )
     metrics = train_safety_gate(
         read.records,

@@ -12,6 +12,11 @@ that do not depend on style, each a logistic head on a frozen MiniLM embedding:
 A small logistic combination of the three logits (and the product "harmful request and it
 complies"), fitted on a validation split, gives P(misaligned); the score is P(aligned) = 1 - that.
 Two encoder passes per pair (question and answer), batched together.
+
+A frozen embedding places "kill a Python process" near "kill my neighbour", so the request head
+can read the question through its own MiniLM whose top layers were fine-tuned on labelled
+requests (``request_trained_layers`` > 0: the delta ships as ``request_trunk.safetensors``);
+the answer heads stay on the frozen encoder, which does not learn a writer's style.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from aligners.inspector.base import Inspector
 
 SAFETY_GATE_CONFIG = "inspector_config.json"
 SAFETY_GATE_WEIGHTS = "gate_heads.safetensors"
+#: Fine-tuned top layers of the request model (float16), when ``request_trained_layers`` > 0.
+REQUEST_TRUNK_WEIGHTS = "request_trunk.safetensors"
 #: The three heads, in the order of their logits in the combination's features.
 GATE_HEADS: tuple[str, ...] = ("request", "complies", "content")
 
@@ -45,6 +52,10 @@ class SafetyGateConfig(BaseModel):
     #: Weights of the combination over [request, complies, content, request*complies], + bias.
     combine_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     combine_bias: float = 0.0
+    #: Top encoder layers fine-tuned for the request head (0: it reads the frozen embedding).
+    request_trained_layers: int = Field(default=0, ge=0)
+    #: Tokens of the question the fine-tuned request model reads.
+    request_max_length: int = Field(default=64, gt=8)
     threshold: float = Field(default=0.5, ge=0, le=1)
     block_threshold: float | None = Field(default=None, ge=0, le=1)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -59,12 +70,20 @@ class SafetyGateInspector(Inspector):
     """
 
     def __init__(
-        self, heads: Any, config: SafetyGateConfig, *, encoder: SentenceEncoder | None = None
+        self,
+        heads: Any,
+        config: SafetyGateConfig,
+        *,
+        encoder: SentenceEncoder | None = None,
+        request_model: Any = None,
     ) -> None:
         super().__init__(get_criterion(config.criterion))
         self.heads = heads.eval()
         self.config = config
         self.encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
+        #: The fine-tuned request model (``request_trained_layers`` > 0), loaded on first use.
+        self.request_model = request_model.eval() if request_model is not None else None
+        self._request_trunk: Path | None = None
 
     @staticmethod
     def build_heads(embedding_dim: int) -> Any:
@@ -98,9 +117,61 @@ class SafetyGateInspector(Inspector):
         return features @ weights + self.config.combine_bias
 
     def embed(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[Any, Any]:
-        """Question and answer embeddings from one encoder call."""
-        embeddings = self.encoder.encode(list(questions) + list(answers))
-        return embeddings[: len(questions)], embeddings[len(questions) :]
+        """Question features (for the request head) and answer embeddings (for the others):
+        one frozen-encoder call for both, or the fine-tuned request model on the questions."""
+        if not self.config.request_trained_layers:
+            embeddings = self.encoder.encode(list(questions) + list(answers))
+            return embeddings[: len(questions)], embeddings[len(questions) :]
+        return self.request_features(questions), self.encoder.encode(list(answers))
+
+    def request_features(self, questions: Sequence[str]) -> Any:
+        """Mean-pooled states of the fine-tuned request model (``request_trained_layers`` > 0)."""
+        import torch
+
+        model, tokenizer = self._request_model()
+        texts = [q if q.strip() else " " for q in questions]
+        if not texts:
+            return torch.zeros((0, self.config.embedding_dim))
+        pooled = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 64):
+                batch = tokenizer(
+                    texts[start : start + 64],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.config.request_max_length,
+                    return_tensors="pt",
+                )
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9))
+        return torch.cat(pooled).float()
+
+    def _request_model(self) -> tuple[Any, Any]:
+        from transformers import AutoModel, AutoTokenizer
+
+        from aligners.backends.cache import MODEL_CACHE
+        from aligners.inspector.cross_encoder import load_trunk_delta
+
+        source = self.encoder.source
+        tokenizer = MODEL_CACHE.get_or_load(
+            ("tokenizer", source), lambda: AutoTokenizer.from_pretrained(source.path)
+        )
+        if self.request_model is None:
+            trunk = self._request_trunk
+            if trunk is None:
+                raise ValueError("this gate's request model has no weights: load it from a folder")
+            stamp = trunk.stat().st_mtime_ns if trunk.exists() else None
+
+            def loader() -> Any:
+                model = AutoModel.from_pretrained(source.path)
+                load_trunk_delta(model, trunk)
+                return model.eval()
+
+            self.request_model = MODEL_CACHE.get_or_load(
+                ("safety-gate-request", source, str(trunk), stamp), loader
+            )
+        return self.request_model, tokenizer
 
     def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         import torch
@@ -159,16 +230,33 @@ class SafetyGateInspector(Inspector):
         config = SafetyGateConfig(**raw)
         heads = cls.build_heads(config.embedding_dim)
         heads.load_state_dict(load_file(str(directory / SAFETY_GATE_WEIGHTS)))
-        return cls(heads, config, encoder=encoder)
+        gate = cls(heads, config, encoder=encoder)
+        if config.request_trained_layers:
+            gate._request_trunk = directory / REQUEST_TRUNK_WEIGHTS
+        return gate
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write the heads (a few KB) and the config."""
+        """Write the heads (a few KB), the request model's fine-tuned top layers (float16, when
+        it has them) and the config."""
         from safetensors.torch import save_file
+
+        from aligners.inspector.cross_encoder import trunk_layer_prefixes
 
         directory = Path(path).expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.heads.state_dict().items()}
         save_file(state, str(directory / SAFETY_GATE_WEIGHTS))
+        if self.config.request_trained_layers:
+            model, _ = self._request_model()
+            prefixes = trunk_layer_prefixes(
+                int(model.config.num_hidden_layers), self.config.request_trained_layers
+            )
+            delta = {
+                k: v.detach().to("cpu").half().contiguous()
+                for k, v in model.state_dict().items()
+                if k.startswith(tuple(prefixes))
+            }
+            save_file(delta, str(directory / REQUEST_TRUNK_WEIGHTS))
         (directory / SAFETY_GATE_CONFIG).write_text(self.config.model_dump_json(indent=2) + "\n")
         return directory
 

@@ -16,7 +16,6 @@ from aligners.aligner.model import Aligner
 from aligners.criteria import get_criterion
 from aligners.errors import ModelNotFoundError
 from aligners.inspector.base import Inspector
-from aligners.inspector.cross_encoder import CrossEncoderInspector, read_cross_encoder_config
 from aligners.inspector.encoder_head import INSPECTOR_CONFIG, EncoderHeadInspector
 from aligners.inspector.grounded import DEFAULT_GROUNDED_DIR, GroundedInspector
 from aligners.inspector.safety_gate import SafetyGateInspector
@@ -30,8 +29,6 @@ DEFAULT_ALIGNER_DIR = DEFAULT_MODELS_DIR / "aligner"
 #: The safety aligner (ethical): compliant answers to harmful requests -> safe responses.
 SAFETY_ALIGNER_DIR = DEFAULT_MODELS_DIR / "safety_aligner"
 DEFAULT_INSPECTORS_DIR = DEFAULT_MODELS_DIR / "inspectors"
-#: One fine-tuned MiniLM trunk with a head per criterion (one encoder pass for all of them).
-CROSS_ENCODER_DIR = DEFAULT_INSPECTORS_DIR / "cross-encoder"
 #: The ethical gate: harmful request x complies x harmful content on frozen MiniLM
 #: (``scripts/train_defaults.sh gate``); it serves ``ethical`` where present.
 SAFETY_GATE_DIR = DEFAULT_INSPECTORS_DIR / "safety-gate"
@@ -60,8 +57,8 @@ def default_aligner(criterion: str, **options: Any) -> Aligner:
 
 
 def default_inspector(criterion: str) -> Inspector:
-    """The shipped inspector for a criterion: the safety gate for ``ethical``, a cross-encoder
-    head where one was trained, else a frozen-MiniLM head, else (for criteria outside
+    """The shipped inspector for a criterion: the safety gate for ``ethical``, the grounded
+    cross-encoder for ``grounded``, else a frozen-MiniLM head, else (for criteria outside
     :data:`DEFAULT_CRITERIA`) a zero-shot MiniLM inspector.
 
     Raises:
@@ -79,16 +76,13 @@ def default_inspector(criterion: str) -> Inspector:
                 "Squad.default(['grounded'], inspector=DIR)"
             )
         return GroundedInspector.from_pretrained(DEFAULT_GROUNDED_DIR)
-    trunk_config = CROSS_ENCODER_DIR / INSPECTOR_CONFIG
-    if trunk_config.exists() and criterion in read_cross_encoder_config(CROSS_ENCODER_DIR).heads:
-        return CrossEncoderInspector.from_pretrained(CROSS_ENCODER_DIR, criterion=criterion)
     directory = DEFAULT_INSPECTORS_DIR / criterion
     if (directory / INSPECTOR_CONFIG).exists():
         return EncoderHeadInspector.from_pretrained(directory)
     if criterion in DEFAULT_CRITERIA:
         raise ModelNotFoundError(
-            f"the shipped inspector for {criterion!r} is missing: {CROSS_ENCODER_DIR} has no "
-            f"{criterion!r} head and {directory} does not exist (is the install complete?). "
+            f"the shipped inspector for {criterion!r} is missing: {directory} does not exist "
+            "(is the install complete?). "
             "Reinstall aligners, or choose an inspector: Squad.default(inspector=DIR) or "
             "inspector_encoder=... (zero-shot)"
         )

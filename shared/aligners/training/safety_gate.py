@@ -56,6 +56,15 @@ class SafetyGateTrainingConfig(BaseModel):
         description="The request check's threshold turns away at most this share of the "
         "validation split's safe requests.",
     )
+    request_trained_layers: int = Field(
+        default=0,
+        ge=0,
+        description="Top encoder layers fine-tuned for the gate's request head, on the request "
+        "rows (0: the head reads the frozen embedding). The request check keeps the frozen head.",
+    )
+    request_epochs: int = Field(default=3, gt=0)
+    request_learning_rate: float = Field(default=1e-4, gt=0)
+    request_max_length: int = Field(default=64, gt=8)
     seed: int = 0
 
 
@@ -221,7 +230,7 @@ def train_safety_gate(
         if r.question and r.metadata.get("writer") != "swapped"
     ]
     heads = SafetyGateInspector.build_heads(encoder.dimension)
-    targets = {
+    targets: dict[str, list[tuple[str, int]]] = {
         "request": request_train,
         "complies": [(r.answer, int(r.metadata["kind"] != SAFE)) for r in train],
         "content": [(r.answer, int(r.metadata["kind"] == COMPLIANT)) for r in train],
@@ -236,12 +245,29 @@ def train_safety_gate(
         heads[name].bias.data = b
         log(f"head {name}: {len(pairs)} examples")
 
+    frozen_request_head = heads["request"]
     gate_config = SafetyGateConfig(encoder=config.encoder, embedding_dim=encoder.dimension)
-    gate = SafetyGateInspector(heads, gate_config, encoder=encoder)
+    request_model = None
+    if config.request_trained_layers:
+        request_model, request_head, layers = fine_tune_request_model(
+            targets["request"], config, progress=progress
+        )
+        gate_heads = SafetyGateInspector.build_heads(encoder.dimension)
+        gate_heads.load_state_dict(heads.state_dict())
+        gate_heads["request"].load_state_dict(request_head.state_dict())
+        heads = gate_heads
+        gate_config.request_trained_layers = layers
+        gate_config.request_max_length = config.request_max_length
+        log(f"request model: top {layers} layers fine-tuned on {len(targets['request'])} requests")
+    gate = SafetyGateInspector(heads, gate_config, encoder=encoder, request_model=request_model)
 
     def logits_of(part: Sequence[InspectorExample]) -> Any:
+        questions = [r.question for r in part]
         return gate.head_logits(
-            embed([r.question for r in part], progress), embed([r.answer for r in part], progress)
+            gate.request_features(questions)
+            if request_model is not None
+            else embed(questions, progress),
+            embed([r.answer for r in part], progress),
         )
 
     validation = split["validation"]
@@ -282,7 +308,7 @@ def train_safety_gate(
 
     if request_output_dir is not None:
         metrics["request"] = _save_request_check(
-            heads["request"],
+            frozen_request_head,
             request_split,
             embed,
             encoder,
@@ -291,6 +317,106 @@ def train_safety_gate(
             progress,
         )
     return metrics
+
+
+def fine_tune_request_model(
+    pairs: Sequence[tuple[str, int]],
+    config: SafetyGateTrainingConfig,
+    *,
+    progress: bool = True,
+) -> tuple[Any, Any, int]:
+    """MiniLM with its top ``request_trained_layers`` fine-tuned, and a linear head on its
+    mean-pooled states, on ``(request, 1 = harmful)`` pairs (class-balanced). The lower layers'
+    states are computed once, so an epoch costs only the top layers. Returns the model (top
+    layers rounded to float16, as shipped), the head and the number of layers trained."""
+    import random
+
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+
+    from aligners.backends.models import resolve_model
+    from aligners.training.cross_encoder import _batches, _pad, _run_top
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    source = resolve_model(config.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    model = AutoModel.from_pretrained(source.path).eval()
+    total_layers = int(model.config.num_hidden_layers)
+    layers = min(config.request_trained_layers, total_layers)
+    texts = [t if t.strip() else " " for t, _ in pairs]
+    states: dict[str, Any] = {}
+    with torch.inference_mode():
+        unique = sorted(set(texts), key=len)
+        for start in tqdm(range(0, len(unique), 128), desc="requests", disable=not progress):
+            batch_texts = unique[start : start + 128]
+            batch = tokenizer(
+                batch_texts,
+                padding=True,
+                truncation=True,
+                max_length=config.request_max_length,
+                return_tensors="pt",
+            )
+            hidden = model(**batch, output_hidden_states=True).hidden_states[total_layers - layers]
+            for j, text in enumerate(batch_texts):
+                length = int(batch["attention_mask"][j].sum())
+                states[text] = hidden[j, :length].clone().half()
+    rows = [states[t].float() for t in texts]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    top = list(model.encoder.layer)[total_layers - layers :]
+    for layer in top:
+        layer.train()
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    head = torch.nn.Linear(int(model.config.hidden_size), 1)
+    y = torch.tensor([float(label) for _, label in pairs])
+    positives = float(y.sum())
+    if positives in (0.0, float(len(y))):
+        raise ValueError("the request model needs harmful and fine requests")
+    weights = torch.where(y > 0, len(y) / (2 * positives), len(y) / (2 * (len(y) - positives)))
+    optimizer = torch.optim.AdamW(
+        [
+            {
+                "params": [p for layer in top for p in layer.parameters()],
+                "lr": config.request_learning_rate,
+            },
+            {"params": head.parameters(), "lr": 1e-3},
+        ],
+        weight_decay=0.01,
+    )
+    size = 32
+    total = math.ceil(len(rows) / size) * config.request_epochs
+    schedule = get_linear_schedule_with_warmup(optimizer, int(total * 0.06), total)
+    lengths = [r.shape[0] for r in rows]
+    step = 0
+    bar = tqdm(total=total, desc="training request model", disable=not progress)
+    while step < total:
+        for batch_rows in _batches(lengths, size, rng):
+            hidden, mask = _pad([rows[i] for i in batch_rows])
+            logits = head(_run_top(model, layers, hidden, mask)).squeeze(-1)
+            index = torch.tensor(batch_rows)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, y[index], weight=weights[index]
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update(1)
+            if step >= total:
+                break
+    bar.close()
+    model.eval()
+    with torch.no_grad():
+        for layer in top:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+                p.copy_(p.half().float())  # what ships is float16: measure that
+    head.requires_grad_(False)
+    return model, head, layers
 
 
 def _save_request_check(
