@@ -585,8 +585,8 @@ ENGINE_CASES = [
         lambda: without_shipped_inspectors(),
         Raises(
             ModelNotFoundError,
-            r"the shipped inspector for 'ethical' is missing: .*cross-encoder has no 'ethical' "
-            r"head and /nonexistent/aligners-default-models/inspectors/ethical does not exist",
+            r"the shipped inspector for 'ethical' is missing: neither .*safety-gate nor "
+            r"/nonexistent/aligners-default-models/inspectors/ethical exists",
         ),
     ),
     case(

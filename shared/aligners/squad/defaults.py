@@ -80,8 +80,9 @@ def default_inspector(criterion: str) -> Inspector:
     if (directory / INSPECTOR_CONFIG).exists():
         return EncoderHeadInspector.from_pretrained(directory)
     if criterion in DEFAULT_CRITERIA:
+        where = f"{SAFETY_GATE_DIR} nor {directory}" if criterion == "ethical" else str(directory)
         raise ModelNotFoundError(
-            f"the shipped inspector for {criterion!r} is missing: {directory} does not exist "
+            f"the shipped inspector for {criterion!r} is missing: neither {where} exists "
             "(is the install complete?). "
             "Reinstall aligners, or choose an inspector: Squad.default(inspector=DIR) or "
             "inspector_encoder=... (zero-shot)"
