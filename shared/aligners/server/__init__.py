@@ -7,7 +7,13 @@ server (``aligners serve --plain``). Needs the ``server`` extra (fastapi, uvicor
 
 from aligners.backends.local import Completion, LocalGenerator
 from aligners.server.model_server import create_model_app
-from aligners.server.proxy import LocalUpstream, RemoteUpstream, Upstream, create_app
+from aligners.server.proxy import (
+    LocalUpstream,
+    ProxyApp,
+    RemoteUpstream,
+    Upstream,
+    create_app,
+)
 from aligners.server.run import RunningServer, run, serve_in_thread
 from aligners.server.settings import ModelServerSettings, ProxySettings, ServerLimits
 
@@ -22,6 +28,7 @@ __all__ = [
     "ServerLimits",
     "Upstream",
     "create_app",
+    "ProxyApp",
     "create_model_app",
     "run",
     "serve_in_thread",

@@ -33,6 +33,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -604,6 +605,24 @@ def _question(messages: list[dict[str, str]]) -> str:
     return ""
 
 
+@dataclass
+class _Turn:
+    """One chat completion on its way through the proxy."""
+
+    body: ChatCompletionRequest
+    question: str
+    fields: dict[str, Any]
+    ident: str
+    created: int
+    cap: TokenCap
+    context: list[str] | None = None
+    context_source: str | None = None
+    request_record: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    json_answer: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+
 def create_app(
     settings: ProxySettings | None = None,
     *,
@@ -611,7 +630,7 @@ def create_app(
     upstream: Upstream | GenerationBackend | None = None,
     request_inspector: RequestInspector | None = None,
 ) -> Any:
-    """The aligning proxy as a FastAPI app.
+    """The aligning proxy as a FastAPI app (:class:`ProxyApp`'s ``app``).
 
     Args:
         settings: Limits, API key, upstream and squad options (defaults: local SmolLM2 upstream,
@@ -625,113 +644,304 @@ def create_app(
             one, loaded at startup when ``settings.check_request`` is on, else when a request
             first asks for the check).
     """
+    return ProxyApp(
+        settings, squad=squad, upstream=upstream, request_inspector=request_inspector
+    ).app
 
-    settings = settings or ProxySettings()
+
+def server_squad(settings: ProxySettings, squad: Squad | None) -> Squad:
+    """The squad the server runs: the one ``settings`` describe, or ``squad`` with the
+    server's explicit policy settings (and always its ``on_error``)."""
     policy: dict[str, Any] = {
         "on_flag": settings.on_flag,
         "blocked_message": settings.blocked_message,
         "on_error": settings.on_error,
     }
     if squad is None:
-        the_squad = Squad.default(
+        return Squad.default(
             settings.criteria,
             threshold=settings.threshold,
             block_threshold=settings.block_threshold,
             check_only=settings.check_only,
             **policy,
         )
-    else:
-        explicit: dict[str, Any] = {
-            k: v for k, v in policy.items() if k in settings.model_fields_set
-        }
-        the_squad = squad.with_options(**(explicit | {"on_error": settings.on_error}))
-    gate = RequestGate(settings, request_inspector)
-    the_upstream = _upstream_from(settings, upstream)
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    readiness = Readiness()
-    name = settings.served_model_name
-    batcher = SquadBatcher(settings.max_batch_size)
-    counter = _tokenizer_of(the_upstream, the_squad, settings.tokenizer)
+    explicit = {k: v for k, v in policy.items() if k in settings.model_fields_set}
+    return squad.with_options(**(explicit | {"on_error": settings.on_error}))
 
-    def warmup() -> None:
-        if settings.warmup:
-            the_upstream.warmup()
-            warm_squad(the_squad)
-            if gate.inspector is not None:
-                gate.inspector.score("Is this a warm-up question?")
+
+class ProxyApp:
+    """The aligning proxy: what it serves with, and one method per route (``app`` is the
+    FastAPI app; see :func:`create_app` for the arguments)."""
+
+    def __init__(
+        self,
+        settings: ProxySettings | None = None,
+        *,
+        squad: Squad | None = None,
+        upstream: Upstream | GenerationBackend | None = None,
+        request_inspector: RequestInspector | None = None,
+    ) -> None:
+        self.settings = settings = settings or ProxySettings()
+        self.squad = server_squad(settings, squad)
+        self.gate = RequestGate(settings, request_inspector)
+        self.upstream = _upstream_from(settings, upstream)
+        self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.readiness = Readiness()
+        self.name = settings.served_model_name
+        self.batcher = SquadBatcher(settings.max_batch_size)
+        self.counter = _tokenizer_of(self.upstream, self.squad, settings.tokenizer)
+        self.app = self._build()
+
+    def _build(self) -> FastAPI:
+        app = FastAPI(title="aligners proxy", lifespan=self.lifespan)
+        app.state.squad = self.squad
+        app.state.upstream = self.upstream
+        app.state.readiness = self.readiness
+        app.state.batcher = self.batcher
+        app.state.request_gate = self.gate
+        app.state.settings = self.settings
+        install_error_handlers(app)
+        install_request_logging(app)
+        app.get("/health")(self.health)
+        app.get("/ready")(self.ready)
+        app.get("/v1/models")(self.models)
+        app.get("/v1/models/{model_id:path}")(self.model)
+        app.post("/v1/chat/completions")(self.chat_completions)
+        return app
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        if self.settings.warmup:
+            self.upstream.warmup()
+            warm_squad(self.squad)
+            if self.gate.inspector is not None:
+                self.gate.inspector.score("Is this a warm-up question?")
 
     @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(readiness.run(warmup))
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.readiness.run(self.warmup))
         logger.info(
             "aligning proxy starting",
-            extra={"fields": {"upstream": the_upstream.name, "criteria": the_squad.criteria}},
+            extra={"fields": {"upstream": self.upstream.name, "criteria": self.squad.criteria}},
         )
         yield
         task.cancel()
 
-    app = FastAPI(title="aligners proxy", lifespan=lifespan)
-    app.state.squad = the_squad
-    app.state.upstream = the_upstream
-    app.state.readiness = readiness
-    app.state.batcher = batcher
-    app.state.request_gate = gate
-    app.state.settings = settings
-    install_error_handlers(app)
-    install_request_logging(app)
+    # -- routes --------------------------------------------------------------------------------
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
+    async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
-    async def ready() -> Any:
-        status, body = readiness.body()
+    async def ready(self) -> Any:
+        status, body = self.readiness.body()
         if status == 200:
-            problem = await the_upstream.aprobe()
+            problem = await self.upstream.aprobe()
             if problem is not None:
                 status, body = 503, {"status": "upstream unreachable", "error": problem}
         if status == 200:
-            problem = await probe_aligners(the_squad)
+            problem = await probe_aligners(self.squad)
             if problem is not None:
                 status, body = 503, {"status": "aligner unreachable", "error": problem}
         return JSONResponse(body, status_code=status)
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
-        check_api_key(request, api_key)
-        return {
-            "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "aligners"}],
-        }
+    async def models(self, request: Request) -> dict[str, Any]:
+        check_api_key(request, self.api_key)
+        return {"object": "list", "data": [self._model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str, request: Request) -> dict[str, Any]:
-        check_api_key(request, api_key)
-        if model_id != name:
+    async def model(self, model_id: str, request: Request) -> dict[str, Any]:
+        check_api_key(request, self.api_key)
+        if model_id != self.name:
             raise APIError(
                 404,
-                f"The model '{model_id}' does not exist; this proxy serves '{name}'",
+                f"The model '{model_id}' does not exist; this proxy serves '{self.name}'",
                 param="model",
                 code="model_not_found",
             )
-        return {"id": name, "object": "model", "created": 0, "owned_by": "aligners"}
+        return self._model_card()
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.name, "object": "model", "created": 0, "owned_by": "aligners"}
+
+    async def chat_completions(self, request: Request) -> Any:
+        check_api_key(request, self.api_key)
+        settings = self.settings
+        body: ChatCompletionRequest = await read_json(
+            request, settings.max_request_bytes, ChatCompletionRequest
+        )
+        body.reject_unknown()
+        config = generation_config(body, settings, body.token_limit)
+        messages = chat_messages(body)
+        squad = _squad_for(self.squad, request, body)  # 400 for bad options, then the policy
+        enforce_client_policy(
+            self.squad,
+            _criteria_from(request, body),
+            body.aligners,
+            request_check=self.gate.server_policy(),
+            allowed=settings.allow_client_policy,
+        )
+        fields_to_send = self._fields_to_send(body)
+        turn = _Turn(
+            body=body,
+            question=_question(messages),
+            fields=request.state.log_fields,
+            ident=new_id("chatcmpl"),
+            created=int(time.time()),
+            cap=TokenCap(self.counter, config.max_new_tokens),
+        )
+        turn.context, turn.context_source = context_of(body, messages, settings.context_roles)
+        turn.fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
+        turn.request_record, answer_it = await self.check_request(squad, turn)
+        if not answer_it:
+            return await self._turned_away_response(squad, turn, messages)
+        deadline = Deadline(settings.request_timeout)
+        turn.started = time.perf_counter()
+        upstream_result = await self._call_upstream(messages, config, fields_to_send, deadline)
+        turn.fields["upstream_ms"] = round((time.perf_counter() - turn.started) * 1000, 2)
+        answer, replaced = replace_surrogates(upstream_result.text)
+        if replaced:
+            turn.notes.append(INVALID_CHARACTERS)
+            logger.warning("upstream answer held lone surrogates; replaced with U+FFFD")
+        turn.json_answer = body.wants_json or is_json_answer(answer)
+        if turn.json_answer and squad.config.on_flag in ("rewrite", "rewrite_or_block"):
+            # A rewrite is prose: it would break a client that parses the answer as JSON.
+            squad = squad.with_options(on_flag="block")
+        if body.stream and not squad.decides_whole:
+            return self.streamed(
+                self.stream_events(squad, answer, upstream_result, turn),
+                self.streaming_header(turn.request_record),
+            )
+        # Other policies decide on the whole answer before a byte is sent: a blocked answer must
+        # never have been half shown, and a raised one is an HTTP error, not a broken stream.
+        return await self._whole_answer(squad, answer, upstream_result, turn, config, deadline)
+
+    # -- the parts of a chat completion ----------------------------------------------------------
+
+    def _fields_to_send(self, body: ChatCompletionRequest) -> dict[str, Any]:
+        """Request fields the upstream gets besides messages and sampling (response_format)."""
+        if body.response_format is None:
+            return {}
+        if not self.upstream.forwards_fields and body.wants_json:
+            raise APIError(
+                400,
+                "response_format: this proxy's local upstream cannot constrain its output "
+                "to JSON; run the proxy with a remote upstream (--upstream) that supports it",
+                param="response_format",
+            )
+        return {"response_format": body.response_format} if self.upstream.forwards_fields else {}
+
+    async def _call_upstream(
+        self,
+        messages: list[dict[str, str]],
+        config: GenerationConfig,
+        fields_to_send: dict[str, Any],
+        deadline: Deadline,
+    ) -> Completion:
+        """The upstream's answer; its faults become OpenAI-style errors (502, or 400)."""
+        try:
+            # Extra fields only where there are some: Upstream subclasses written before the
+            # `fields` parameter take (messages, config).
+            call = (
+                self.upstream.acomplete(messages, config, fields_to_send)
+                if fields_to_send
+                else self.upstream.acomplete(messages, config)
+            )
+            result: Completion = await deadline.run(call, "the upstream model")
+        except APIError:
+            raise
+        except GenerationError as exc:
+            raise APIError(502, f"upstream model failed: {exc}", "upstream_error") from None
+        except ValueError as exc:
+            raise APIError(400, f"upstream model cannot take this request: {exc}") from None
+        except Exception as exc:  # any other upstream fault is still the upstream's, in our shape
+            logger.exception("upstream failed", extra={"fields": {"error": str(exc)}})
+            raise APIError(
+                502, f"upstream model failed ({type(exc).__name__}: {exc})", "upstream_error"
+            ) from None
+        return result
+
+    async def _turned_away_response(
+        self, squad: Squad, turn: _Turn, messages: list[dict[str, str]]
+    ) -> Any:
+        assert turn.request_record is not None
+        record = self.turned_away(squad, turn.request_record)
+        turn.fields.update(action="blocked", stage="request")
+        text = squad.config.blocked_message
+        used = usage(await self.prompt_tokens_of(messages), turn.cap.count(text))
+        if turn.body.stream:
+            return self.streamed(
+                self.decided_events(text, CONTENT_FILTER, record, turn, used),
+                record_summary(record),
+            )
+        return self.completion(turn, text, CONTENT_FILTER, record, used)
+
+    async def _whole_answer(
+        self,
+        squad: Squad,
+        answer: str,
+        upstream_result: Completion,
+        turn: _Turn,
+        config: GenerationConfig,
+        deadline: Deadline,
+    ) -> Any:
+        start = time.perf_counter()
+        text, record = await deadline.run(
+            self.align(squad, turn.question, answer, turn.context), "aligning the answer"
+        )
+        self._complete_record(record, turn)
+        if turn.json_answer:
+            record["json_answer"] = True
+            if record.get("flagged"):
+                record["notes"] = [JSON_NOT_REWRITTEN]
+        finish = CONTENT_FILTER if record.get("action") == "blocked" else None
+        finish = finish or upstream_result.finish_reason
+        completion_tokens = upstream_result.completion_tokens
+        if text != answer:
+            if finish != CONTENT_FILTER:
+                text, cut = turn.cap.apply(text)
+                if cut:
+                    finish = "length"
+                    record["cut_at_max_tokens"] = config.max_new_tokens
+            completion_tokens = turn.cap.count(text)
+        used = usage(upstream_result.prompt_tokens, completion_tokens)
+        turn.fields.update(
+            align_ms=round((time.perf_counter() - start) * 1000, 2),
+            applied=record.get("applied"),
+            flagged=record.get("flagged"),
+            action=record.get("action"),
+            failures=record.get("failures") or None,
+        )
+        if turn.body.stream:
+            return self.streamed(
+                self.decided_events(text, finish, record, turn, used), record_summary(record)
+            )
+        return self.completion(turn, text, finish, record, used)
+
+    @staticmethod
+    def _complete_record(record: dict[str, Any], turn: _Turn) -> None:
+        """What the record says beside the squad's own result."""
+        record["failures"] = [*record.get("failures", []), *turn.notes]
+        if turn.context_source is not None:
+            record["context_source"] = turn.context_source
+        if turn.request_record is not None:
+            record["request_check"] = turn.request_record
 
     async def align(
-        squad: Squad, question: str, answer: str, context: list[str] | None = None
+        self, squad: Squad, question: str, answer: str, context: list[str] | None = None
     ) -> tuple[str, dict[str, Any]]:
         if is_blank(answer):
             return answer, AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
         try:
-            result = await batcher.align(squad, question, answer, context)
+            result = await self.batcher.align(squad, question, answer, context)
         except AlignmentViolation as violation:
             raise _violation_error(violation.result) from None
         except APIError:
             raise
         except Exception as exc:
-            return answer, squad_failed(squad, question, answer, exc)
+            return answer, self.squad_failed(squad, question, answer, exc)
         return result.text, _withheld(result.to_record())
 
+    @staticmethod
     def squad_failed(squad: Squad, question: str, answer: str, exc: Exception) -> dict[str, Any]:
         """``on_error``: the answer's failure record (return_original), or HTTP 500 (raise)."""
         logger.exception("squad failed", extra={"fields": {"error": str(exc)}})
@@ -743,28 +953,27 @@ def create_app(
             question, answer, exc, on_flag=squad.config.on_flag
         ).to_record()
 
-    async def check_request(
-        squad: Squad, body: ChatCompletionRequest, question: str, fields: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, bool]:
+    async def check_request(self, squad: Squad, turn: _Turn) -> tuple[dict[str, Any] | None, bool]:
         """The request check's record (None when it does not run) and whether to answer."""
-        enabled, threshold = gate.options(body)
-        if not enabled or not question.strip():
+        enabled, threshold = self.gate.options(turn.body)
+        if not enabled or not turn.question.strip():
             return None, True
         start = time.perf_counter()
         try:
-            check = await gate.check(question, threshold)
+            check = await self.gate.check(turn.question, threshold)
         except APIError:
             raise
         except Exception as exc:  # like the squad: never lose the answer, say it loudly
             logger.exception("request check failed", extra={"fields": {"error": str(exc)}})
             return {"error": f"request check failed ({type(exc).__name__}: {exc})"}, True
-        fields.update(
+        turn.fields.update(
             request_ms=round((time.perf_counter() - start) * 1000, 2),
             request_score=round(check.score, 4),
             request_allowed=check.allowed,
         )
         return check.to_record(), check.allowed or squad.config.check_only
 
+    @staticmethod
     def turned_away(squad: Squad, request_record: dict[str, Any]) -> dict[str, Any]:
         """The record of a request the request inspector turned away (no upstream call)."""
         if squad.config.on_flag == "raise":
@@ -783,14 +992,22 @@ def create_app(
         result.on_flag = squad.config.on_flag
         return result.to_record()
 
+    async def prompt_tokens_of(self, messages: list[dict[str, str]]) -> int | None:
+        backend = self.upstream.token_backend()
+        if backend is None:
+            return None
+        return await asyncio.to_thread(backend.count_tokens, messages)
+
+    # -- responses -----------------------------------------------------------------------------
+
     def completion(
-        ident: str, created: int, text: str, finish: str, record: dict[str, Any], used: Any
+        self, turn: _Turn, text: str, finish: str, record: dict[str, Any], used: Any
     ) -> Any:
         body = {
-            "id": ident,
+            "id": turn.ident,
             "object": "chat.completion",
-            "created": created,
-            "model": name,
+            "created": turn.created,
+            "model": self.name,
             "choices": [
                 {
                     "index": 0,
@@ -803,6 +1020,7 @@ def create_app(
         }
         return JSONResponse(body, headers={RECORD_HEADER: header_value(record_summary(record))})
 
+    @staticmethod
     def streaming_header(request_record: dict[str, Any] | None) -> dict[str, Any]:
         """The header of a token stream: the verdict is not known yet, only where it will be
         (and the request check's, which is)."""
@@ -814,234 +1032,78 @@ def create_app(
             header.update(record_summary({"request_check": request_record}))
         return header
 
+    @staticmethod
     def streamed(events: AsyncIterator[str], header: dict[str, Any]) -> StreamingResponse:
         headers = {RECORD_HEADER: header_value(header)}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
-    async def prompt_tokens_of(messages: list[dict[str, str]]) -> int | None:
-        backend = the_upstream.token_backend()
-        if backend is None:
-            return None
-        return await asyncio.to_thread(backend.count_tokens, messages)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        check_api_key(request, api_key)
-        body: ChatCompletionRequest = await read_json(
-            request, settings.max_request_bytes, ChatCompletionRequest
-        )
-        body.reject_unknown()
-        config = generation_config(body, settings, body.token_limit)
-        messages = chat_messages(body)
-        squad = _squad_for(the_squad, request, body)  # 400 for bad options, then the policy
-        enforce_client_policy(
-            the_squad,
-            _criteria_from(request, body),
-            body.aligners,
-            request_check=gate.server_policy(),
-            allowed=settings.allow_client_policy,
-        )
-        fields_to_send: dict[str, Any] = {}
-        if body.response_format is not None:
-            if not the_upstream.forwards_fields and body.wants_json:
-                raise APIError(
-                    400,
-                    "response_format: this proxy's local upstream cannot constrain its output "
-                    "to JSON; run the proxy with a remote upstream (--upstream) that supports it",
-                    param="response_format",
-                )
-            if the_upstream.forwards_fields:
-                fields_to_send["response_format"] = body.response_format
-        question = _question(messages)
-        context, context_source = context_of(body, messages, settings.context_roles)
-        fields = request.state.log_fields
-        fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
-        ident, created = new_id("chatcmpl"), int(time.time())
-        cap = TokenCap(counter, config.max_new_tokens)
-        request_record, answer_it = await check_request(squad, body, question, fields)
-        if not answer_it:
-            assert request_record is not None
-            record = turned_away(squad, request_record)
-            fields.update(action="blocked", stage="request")
-            text = squad.config.blocked_message
-            used = usage(await prompt_tokens_of(messages), cap.count(text))
-            if body.stream:
-                return streamed(
-                    decided_events(text, CONTENT_FILTER, record, ident, created, body, used),
-                    record_summary(record),
-                )
-            return completion(ident, created, text, CONTENT_FILTER, record, used)
-        start = time.perf_counter()
-        deadline = Deadline(settings.request_timeout)
-        try:
-            # Extra fields only where there are some: Upstream subclasses written before the
-            # `fields` parameter take (messages, config).
-            call = (
-                the_upstream.acomplete(messages, config, fields_to_send)
-                if fields_to_send
-                else the_upstream.acomplete(messages, config)
-            )
-            upstream_result = await deadline.run(call, "the upstream model")
-        except APIError:
-            raise
-        except GenerationError as exc:
-            raise APIError(502, f"upstream model failed: {exc}", "upstream_error") from None
-        except ValueError as exc:
-            raise APIError(400, f"upstream model cannot take this request: {exc}") from None
-        except Exception as exc:  # any other upstream fault is still the upstream's, in our shape
-            logger.exception("upstream failed", extra={"fields": {"error": str(exc)}})
-            raise APIError(
-                502, f"upstream model failed ({type(exc).__name__}: {exc})", "upstream_error"
-            ) from None
-        fields["upstream_ms"] = round((time.perf_counter() - start) * 1000, 2)
-        answer, replaced = replace_surrogates(upstream_result.text)
-        notes = [INVALID_CHARACTERS] if replaced else []
-        if replaced:
-            logger.warning("upstream answer held lone surrogates; replaced with U+FFFD")
-        json_answer = body.wants_json or is_json_answer(answer)
-        if json_answer and squad.config.on_flag in ("rewrite", "rewrite_or_block"):
-            # A rewrite is prose: it would break a client that parses the answer as JSON.
-            squad = squad.with_options(on_flag="block")
-        token_stream = not squad.decides_whole
-        if body.stream and token_stream:
-            return streamed(
-                stream_events(
-                    squad,
-                    question,
-                    answer,
-                    upstream_result,
-                    ident,
-                    created,
-                    body,
-                    cap,
-                    request_record,
-                    notes,
-                    context,
-                    context_source,
-                ),
-                streaming_header(request_record),
-            )
-        # Other policies decide on the whole answer before a byte is sent: a blocked answer must
-        # never have been half shown, and a raised one is an HTTP error, not a broken stream.
-        start = time.perf_counter()
-        text, record = await deadline.run(
-            align(squad, question, answer, context), "aligning the answer"
-        )
-        record["failures"] = [*record.get("failures", []), *notes]
-        if context_source is not None:
-            record["context_source"] = context_source
-        if request_record is not None:
-            record["request_check"] = request_record
-        if json_answer:
-            record["json_answer"] = True
-            if record.get("flagged"):
-                record["notes"] = [JSON_NOT_REWRITTEN]
-        finish = CONTENT_FILTER if record.get("action") == "blocked" else None
-        finish = finish or upstream_result.finish_reason
-        completion_tokens = upstream_result.completion_tokens
-        if text != answer:
-            if finish != CONTENT_FILTER:
-                text, cut = cap.apply(text)
-                if cut:
-                    finish = "length"
-                    record["cut_at_max_tokens"] = config.max_new_tokens
-            completion_tokens = cap.count(text)
-        used = usage(upstream_result.prompt_tokens, completion_tokens)
-        fields.update(
-            align_ms=round((time.perf_counter() - start) * 1000, 2),
-            applied=record.get("applied"),
-            flagged=record.get("flagged"),
-            action=record.get("action"),
-            failures=record.get("failures") or None,
-        )
-        if body.stream:
-            return streamed(
-                decided_events(text, finish, record, ident, created, body, used),
-                record_summary(record),
-            )
-        return completion(ident, created, text, finish, record, used)
-
     def chunk(
-        ident: str, created: int, delta: dict[str, Any], finish: str | None = None, **extra: Any
+        self, turn: _Turn, delta: dict[str, Any], finish: str | None = None, **extra: Any
     ) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse(
             {
-                "id": ident,
+                "id": turn.ident,
                 "object": "chat.completion.chunk",
-                "created": created,
-                "model": name,
+                "created": turn.created,
+                "model": self.name,
                 "choices": [choice],
                 **extra,
             }
         )
 
-    def usage_chunk(ident: str, created: int, used: dict[str, int] | None) -> str:
+    def usage_chunk(self, turn: _Turn, used: dict[str, int] | None) -> str:
         """``stream_options.include_usage``: the last chunk, with no choices and the usage."""
         return sse(
             {
-                "id": ident,
+                "id": turn.ident,
                 "object": "chat.completion.chunk",
-                "created": created,
-                "model": name,
+                "created": turn.created,
+                "model": self.name,
                 "choices": [],
                 "usage": used,
             }
         )
 
     async def decided_events(
+        self,
         text: str,
         finish: str,
         record: dict[str, Any],
-        ident: str,
-        created: int,
-        body: ChatCompletionRequest,
+        turn: _Turn,
         used: dict[str, int] | None,
     ) -> AsyncIterator[str]:
         """A stream of an answer already decided: the text in one piece, then the record."""
-        yield chunk(ident, created, {"role": "assistant", "content": ""})
+        yield self.chunk(turn, {"role": "assistant", "content": ""})
         if text:
-            yield chunk(ident, created, {"content": text})
-        yield chunk(ident, created, {}, finish, aligners=record)
-        if body.include_usage:
-            yield usage_chunk(ident, created, used)
+            yield self.chunk(turn, {"content": text})
+        yield self.chunk(turn, {}, finish, aligners=record)
+        if turn.body.include_usage:
+            yield self.usage_chunk(turn, used)
         yield sse("[DONE]")
 
     async def stream_events(
-        squad: Squad,
-        question: str,
-        answer: str,
-        upstream_result: Completion,
-        ident: str,
-        created: int,
-        body: ChatCompletionRequest,
-        cap: TokenCap,
-        request_record: dict[str, Any] | None = None,
-        notes: list[str] | None = None,
-        context: list[str] | None = None,
-        context_source: str | None = None,
+        self, squad: Squad, answer: str, upstream_result: Completion, turn: _Turn
     ) -> AsyncIterator[str]:
-        def chunk_(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            return chunk(ident, created, delta, finish, **extra)
-
-        yield chunk_({"role": "assistant", "content": ""})
+        question, cap = turn.question, turn.cap
+        yield self.chunk(turn, {"role": "assistant", "content": ""})
         record: dict[str, Any]
         sent = ""
         if is_blank(answer):
             record = AlignmentResult.skipped(question, answer, EMPTY_ANSWER).to_record()
             if answer:
                 sent = answer
-                yield chunk_({"content": answer})
+                yield self.chunk(turn, {"content": answer})
         else:
             try:
-                stream = squad.stream(question, answer, context)
+                stream = squad.stream(question, answer, turn.context)
                 async for piece in stream:
                     # A passing answer streams as one piece: the upstream's text, already
                     # within max_tokens. Anything else is the squad's text: capped here.
                     out = piece if not sent and piece == answer else cap.feed(piece)
                     if out:
                         sent += out
-                        yield chunk_({"content": out})
+                        yield self.chunk(turn, {"content": out})
             except Exception as exc:  # the squad keeps aligner faults; this is anything else
                 # Headers are sent, so even under on_error="raise" the answer is the fallback.
                 logger.exception("squad failed mid-stream", extra={"fields": {"error": str(exc)}})
@@ -1050,26 +1112,20 @@ def create_app(
                 ).to_record()
                 if not sent:
                     sent = answer
-                    yield chunk_({"content": answer})
+                    yield self.chunk(turn, {"content": answer})
             else:
                 assert stream.result is not None
                 record = stream.result.to_record()
-        record["failures"] = [*record.get("failures", []), *(notes or [])]
-        if context_source is not None:
-            record["context_source"] = context_source
-        if request_record is not None:
-            record["request_check"] = request_record
+        self._complete_record(record, turn)
         finish = upstream_result.finish_reason
         if cap.cut:
             finish = "length"
             record["cut_at_max_tokens"] = cap.limit
-        yield chunk_({}, finish, aligners=record)
-        if body.include_usage:
+        yield self.chunk(turn, {}, finish, aligners=record)
+        if turn.body.include_usage:
             completion_tokens = (
                 upstream_result.completion_tokens if sent == answer else cap.count(sent)
             )
             used = usage(upstream_result.prompt_tokens, completion_tokens)
-            yield usage_chunk(ident, created, used)
+            yield self.usage_chunk(turn, used)
         yield sse("[DONE]")
-
-    return app
