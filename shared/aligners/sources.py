@@ -173,6 +173,32 @@ def claim_text(question: str, sentence: str, short_claim_words: int = 5) -> str:
     return plain
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NAME = re.compile(r"(?<![\w'])([A-Z][\w\-]+)")
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "").rstrip(".").removesuffix(".0") for n in _NUMBER.findall(text)}
+
+
+def missing_terms(sentence: str, passages: Sequence[str], names: bool = True) -> list[str]:
+    """Numbers (and, with ``names``, capitalised words after the first) of ``sentence`` that no
+    passage contains: a claim built on them cannot be supported, whatever it sounds like."""
+    text = " ".join(passages)
+    found_numbers = _numbers(text)
+    missing = sorted(_numbers(sentence) - found_numbers)
+    if names:
+        plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence))
+        words = set(claim_words(text))
+        for match in (
+            list(_NAME.finditer(plain))[1:] if plain[:1].isupper() else _NAME.finditer(plain)
+        ):
+            name = match.group(1).removesuffix("'s")
+            if name.lower() not in _STOPWORDS and name.lower() not in words:
+                missing.append(name)
+    return missing
+
+
 def chunk_passages(passages: Sequence[str], max_words: int = 60) -> list[tuple[int, str]]:
     """Passages cut into windows of whole sentences of at most ``max_words`` words (a longer
     sentence is cut by words), each window overlapping the previous by one sentence so a claim
@@ -231,6 +257,11 @@ class SentenceSupport(BaseModel):
     supported: bool = True
     passage: int | None = Field(
         default=None, description="Index of the passage that supports it best (None: trivial)."
+    )
+    missing: list[str] = Field(
+        default_factory=list,
+        description="Numbers and names of the sentence that no passage contains (its score is "
+        "capped when there are any).",
     )
 
 

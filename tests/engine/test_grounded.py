@@ -295,3 +295,33 @@ def test_default_squad_builds_grounded_with_the_repair_floor(tiny_grounded_dir: 
     assert result.grounding is not None and result.action in ("passed", "rewritten")
     with pytest.raises(ValueError, match="grounded has no zero-shot inspector"):
         Squad.default(["grounded"], inspector_encoder="minilm")
+
+
+def test_numbers_and_names_no_passage_holds_are_found() -> None:
+    from aligners.sources import missing_terms
+
+    passages = [
+        "The Eiffel Tower in Paris was built from 1887 to 1889 by Gustave Eiffel's company.",
+        "It is 330 metres (1,083 ft) tall.",
+    ]
+    assert missing_terms("The Eiffel Tower is 330 metres tall.", passages) == []
+    assert missing_terms("It is 1083 ft tall and opened in 1889.", passages) == []
+    assert missing_terms("It is 450 metres tall.", passages) == ["450"]
+    assert missing_terms("It was built by Napoleon in 1887.", passages) == ["Napoleon"]
+    assert missing_terms("It was built by Napoleon.", passages, names=False) == []
+    assert missing_terms("Gustave Eiffel's firm built it.", passages) == []
+
+
+def test_a_missing_number_caps_the_sentence(tiny_grounded_dir: Path) -> None:
+    from aligners.inspector.grounded import GroundingSettings
+
+    inspector = GroundedInspector.from_pretrained(tiny_grounded_dir)
+    passages = [["The tower stands in Paris since 1889."]]
+    answer = "The tower stands in Paris since 1925. The tower stands in Paris since 1889."
+    free = inspector.verify_batch(["q"], [answer], passages, threshold=0.0)[0]
+    assert all(s.supported and not s.missing for s in free.sentences)
+    inspector.settings = GroundingSettings(missing_cap=0.05)
+    capped = inspector.verify_batch(["q"], [answer], passages, threshold=0.1)[0]
+    first, second = capped.sentences
+    assert first.missing == ["1925"] and first.score == 0.05 and not first.supported
+    assert second.missing == [] and second.score == free.sentences[1].score

@@ -38,6 +38,7 @@ from aligners.sources import (
     chunk_passages,
     claim_text,
     is_trivial,
+    missing_terms,
     split_sentences,
 )
 
@@ -59,6 +60,16 @@ class GroundingSettings(BaseModel):
     )
     short_claim_words: int = Field(
         default=5, ge=0, description="Sentences with fewer words are read with their question."
+    )
+    missing_cap: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Cap on the score of a sentence holding numbers (or names, with "
+        "check_names) that no passage contains; None: the model alone decides.",
+    )
+    check_names: bool = Field(
+        default=False, description="Capitalised words count as names for missing_cap."
     )
 
 
@@ -138,12 +149,13 @@ class GroundedInspector(ContextInspector):
         limit = 0.5 if limit is None else limit
         settings = self.settings
         pairs: list[tuple[str, str]] = []
-        # per answer: its sentences, each with (first pair, windows' passages) or None (trivial)
-        plans: list[tuple[int, list[tuple[Span, tuple[int, list[int]] | None]]]] = []
+        # per answer: its sentences, each with (first pair, windows' passages, missing terms)
+        # or None (trivial)
+        plans: list[tuple[int, list[tuple[Span, tuple[int, list[int], list[str]] | None]]]] = []
         for question, answer, passages in zip(questions, answers, contexts):
             windows = chunk_passages(passages, settings.chunk_words)
             texts = [text for _, text in windows]
-            sentences: list[tuple[Span, tuple[int, list[int]] | None]] = []
+            sentences: list[tuple[Span, tuple[int, list[int], list[str]] | None]] = []
             for span in split_sentences(answer):
                 if is_trivial(span.text):
                     sentences.append((span, None))
@@ -152,14 +164,24 @@ class GroundedInspector(ContextInspector):
                 picked = best_chunks(claim, texts, settings.top_passages)
                 first = len(pairs)
                 pairs.extend((texts[i], claim) for i in picked)
-                sentences.append((span, (first, [windows[i][0] for i in picked])))
+                missing = (
+                    missing_terms(span.text, passages, settings.check_names)
+                    if settings.missing_cap is not None
+                    else []
+                )
+                sentences.append((span, (first, [windows[i][0] for i in picked], missing)))
             plans.append((len(passages), sentences))
         scores = self.support([p for p, _ in pairs], [c for _, c in pairs])
-        return [self._report(count, sentences, scores, limit) for count, sentences in plans]
+        cap = settings.missing_cap
+        return [self._report(count, sentences, scores, limit, cap) for count, sentences in plans]
 
     @staticmethod
     def _report(
-        passages: int, sentences: list[Any], scores: list[float], threshold: float
+        passages: int,
+        sentences: list[Any],
+        scores: list[float],
+        threshold: float,
+        cap: float | None = None,
     ) -> GroundingReport:
         verdicts = []
         for span, plan in sentences:
@@ -168,17 +190,19 @@ class GroundedInspector(ContextInspector):
                     SentenceSupport(text=span.text, start=span.start, end=span.end, trivial=True)
                 )
                 continue
-            first, sources = plan
+            first, sources, missing = plan
             mine = scores[first : first + len(sources)]
             best = max(range(len(mine)), key=mine.__getitem__)
+            score = min(mine[best], cap) if missing and cap is not None else mine[best]
             verdicts.append(
                 SentenceSupport(
                     text=span.text,
                     start=span.start,
                     end=span.end,
-                    score=mine[best],
-                    supported=mine[best] >= threshold,
+                    score=score,
+                    supported=score >= threshold,
                     passage=sources[best],
+                    missing=missing,
                 )
             )
         scored = [v.score for v in verdicts if v.score is not None]

@@ -57,6 +57,13 @@ class GroundedTrainingConfig(BaseModel):
     save_steps: int = Field(default=100, ge=0, description="Checkpoint every N steps (0: never).")
     chunk_words: int = Field(default=60, gt=0, description="Inspector: words per window.")
     top_passages: int = Field(default=2, ge=1, description="Inspector: windows read per claim.")
+    missing_cap: float | None = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Inspector: score cap of a sentence with numbers or names no passage holds.",
+    )
+    check_names: bool = Field(default=True, description="Inspector: names count for the cap.")
     seed: int = 0
 
 
@@ -228,7 +235,12 @@ def train_grounded(
     train_seconds = time.perf_counter() - started
     ce_config = read_cross_encoder_config(output)
     # How the inspector cuts answers and sources, stored beside the weights (GroundingSettings).
-    settings = GroundingSettings(chunk_words=config.chunk_words, top_passages=config.top_passages)
+    settings = GroundingSettings(
+        chunk_words=config.chunk_words,
+        top_passages=config.top_passages,
+        missing_cap=config.missing_cap,
+        check_names=config.check_names,
+    )
     ce_config = CrossEncoderConfig.model_validate(
         ce_config.model_dump() | {"grounding": settings.model_dump()}
     )
