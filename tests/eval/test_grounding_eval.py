@@ -61,6 +61,8 @@ def test_metrics_cover_inspector_baseline_and_repair(rows_file: Path) -> None:
     assert s["auroc"] == 1.0 and s["balanced_accuracy"] == 1.0
     # one ungrounded answer is the longest and the other the shortest: length says nothing
     assert s["length_only_auroc"] == 0.5
+    # the word-overlap baseline separates these hand-made rows too (both bad ones add words)
+    assert s["word_overlap_auroc"] == 1.0
     assert s["n_labelled_sentences"] == 3 and s["sentence_auroc"] == 1.0
     assert s["repaired"] == 2 and s["repaired_pass"] == 1.0
     assert s["supported_sentences_kept"] == 1.0 and s["grounded_unchanged"] == 1.0

@@ -14,7 +14,6 @@ are kept verbatim, how many grounded answers come back unchanged.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligners.sources import Context, is_trivial, split_sentences
+from aligners.eval.safety import write_report
+from aligners.sources import Context, as_passages, claim_words, is_trivial, split_sentences
 from aligners.squad.squad import Squad
 from aligners.training.metrics import auroc
 
@@ -85,6 +85,17 @@ def _sentence_labels(row: GroundingRow, report: dict[str, Any]) -> list[tuple[in
     return pairs
 
 
+def word_overlap(row: GroundingRow) -> float:
+    """The baseline: the least share of a sentence's words found in the passages."""
+    found = set(claim_words(" ".join(as_passages(row.context))))
+    shares = [
+        sum(w in found for w in words) / len(words)
+        for span in split_sentences(row.answer)
+        if not is_trivial(span.text) and (words := claim_words(span.text))
+    ]
+    return min(shares, default=1.0)
+
+
 def _share(flags: Iterable[bool]) -> float | None:
     values = list(flags)
     return round(sum(values) / len(values), 4) if values else None
@@ -127,6 +138,7 @@ def _numbers(rows: Sequence[GroundingRow], records: Sequence[dict[str, Any]]) ->
         "length_only_auroc": _rounded(
             auroc(labels, [-float(len(r.answer)) for r in rows])  # shorter = grounded
         ),
+        "word_overlap_auroc": _rounded(auroc(labels, [word_overlap(r) for r in rows])),
         "sentence_auroc": _rounded(
             auroc([y for y, _ in sentence_pairs], [s for _, s in sentence_pairs])
         ),
@@ -180,9 +192,9 @@ def _pick(
 def source_table(summary: dict[str, Any]) -> str:
     """The per-source numbers and the overall row as a Markdown table."""
     header = (
-        "| source | n | grounded | AUROC | balanced acc. | length-only AUROC | sentence AUROC "
-        "| repaired pass | supported kept | grounded unchanged |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "| source | n | grounded | AUROC | balanced acc. | length-only AUROC | word-overlap AUROC "
+        "| sentence AUROC | repaired pass | supported kept | grounded unchanged |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
 
     def cell(value: Any) -> str:
@@ -193,6 +205,7 @@ def source_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {numbers['n']} | {numbers['n_grounded']} | {cell(numbers['auroc'])} | "
             f"{cell(numbers['balanced_accuracy'])} | {cell(numbers['length_only_auroc'])} | "
+            f"{cell(numbers['word_overlap_auroc'])} | "
             f"{cell(numbers['sentence_auroc'])} | {cell(numbers['repaired_pass'])} | "
             f"{cell(numbers['supported_sentences_kept'])} | "
             f"{cell(numbers['grounded_unchanged'])} |"
@@ -202,11 +215,4 @@ def source_table(summary: dict[str, Any]) -> str:
 
 def write_grounding_report(report: dict[str, Any], out: str | Path) -> Path:
     """``summary.json``, ``by_source.md`` and ``records.jsonl`` in ``out``."""
-    directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "summary.json").write_text(json.dumps(report["summary"], indent=2) + "\n")
-    (directory / "by_source.md").write_text(source_table(report["summary"]))
-    with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
-        for record in report["records"]:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return directory
+    return write_report(report, out, {"by_source.md": source_table(report["summary"])})

@@ -200,16 +200,22 @@ def _median(values: Sequence[float]) -> float | None:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def write_safety_report(report: dict[str, Any], out: str | Path) -> Path:
-    """``summary.json`` and ``records.jsonl`` in ``out``."""
+def write_report(report: dict[str, Any], out: str | Path, tables: dict[str, str]) -> Path:
+    """``summary.json``, ``records.jsonl`` and the named Markdown ``tables`` in ``out``."""
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(report["summary"], indent=2) + "\n")
-    (directory / "by_family.md").write_text(family_table(report["summary"]))
+    for name, table in tables.items():
+        (directory / name).write_text(table)
     with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
         for record in report["records"]:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return directory
+
+
+def write_safety_report(report: dict[str, Any], out: str | Path) -> Path:
+    """``summary.json``, ``by_family.md`` and ``records.jsonl`` in ``out``."""
+    return write_report(report, out, {"by_family.md": family_table(report["summary"])})
 
 
 def family_table(summary: dict[str, Any]) -> str:
