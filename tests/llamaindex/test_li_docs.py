@@ -6,42 +6,19 @@ runs in one fresh namespace. Groups named ``e2e...`` load the real offline model
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
+from tests.doc_snippets import doc_groups
+from tests.doc_snippets import run_group as run_snippets
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "llamaindex.md"
-MARKER = re.compile(r"<!-- doctest: ([\w-]+) -->")
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-
-
-def doc_groups() -> dict[str, list[str]]:
-    """Code blocks by group, in order; every block must sit under a marker."""
-    text = DOC.read_text()
-    events = sorted(
-        [(m.start(), "marker", m.group(1)) for m in MARKER.finditer(text)]
-        + [(m.start(), "code", m.group(1)) for m in BLOCK.finditer(text)]
-    )
-    groups: dict[str, list[str]] = {}
-    current = None
-    for _, kind, value in events:
-        if kind == "marker":
-            current = value
-            groups.setdefault(current, [])
-        else:
-            assert current is not None, "a python block in docs/llamaindex.md has no doctest marker"
-            groups[current].append(value)
-    return groups
-
-
-GROUPS = doc_groups()
+GROUPS = doc_groups(DOC)
 
 
 def run_group(name: str) -> None:
-    namespace: dict[str, object] = {"__name__": f"docs_llamaindex_{name.replace('-', '_')}"}
-    for number, code in enumerate(GROUPS[name], 1):
-        exec(compile(code, f"{DOC.name}[{name} #{number}]", "exec"), namespace)
+    run_snippets(DOC, GROUPS, name)
 
 
 def test_docs_have_the_expected_groups():
