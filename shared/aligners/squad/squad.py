@@ -282,6 +282,12 @@ class Squad:
         """Every answer's passages (none when ``contexts`` is None), checked."""
         if contexts is None:
             return [() for _ in range(n)]
+        Squad._check_contexts(contexts, n)
+        return [as_passages(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
+
+    @staticmethod
+    def _check_contexts(contexts: Sequence[Any], n: int) -> None:
+        """A list with one context per answer, or an error naming what is wrong with it."""
         if isinstance(contexts, (str, bytes)) or not hasattr(contexts, "__len__"):
             raise TypeError(
                 "contexts must be a list with one context (a str or a list of passages) per "
@@ -289,7 +295,6 @@ class Squad:
             )
         if len(contexts) != n:
             raise ValueError(f"contexts and answers differ in length ({len(contexts)} vs {n})")
-        return [as_passages(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
 
     def _inspect(
         self,
@@ -679,11 +684,7 @@ class Squad:
         others (``on_error="return_original"``); under ``raise`` the first bad item raises."""
         validate_containers(questions, answers)
         if contexts is not None:
-            self._passages(contexts[:0] if hasattr(contexts, "__getitem__") else contexts, 0)
-            if len(contexts) != len(answers):
-                raise ValueError(
-                    f"contexts and answers differ in length ({len(contexts)} vs {len(answers)})"
-                )
+            self._check_contexts(contexts, len(answers))
         good: list[int] = []
         passages: list[tuple[str, ...]] = []
         failed: dict[int, AlignmentResult] = {}
