@@ -181,22 +181,33 @@ def _numbers(text: str) -> set[str]:
     return {n.replace(",", "").rstrip(".").removesuffix(".0") for n in _NUMBER.findall(text)}
 
 
+class SourceTerms:
+    """The numbers and words of some passages, read once, to find what a sentence names that
+    they do not."""
+
+    def __init__(self, passages: Sequence[str]) -> None:
+        text = " ".join(passages)
+        self.numbers = _numbers(text)
+        self.words = set(claim_words(text))
+
+    def missing(self, sentence: str, names: bool = True) -> list[str]:
+        """Numbers (and, with ``names``, capitalised words after the first) of ``sentence``
+        that no passage contains: a claim built on them cannot be supported, whatever it
+        sounds like."""
+        missing = sorted(_numbers(sentence) - self.numbers)
+        if names:
+            plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence))
+            matches = list(_NAME.finditer(plain))
+            for match in matches[1:] if plain[:1].isupper() else matches:
+                name = match.group(1).removesuffix("'s").lower()
+                if name not in _STOPWORDS and name not in self.words:
+                    missing.append(match.group(1).removesuffix("'s"))
+        return missing
+
+
 def missing_terms(sentence: str, passages: Sequence[str], names: bool = True) -> list[str]:
-    """Numbers (and, with ``names``, capitalised words after the first) of ``sentence`` that no
-    passage contains: a claim built on them cannot be supported, whatever it sounds like."""
-    text = " ".join(passages)
-    found_numbers = _numbers(text)
-    missing = sorted(_numbers(sentence) - found_numbers)
-    if names:
-        plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence))
-        words = set(claim_words(text))
-        for match in (
-            list(_NAME.finditer(plain))[1:] if plain[:1].isupper() else _NAME.finditer(plain)
-        ):
-            name = match.group(1).removesuffix("'s")
-            if name.lower() not in _STOPWORDS and name.lower() not in words:
-                missing.append(name)
-    return missing
+    """:meth:`SourceTerms.missing` for one sentence."""
+    return SourceTerms(passages).missing(sentence, names)
 
 
 def chunk_passages(passages: Sequence[str], max_words: int = 60) -> list[tuple[int, str]]:

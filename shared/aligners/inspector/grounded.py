@@ -33,12 +33,12 @@ from aligners.inspector.cross_encoder import (
 from aligners.sources import (
     GroundingReport,
     SentenceSupport,
+    SourceTerms,
     Span,
     best_chunks,
     chunk_passages,
     claim_text,
     is_trivial,
-    missing_terms,
     split_sentences,
 )
 
@@ -155,6 +155,7 @@ class GroundedInspector(ContextInspector):
         for question, answer, passages in zip(questions, answers, contexts):
             windows = chunk_passages(passages, settings.chunk_words)
             texts = [text for _, text in windows]
+            terms = SourceTerms(passages) if settings.missing_cap is not None else None
             sentences: list[tuple[Span, tuple[int, list[int], list[str]] | None]] = []
             for span in split_sentences(answer):
                 if is_trivial(span.text):
@@ -164,11 +165,7 @@ class GroundedInspector(ContextInspector):
                 picked = best_chunks(claim, texts, settings.top_passages)
                 first = len(pairs)
                 pairs.extend((texts[i], claim) for i in picked)
-                missing = (
-                    missing_terms(span.text, passages, settings.check_names)
-                    if settings.missing_cap is not None
-                    else []
-                )
+                missing = terms.missing(span.text, settings.check_names) if terms else []
                 sentences.append((span, (first, [windows[i][0] for i in picked], missing)))
             plans.append((len(passages), sentences))
         scores = self.support([p for p, _ in pairs], [c for _, c in pairs])
