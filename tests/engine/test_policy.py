@@ -40,7 +40,9 @@ def _outcome(results) -> list[tuple[str, str, list[str]]]:
 
 def test_merge_applies_explicit_fields_and_skips_none() -> None:
     base = SquadPolicy(on_flag="block", threshold={"ethical": 0.4})
-    merged = base.merge(SquadPolicy(on_error="return_original"), blocked_message="No.", on_flag=None)
+    merged = base.merge(
+        SquadPolicy(on_error="return_original"), blocked_message="No.", on_flag=None
+    )
     assert merged.on_flag == "block" and merged.on_error == "return_original"
     assert merged.threshold == {"ethical": 0.4} and merged.blocked_message == "No."
     assert merged.explicit().keys() == {"on_flag", "threshold", "on_error", "blocked_message"}
