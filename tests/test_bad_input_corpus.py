@@ -63,6 +63,7 @@ from aligners import (
     ModelNotFoundError,
     Squad,
     SquadMember,
+    SquadPolicy,
     TemplateFormat,
     UnknownCriterionError,
     UnknownFormatError,
@@ -1192,7 +1193,7 @@ LANGCHAIN_CASES = [
     case(
         "configurable-threshold-two",
         lambda: lc().configurable().invoke(FINE, config={"configurable": {"aligner_threshold": 2}}),
-        Raises(ValidationError, r"threshold\s+Input should be less than or equal to 1"),
+        Raises(ValidationError, r"threshold\s+Value error, threshold must be in \[0, 1\]"),
     ),
     case(
         "configurable-unknown-criterion",
@@ -1833,15 +1834,13 @@ def fake_build_squad(fake: Fake) -> Callable[..., Squad]:
         format: Any,
         model: Any,
         device: Any,
-        threshold: Any,
-        check_only: bool = False,
+        policy: SquadPolicy | None = None,
         **options: Any,
     ) -> Squad:
         # The real checks of every option (criteria, format, budgets, policy); loads nothing.
-        REAL_BUILD_SQUAD(criteria, format, model, device, threshold, check_only, **options)
-        policy = {k: options[k] for k in ("on_flag", "blocked_message", "on_error") if k in options}
+        REAL_BUILD_SQUAD(criteria, format, model, device, policy, **options)
         backend = BrokenBackend() if fake.broken else ConstantBackend(FIXED)
-        return squad(backend, fake.score, check_only=check_only, **policy)
+        return squad(backend, fake.score).with_options(policy=policy)
 
     return build
 
@@ -1967,7 +1966,7 @@ CLI_CASES = [
     cli(
         "align-on-error-keep",
         ["align", "-a", FINE, "--on-error", "keep"],
-        Exits(2, "--on-error must be raise or return_original, got 'keep'"),
+        Exits(2, "--on-error must be one of raise, return_original (got 'keep')"),
     ),
     cli(
         "align-threshold-above-one",
@@ -2013,7 +2012,7 @@ CLI_CASES = [
     cli(
         "align-unknown-on-token-limit",
         ["align", "-a", FINE, "--on-token-limit", "ignore"],
-        Exits(2, "--on-token-limit must be keep_previous or accept, got 'ignore'"),
+        Exits(2, "--on-token-limit must be one of keep_previous, accept (got 'ignore')"),
     ),
     cli(
         "align-missing-input-file",
@@ -2970,7 +2969,7 @@ SERVER_CASES = [
     case(
         "settings-threshold-two",
         lambda: ProxySettings(threshold=2),
-        Raises(ValidationError, r"threshold\s+Input should be less than or equal to 1"),
+        Raises(ValidationError, r"policy.threshold\s+Value error, threshold must be in \[0, 1\]"),
     ),
     case(
         "settings-on-error-keep",

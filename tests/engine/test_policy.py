@@ -64,7 +64,7 @@ def test_merge_applies_explicit_fields_and_skips_none() -> None:
         ({"request_threshold": 1.5}, "request_threshold", "must be in \\[0, 1\\]"),
         ({"blocked_message": "  "}, "blocked_message", "must have text"),
         ({"check_only": "yes"}, "check_only", "must be true or false"),
-        ({"check_request": 1}, "check_request", "must be true or false"),
+        ({"check_request": 1}, "check_request", "must be true, false or a RequestInspector"),
         ({"on_token_limit": "cut"}, "on_token_limit", "'keep_previous' or 'accept'"),
         ({"thresold": 0.2}, "thresold", "Extra inputs are not permitted"),
     ],

@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import typer
 
 from aligners.cli.options import (
     CRITERIA_HELP,
-    block_threshold_option,
+    cli_policy,
     inspector_option,
-    threshold_option,
+    policy_option,
 )
-from aligners.squad.result import AlignmentResult, OnFlag
+from aligners.squad.policy import SquadPolicy
+from aligners.squad.result import AlignmentResult
 
-ON_FLAG_HELP = (
-    "What happens to a flagged answer: rewrite (the aligners fix it), block (replaced by "
-    "--blocked-message), raise (exit code 1 naming the flagged criteria), rewrite_or_block "
-    "(rewrite, block what still fails)."
-)
+#: What ``--on-flag`` adds for ``align``.
+ON_FLAG_NOTE = "Under raise the exit code is 1, naming the flagged criteria."
 #: Exit code of ``align`` when answers were flagged under ``--on-flag raise``.
 EXIT_FLAGGED = 1
-
-
-def parse_on_flag(value: str, option: str = "--on-flag") -> OnFlag:
-    """The policy named on the command line, or a clear usage error."""
-    choices: tuple[str, ...] = get_args(OnFlag)
-    if value not in choices:
-        raise typer.BadParameter(f"{option} must be one of {', '.join(choices)} (got {value!r})")
-    return value  # type: ignore[return-value]
-
-
-def policy_options(on_flag: str, blocked_message: str | None) -> dict[str, Any]:
-    """Squad options for ``--on-flag`` and ``--blocked-message`` (checked here, one line each)."""
-    options: dict[str, Any] = {"on_flag": parse_on_flag(on_flag)}
-    if blocked_message is not None:
-        if not blocked_message.strip():
-            raise typer.BadParameter("--blocked-message must have text (it replaces the answer)")
-        options["blocked_message"] = blocked_message
-    return options
 
 
 def flag_summary(result: AlignmentResult) -> str:
@@ -57,22 +37,17 @@ def build_squad(
     format: str | None,
     model: str | Any | None,
     device: str | None,
-    threshold: float | None,
-    check_only: bool = False,
+    policy: SquadPolicy | None = None,
     *,
     max_new_tokens: int | None = None,
-    on_token_limit: str | None = None,
-    block_threshold: float | None = None,
     inspector: Path | None = None,
-    **policy: Any,
 ) -> Any:
-    """The squad the CLI options describe: ``Squad.default`` with the overrides given.
+    """The squad the CLI options describe: ``Squad.default`` under ``policy`` (from
+    :func:`~aligners.cli.options.cli_policy`: thresholds, on_flag, on_error, ...).
 
     ``model`` replaces every member's aligner (an alias, a path, a saved aligner directory or
-    an ``Aligner``); ``threshold`` None keeps each inspector's shipped operating point, and
-    ``block_threshold`` None each inspector's shipped block threshold (0: never block);
-    ``inspector`` a saved inspector directory for every member (None: the shipped ones);
-    ``policy``: ``on_flag`` and ``blocked_message`` (see :func:`policy_options`)."""
+    an ``Aligner``); ``inspector`` a saved inspector directory for every member (None: the
+    shipped ones)."""
     from aligners.squad.squad import Squad
 
     names = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
@@ -85,21 +60,8 @@ def build_squad(
         options["device_map"] = device
     if max_new_tokens:
         options["max_new_tokens"] = max_new_tokens
-    if on_token_limit is not None:
-        if on_token_limit not in ("keep_previous", "accept"):
-            raise typer.BadParameter(
-                f"--on-token-limit must be keep_previous or accept, got {on_token_limit!r}"
-            )
-        options["on_token_limit"] = on_token_limit
     return Squad.default(
-        names,
-        threshold=threshold,
-        aligner=model,
-        aligner_options=options,
-        block_threshold=block_threshold,
-        check_only=check_only,
-        inspector=inspector,
-        **policy,
+        names, aligner=model, aligner_options=options, inspector=inspector, policy=policy
     )
 
 
@@ -275,37 +237,24 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="device_map, e.g. cpu, cuda, auto."
         ),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
+        threshold: float | None = policy_option("threshold"),
+        block_threshold: float | None = policy_option("block_threshold"),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
-        check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
-        on_flag: str = typer.Option("rewrite", "--on-flag", help=ON_FLAG_HELP),
-        blocked_message: str | None = typer.Option(
-            None, "--blocked-message", help="The text a blocked answer becomes."
-        ),
+        check_only: bool = policy_option("check_only"),
+        on_flag: str | None = policy_option("on_flag", note=ON_FLAG_NOTE),
+        blocked_message: str | None = policy_option("blocked_message"),
         as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
         max_new_tokens: int | None = typer.Option(
             None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
         ),
-        on_token_limit: str | None = typer.Option(
-            None,
-            "--on-token-limit",
-            help="A rewrite that stops at --max-new-tokens before it ends: keep_previous (the "
-            "default: the previous text stays, the record says why) or accept (take the cut "
-            "rewrite, recorded as hit_token_limit).",
-        ),
+        on_token_limit: str | None = policy_option("on_token_limit"),
         skip_invalid: bool = typer.Option(
             False,
             "--skip-invalid",
             help="With --input: align the valid lines and report the invalid ones on stderr "
             "(default: stop at the first, naming its line).",
         ),
-        on_error: str = typer.Option(
-            "raise",
-            "--on-error",
-            help="When the squad fails on answers (a model that cannot load or run): raise, or "
-            "return_original (those answers come back as they were, the failure recorded).",
-        ),
+        on_error: str | None = policy_option("on_error"),
     ) -> None:
         """Align one answer (--answer) or a JSONL file of pairs (--input).
 
@@ -324,24 +273,23 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--context goes with --answer (--input rows hold 'context')")
         if output is not None and output.parent and not output.parent.is_dir():
             raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
-        policy = policy_options(on_flag, blocked_message)
-        if on_error not in ("raise", "return_original"):
-            raise typer.BadParameter(
-                f"--on-error must be raise or return_original, got {on_error!r}"
-            )
+        policy = cli_policy(
+            threshold=threshold,
+            block_threshold=block_threshold,
+            check_only=check_only,
+            on_flag=on_flag,
+            blocked_message=blocked_message,
+            on_token_limit=on_token_limit,
+            on_error=on_error,
+        )
         squad = build_squad(
             criteria,
             format,
             model,
             device,
-            threshold,
-            check_only,
+            policy,
             max_new_tokens=max_new_tokens,
-            on_token_limit=on_token_limit,
-            block_threshold=block_threshold,
             inspector=inspector,
-            on_error=on_error,
-            **policy,
         )
         if answer is not None:
             try:
@@ -397,8 +345,8 @@ def register(app: typer.Typer) -> None:
             help="Repeatable; default: one harmful and one ordinary request.",
         ),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
+        threshold: float | None = policy_option("threshold"),
+        block_threshold: float | None = policy_option("block_threshold"),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
         as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
     ) -> None:
@@ -407,13 +355,14 @@ def register(app: typer.Typer) -> None:
         from aligners.backends.base import GenerationConfig
         from aligners.backends.transformers import TransformersBackend
 
+        policy = cli_policy(threshold=threshold, block_threshold=block_threshold)
         upstream = TransformersBackend("smollm2")
         typer.echo("upstream model: SmolLM2-135M-Instruct (local)", err=True)
         answers = upstream.generate(
             [[{"role": "user", "content": q}] for q in question],
             GenerationConfig(max_new_tokens=max_new_tokens, batch_size=len(question)),
         )
-        squad = build_squad(criteria, None, None, None, threshold, block_threshold=block_threshold)
+        squad = build_squad(criteria, None, None, None, policy)
         results = squad.align_batch(
             question, [a.strip() or "(the upstream model gave no answer)" for a in answers]
         )

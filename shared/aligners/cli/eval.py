@@ -8,12 +8,7 @@ from typing import Any
 
 import typer
 
-from aligners.cli.options import (
-    CRITERIA_HELP,
-    block_threshold_option,
-    inspector_option,
-    threshold_option,
-)
+from aligners.cli.options import CRITERIA_HELP, cli_policy, inspector_option, policy_option
 
 
 def eval_squad(
@@ -67,8 +62,8 @@ def register(app: typer.Typer) -> None:
         ),
         upstream_max_new_tokens: int = typer.Option(128, "--upstream-max-new-tokens", min=1),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
+        threshold: float | None = policy_option("threshold"),
+        block_threshold: float | None = policy_option("block_threshold"),
         aligner: str | None = typer.Option(
             None,
             "--aligner",
@@ -133,8 +128,8 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("safety-eval"), "--out", "-o", help="Output folder."),
         criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
+        threshold: float | None = policy_option("threshold"),
+        block_threshold: float | None = policy_option("block_threshold"),
         aligner: str | None = typer.Option(None, "--aligner", help="Aligner for every member."),
         inspector: Path | None = inspector_option(),
         max_new_tokens: int | None = typer.Option(
@@ -143,11 +138,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1),
         limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Rows per file."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
-        on_flag: str = typer.Option(
-            "rewrite",
-            "--on-flag",
-            help="What the squad does with a flagged answer: rewrite, block, rewrite_or_block.",
-        ),
+        on_flag: str | None = policy_option("on_flag"),
     ) -> None:
         """Does the squad align? Good and safe answers kept, compliant ones made safe, refusals
         introduced on alarming-but-safe questions, inspector AUROC; writes summary.json."""
@@ -156,12 +147,9 @@ def register(app: typer.Typer) -> None:
 
         read = read_many(data, examples=True, limit=limit)
         _report_errors(read.errors)
-        if on_flag not in ("rewrite", "block", "rewrite_or_block", "raise"):
-            raise typer.BadParameter(
-                f"--on-flag must be rewrite, block, rewrite_or_block or raise, got {on_flag!r}"
-            )
+        policy = cli_policy(on_flag=on_flag)
         squad = eval_squad(criteria, threshold, max_new_tokens, aligner, inspector, block_threshold)
-        squad = squad.with_options(on_flag=on_flag)
+        squad = squad.with_options(policy=policy)
         report = evaluate_safety(squad, read.records, batch_size=batch_size, progress=progress)
         write_safety_report(report, out)
         typer.echo(json.dumps(report["summary"], indent=2))
@@ -179,7 +167,7 @@ def register(app: typer.Typer) -> None:
         criteria: str = typer.Option(
             "grounded", "--criteria", "-c", help="Comma-separated; must include grounded."
         ),
-        threshold: float | None = threshold_option(),
+        threshold: float | None = policy_option("threshold"),
         inspector: Path | None = typer.Option(
             None, "--inspector", help="A trained grounded inspector (default: the shipped one)."
         ),

@@ -7,8 +7,7 @@ from typing import Any
 
 import typer
 
-from aligners.cli.align import parse_on_flag
-from aligners.cli.options import block_threshold_option, threshold_option
+from aligners.cli.options import cli_policy, policy_option
 
 
 def _api_key(env: str | None) -> str | None:
@@ -20,16 +19,14 @@ def _api_key(env: str | None) -> str | None:
 
 def build_proxy_squad(
     criteria: str | None,
-    threshold: float | None,
-    check_only: bool,
     aligner_url: str | None,
     aligner_model: str | None,
     aligner_format: str | None,
     aligner_api_key_env: str | None,
     aligner_max_new_tokens: int | None = None,
-    block_threshold: float | None = None,
 ) -> Any:
-    """The squad for the proxy: the default squad, or its inspectors with remote aligners."""
+    """The squad for the proxy: the default squad, or its inspectors with remote aligners (the
+    server applies its settings' policy to it: thresholds, on_flag, on_error, ...)."""
     from aligners.aligner.model import Aligner
     from aligners.backends.openai import OpenAIBackend
     from aligners.cli.align import build_squad
@@ -46,10 +43,7 @@ def build_proxy_squad(
         None if aligner_url else aligner_format,
         model,
         None,
-        threshold,
-        check_only,
         max_new_tokens=aligner_max_new_tokens,
-        block_threshold=block_threshold,
     )
 
 
@@ -98,31 +92,20 @@ def register(app: typer.Typer) -> None:
             help="Comma-separated message roles (system, developer, tool) whose content is "
             "the answer's sources when a request sets no aligners.context (default: none).",
         ),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
-        check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
-        on_flag: str = typer.Option(
-            "rewrite",
-            "--on-flag",
-            help="What happens to a flagged answer: rewrite, block (blocked message, "
-            "finish_reason content_filter), raise (HTTP 422), rewrite_or_block.",
+        threshold: float | None = policy_option("threshold", "server"),
+        block_threshold: float | None = policy_option("block_threshold", "server"),
+        check_only: bool = policy_option("check_only", "server"),
+        on_flag: str | None = policy_option(
+            "on_flag",
+            "server",
+            note="Here block answers with finish_reason content_filter, raise with HTTP 422.",
         ),
-        blocked_message: str | None = typer.Option(
-            None, "--blocked-message", help="The text a blocked answer or request becomes."
+        blocked_message: str | None = policy_option("blocked_message", "server"),
+        check_request: bool = policy_option(
+            "check_request", "server", note="Here: the last user message, before the upstream."
         ),
-        check_request: bool = typer.Option(
-            False,
-            "--check-request",
-            help="Check the last user message with the request inspector first; a request it "
-            "turns away gets the blocked message without an upstream call.",
-        ),
-        request_threshold: float | None = typer.Option(
-            None,
-            "--request-threshold",
-            min=0.0,
-            max=1.0,
-            help="Requests scoring under it are turned away (default: the inspector's own).",
-        ),
+        request_threshold: float | None = policy_option("request_threshold", "server"),
+        on_token_limit: str | None = policy_option("on_token_limit", "server"),
         allow_client_policy: list[str] | None = typer.Option(
             None,
             "--allow-client-policy",
@@ -169,11 +152,8 @@ def register(app: typer.Typer) -> None:
             min=0.1,
             help="Seconds SIGTERM waits for requests in flight before the process exits.",
         ),
-        on_error: str = typer.Option(
-            "return_original",
-            "--on-error",
-            help="When the squad fails on an answer: return_original (it comes back unaligned, "
-            "the failure in its record) or raise (HTTP 500).",
+        on_error: str | None = policy_option(
+            "on_error", "server", note="Here raise is HTTP 500 alignment_error."
         ),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
@@ -191,6 +171,17 @@ def register(app: typer.Typer) -> None:
             "request_timeout": request_timeout,
             "shutdown_timeout": shutdown_timeout,
         }
+        given = {
+            "threshold": threshold,
+            "block_threshold": block_threshold,
+            "check_only": check_only,
+            "on_flag": on_flag,
+            "blocked_message": blocked_message,
+            "check_request": check_request,
+            "request_threshold": request_threshold,
+            "on_token_limit": on_token_limit,
+            "on_error": on_error,
+        }
         try:
             if plain:
                 if upstream_url or aligner_url:
@@ -198,10 +189,10 @@ def register(app: typer.Typer) -> None:
                         "--plain serves --model only; drop the --upstream/--aligner options"
                     )
                 if (
-                    on_flag != "rewrite"
+                    on_flag is not None
                     or blocked_message is not None
                     or check_request
-                    or on_error != "return_original"
+                    or on_error is not None
                     or allow_client_policy
                 ):
                     raise typer.BadParameter(
@@ -217,7 +208,7 @@ def register(app: typer.Typer) -> None:
             else:
                 if classifier or adapter:
                     raise typer.BadParameter("--classifier and --adapter go with --plain")
-                parse_on_flag(on_flag)
+                policy = cli_policy("server", **given)
                 allowed = _policy_fields(allow_client_policy or [])
                 proxy = _proxy_settings(
                     upstream_url=upstream_url,
@@ -227,30 +218,20 @@ def register(app: typer.Typer) -> None:
                     tokenizer=tokenizer,
                     local_model=model,
                     served_model_name=served_model_name or "aligners",
-                    threshold=threshold,
-                    block_threshold=block_threshold,
-                    check_only=check_only,
-                    on_flag=on_flag,
-                    check_request=check_request,
-                    request_threshold=request_threshold,
-                    on_error=on_error,
+                    policy=policy,
                     allow_client_policy=allowed,
                     context_roles=[
                         r.strip() for r in (context_roles or "").split(",") if r.strip()
                     ],
-                    **({"blocked_message": blocked_message} if blocked_message is not None else {}),
                     **limits,
                 )
                 squad = build_proxy_squad(
                     criteria,
-                    threshold,
-                    check_only,
                     aligner_url,
                     aligner_model,
                     aligner_format,
                     aligner_api_key_env,
                     aligner_max_new_tokens,
-                    block_threshold,
                 )
                 application = _proxy_app(proxy, squad)
         except ValidationError as exc:  # one line naming the bad option, not a pydantic dump

@@ -20,7 +20,7 @@ pre-built squad changes only what it names.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     InstanceOf,
+    ValidationInfo,
 )
 
 from aligners.inspector.request import RequestInspector
@@ -57,36 +58,52 @@ def _has_text(value: str) -> str:
 BlockedMessage = Annotated[str, AfterValidator(_has_text)]
 
 
-def _unit(value: Any, where: str = "") -> float:
+def _check_unit(value: Any, where: str) -> float:
     """A number in [0, 1] (a bool, a string such as "0.5" or NaN is a mistake, not a score)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}must be a number in [0, 1], got {type(value).__name__} {value!r}")
+        raise ValueError(
+            f"{where} must be a number in [0, 1], got {type(value).__name__} {value!r}"
+        )
     if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise ValueError(f"{where}must be in [0, 1], got {value}")
+        raise ValueError(f"{where} must be in [0, 1], got {value}")
     return float(value)
 
 
-def _thresholds(value: Any) -> Any:
+def _unit(value: Any, info: ValidationInfo) -> float | None:
+    return None if value is None else _check_unit(value, info.field_name or "threshold")
+
+
+def _thresholds(value: Any, info: ValidationInfo) -> Any:
     """One number in [0, 1], or ``{criterion: number}``; the message names a bad entry."""
+    field = info.field_name or "threshold"
     if value is None:
         return None
     if isinstance(value, Mapping):
         for key, number in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"criterion names must be str, got {type(key).__name__} {key!r}")
-            _unit(number, f"[{key!r}] ")
+                raise ValueError(
+                    f"{field}: criterion names must be str, got {type(key).__name__} {key!r}"
+                )
+            _check_unit(number, f"{field}[{key!r}]")
         return {key: float(number) for key, number in value.items()}
-    return _unit(value)
+    return _check_unit(value, field)
 
 
-def _a_bool(value: Any) -> Any:
+def _a_bool(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {type(value).__name__} {value!r}")
+        raise ValueError(
+            f"{info.field_name} must be true or false, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
-def _a_check(value: Any) -> Any:
-    return value if isinstance(value, RequestInspector) else _a_bool(value)
+def _a_check(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, (bool, RequestInspector)):
+        raise ValueError(
+            f"{info.field_name} must be true, false or a RequestInspector, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return value
 
 
 #: A score threshold: a number in [0, 1].
@@ -189,6 +206,13 @@ class SquadPolicy(BaseModel):
         onto it."""
         return cls(**SURFACE_DEFAULTS[surface]).merge(policy)
 
+    @classmethod
+    def describe(cls, name: str, none: str | None = None) -> str:
+        """The help text of field ``name`` (for a surface's flat keyword or a CLI flag);
+        ``none`` says what None means there."""
+        text = cls.model_fields[name].description or ""
+        return f"{text} None: {none}." if none else text
+
     def explicit(self) -> dict[str, Any]:
         """The fields set explicitly (by a constructor or a merge), with their values."""
         return {name: getattr(self, name) for name in self.model_fields_set}
@@ -230,3 +254,37 @@ def _one(value: float | dict[str, float] | None, criterion: str) -> float | None
 
 #: The policy's field names, in declaration order (CLI and docs tables iterate over them).
 POLICY_FIELDS: tuple[str, ...] = tuple(SquadPolicy.model_fields)
+#: The words a policy field takes, for those that take one of a few.
+POLICY_CHOICES: dict[str, tuple[str, ...]] = {
+    "on_flag": get_args(OnFlag),
+    "on_error": get_args(OnError),
+    "on_token_limit": get_args(OnTokenLimit),
+}
+
+
+def describe(name: str, none: str | None = None) -> str:
+    """:meth:`SquadPolicy.describe`."""
+    return SquadPolicy.describe(name, none)
+
+
+def fold_policy(data: Any, surface: str) -> Any:
+    """For a settings model's ``mode="before"`` validator: its flat policy keywords (e.g.
+    ``on_flag="block"``) moved into its ``policy`` field, over ``surface``'s defaults and the
+    fields a given ``policy`` sets, so that pydantic validates them there (errors read
+    ``policy.on_flag``)."""
+    if not isinstance(data, Mapping):
+        return data
+    data = dict(data)
+    given = data.pop("policy", None)
+    folded: dict[str, Any] = dict(SURFACE_DEFAULTS[surface])
+    if isinstance(given, SquadPolicy):
+        folded |= given.explicit()
+    elif isinstance(given, Mapping):
+        folded |= dict(given)
+    elif given is not None:
+        raise TypeError(f"policy must be an aligners.SquadPolicy, got {type(given).__name__}")
+    folded |= {k: data.pop(k) for k in POLICY_FIELDS if k in data and data[k] is not None}
+    for name in POLICY_FIELDS:
+        data.pop(name, None)  # an explicit None: the policy's own
+    data["policy"] = folded
+    return data
