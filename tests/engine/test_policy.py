@@ -64,7 +64,6 @@ def test_merge_applies_explicit_fields_and_skips_none() -> None:
         ({"request_threshold": 1.5}, "request_threshold", "must be in \\[0, 1\\]"),
         ({"blocked_message": "  "}, "blocked_message", "must have text"),
         ({"check_only": "yes"}, "check_only", "must be true or false"),
-        ({"check_request": 1}, "check_request", "must be true, false or a RequestInspector"),
         ({"on_token_limit": "cut"}, "on_token_limit", "'keep_previous' or 'accept'"),
         ({"thresold": 0.2}, "thresold", "Extra inputs are not permitted"),
     ],
@@ -80,6 +79,9 @@ def test_a_bad_value_names_its_field(overrides, field, message) -> None:
 def test_check_request_takes_an_inspector() -> None:
     guard = FunctionRequestInspector(lambda r: 1.0)
     assert SquadPolicy(check_request=guard).check_request is guard
+    # a wrong type is a TypeError, as resolve_request_inspector raises on every surface
+    with pytest.raises(TypeError, match="check_request must be True, False or a Request"):
+        SquadPolicy().merge(check_request=1)
 
 
 def test_surface_defaults_differ_only_where_the_table_says() -> None:

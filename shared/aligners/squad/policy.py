@@ -99,8 +99,9 @@ def _a_bool(value: Any, info: ValidationInfo) -> Any:
 
 def _a_check(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, (bool, RequestInspector)):
-        raise ValueError(
-            f"{info.field_name} must be true, false or a RequestInspector, got "
+        # A TypeError (it passes through pydantic), as resolve_request_inspector raises.
+        raise TypeError(
+            f"{info.field_name} must be True, False or a RequestInspector, got "
             f"{type(value).__name__} {value!r}"
         )
     return value
@@ -220,8 +221,9 @@ class SquadPolicy(BaseModel):
     def merge(
         self, other: SquadPolicy | Mapping[str, Any] | None = None, /, **overrides: Any
     ) -> SquadPolicy:
-        """A new, validated policy: this one, then the fields ``other`` set explicitly (a
-        policy or a mapping), then ``overrides`` that are not None.
+        """A new, validated policy: this one, then what ``other`` sets (a policy's explicit
+        fields, a mapping's values), then ``overrides``; None in a mapping or an override
+        leaves a field as it is.
 
         Raises:
             pydantic.ValidationError: (a ``ValueError``) naming each bad or unknown field.
@@ -230,7 +232,7 @@ class SquadPolicy(BaseModel):
         if isinstance(other, SquadPolicy):
             data |= other.explicit()
         elif other is not None:
-            data |= dict(other)
+            data |= {name: value for name, value in other.items() if value is not None}
         data |= {name: value for name, value in overrides.items() if value is not None}
         return SquadPolicy(**data)
 
