@@ -311,7 +311,9 @@ def settings_from(
     """Settings from keyword arguments: ``policy`` and the flat policy keywords (``on_flag``,
     ``threshold``, ``check_request``, ...; None: not given), or a ready
     :class:`AlignmentSettings` (then the keywords given are merged onto its policy)."""
-    request = {k: flat.pop(k) for k in ("check_request", "request_threshold") if k in flat}
+    request: dict[str, Any] = {
+        k: flat.pop(k) for k in ("check_request", "request_threshold") if k in flat
+    }
     merged = (policy or SquadPolicy()).merge(request)
     given = {name: value for name, value in flat.items() if value is not None}
     if settings is None:
