@@ -39,6 +39,7 @@ from aligners import (
     Squad,
     SquadMember,
     SquadPolicy,
+    Thresholds,
     default_members,
     list_criteria,
     validate_pair,
@@ -157,10 +158,10 @@ class AlignerSquad(BaseOutputParser[Any]):
         "the flat fields (threshold, on_flag, ...) are merged onto it. Here on_error is "
         "always applied, raise by default, also to a squad given as squad=.",
     )
-    threshold: float | dict[str, float] | None = Field(
+    threshold: Thresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the policy's")
     )
-    block_threshold: float | dict[str, float] | None = Field(
+    block_threshold: Thresholds | None = Field(
         default=None, description=SquadPolicy.describe("block_threshold", "the policy's")
     )
     ordering: Literal["batch-mean", "per-answer", "fixed"] | None = Field(
@@ -223,7 +224,9 @@ class AlignerSquad(BaseOutputParser[Any]):
         default=None, description=SquadPolicy.describe("blocked_message", "the squad's")
     )
     on_error: OnError | None = Field(
-        default=None, description=SquadPolicy.describe("on_error", "the policy's, raise here")
+        default=None,
+        description=SquadPolicy.describe("on_error", "the policy's; raise here")
+        + " Always applied here, also to a squad given as squad=.",
     )
 
     _engine: Squad | None = PrivateAttr(default=None)

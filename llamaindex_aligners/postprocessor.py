@@ -9,7 +9,7 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, fie
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from aligners import AlignmentResult, AlignmentViolation, Squad, SquadPolicy
+from aligners import AlignmentResult, AlignmentViolation, Squad, SquadPolicy, Thresholds
 from llamaindex_aligners.instrumentation import (
     AlignmentErrorEvent,
     arun_squad,
@@ -75,18 +75,17 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         description="The policy (an aligners.SquadPolicy); the flat fields below are merged "
         "onto it, None keeping its value (and a given squad's own).",
     )
-    threshold: float | dict[str, float] | None = Field(
+    threshold: Thresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")
     )
-    block_threshold: float | dict[str, float] | None = Field(
+    block_threshold: Thresholds | None = Field(
         default=None,
         description=SquadPolicy.describe("block_threshold", "the squad's own")
         + " Acts in mode='rewrite' under on_flag='rewrite'.",
     )
     mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
-    on_error: OnError = Field(
-        # LlamaIndex's default, from the engine's one table of surface defaults
-        default_factory=lambda: SquadPolicy.for_surface("llamaindex").on_error,
+    on_error: OnError | None = Field(
+        default=None,
         description=SquadPolicy.describe("on_error", "return_original here")
         + " Carried out by the engine node by node; 'keep' is accepted for return_original.",
     )

@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aligners import AlignmentResult, BlockedMessage, OnError, OnFlag, Squad, SquadPolicy
+from aligners import (
+    AlignmentResult,
+    BlockedMessage,
+    OnError,
+    OnFlag,
+    Squad,
+    SquadPolicy,
+    Thresholds,
+)
 
 
 def normalize_on_error(value: Any) -> Any:
@@ -53,18 +61,17 @@ class AlignmentSettings(BaseModel):
     policy: SquadPolicy | None = Field(
         default=None, description="The policy; the flat fields below are merged onto it."
     )
-    threshold: float | dict[str, float] | None = Field(
+    threshold: Thresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")
     )
-    block_threshold: float | dict[str, float] | None = Field(
+    block_threshold: Thresholds | None = Field(
         default=None, description=SquadPolicy.describe("block_threshold", "the squad's own")
     )
     check_only: bool | None = Field(
         default=None, description=SquadPolicy.describe("check_only", "the policy's")
     )
-    on_error: OnError = Field(
-        # LlamaIndex's default, from the engine's one table of surface defaults
-        default_factory=lambda: SquadPolicy.for_surface("llamaindex").on_error,
+    on_error: OnError | None = Field(
+        default=None,
         description=SquadPolicy.describe("on_error", "return_original here")
         + " 'keep' is accepted for return_original.",
     )

@@ -53,6 +53,7 @@ from aligners.squad.policy import (
     OnFlag,
     OnTokenLimit,
     SquadPolicy,
+    Thresholds,
 )
 from aligners.validation import validate_pair
 
@@ -107,6 +108,7 @@ __all__ = [
     "SquadPolicy",
     "StageRecord",
     "TemplateFormat",
+    "Thresholds",
     "TransformersBackend",
     "UnknownCriterionError",
     "UnknownFormatError",
