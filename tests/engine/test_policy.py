@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from aligners import (
+    DEFAULT_BLOCKED_MESSAGE,
     Aligner,
     FunctionInspector,
     FunctionRequestInspector,
@@ -65,7 +66,6 @@ def test_merge_applies_explicit_fields_and_skips_none() -> None:
         ({"blocked_message": "  "}, "blocked_message", "must have text"),
         ({"check_only": "yes"}, "check_only", "must be true or false"),
         ({"on_token_limit": "cut"}, "on_token_limit", "'keep_previous' or 'accept'"),
-        ({"thresold": 0.2}, "thresold", "Extra inputs are not permitted"),
     ],
 )
 def test_a_bad_value_names_its_field(overrides, field, message) -> None:
@@ -74,6 +74,22 @@ def test_a_bad_value_names_its_field(overrides, field, message) -> None:
     assert caught.value.errors()[0]["loc"][0] == field
     with pytest.raises(ValidationError, match=field):
         Squad(_members(), **overrides)
+
+
+def test_an_unknown_field_is_named() -> None:
+    with pytest.raises(ValidationError, match="thresold\n  Extra inputs are not permitted"):
+        SquadPolicy().merge(thresold=0.2)
+    # on a squad it stays a TypeError, as for any misspelt keyword
+    with pytest.raises(TypeError, match="unexpected keyword argument 'thresold'"):
+        Squad(_members(), thresold=0.2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        Squad(_members()).with_options(bogus=1)
+
+
+def test_none_leaves_a_field_as_it_is() -> None:
+    squad = Squad(_members(), blocked_message=None, on_flag=None, check_only=None)
+    assert squad.policy == Squad(_members()).policy
+    assert squad.config.blocked_message == DEFAULT_BLOCKED_MESSAGE
 
 
 def test_check_request_takes_an_inspector() -> None:

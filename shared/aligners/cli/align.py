@@ -10,9 +10,9 @@ import typer
 
 from aligners.cli.options import (
     CRITERIA_HELP,
-    cli_policy,
+    POLICY_FLAGS,
     inspector_option,
-    policy_option,
+    policy_options,
 )
 from aligners.squad.policy import SquadPolicy
 from aligners.squad.result import AlignmentResult
@@ -202,171 +202,166 @@ def _report_violations(raised: list[tuple[str, AlignmentResult]], total: int) ->
         typer.echo(f"  {where}: {flag_summary(result)}", err=True)
 
 
+#: The policy options of ``align`` (all but the request check: it has no request to check).
+ALIGN_POLICY = tuple(f for f in POLICY_FLAGS if f not in ("check_request", "request_threshold"))
+
+
+@policy_options("cli", ALIGN_POLICY, notes={"on_flag": ON_FLAG_NOTE})
+def align(
+    question: str = typer.Option("", "--question", "-q", help="The question (may be empty)."),
+    answer: str | None = typer.Option(None, "--answer", "-a", help="The answer to align."),
+    input: Path | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="JSONL with 'question', 'answer' and optional 'context' (the answer's sources: "
+        "a string or a list of passages) per line.",
+        exists=True,
+        dir_okay=False,
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write JSONL results here.", dir_okay=False
+    ),
+    context: list[str] | None = typer.Option(
+        None,
+        "--context",
+        "-x",
+        help="With --answer: a passage of the answer's sources (repeatable). Criteria that "
+        "read sources (grounded) check the answer against them.",
+    ),
+    inspector: Path | None = inspector_option(),
+    criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
+    format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
+    model: str | None = typer.Option(None, "--model", help="Aligner model (alias, path, hub id)."),
+    device: str | None = typer.Option(None, "--device", help="device_map, e.g. cpu, cuda, auto."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
+    ),
+    skip_invalid: bool = typer.Option(
+        False,
+        "--skip-invalid",
+        help="With --input: align the valid lines and report the invalid ones on stderr "
+        "(default: stop at the first, naming its line).",
+    ),
+    policy: SquadPolicy | None = None,
+) -> None:
+    """Align one answer (--answer) or a JSONL file of pairs (--input).
+
+    Under --on-flag raise, flagged answers are reported on stderr (criteria and scores) and
+    the exit code is 1; with --input every answer's record is still written, the flagged
+    ones with action "raised" and their original text."""
+    from aligners.errors import AlignmentViolation
+
+    if (answer is None) == (input is None):
+        raise typer.BadParameter("give exactly one of --answer or --input")
+    if output is not None and input is None:
+        raise typer.BadParameter("--output goes with --input (one --answer prints its result)")
+    if context and input is not None:
+        raise typer.BadParameter("--context goes with --answer (--input rows hold 'context')")
+    if output is not None and output.parent and not output.parent.is_dir():
+        raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
+    squad = build_squad(
+        criteria,
+        format,
+        model,
+        device,
+        policy,
+        max_new_tokens=max_new_tokens,
+        inspector=inspector,
+    )
+    if answer is not None:
+        try:
+            single = squad.align(question, answer, context or None)
+        except AlignmentViolation as violation:
+            _print_result(violation.result, as_json)
+            _report_violations([("the answer", violation.result)], 1)
+            raise typer.Exit(EXIT_FLAGGED) from None
+        _print_result(single, as_json)
+        return
+    assert input is not None
+    _align_file(squad, input, output, batch_size=batch_size, skip_invalid=skip_invalid)
+
+
+def _align_file(
+    squad: Any, input: Path, output: Path | None, *, batch_size: int, skip_invalid: bool
+) -> None:
+    """``align --input``: every row's record to ``output`` (or stdout); under
+    ``--on-flag raise`` the flagged rows are reported and the exit code is 1."""
+    from tqdm import tqdm
+
+    from aligners.errors import AlignmentViolation
+
+    pairs, problems = _read_numbered_pairs(input, skip_invalid=skip_invalid)
+    for problem in problems:
+        typer.echo(f"skipped {problem}", err=True)
+    results: list[AlignmentResult] = []
+    with tqdm(total=len(pairs), desc="aligning", unit="answer") as bar:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            questions, answers = [p[1] for p in chunk], [p[2] for p in chunk]
+            given = [p[3] for p in chunk]
+            contexts = given if any(c is not None for c in given) else None
+            try:
+                results.extend(squad.align_batch(questions, answers, contexts))
+            except AlignmentViolation as violation:  # keep the batch's other answers
+                results.extend(violation.results)
+            bar.update(len(chunk))
+    lines = [json.dumps(r.to_record(), ensure_ascii=False) for r in results]
+    if output is not None:
+        output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        changed = sum(r.changed for r in results)
+        blocked = sum(r.blocked for r in results)
+        note = f", {blocked} blocked" if blocked else ""
+        typer.echo(f"wrote {len(results)} results to {output} ({changed} changed{note})", err=True)
+    else:
+        typer.echo("\n".join(lines))
+    raised = [
+        (f"{input}:{number}", result)
+        for (number, *_), result in zip(pairs, results)
+        if result.action == "raised"
+    ]
+    if raised:
+        _report_violations(raised, len(results))
+        raise typer.Exit(EXIT_FLAGGED)
+
+
+@policy_options("cli", ("threshold", "block_threshold"))
+def demo(
+    question: list[str] = typer.Option(
+        list(DEMO_QUESTIONS),
+        "--question",
+        "-q",
+        help="Repeatable; default: one harmful and one ordinary request.",
+    ),
+    criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
+    policy: SquadPolicy | None = None,
+) -> None:
+    """Answer real questions with a local upstream model, then align the answers with the
+    squad: what it flagged, the scores that decided it, and what it wrote."""
+    from aligners.backends.base import GenerationConfig
+    from aligners.backends.transformers import TransformersBackend
+
+    upstream = TransformersBackend("smollm2")
+    typer.echo("upstream model: SmolLM2-135M-Instruct (local)", err=True)
+    answers = upstream.generate(
+        [[{"role": "user", "content": q}] for q in question],
+        GenerationConfig(max_new_tokens=max_new_tokens, batch_size=len(question)),
+    )
+    squad = build_squad(criteria, None, None, None, policy)
+    results = squad.align_batch(
+        question, [a.strip() or "(the upstream model gave no answer)" for a in answers]
+    )
+    for number, result in enumerate(results):
+        if number and not as_json:
+            typer.echo("")
+        _print_result(result, as_json)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``align`` and ``demo`` to the CLI."""
-
-    @app.command()
-    def align(
-        question: str = typer.Option("", "--question", "-q", help="The question (may be empty)."),
-        answer: str | None = typer.Option(None, "--answer", "-a", help="The answer to align."),
-        input: Path | None = typer.Option(
-            None,
-            "--input",
-            "-i",
-            help="JSONL with 'question', 'answer' and optional 'context' (the answer's sources: "
-            "a string or a list of passages) per line.",
-            exists=True,
-            dir_okay=False,
-        ),
-        output: Path | None = typer.Option(
-            None, "--output", "-o", help="Write JSONL results here.", dir_okay=False
-        ),
-        context: list[str] | None = typer.Option(
-            None,
-            "--context",
-            "-x",
-            help="With --answer: a passage of the answer's sources (repeatable). Criteria that "
-            "read sources (grounded) check the answer against them.",
-        ),
-        inspector: Path | None = inspector_option(),
-        criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
-        model: str | None = typer.Option(
-            None, "--model", help="Aligner model (alias, path, hub id)."
-        ),
-        device: str | None = typer.Option(
-            None, "--device", help="device_map, e.g. cpu, cuda, auto."
-        ),
-        threshold: float | None = policy_option("threshold"),
-        block_threshold: float | None = policy_option("block_threshold"),
-        batch_size: int = typer.Option(8, "--batch-size", min=1),
-        check_only: bool = policy_option("check_only"),
-        on_flag: str | None = policy_option("on_flag", note=ON_FLAG_NOTE),
-        blocked_message: str | None = policy_option("blocked_message"),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
-        max_new_tokens: int | None = typer.Option(
-            None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
-        ),
-        on_token_limit: str | None = policy_option("on_token_limit"),
-        skip_invalid: bool = typer.Option(
-            False,
-            "--skip-invalid",
-            help="With --input: align the valid lines and report the invalid ones on stderr "
-            "(default: stop at the first, naming its line).",
-        ),
-        on_error: str | None = policy_option("on_error"),
-    ) -> None:
-        """Align one answer (--answer) or a JSONL file of pairs (--input).
-
-        Under --on-flag raise, flagged answers are reported on stderr (criteria and scores) and
-        the exit code is 1; with --input every answer's record is still written, the flagged
-        ones with action "raised" and their original text."""
-        from tqdm import tqdm
-
-        from aligners.errors import AlignmentViolation
-
-        if (answer is None) == (input is None):
-            raise typer.BadParameter("give exactly one of --answer or --input")
-        if output is not None and input is None:
-            raise typer.BadParameter("--output goes with --input (one --answer prints its result)")
-        if context and input is not None:
-            raise typer.BadParameter("--context goes with --answer (--input rows hold 'context')")
-        if output is not None and output.parent and not output.parent.is_dir():
-            raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
-        policy = cli_policy(
-            threshold=threshold,
-            block_threshold=block_threshold,
-            check_only=check_only,
-            on_flag=on_flag,
-            blocked_message=blocked_message,
-            on_token_limit=on_token_limit,
-            on_error=on_error,
-        )
-        squad = build_squad(
-            criteria,
-            format,
-            model,
-            device,
-            policy,
-            max_new_tokens=max_new_tokens,
-            inspector=inspector,
-        )
-        if answer is not None:
-            try:
-                single = squad.align(question, answer, context or None)
-            except AlignmentViolation as violation:
-                _print_result(violation.result, as_json)
-                _report_violations([("the answer", violation.result)], 1)
-                raise typer.Exit(EXIT_FLAGGED) from None
-            _print_result(single, as_json)
-            return
-        assert input is not None
-        pairs, problems = _read_numbered_pairs(input, skip_invalid=skip_invalid)
-        for problem in problems:
-            typer.echo(f"skipped {problem}", err=True)
-        results: list[AlignmentResult] = []
-        with tqdm(total=len(pairs), desc="aligning", unit="answer") as bar:
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
-                questions, answers = [p[1] for p in chunk], [p[2] for p in chunk]
-                given = [p[3] for p in chunk]
-                contexts = given if any(c is not None for c in given) else None
-                try:
-                    results.extend(squad.align_batch(questions, answers, contexts))
-                except AlignmentViolation as violation:  # keep the batch's other answers
-                    results.extend(violation.results)
-                bar.update(len(chunk))
-        lines = [json.dumps(r.to_record(), ensure_ascii=False) for r in results]
-        if output is not None:
-            output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            changed = sum(r.changed for r in results)
-            blocked = sum(r.blocked for r in results)
-            note = f", {blocked} blocked" if blocked else ""
-            typer.echo(
-                f"wrote {len(results)} results to {output} ({changed} changed{note})", err=True
-            )
-        else:
-            typer.echo("\n".join(lines))
-        raised = [
-            (f"{input}:{number}", result)
-            for (number, *_), result in zip(pairs, results)
-            if result.action == "raised"
-        ]
-        if raised:
-            _report_violations(raised, len(results))
-            raise typer.Exit(EXIT_FLAGGED)
-
-    @app.command()
-    def demo(
-        question: list[str] = typer.Option(
-            list(DEMO_QUESTIONS),
-            "--question",
-            "-q",
-            help="Repeatable; default: one harmful and one ordinary request.",
-        ),
-        criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = policy_option("threshold"),
-        block_threshold: float | None = policy_option("block_threshold"),
-        max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
-        as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
-    ) -> None:
-        """Answer real questions with a local upstream model, then align the answers with the
-        squad: what it flagged, the scores that decided it, and what it wrote."""
-        from aligners.backends.base import GenerationConfig
-        from aligners.backends.transformers import TransformersBackend
-
-        policy = cli_policy(threshold=threshold, block_threshold=block_threshold)
-        upstream = TransformersBackend("smollm2")
-        typer.echo("upstream model: SmolLM2-135M-Instruct (local)", err=True)
-        answers = upstream.generate(
-            [[{"role": "user", "content": q}] for q in question],
-            GenerationConfig(max_new_tokens=max_new_tokens, batch_size=len(question)),
-        )
-        squad = build_squad(criteria, None, None, None, policy)
-        results = squad.align_batch(
-            question, [a.strip() or "(the upstream model gave no answer)" for a in answers]
-        )
-        for number, result in enumerate(results):
-            if number and not as_json:
-                typer.echo("")
-            _print_result(result, as_json)
+    app.command()(align)
+    app.command()(demo)

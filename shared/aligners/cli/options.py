@@ -9,7 +9,10 @@ policy over the command's surface defaults, a bad value a usage error naming the
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, get_type_hints
 
 import typer
 from pydantic import ValidationError
@@ -27,6 +30,18 @@ CRITERIA_HELP = "Comma-separated criteria (default: the default squad's, today e
 #: The CLI flag of every policy field, derived from its name (the one table).
 POLICY_FLAGS: dict[str, str] = {name: "--" + name.replace("_", "-") for name in POLICY_FIELDS}
 
+#: What each policy field is on the command line (typer reads these types).
+_CLI_TYPES: dict[str, Any] = {
+    "on_flag": str | None,
+    "on_error": str | None,
+    "threshold": float | None,
+    "block_threshold": float | None,
+    "blocked_message": str | None,
+    "check_only": bool,
+    "check_request": bool,
+    "request_threshold": float | None,
+    "on_token_limit": str | None,
+}
 #: Policy fields that are on/off switches on the command line.
 _SWITCHES = ("check_only", "check_request")
 #: Policy fields that are scores in [0, 1] (one number on the command line).
@@ -92,3 +107,55 @@ def inspector_option() -> Any:
         help="Saved inspector directory for every member (from `aligners train`; a "
         "cross-encoder serves each criterion from its head). Default: the shipped ones.",
     )
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def with_options(
+    options: Mapping[str, tuple[Any, Any]], into: str, build: Callable[[dict[str, Any]], Any]
+) -> Callable[[Command], Command]:
+    """A decorator adding the typer ``options`` (``{name: (type, typer.Option)}``) to a command
+    and calling it with ``into=build(their values)`` instead (the command declares ``into`` as
+    its last parameter; it is hidden from the command line)."""
+
+    def decorate(command: Command) -> Command:
+        hints = get_type_hints(command)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(command).parameters.values()
+            if p.name != into
+        ]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for name, (kind, option) in options.items()
+        ]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in options}
+            return command(*args, **{into: build(values)}, **kwargs)
+
+        parameters = own + added
+        run.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+def policy_options(
+    surface: str = "cli",
+    fields: Sequence[str] = POLICY_FIELDS,
+    notes: Mapping[str, str] | None = None,
+) -> Callable[[Command], Command]:
+    """A decorator for a command that takes ``policy: SquadPolicy``: it adds one option per
+    policy field in ``fields`` (:func:`policy_option`: the flag from :data:`POLICY_FLAGS`, the
+    field's help plus ``notes[field]``) and calls the command with the policy they describe
+    (:func:`cli_policy` over ``surface``'s defaults; a bad value is a usage error naming the
+    flag). The options are generated from the fields, so no command declares them again."""
+    options = {
+        name: (_CLI_TYPES[name], policy_option(name, surface, (notes or {}).get(name)))
+        for name in fields
+    }
+    return with_options(options, "policy", lambda values: cli_policy(surface, **values))

@@ -113,6 +113,16 @@ def _per_criterion(
     return {m.name: value for m in members}
 
 
+def _known_keywords(options: Mapping[str, Any]) -> None:
+    """A misspelt keyword is a TypeError naming it (as for any Python call), not ignored."""
+    unknown = [name for name in options if name not in POLICY_FIELDS]
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r} (the squad takes ordering, max_rounds, "
+            f"policy and the policy fields: {', '.join(POLICY_FIELDS)})"
+        )
+
+
 def _with_thresholds(
     members: tuple[SquadMember, ...], policy: SquadPolicy
 ) -> tuple[SquadMember, ...]:
@@ -194,6 +204,7 @@ class Squad:
             raise ValueError(f"squad members must have distinct criteria, got {names}")
         if policy is not None and not isinstance(policy, SquadPolicy):
             raise TypeError(f"policy must be an aligners.SquadPolicy, got {type(policy).__name__}")
+        _known_keywords(policy_options)
         merged = (policy or SquadPolicy()).merge(
             check_only=check_only,
             on_flag=on_flag,
@@ -291,6 +302,7 @@ class Squad:
         this squad's, and/or policy fields as keywords (e.g. ``threshold=0.7`` or
         ``{"ethical": 0.7}``, ``block_threshold=0`` (never block a rewritten answer),
         ``check_only=True``, ``on_flag="block"``; None keeps the squad's)."""
+        _known_keywords(options)
         return Squad(
             self.members,
             ordering=ordering or self.config.ordering,
