@@ -10,8 +10,8 @@ right):
 
 - ``criteria``: every criterion of the server's squad, in any order; naming fewer drops their
   inspectors and aligners, which relaxes.
-- ``threshold`` (an answer scoring under it is flagged): at least each inspected member's
-  threshold (flag more, never less).
+- ``threshold`` (an answer scoring under it is flagged; one number or one per criterion): at
+  least each inspected member's threshold (flag more, never less).
 - ``block_threshold`` (a rewritten answer still scoring under it is blocked; no block threshold
   counts as 0): at least each inspected member's block threshold (block more).
 - ``check_only``: ``true`` -> ``false`` only (checking without rewriting or blocking relaxes).
