@@ -110,6 +110,22 @@ def test_surface_defaults_differ_only_where_the_table_says() -> None:
     assert set(SURFACE_DEFAULTS) == {"engine", "cli", "langchain", "llamaindex", "server"}
 
 
+def test_the_docs_state_each_surfaces_on_error_default() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "engine.md").read_text()
+    rows = {
+        "engine": "| engine (`Squad`",
+        "cli": "| CLI (`aligners align`",
+        "langchain": "| LangChain (`AlignerSquad`",
+        "llamaindex": "| LlamaIndex (engines",
+        "server": "| server (`aligners serve`",
+    }
+    for surface, start in rows.items():
+        [row] = [line for line in text.splitlines() if line.startswith(start)]
+        assert f"| `{SquadPolicy.for_surface(surface).on_error}`" in row, surface
+
+
 # -- the engine composes it --------------------------------------------------------------------
 
 

@@ -116,8 +116,9 @@ Flag = Annotated[bool, BeforeValidator(_a_bool)]
 #: The request check: off, on (the shipped request inspector), or this inspector.
 RequestCheckOption = Annotated[bool | InstanceOf[RequestInspector], BeforeValidator(_a_check)]
 
-#: Defaults of a surface that differ from :class:`SquadPolicy`'s, and why (docs/engine.md
-#: shows this table). Every other option has the field's default on every surface.
+#: Defaults of a surface that differ from :class:`SquadPolicy`'s, and why (docs/engine.md,
+#: "The policy", states each with its reason; a test keeps the two in step). Every other option
+#: has the field's default on every surface.
 SURFACE_DEFAULTS: dict[str, dict[str, Any]] = {
     "engine": {},
     "cli": {},
@@ -127,12 +128,6 @@ SURFACE_DEFAULTS: dict[str, dict[str, Any]] = {
     "llamaindex": {"on_error": "return_original"},
     # A server must answer every request it can: a failure costs the alignment, not the reply.
     "server": {"on_error": "return_original"},
-}
-#: Why each surface default differs (the docs table's last column).
-SURFACE_REASONS: dict[str, str] = {
-    "langchain": "a chain fails loudly, as LangChain runnables do",
-    "llamaindex": "a query engine serves end users: a failure costs the alignment, not the answer",
-    "server": "a server answers every request it can (`raise` is HTTP 500 `alignment_error`)",
 }
 
 
