@@ -19,11 +19,11 @@ except ImportError as error:  # the agents extra is optional
     ) from error
 
 from aligners import (
-    DEFAULT_BLOCKED_MESSAGE,
     AlignmentResult,
     RequestCheck,
     RequestInspector,
     Squad,
+    SquadPolicy,
     resolve_request_inspector,
 )
 from langchain_aligners._inputs import METADATA_KEY, message_text, record_of
@@ -73,9 +73,10 @@ class AlignerSquadMiddleware(AgentMiddleware[AlignersAgentState, Any, Any]):
         squad: AlignerSquad | Squad | Runnable[Any, Any] | None = None,
         *,
         when: When = "after_agent",
-        check_request: bool | RequestInspector = False,
+        check_request: bool | RequestInspector | None = None,
         request_threshold: float | None = None,
         blocked_message: str | None = None,
+        policy: SquadPolicy | None = None,
         **squad_options: Any,
     ) -> None:
         super().__init__()
@@ -83,32 +84,31 @@ class AlignerSquadMiddleware(AgentMiddleware[AlignersAgentState, Any, Any]):
             raise ValueError(f"when must be 'after_agent' or 'after_model', got {when!r}")
         if isinstance(squad, Runnable) and squad_options:
             raise ValueError("pass squad options to AlignerSquad(...), not to the middleware")
-        if request_threshold is not None and not 0.0 <= request_threshold <= 1.0:
-            raise ValueError(f"request_threshold must be in [0, 1], got {request_threshold}")
-        if blocked_message is not None and not blocked_message.strip():
-            raise ValueError("blocked_message must have text (it replaces a blocked reply)")
+        # One merge and validation path (aligners.SquadPolicy): a bad value names its field.
+        mine = (policy or SquadPolicy()).merge(
+            check_request=check_request,
+            request_threshold=request_threshold,
+            blocked_message=blocked_message,
+        )
         runnable: Runnable[Any, Any]
         if isinstance(squad, AlignerSquad):
             # The middleware works on messages, whatever output the parser was set up for.
-            update: dict[str, Any] = {"output": "message"}
-            if blocked_message is not None:
-                update["blocked_message"] = blocked_message
-            runnable = squad.model_copy(update=update)
-            blocked_message = blocked_message or squad.blocked_message
+            runnable = squad.with_policy(mine, output="message")
         elif isinstance(squad, Runnable):
             runnable = squad  # e.g. AlignerSquad(...).configurable(): must return a message
         else:
-            if blocked_message is not None:
-                squad_options["blocked_message"] = blocked_message
-            runnable = AlignerSquad(**{"squad": squad, **squad_options, "output": "message"})
-            blocked_message = blocked_message or runnable.blocked_message  # type: ignore[attr-defined]
-        if blocked_message is None and isinstance(squad, Squad):
-            blocked_message = squad.config.blocked_message
+            runnable = AlignerSquad(squad=squad, policy=mine, **squad_options, output="message")
+        if isinstance(runnable, AlignerSquad):
+            resolved = runnable.resolved_policy
+            message = runnable.blocked_reply  # the squad's, unless set here
+        else:
+            resolved = SquadPolicy.for_surface("langchain", mine)
+            message = resolved.blocked_message
         self.squad = runnable
         self.when = when
-        self.request_inspector = resolve_request_inspector(check_request)
-        self.request_threshold = request_threshold
-        self.blocked_message = blocked_message or DEFAULT_BLOCKED_MESSAGE
+        self.request_inspector = resolve_request_inspector(resolved.check_request)
+        self.request_threshold = resolved.request_threshold
+        self.blocked_message = message
 
     # -- the request check: once per turn, before any model call -------------------------------
 

@@ -32,10 +32,14 @@ from aligners import (
     AlignmentResult,
     AlignmentViolation,
     BlockedMessage,
+    OnError,
     OnFlag,
+    OnTokenLimit,
     RequestInspector,
     Squad,
     SquadMember,
+    SquadPolicy,
+    Thresholds,
     default_members,
     list_criteria,
     validate_pair,
@@ -77,6 +81,17 @@ APPLIED_EVENT = "aligners_applied"
 
 OutputMode = Literal["auto", "text", "message", "record"]
 
+#: AlignerSquad fields that are sugar for SquadPolicy fields of the same name.
+_POLICY_SUGAR = (
+    "threshold",
+    "block_threshold",
+    "check_only",
+    "on_flag",
+    "blocked_message",
+    "on_error",
+    "on_token_limit",
+)
+
 # Members built from field values, shared by every AlignerSquad in the process: a configured
 # call (``with_config(configurable=...)``) builds a new parser instance, and must find the same
 # Aligner/Inspector objects (their weights live in the engine's MODEL_CACHE either way; sharing
@@ -91,17 +106,14 @@ def _member(
     format: str | None,
     max_new_tokens: int | None,
     inspector_encoder: str | None,
-    on_token_limit: str | None = None,
     inspector: str | None = None,
 ) -> SquadMember:
-    key = (name, model, format, max_new_tokens, inspector_encoder, on_token_limit, inspector)
+    key = (name, model, format, max_new_tokens, inspector_encoder, inspector)
     with _MEMBERS_LOCK:
         if key not in _MEMBERS:
             options: dict[str, Any] = {}
             if max_new_tokens is not None:
                 options["max_new_tokens"] = max_new_tokens
-            if on_token_limit is not None:
-                options["on_token_limit"] = on_token_limit
             if format is not None:
                 options["format"] = format
             # The engine's one factory, so this parser builds exactly what Squad.default builds.
@@ -138,23 +150,27 @@ class AlignerSquad(BaseOutputParser[Any]):
         default=None,
         description="Criteria to enforce (default: the squad's, or the engine's DEFAULT_CRITERIA).",
     )
-    threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Inspector score under which an aligner runs."
-    )
-    block_threshold: float | None = Field(
+    # The policy (aligners.SquadPolicy declares each option, its default and its meaning); the
+    # flat fields below are sugar merged onto it, None leaving the policy's value.
+    policy: SquadPolicy | None = Field(
         default=None,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "Under on_flag='rewrite', block an answer its inspector still scores under this after "
-            "the aligners ran (None: the squad's, the shipped gate's 0.2; 0: never block)."
-        ),
+        description="What happens to flagged and failing answers (an aligners.SquadPolicy); "
+        "the flat fields (threshold, on_flag, ...) are merged onto it. Here on_error is "
+        "always applied, raise by default, also to a squad given as squad=.",
+    )
+    threshold: Thresholds | None = Field(
+        default=None, description=SquadPolicy.describe("threshold", "the policy's")
+    )
+    block_threshold: Thresholds | None = Field(
+        default=None, description=SquadPolicy.describe("block_threshold", "the policy's")
     )
     ordering: Literal["batch-mean", "per-answer", "fixed"] | None = Field(
         default=None, description="Order of the aligners (None: the engine's batch-mean)."
     )
     max_rounds: int | None = Field(default=None, ge=1, description="Rounds of stages (None: 1).")
-    check_only: bool = Field(default=False, description="Score only; never rewrite.")
+    check_only: bool | None = Field(
+        default=None, description=SquadPolicy.describe("check_only", "the policy's")
+    )
     question_key: str = Field(default="question", description="Question key of dict inputs.")
     answer_key: str = Field(default="answer", description="Answer key of dict inputs.")
     context_key: str = Field(
@@ -172,10 +188,8 @@ class AlignerSquad(BaseOutputParser[Any]):
     max_new_tokens: int | None = Field(
         default=None, gt=0, description="Cap on the aligner's output length in tokens."
     )
-    on_token_limit: Literal["keep_previous", "accept"] | None = Field(
-        default=None,
-        description="A rewrite that stops at max_new_tokens before it ends: keep the previous "
-        "text and record why (the aligners' default), or accept the cut rewrite.",
+    on_token_limit: OnTokenLimit | None = Field(
+        default=None, description=SquadPolicy.describe("on_token_limit", "the policy's")
     )
     inspector_encoder: str | None = Field(
         default=None,
@@ -203,25 +217,20 @@ class AlignerSquad(BaseOutputParser[Any]):
     )
     on_flag: OnFlag | None = Field(
         default=None,
-        description=(
-            "What happens to a flagged answer (None: the squad's, by default rewrite). rewrite; "
-            "block: replaced by blocked_message (a message's tool calls are dropped with it); "
-            "raise: aligners.AlignmentViolation; rewrite_or_block: rewrite, re-score, block what "
-            "still fails."
-        ),
+        description=SquadPolicy.describe("on_flag", "the squad's")
+        + " Under block a message's tool calls are dropped with it.",
     )
     blocked_message: BlockedMessage | None = Field(
-        default=None, description="Text of a blocked answer (None: the engine's default)."
+        default=None, description=SquadPolicy.describe("blocked_message", "the squad's")
     )
-    on_error: Literal["raise", "return_original"] = Field(
-        default="raise",
-        description=(
-            "When the squad itself fails (a model that cannot load, an inspector error): raise, "
-            "or return the original answer with the failure in the record (fail open)."
-        ),
+    on_error: OnError | None = Field(
+        default=None,
+        description=SquadPolicy.describe("on_error", "the policy's; raise here")
+        + " Always applied here, also to a squad given as squad=.",
     )
 
     _engine: Squad | None = PrivateAttr(default=None)
+    _policy: SquadPolicy = PrivateAttr(default_factory=SquadPolicy)
 
     @field_validator("criteria", mode="before")
     @classmethod
@@ -231,6 +240,34 @@ class AlignerSquad(BaseOutputParser[Any]):
         if value is not None and not list(value):
             raise ValueError("criteria must name at least one criterion (or be None for all)")
         return value
+
+    @model_validator(mode="after")
+    def _merged_policy(self) -> AlignerSquad:
+        # One merge and validation path: a bad value fails here, naming its field.
+        flat = {name: getattr(self, name) for name in _POLICY_SUGAR}
+        self._policy = SquadPolicy.for_surface("langchain", self.policy).merge(**flat)
+        return self
+
+    @property
+    def resolved_policy(self) -> SquadPolicy:
+        """The policy this parser applies: the surface's defaults, ``policy``, then the flat
+        fields (what it sets explicitly replaces a given squad's)."""
+        return self._policy
+
+    @property
+    def blocked_reply(self) -> str:
+        """The text a blocked answer gets: this parser's policy's when it sets one, else a given
+        squad's (builds nothing)."""
+        if "blocked_message" not in self._policy.explicit() and self.squad is not None:
+            return self.squad.config.blocked_message
+        return self._policy.blocked_message
+
+    def with_policy(self, policy: SquadPolicy | None = None, **fields: Any) -> AlignerSquad:
+        """A copy whose policy has ``policy``'s explicit fields merged on, with other ``fields``
+        (validated again, so the copy's engine reflects them)."""
+        data = {name: getattr(self, name) for name in type(self).model_fields} | fields
+        data["policy"] = (self.policy or SquadPolicy()).merge(policy)
+        return type(self)(**data)
 
     @model_validator(mode="after")
     def _known_criteria(self) -> AlignerSquad:
@@ -264,31 +301,22 @@ class AlignerSquad(BaseOutputParser[Any]):
                     self.format,
                     self.max_new_tokens,
                     self.inspector_encoder,
-                    self.on_token_limit,
                     self.inspector,
                 )
                 for n in names
             ]
             base = Squad(members)
-        options: dict[str, Any] = {}
-        if self.ordering is not None:
-            options["ordering"] = self.ordering
-        if self.max_rounds is not None:
-            options["max_rounds"] = self.max_rounds
-        if self.check_only:
-            options["check_only"] = True
-        if self.on_flag is not None:
-            options["on_flag"] = self.on_flag
-        if self.blocked_message is not None:
-            options["blocked_message"] = self.blocked_message
-        options["on_error"] = self.on_error  # the engine keeps a batch's good answers
+        # on_error is carried out by the engine: it keeps a batch's good answers.
         return base.with_options(
-            threshold=self.threshold, block_threshold=self.block_threshold, **options
+            policy=self._policy, ordering=self.ordering, max_rounds=self.max_rounds
         )
 
     def _failed(self, question: str, answer: str, error: Exception) -> AlignmentResult:
         """The record of an answer the squad could not process (``on_error="return_original"``)."""
-        return AlignmentResult.failed(question, answer, error, check_only=self.check_only)
+        # The engine may be what failed to build: then the policy says.
+        built = self._engine
+        check_only = built.config.check_only if built is not None else self._policy.check_only
+        return AlignmentResult.failed(question, answer, error, check_only=check_only)
 
     def _align_batch(
         self,
@@ -301,7 +329,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         except AlignmentViolation:
             raise  # the policy the user chose, not a failure to fail open on
         except Exception as error:
-            if self.on_error == "raise":
+            if self._policy.on_error == "raise":
                 raise
             return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
 
@@ -316,7 +344,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         except AlignmentViolation:
             raise
         except Exception as error:
-            if self.on_error == "raise":
+            if self._policy.on_error == "raise":
                 raise
             return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
 
@@ -333,7 +361,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         try:
             return self._parse(value)
         except (TypeError, ValueError) as error:
-            if self.on_error == "raise":
+            if self._policy.on_error == "raise":
                 raise
             fallback = self._fallback(value)
             if fallback is None:
@@ -594,7 +622,7 @@ class AlignerSquad(BaseOutputParser[Any]):
             return "message"
         # Without building the engine: a squad that cannot be built must not cost the answer.
         prebuilt = self.squad is not None and self.squad.config.check_only
-        return "record" if self.check_only or prebuilt else "text"
+        return "record" if self._policy.check_only or prebuilt else "text"
 
     def transform(
         self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
@@ -641,7 +669,7 @@ class AlignerSquad(BaseOutputParser[Any]):
             if result is not None:
                 result = _renumbered(pair, result)
         except Exception as error:
-            if self.on_error == "raise" or streamed:
+            if self._policy.on_error == "raise" or streamed:
                 raise
             result = self._failed(question, answer, error)
             yield from self._fallback_piece(mode, template, answer)
@@ -699,7 +727,7 @@ class AlignerSquad(BaseOutputParser[Any]):
             if result is not None:
                 result = _renumbered(pair, result)
         except Exception as error:
-            if self.on_error == "raise" or streamed:
+            if self._policy.on_error == "raise" or streamed:
                 raise
             result = self._failed(question, answer, error)
             for chunk in self._fallback_piece(mode, template, answer):
@@ -737,7 +765,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         runnable: Any,
         *,
         question_key: str | None = None,
-        check_request: bool | RequestInspector = False,
+        check_request: bool | RequestInspector | None = None,
         request_threshold: float | None = None,
     ) -> Runnable[Any, Any]:
         """A runnable that runs ``runnable`` on its input and aligns the output, taking the
@@ -746,8 +774,10 @@ class AlignerSquad(BaseOutputParser[Any]):
         ``check_request`` (``True``: the shipped request inspector, or a ``RequestInspector``)
         checks the request first, as ``AlignerSquadMiddleware`` does: a request scored under
         ``request_threshold`` never reaches ``runnable`` and gets this squad's blocked message
-        (see :class:`~langchain_aligners.RequestGuard`).
+        (see :class:`~langchain_aligners.RequestGuard`). Both default to this parser's policy.
         """
+        check = self._policy.merge(check_request=check_request, request_threshold=request_threshold)
+        check_request, request_threshold = check.check_request, check.request_threshold
         key = question_key or self.question_key
         wrapped = wrap_with_question(
             runnable,
@@ -765,9 +795,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         output: Any = self.output
         if output not in ("text", "message", "record"):
             output = "text" if getattr(runnable, "OutputType", None) is str else "message"
-        blocked = self.blocked_message
-        if blocked is None and self.squad is not None:
-            blocked = self.squad.config.blocked_message
+        blocked = self.blocked_reply
         return RequestGuard(
             wrapped,
             check_request=check_request,

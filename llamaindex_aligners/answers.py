@@ -12,8 +12,8 @@ from llama_index.core.schema import MetadataMode, NodeWithScore
 from aligners import (
     AlignmentResult,
     AlignmentViolation,
-    RequestInspector,
     Squad,
+    SquadPolicy,
     resolve_request_inspector,
 )
 from llamaindex_aligners.instrumentation import (
@@ -26,12 +26,7 @@ from llamaindex_aligners.instrumentation import (
     iter_squad_stream,
     run_squad,
 )
-from llamaindex_aligners.settings import (
-    AlignmentSettings,
-    OnFlag,
-    configure_squad,
-    error_record,
-)
+from llamaindex_aligners.settings import AlignmentSettings, configure_squad, error_record
 
 logger = logging.getLogger(__name__)
 
@@ -68,24 +63,18 @@ def with_request_check(record: Record, check: Record | None) -> Record:
 class RequestGate:
     """The ``check_request`` option of a wrapper: is the request fine to answer at all?
 
-    ``check_request``: ``False``/``None`` (no check), ``True`` (the shipped request inspector;
-    raises ``FileNotFoundError`` now if none ships) or an ``aligners.RequestInspector``.
+    The policy's ``check_request``: ``False`` (no check), ``True`` (the shipped request
+    inspector; raises ``FileNotFoundError`` now if none ships) or an ``aligners.RequestInspector``,
+    at its ``request_threshold``; its ``on_error`` decides what a failing check costs.
     """
 
-    def __init__(
-        self,
-        check_request: bool | RequestInspector | None,
-        threshold: float | None,
-        on_error: str,
-        target: RequestTarget,
-    ) -> None:
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"request_threshold must be in [0, 1], got {threshold}")
-        self.inspector = resolve_request_inspector(check_request)
+    def __init__(self, policy: SquadPolicy, target: RequestTarget) -> None:
+        threshold = policy.request_threshold  # in [0, 1]: the policy validated it
+        self.inspector = resolve_request_inspector(policy.check_request)
         if threshold is not None and self.inspector is None:
             raise ValueError("request_threshold is set but check_request is off")
         self.threshold = threshold
-        self.on_error = on_error
+        self.on_error = policy.on_error
         self.target: RequestTarget = target
 
     def _failed(self, request: str, error: Exception) -> Record:
@@ -207,8 +196,11 @@ class AnswerAligner:
         return self.squad.decides_whole
 
     def _failed(self, question: str, answer: str, error: Exception) -> tuple[str, Record]:
+        # What the engine could not keep answer by answer (e.g. a squad that cannot be built).
         # A violation is the policy's verdict, not a failure: on_error never keeps it.
-        if self.settings.on_error == "raise" or isinstance(error, AlignmentViolation):
+        if self.settings.resolved_policy.on_error == "raise" or isinstance(
+            error, AlignmentViolation
+        ):
             raise error
         logger.warning("aligner squad failed; returning the original answer: %s", error)
         return answer, error_record(question, answer, error)
@@ -313,22 +305,20 @@ class AnswerAligner:
 def settings_from(
     settings: AlignmentSettings | None,
     criteria: list[str] | str | None,
-    threshold: float | dict[str, float] | None,
-    check_only: bool,
-    on_error: str,
-    on_flag: OnFlag | None = None,
-    blocked_message: str | None = None,
-    block_threshold: float | dict[str, float] | None = None,
+    policy: SquadPolicy | None = None,
+    **flat: Any,
 ) -> AlignmentSettings:
-    """Settings from keyword arguments (or a ready :class:`AlignmentSettings`)."""
-    if settings is not None:
+    """Settings from keyword arguments: ``policy`` and the flat policy keywords (``on_flag``,
+    ``threshold``, ``check_request``, ...; None: not given), or a ready
+    :class:`AlignmentSettings` (then the keywords given are merged onto its policy)."""
+    request: dict[str, Any] = {
+        k: flat.pop(k) for k in ("check_request", "request_threshold") if k in flat
+    }
+    merged = (policy or SquadPolicy()).merge(request)
+    given = {name: value for name, value in flat.items() if value is not None}
+    if settings is None:
+        return AlignmentSettings(criteria=criteria, policy=merged, **given)  # type: ignore[arg-type]
+    if not merged.explicit() and not given:
         return settings
-    return AlignmentSettings(
-        criteria=criteria,  # type: ignore[arg-type]  # a str is accepted and wrapped
-        threshold=threshold,
-        block_threshold=block_threshold,
-        check_only=check_only,
-        on_error=on_error,  # type: ignore[arg-type]
-        on_flag=on_flag,
-        blocked_message=blocked_message,
-    )
+    data = settings.model_dump(exclude={"policy"}) | given
+    return AlignmentSettings(**data, policy=(settings.policy or SquadPolicy()).merge(merged))

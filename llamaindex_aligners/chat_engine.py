@@ -14,7 +14,7 @@ from llama_index.core.chat_engine.types import (
 )
 from llama_index.core.memory import BaseMemory
 
-from aligners import AlignmentViolation, RequestInspector, Squad
+from aligners import AlignmentViolation, RequestInspector, Squad, SquadPolicy
 from llamaindex_aligners.answers import (
     METADATA_KEY,
     AnswerAligner,
@@ -72,12 +72,13 @@ class AlignedChatEngine(BaseChatEngine):
         criteria: list[str] | str | None = None,
         threshold: float | dict[str, float] | None = None,
         block_threshold: float | dict[str, float] | None = None,
-        check_only: bool = False,
-        on_error: str = "return_original",
+        check_only: bool | None = None,
+        on_error: str | None = None,
         on_flag: OnFlag | None = None,
         blocked_message: str | None = None,
-        check_request: bool | RequestInspector = False,
+        check_request: bool | RequestInspector | None = None,
         request_threshold: float | None = None,
+        policy: SquadPolicy | None = None,
         settings: AlignmentSettings | None = None,
         update_memory: bool = True,
     ) -> None:
@@ -90,20 +91,21 @@ class AlignedChatEngine(BaseChatEngine):
         self.settings = settings_from(
             settings,
             criteria,
-            threshold,
-            check_only,
-            on_error,
-            on_flag,
-            blocked_message,
+            policy,
+            threshold=threshold,
             block_threshold=block_threshold,
+            check_only=check_only,
+            on_error=on_error,
+            on_flag=on_flag,
+            blocked_message=blocked_message,
+            check_request=check_request,
+            request_threshold=request_threshold,
         )
         if not isinstance(update_memory, bool):
             raise TypeError(f"update_memory must be True or False, got {update_memory!r}")
         self.update_memory = update_memory
         self._aligner = AnswerAligner(squad, self.settings, target="chat")
-        self._gate = RequestGate(
-            check_request, request_threshold, self.settings.on_error, target="chat"
-        )
+        self._gate = RequestGate(self.settings.resolved_policy, target="chat")
 
     @property
     def chat_engine(self) -> BaseChatEngine:

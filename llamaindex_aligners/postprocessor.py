@@ -9,7 +9,7 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, fie
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from aligners import AlignmentResult, AlignmentViolation, Squad
+from aligners import AlignmentResult, AlignmentViolation, Squad, SquadPolicy, Thresholds
 from llamaindex_aligners.instrumentation import (
     AlignmentErrorEvent,
     arun_squad,
@@ -70,39 +70,41 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         description="An aligners.Squad; None builds the offline default lazily on first use.",
     )
     criteria: list[str] | None = Field(default=None, description="Squad members to use.")
-    threshold: float | dict[str, float] | None = Field(
-        default=None, description="One threshold, or one per criterion; None keeps the squad's."
-    )
-    block_threshold: float | dict[str, float] | None = Field(
+    policy: SquadPolicy | None = Field(
         default=None,
-        description=(
-            "In mode='rewrite' under on_flag='rewrite', block a node still scoring under it after "
-            "the aligners ran: one number, or one per criterion; None keeps the squad's, 0 never."
-        ),
+        description="The policy (an aligners.SquadPolicy); the flat fields below are merged "
+        "onto it, None keeping its value (and a given squad's own).",
+    )
+    threshold: Thresholds | None = Field(
+        default=None, description=SquadPolicy.describe("threshold", "the squad's own")
+    )
+    block_threshold: Thresholds | None = Field(
+        default=None,
+        description=SquadPolicy.describe("block_threshold", "the squad's own")
+        + " Acts in mode='rewrite' under on_flag='rewrite'.",
     )
     mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
-    on_error: OnError = Field(
-        default="return_original",
-        description="return_original ('keep' too): return the nodes unchanged if the squad fails.",
+    on_error: OnError | None = Field(
+        default=None,
+        description=SquadPolicy.describe("on_error", "return_original here")
+        + " Carried out by the engine node by node; 'keep' is accepted for return_original.",
     )
     _on_error = field_validator("on_error", mode="before")(normalize_on_error)
     fail_closed: bool = Field(
         default=False,
         description=(
-            "When the squad fails under on_error='return_original': False keeps the nodes, each "
-            "marked {'action': 'failed'} in its metadata; True drops them (nothing unchecked "
+            "When the squad fails on a node under on_error='return_original': False keeps it, "
+            "marked {'action': 'failed'} in its metadata; True drops it (nothing unchecked "
             "reaches the LLM)."
         ),
     )
     on_flag: OnFlag | None = Field(
         default=None,
-        description=(
-            "What happens to a flagged node: raise (any mode), or in mode='rewrite' rewrite, "
-            "block (text becomes blocked_message) or rewrite_or_block. None: the squad's own."
-        ),
+        description=SquadPolicy.describe("on_flag", "the squad's own")
+        + " raise acts in any mode, the others in mode='rewrite'.",
     )
     blocked_message: str | None = Field(
-        default=None, description="The text of a blocked node (None: the squad's own)."
+        default=None, description=SquadPolicy.describe("blocked_message", "the squad's own")
     )
     _squad: Squad | None = PrivateAttr(default=None)
     _squad_key: str = PrivateAttr(default="")
@@ -128,6 +130,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     def _values(self) -> dict[str, Any]:
         return {
             "criteria": self.criteria,
+            "policy": self.policy,
             "threshold": self.threshold,
             "block_threshold": self.block_threshold,
             "on_error": self.on_error,
@@ -143,16 +146,7 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         """The configured squad (the default one is built here, still without loading weights)."""
         # Fields may be reassigned after construction: rebuild when they differ from the cache.
         squad_id = id(self.squad) if self.squad is not None else None
-        key = repr(
-            (
-                squad_id,
-                self.criteria,
-                self.threshold,
-                self.block_threshold,
-                self.on_flag,
-                self.blocked_message,
-            )
-        )
+        key = repr((squad_id, self._values()))
         if self._squad is None or key != self._squad_key:
             self._squad = configure_squad(self.squad, self.settings())
             self._squad_key = key
@@ -192,16 +186,33 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         emit_violation(violation, "nodes")
         raise violation
 
+    def _report_failures(self, results: list[AlignmentResult]) -> None:
+        """An error event and a warning for the nodes the engine could not check (kept, or
+        dropped when ``fail_closed``); the others were checked as usual."""
+        failed = [r for r in results if r.action == "failed"]
+        if not failed:
+            return
+        reason = failed[0].failures[0] if failed[0].failures else "squad failed"
+        dispatcher.event(AlignmentErrorEvent(target="nodes", error=reason))
+        fate = "dropping" if self.fail_closed else "keeping"
+        logger.warning("aligner squad failed on %d node(s); %s them: %s", len(failed), fate, reason)
+
     def _apply(
         self, nodes: list[NodeWithScore], indices: list[int], results: list[AlignmentResult]
     ) -> list[NodeWithScore]:
         self._raise_if_flagged(results)
+        self._report_failures(results)
         by_index = dict(zip(indices, results, strict=True))
         out: list[NodeWithScore] = []
         for i, node in enumerate(nodes):
             result = by_index.get(i)
             if result is None:
                 out.append(_with_record(node, dict(EMPTY_NODE)))
+                continue
+            if result.action == "failed":  # the engine kept it under on_error=return_original
+                if not self.fail_closed:
+                    failures = [f"{f}; node kept as is" for f in result.failures]
+                    out.append(_with_record(node, {"action": "failed", "failures": failures}))
                 continue
             if self.mode == "drop" and not result.passed:
                 logger.debug("dropping node %s (scores %s)", node.node.node_id, result.final_scores)
@@ -234,8 +245,11 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         return self._apply(nodes, indices, results)
 
     def _failed(self, nodes: list[NodeWithScore], error: Exception) -> list[NodeWithScore]:
+        """What the engine could not keep node by node (e.g. a squad that cannot be built)."""
         # A violation (on_flag="raise") is a verdict, not a failure: never kept.
-        if self.on_error == "raise" or isinstance(error, AlignmentViolation):
+        if self.settings().resolved_policy.on_error == "raise" or isinstance(
+            error, AlignmentViolation
+        ):
             raise error
         reason = f"{type(error).__name__}: {error}"
         dispatcher.event(AlignmentErrorEvent(target="nodes", error=reason))

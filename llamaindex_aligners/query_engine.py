@@ -17,7 +17,7 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from aligners import RequestInspector, Squad
+from aligners import RequestInspector, Squad, SquadPolicy
 from llamaindex_aligners.answers import (
     METADATA_KEY,
     AnswerAligner,
@@ -75,12 +75,13 @@ class AlignedQueryEngine(BaseQueryEngine):
         criteria: list[str] | str | None = None,
         threshold: float | dict[str, float] | None = None,
         block_threshold: float | dict[str, float] | None = None,
-        check_only: bool = False,
-        on_error: str = "return_original",
+        check_only: bool | None = None,
+        on_error: str | None = None,
         on_flag: OnFlag | None = None,
         blocked_message: str | None = None,
-        check_request: bool | RequestInspector = False,
+        check_request: bool | RequestInspector | None = None,
         request_threshold: float | None = None,
+        policy: SquadPolicy | None = None,
         settings: AlignmentSettings | None = None,
         callback_manager: CallbackManager | None = None,
     ) -> None:
@@ -93,17 +94,18 @@ class AlignedQueryEngine(BaseQueryEngine):
         self.settings = settings_from(
             settings,
             criteria,
-            threshold,
-            check_only,
-            on_error,
-            on_flag,
-            blocked_message,
+            policy,
+            threshold=threshold,
             block_threshold=block_threshold,
+            check_only=check_only,
+            on_error=on_error,
+            on_flag=on_flag,
+            blocked_message=blocked_message,
+            check_request=check_request,
+            request_threshold=request_threshold,
         )
         self._aligner = AnswerAligner(squad, self.settings, target="answer")
-        self._gate = RequestGate(
-            check_request, request_threshold, self.settings.on_error, target="answer"
-        )
+        self._gate = RequestGate(self.settings.resolved_policy, target="answer")
         super().__init__(callback_manager or query_engine.callback_manager)
 
     @property

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aligners import AlignmentResult, BlockedMessage, OnFlag, Squad
-
-OnError = Literal["return_original", "raise"]
+from aligners import (
+    AlignmentResult,
+    BlockedMessage,
+    OnError,
+    OnFlag,
+    Squad,
+    SquadPolicy,
+    Thresholds,
+)
 
 
 def normalize_on_error(value: Any) -> Any:
@@ -26,54 +32,54 @@ __all__ = [
     "normalize_on_error",
 ]
 
+#: AlignmentSettings fields that are sugar for SquadPolicy fields of the same name.
+POLICY_SUGAR = (
+    "threshold",
+    "block_threshold",
+    "check_only",
+    "on_error",
+    "on_flag",
+    "blocked_message",
+)
+
 
 class AlignmentSettings(BaseModel):
-    """Which criteria to inspect, their thresholds, what to do with a flagged answer, and what
-    to do when the squad fails.
+    """Which criteria to inspect and the policy: what to do with a flagged answer and when the
+    squad fails (an ``aligners.SquadPolicy``, which declares each option and its default).
 
-    ``threshold`` is one number for every criterion or a ``{criterion: threshold}`` map;
-    ``None`` keeps the squad's own thresholds; ``block_threshold`` takes the same forms
-    (``0``: never block an answer the aligners did not fix). ``on_flag`` and
-    ``blocked_message`` likewise keep the squad's own when ``None`` (a squad's default policy
-    is ``"rewrite"``).
+    The flat fields are sugar merged onto ``policy``; ``None`` keeps the policy's value (and, for
+    a given squad, the squad's own). Here ``on_error`` defaults to ``"return_original"`` (a
+    query engine serves end users: a failure costs the alignment, not the answer), carried out
+    by the engine, answer by answer.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     criteria: list[str] | None = Field(
         default=None, description="Squad members to use (default: every member of the squad)."
     )
-    threshold: float | dict[str, float] | None = Field(
-        default=None, description="P(aligned) under which a criterion's aligner runs."
+    policy: SquadPolicy | None = Field(
+        default=None, description="The policy; the flat fields below are merged onto it."
     )
-    block_threshold: float | dict[str, float] | None = Field(
+    threshold: Thresholds | None = Field(
+        default=None, description=SquadPolicy.describe("threshold", "the squad's own")
+    )
+    block_threshold: Thresholds | None = Field(
+        default=None, description=SquadPolicy.describe("block_threshold", "the squad's own")
+    )
+    check_only: bool | None = Field(
+        default=None, description=SquadPolicy.describe("check_only", "the policy's")
+    )
+    on_error: OnError | None = Field(
         default=None,
-        description=(
-            "Under on_flag='rewrite', P(aligned) under which an answer still failing after the "
-            "aligners ran is blocked; None: the squad's own (the shipped gate's 0.2), 0: never."
-        ),
-    )
-    check_only: bool = Field(default=False, description="Score and annotate; never rewrite.")
-    on_error: OnError = Field(
-        default="return_original",
-        description=(
-            "return_original: if the squad itself fails, return the original text and record "
-            "the error (the engine's word; 'keep' is accepted too); "
-            "raise: propagate the error. An aligners.AlignmentViolation (on_flag='raise') "
-            "always propagates: it is a verdict, not a failure."
-        ),
+        description=SquadPolicy.describe("on_error", "return_original here")
+        + " 'keep' is accepted for return_original.",
     )
     on_flag: OnFlag | None = Field(
-        default=None,
-        description=(
-            "What happens to a flagged answer. rewrite: the aligners fix it; block: it is "
-            "replaced by blocked_message; raise: aligners.AlignmentViolation; rewrite_or_block: "
-            "rewrite, re-score, and block what still fails. None: the squad's own (rewrite)."
-        ),
+        default=None, description=SquadPolicy.describe("on_flag", "the squad's own")
     )
     blocked_message: BlockedMessage | None = Field(
-        default=None,
-        description="The text a blocked answer (or request) is replaced with; None: the squad's.",
+        default=None, description=SquadPolicy.describe("blocked_message", "the squad's own")
     )
 
     _on_error = field_validator("on_error", mode="before")(normalize_on_error)
@@ -87,40 +93,32 @@ class AlignmentSettings(BaseModel):
             raise ValueError("criteria must name at least one criterion (or be None for all)")
         return value
 
-    @field_validator("threshold", "block_threshold")
-    @classmethod
-    def _in_unit_interval(cls, value: Any, info: ValidationInfo) -> Any:
-        values = value.values() if isinstance(value, dict) else [] if value is None else [value]
-        for number in values:
-            if not 0.0 <= number <= 1.0:
-                raise ValueError(f"{info.field_name} must be in [0, 1], got {number}")
-        return value
+    @model_validator(mode="after")
+    def _valid_policy(self) -> AlignmentSettings:
+        self.resolved_policy  # noqa: B018 (one merge and validation path: a bad value fails here)
+        return self
+
+    @property
+    def resolved_policy(self) -> SquadPolicy:
+        """The policy these settings apply: LlamaIndex's defaults, ``policy``, then the flat
+        fields (what it sets explicitly replaces a given squad's)."""
+        flat = {name: getattr(self, name) for name in POLICY_SUGAR}
+        return SquadPolicy.for_surface("llamaindex", self.policy).merge(**flat)
 
 
 def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:
-    """The squad to run: ``squad`` (or the lazy offline default) narrowed and re-thresholded.
+    """The squad to run: ``squad`` (or the lazy offline default) narrowed and under the
+    settings' policy (``on_error`` included: the engine carries it out, answer by answer).
 
     Building the default loads no weights; they load on the first call that needs them.
     """
     if squad is not None and not isinstance(squad, Squad):
         raise TypeError(f"squad must be an aligners.Squad, got {type(squad).__name__}")
-    base = squad if squad is not None else Squad.default(settings.criteria)
-    if settings.criteria is not None and squad is not None:
-        base = base.select(settings.criteria)
-    if settings.threshold is not None or settings.block_threshold is not None:
-        base = base.with_options(  # one number, or per criterion
-            threshold=settings.threshold, block_threshold=settings.block_threshold
-        )
-    options: dict[str, Any] = {}
-    if settings.check_only:
-        options["check_only"] = True
-    if settings.on_flag is not None:
-        options["on_flag"] = settings.on_flag
-    if settings.blocked_message is not None:
-        options["blocked_message"] = settings.blocked_message
-    if options:
-        base = base.with_options(**options)
-    return base
+    policy = settings.resolved_policy
+    if squad is None:
+        return Squad.default(settings.criteria, policy=policy)
+    base = squad.select(settings.criteria) if settings.criteria is not None else squad
+    return base.with_options(policy=policy)
 
 
 def error_record(question: str, original: str, error: BaseException) -> dict[str, Any]:

@@ -46,8 +46,15 @@ from aligners.inspector.request import resolve_request_inspector
 from aligners.sources import Context, GroundingReport, SentenceSupport, as_passages
 from aligners.squad import AlignmentResult, Squad, SquadMember, StageRecord
 from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
-from aligners.squad.result import OnError, OnFlag
-from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, BlockedMessage
+from aligners.squad.policy import (
+    DEFAULT_BLOCKED_MESSAGE,
+    BlockedMessage,
+    OnError,
+    OnFlag,
+    OnTokenLimit,
+    SquadPolicy,
+    Thresholds,
+)
 from aligners.validation import validate_pair
 
 __version__ = "0.1.0"
@@ -87,6 +94,7 @@ __all__ = [
     "ModelNotFoundError",
     "OnError",
     "OnFlag",
+    "OnTokenLimit",
     "PatternInspector",
     "PatternRequestInspector",
     "PromptFormat",
@@ -97,8 +105,10 @@ __all__ = [
     "SequenceClassifierInspector",
     "Squad",
     "SquadMember",
+    "SquadPolicy",
     "StageRecord",
     "TemplateFormat",
+    "Thresholds",
     "TransformersBackend",
     "UnknownCriterionError",
     "UnknownFormatError",

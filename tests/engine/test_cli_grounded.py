@@ -35,9 +35,9 @@ def word_overlap(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
 
     def build_squad(*args: Any, **options: Any) -> Squad:
-        seen.append(options)
-        policy = {k: options[k] for k in ("on_flag", "on_error") if k in options}
-        return grounded_squad(**policy)
+        policy = args[4] if len(args) > 4 else options.get("policy")
+        seen.append(options | {"on_flag": policy.on_flag, "on_error": policy.on_error})
+        return grounded_squad(on_flag=policy.on_flag, on_error=policy.on_error)
 
     monkeypatch.setattr(cli_align, "build_squad", build_squad)
     return seen

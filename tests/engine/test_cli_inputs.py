@@ -48,4 +48,4 @@ def test_align_takes_max_new_tokens_and_on_error(wrapper) -> None:  # noqa: F811
     done = run(wrapper, "align", "-a", "a fine answer", "--max-new-tokens", "7", "--json")
     assert done.returncode == 0, done.stderr
     bad = run(wrapper, "align", "-a", "x", "--on-error", "ignore")
-    assert bad.returncode == 2 and "--on-error must be raise or return_original" in bad.stderr
+    assert bad.returncode == 2 and "--on-error must be one of raise, return_original" in bad.stderr

@@ -34,26 +34,20 @@ from aligners import Aligner, FunctionInspector, Squad, SquadMember, get_criteri
 from tests.engine.conftest import ConstantBackend
 
 
-def build_squad(
-    criteria, format, model, device, threshold, check_only=False, *, max_new_tokens=None,
-    on_token_limit=None, block_threshold=None, inspector=None, **policy
-):
+def build_squad(criteria, format, model, device, policy=None, *, max_new_tokens=None,
+                inspector=None):
     crit = get_criterion("ethical")
     lm = os.environ.get("ALIGNERS_TEST_LM")
     if lm:
         aligner = Aligner(
             lm, format="chat", criterion=crit, max_new_tokens=4,
             adapter=os.environ.get("ALIGNERS_TEST_ADAPTER"),
-            on_token_limit=on_token_limit or "keep_previous",
         )
     else:
         aligner = Aligner(format="chat", criterion=crit, backend=ConstantBackend({rewrite!r}))
     inspector = FunctionInspector(lambda q, a: 0.1 if "bad" in a else 0.9, crit)
-    member = SquadMember(
-        crit, aligner, inspector, 0.5 if threshold is None else threshold,
-        block_threshold=block_threshold,
-    )
-    return Squad([member], check_only=check_only, **policy)
+    member = SquadMember(crit, aligner, inspector, 0.5)
+    return Squad([member], policy=policy)
 
 
 cli_align.build_squad = build_squad

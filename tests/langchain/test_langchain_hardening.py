@@ -106,10 +106,10 @@ def test_on_token_limit_reaches_the_aligners_and_is_validated() -> None:
 
     accepting = AlignerSquad(criteria=["ethical"], max_new_tokens=16, on_token_limit="accept")
     default = AlignerSquad(criteria=["ethical"], max_new_tokens=16)
-    accepting_aligner = accepting.engine.members[0].aligner
-    default_aligner = default.engine.members[0].aligner
-    assert accepting_aligner is not None and default_aligner is not None
-    assert accepting_aligner.config.on_token_limit == "accept"
-    assert default_aligner.config.on_token_limit == "keep_previous"  # built apart, not shared
+    # The squad's policy decides (aligners.SquadPolicy.on_token_limit), over the aligners' own.
+    assert accepting.engine.config.policy.on_token_limit == "accept"
+    assert default.engine.config.policy.on_token_limit is None  # each aligner's: keep_previous
+    aligner = default.engine.members[0].aligner
+    assert aligner is not None and aligner.config.on_token_limit == "keep_previous"
     with pytest.raises(ValidationError, match="on_token_limit"):
         AlignerSquad(on_token_limit="sometimes")

@@ -312,7 +312,7 @@ def test_after_model_aligns_text_and_keeps_tool_calls_in_the_loop(make_squad):
 
 
 def test_middleware_request_options_are_checked():
-    with pytest.raises(TypeError, match="check_request must be"):
+    with pytest.raises(TypeError, match="check_request must be True, False or a Request"):
         AlignerSquadMiddleware(check_request="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="request_threshold"):
         AlignerSquadMiddleware(check_request=True, request_threshold=1.5)

@@ -778,9 +778,11 @@ def test_chat_history_passed_in_is_left_alone_by_a_blocked_request() -> None:
 def test_on_error_speaks_the_engine_words() -> None:
     from llamaindex_aligners.settings import AlignmentSettings
 
-    assert AlignmentSettings().on_error == "return_original"
+    # the policy decides (LlamaIndex's default: return_original); the flat field is sugar
+    assert AlignmentSettings().on_error is None
+    assert AlignmentSettings().resolved_policy.on_error == "return_original"
     assert AlignmentSettings(on_error="keep").on_error == "return_original"  # earlier spelling
-    assert AlignmentSettings(on_error="raise").on_error == "raise"
+    assert AlignmentSettings(on_error="raise").resolved_policy.on_error == "raise"
     with pytest.raises(ValueError, match="on_error"):
         AlignmentSettings(on_error="ignore")
 

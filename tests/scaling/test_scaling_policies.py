@@ -548,7 +548,7 @@ def test_a_failing_request_inspector_never_loses_the_answer(proxy) -> None:
     ("args", "message"),
     [
         (["--on-flag", "explode"], "--on-flag must be one of rewrite, block, raise"),
-        (["--blocked-message", " "], "blocked_message must have text"),
+        (["--blocked-message", " "], "--blocked-message must have text"),
         (["--request-threshold", "2"], "--request-threshold"),
         (["--plain", "--on-flag", "block"], "go with the proxy, not --plain"),
         (["--plain", "--allow-client-policy", "on_flag"], "go with the proxy, not --plain"),

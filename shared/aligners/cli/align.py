@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import typer
 
 from aligners.cli.options import (
     CRITERIA_HELP,
-    block_threshold_option,
+    POLICY_FLAGS,
     inspector_option,
-    threshold_option,
+    policy_options,
 )
-from aligners.squad.result import AlignmentResult, OnFlag
+from aligners.squad.policy import SquadPolicy
+from aligners.squad.result import AlignmentResult
 
-ON_FLAG_HELP = (
-    "What happens to a flagged answer: rewrite (the aligners fix it), block (replaced by "
-    "--blocked-message), raise (exit code 1 naming the flagged criteria), rewrite_or_block "
-    "(rewrite, block what still fails)."
-)
+#: What ``--on-flag`` adds for ``align``.
+ON_FLAG_NOTE = "Under raise the exit code is 1, naming the flagged criteria."
 #: Exit code of ``align`` when answers were flagged under ``--on-flag raise``.
 EXIT_FLAGGED = 1
-
-
-def parse_on_flag(value: str, option: str = "--on-flag") -> OnFlag:
-    """The policy named on the command line, or a clear usage error."""
-    choices: tuple[str, ...] = get_args(OnFlag)
-    if value not in choices:
-        raise typer.BadParameter(f"{option} must be one of {', '.join(choices)} (got {value!r})")
-    return value  # type: ignore[return-value]
-
-
-def policy_options(on_flag: str, blocked_message: str | None) -> dict[str, Any]:
-    """Squad options for ``--on-flag`` and ``--blocked-message`` (checked here, one line each)."""
-    options: dict[str, Any] = {"on_flag": parse_on_flag(on_flag)}
-    if blocked_message is not None:
-        if not blocked_message.strip():
-            raise typer.BadParameter("--blocked-message must have text (it replaces the answer)")
-        options["blocked_message"] = blocked_message
-    return options
 
 
 def flag_summary(result: AlignmentResult) -> str:
@@ -57,22 +37,17 @@ def build_squad(
     format: str | None,
     model: str | Any | None,
     device: str | None,
-    threshold: float | None,
-    check_only: bool = False,
+    policy: SquadPolicy | None = None,
     *,
     max_new_tokens: int | None = None,
-    on_token_limit: str | None = None,
-    block_threshold: float | None = None,
     inspector: Path | None = None,
-    **policy: Any,
 ) -> Any:
-    """The squad the CLI options describe: ``Squad.default`` with the overrides given.
+    """The squad the CLI options describe: ``Squad.default`` under ``policy`` (from
+    :func:`~aligners.cli.options.cli_policy`: thresholds, on_flag, on_error, ...).
 
     ``model`` replaces every member's aligner (an alias, a path, a saved aligner directory or
-    an ``Aligner``); ``threshold`` None keeps each inspector's shipped operating point, and
-    ``block_threshold`` None each inspector's shipped block threshold (0: never block);
-    ``inspector`` a saved inspector directory for every member (None: the shipped ones);
-    ``policy``: ``on_flag`` and ``blocked_message`` (see :func:`policy_options`)."""
+    an ``Aligner``); ``inspector`` a saved inspector directory for every member (None: the
+    shipped ones)."""
     from aligners.squad.squad import Squad
 
     names = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
@@ -85,21 +60,8 @@ def build_squad(
         options["device_map"] = device
     if max_new_tokens:
         options["max_new_tokens"] = max_new_tokens
-    if on_token_limit is not None:
-        if on_token_limit not in ("keep_previous", "accept"):
-            raise typer.BadParameter(
-                f"--on-token-limit must be keep_previous or accept, got {on_token_limit!r}"
-            )
-        options["on_token_limit"] = on_token_limit
     return Squad.default(
-        names,
-        threshold=threshold,
-        aligner=model,
-        aligner_options=options,
-        block_threshold=block_threshold,
-        check_only=check_only,
-        inspector=inspector,
-        **policy,
+        names, aligner=model, aligner_options=options, inspector=inspector, policy=policy
     )
 
 
@@ -240,184 +202,166 @@ def _report_violations(raised: list[tuple[str, AlignmentResult]], total: int) ->
         typer.echo(f"  {where}: {flag_summary(result)}", err=True)
 
 
+#: The policy options of ``align`` (all but the request check: it has no request to check).
+ALIGN_POLICY = tuple(f for f in POLICY_FLAGS if f not in ("check_request", "request_threshold"))
+
+
+@policy_options("cli", ALIGN_POLICY, notes={"on_flag": ON_FLAG_NOTE})
+def align(
+    question: str = typer.Option("", "--question", "-q", help="The question (may be empty)."),
+    answer: str | None = typer.Option(None, "--answer", "-a", help="The answer to align."),
+    input: Path | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="JSONL with 'question', 'answer' and optional 'context' (the answer's sources: "
+        "a string or a list of passages) per line.",
+        exists=True,
+        dir_okay=False,
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write JSONL results here.", dir_okay=False
+    ),
+    context: list[str] | None = typer.Option(
+        None,
+        "--context",
+        "-x",
+        help="With --answer: a passage of the answer's sources (repeatable). Criteria that "
+        "read sources (grounded) check the answer against them.",
+    ),
+    inspector: Path | None = inspector_option(),
+    criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
+    format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
+    model: str | None = typer.Option(None, "--model", help="Aligner model (alias, path, hub id)."),
+    device: str | None = typer.Option(None, "--device", help="device_map, e.g. cpu, cuda, auto."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
+    ),
+    skip_invalid: bool = typer.Option(
+        False,
+        "--skip-invalid",
+        help="With --input: align the valid lines and report the invalid ones on stderr "
+        "(default: stop at the first, naming its line).",
+    ),
+    policy: SquadPolicy | None = None,
+) -> None:
+    """Align one answer (--answer) or a JSONL file of pairs (--input).
+
+    Under --on-flag raise, flagged answers are reported on stderr (criteria and scores) and
+    the exit code is 1; with --input every answer's record is still written, the flagged
+    ones with action "raised" and their original text."""
+    from aligners.errors import AlignmentViolation
+
+    if (answer is None) == (input is None):
+        raise typer.BadParameter("give exactly one of --answer or --input")
+    if output is not None and input is None:
+        raise typer.BadParameter("--output goes with --input (one --answer prints its result)")
+    if context and input is not None:
+        raise typer.BadParameter("--context goes with --answer (--input rows hold 'context')")
+    if output is not None and output.parent and not output.parent.is_dir():
+        raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
+    squad = build_squad(
+        criteria,
+        format,
+        model,
+        device,
+        policy,
+        max_new_tokens=max_new_tokens,
+        inspector=inspector,
+    )
+    if answer is not None:
+        try:
+            single = squad.align(question, answer, context or None)
+        except AlignmentViolation as violation:
+            _print_result(violation.result, as_json)
+            _report_violations([("the answer", violation.result)], 1)
+            raise typer.Exit(EXIT_FLAGGED) from None
+        _print_result(single, as_json)
+        return
+    assert input is not None
+    _align_file(squad, input, output, batch_size=batch_size, skip_invalid=skip_invalid)
+
+
+def _align_file(
+    squad: Any, input: Path, output: Path | None, *, batch_size: int, skip_invalid: bool
+) -> None:
+    """``align --input``: every row's record to ``output`` (or stdout); under
+    ``--on-flag raise`` the flagged rows are reported and the exit code is 1."""
+    from tqdm import tqdm
+
+    from aligners.errors import AlignmentViolation
+
+    pairs, problems = _read_numbered_pairs(input, skip_invalid=skip_invalid)
+    for problem in problems:
+        typer.echo(f"skipped {problem}", err=True)
+    results: list[AlignmentResult] = []
+    with tqdm(total=len(pairs), desc="aligning", unit="answer") as bar:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            questions, answers = [p[1] for p in chunk], [p[2] for p in chunk]
+            given = [p[3] for p in chunk]
+            contexts = given if any(c is not None for c in given) else None
+            try:
+                results.extend(squad.align_batch(questions, answers, contexts))
+            except AlignmentViolation as violation:  # keep the batch's other answers
+                results.extend(violation.results)
+            bar.update(len(chunk))
+    lines = [json.dumps(r.to_record(), ensure_ascii=False) for r in results]
+    if output is not None:
+        output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        changed = sum(r.changed for r in results)
+        blocked = sum(r.blocked for r in results)
+        note = f", {blocked} blocked" if blocked else ""
+        typer.echo(f"wrote {len(results)} results to {output} ({changed} changed{note})", err=True)
+    else:
+        typer.echo("\n".join(lines))
+    raised = [
+        (f"{input}:{number}", result)
+        for (number, *_), result in zip(pairs, results)
+        if result.action == "raised"
+    ]
+    if raised:
+        _report_violations(raised, len(results))
+        raise typer.Exit(EXIT_FLAGGED)
+
+
+@policy_options("cli", ("threshold", "block_threshold"))
+def demo(
+    question: list[str] = typer.Option(
+        list(DEMO_QUESTIONS),
+        "--question",
+        "-q",
+        help="Repeatable; default: one harmful and one ordinary request.",
+    ),
+    criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
+    policy: SquadPolicy | None = None,
+) -> None:
+    """Answer real questions with a local upstream model, then align the answers with the
+    squad: what it flagged, the scores that decided it, and what it wrote."""
+    from aligners.backends.base import GenerationConfig
+    from aligners.backends.transformers import TransformersBackend
+
+    upstream = TransformersBackend("smollm2")
+    typer.echo("upstream model: SmolLM2-135M-Instruct (local)", err=True)
+    answers = upstream.generate(
+        [[{"role": "user", "content": q}] for q in question],
+        GenerationConfig(max_new_tokens=max_new_tokens, batch_size=len(question)),
+    )
+    squad = build_squad(criteria, None, None, None, policy)
+    results = squad.align_batch(
+        question, [a.strip() or "(the upstream model gave no answer)" for a in answers]
+    )
+    for number, result in enumerate(results):
+        if number and not as_json:
+            typer.echo("")
+        _print_result(result, as_json)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``align`` and ``demo`` to the CLI."""
-
-    @app.command()
-    def align(
-        question: str = typer.Option("", "--question", "-q", help="The question (may be empty)."),
-        answer: str | None = typer.Option(None, "--answer", "-a", help="The answer to align."),
-        input: Path | None = typer.Option(
-            None,
-            "--input",
-            "-i",
-            help="JSONL with 'question', 'answer' and optional 'context' (the answer's sources: "
-            "a string or a list of passages) per line.",
-            exists=True,
-            dir_okay=False,
-        ),
-        output: Path | None = typer.Option(
-            None, "--output", "-o", help="Write JSONL results here.", dir_okay=False
-        ),
-        context: list[str] | None = typer.Option(
-            None,
-            "--context",
-            "-x",
-            help="With --answer: a passage of the answer's sources (repeatable). Criteria that "
-            "read sources (grounded) check the answer against them.",
-        ),
-        inspector: Path | None = inspector_option(),
-        criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        format: str | None = typer.Option(None, "--format", help="Aligner prompt format."),
-        model: str | None = typer.Option(
-            None, "--model", help="Aligner model (alias, path, hub id)."
-        ),
-        device: str | None = typer.Option(
-            None, "--device", help="device_map, e.g. cpu, cuda, auto."
-        ),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
-        batch_size: int = typer.Option(8, "--batch-size", min=1),
-        check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
-        on_flag: str = typer.Option("rewrite", "--on-flag", help=ON_FLAG_HELP),
-        blocked_message: str | None = typer.Option(
-            None, "--blocked-message", help="The text a blocked answer becomes."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
-        max_new_tokens: int | None = typer.Option(
-            None, "--max-new-tokens", min=1, help="Aligner budget (default: the aligner's own)."
-        ),
-        on_token_limit: str | None = typer.Option(
-            None,
-            "--on-token-limit",
-            help="A rewrite that stops at --max-new-tokens before it ends: keep_previous (the "
-            "default: the previous text stays, the record says why) or accept (take the cut "
-            "rewrite, recorded as hit_token_limit).",
-        ),
-        skip_invalid: bool = typer.Option(
-            False,
-            "--skip-invalid",
-            help="With --input: align the valid lines and report the invalid ones on stderr "
-            "(default: stop at the first, naming its line).",
-        ),
-        on_error: str = typer.Option(
-            "raise",
-            "--on-error",
-            help="When the squad fails on answers (a model that cannot load or run): raise, or "
-            "return_original (those answers come back as they were, the failure recorded).",
-        ),
-    ) -> None:
-        """Align one answer (--answer) or a JSONL file of pairs (--input).
-
-        Under --on-flag raise, flagged answers are reported on stderr (criteria and scores) and
-        the exit code is 1; with --input every answer's record is still written, the flagged
-        ones with action "raised" and their original text."""
-        from tqdm import tqdm
-
-        from aligners.errors import AlignmentViolation
-
-        if (answer is None) == (input is None):
-            raise typer.BadParameter("give exactly one of --answer or --input")
-        if output is not None and input is None:
-            raise typer.BadParameter("--output goes with --input (one --answer prints its result)")
-        if context and input is not None:
-            raise typer.BadParameter("--context goes with --answer (--input rows hold 'context')")
-        if output is not None and output.parent and not output.parent.is_dir():
-            raise typer.BadParameter(f"--output: folder {output.parent} does not exist")
-        policy = policy_options(on_flag, blocked_message)
-        if on_error not in ("raise", "return_original"):
-            raise typer.BadParameter(
-                f"--on-error must be raise or return_original, got {on_error!r}"
-            )
-        squad = build_squad(
-            criteria,
-            format,
-            model,
-            device,
-            threshold,
-            check_only,
-            max_new_tokens=max_new_tokens,
-            on_token_limit=on_token_limit,
-            block_threshold=block_threshold,
-            inspector=inspector,
-            on_error=on_error,
-            **policy,
-        )
-        if answer is not None:
-            try:
-                single = squad.align(question, answer, context or None)
-            except AlignmentViolation as violation:
-                _print_result(violation.result, as_json)
-                _report_violations([("the answer", violation.result)], 1)
-                raise typer.Exit(EXIT_FLAGGED) from None
-            _print_result(single, as_json)
-            return
-        assert input is not None
-        pairs, problems = _read_numbered_pairs(input, skip_invalid=skip_invalid)
-        for problem in problems:
-            typer.echo(f"skipped {problem}", err=True)
-        results: list[AlignmentResult] = []
-        with tqdm(total=len(pairs), desc="aligning", unit="answer") as bar:
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
-                questions, answers = [p[1] for p in chunk], [p[2] for p in chunk]
-                given = [p[3] for p in chunk]
-                contexts = given if any(c is not None for c in given) else None
-                try:
-                    results.extend(squad.align_batch(questions, answers, contexts))
-                except AlignmentViolation as violation:  # keep the batch's other answers
-                    results.extend(violation.results)
-                bar.update(len(chunk))
-        lines = [json.dumps(r.to_record(), ensure_ascii=False) for r in results]
-        if output is not None:
-            output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            changed = sum(r.changed for r in results)
-            blocked = sum(r.blocked for r in results)
-            note = f", {blocked} blocked" if blocked else ""
-            typer.echo(
-                f"wrote {len(results)} results to {output} ({changed} changed{note})", err=True
-            )
-        else:
-            typer.echo("\n".join(lines))
-        raised = [
-            (f"{input}:{number}", result)
-            for (number, *_), result in zip(pairs, results)
-            if result.action == "raised"
-        ]
-        if raised:
-            _report_violations(raised, len(results))
-            raise typer.Exit(EXIT_FLAGGED)
-
-    @app.command()
-    def demo(
-        question: list[str] = typer.Option(
-            list(DEMO_QUESTIONS),
-            "--question",
-            "-q",
-            help="Repeatable; default: one harmful and one ordinary request.",
-        ),
-        criteria: str | None = typer.Option(None, "--criteria", "-c", help=CRITERIA_HELP),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
-        max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
-        as_json: bool = typer.Option(False, "--json", help="Print the JSON records."),
-    ) -> None:
-        """Answer real questions with a local upstream model, then align the answers with the
-        squad: what it flagged, the scores that decided it, and what it wrote."""
-        from aligners.backends.base import GenerationConfig
-        from aligners.backends.transformers import TransformersBackend
-
-        upstream = TransformersBackend("smollm2")
-        typer.echo("upstream model: SmolLM2-135M-Instruct (local)", err=True)
-        answers = upstream.generate(
-            [[{"role": "user", "content": q}] for q in question],
-            GenerationConfig(max_new_tokens=max_new_tokens, batch_size=len(question)),
-        )
-        squad = build_squad(criteria, None, None, None, threshold, block_threshold=block_threshold)
-        results = squad.align_batch(
-            question, [a.strip() or "(the upstream model gave no answer)" for a in answers]
-        )
-        for number, result in enumerate(results):
-            if number and not as_json:
-                typer.echo("")
-            _print_result(result, as_json)
+    app.command()(align)
+    app.command()(demo)

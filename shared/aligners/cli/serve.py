@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from aligners.cli.align import parse_on_flag
-from aligners.cli.options import block_threshold_option, threshold_option
+from aligners.cli.options import policy_options, with_options
+from aligners.squad.policy import SquadPolicy
 
 
 def _api_key(env: str | None) -> str | None:
@@ -20,16 +20,14 @@ def _api_key(env: str | None) -> str | None:
 
 def build_proxy_squad(
     criteria: str | None,
-    threshold: float | None,
-    check_only: bool,
     aligner_url: str | None,
     aligner_model: str | None,
     aligner_format: str | None,
     aligner_api_key_env: str | None,
     aligner_max_new_tokens: int | None = None,
-    block_threshold: float | None = None,
 ) -> Any:
-    """The squad for the proxy: the default squad, or its inspectors with remote aligners."""
+    """The squad for the proxy: the default squad, or its inspectors with remote aligners (the
+    server applies its settings' policy to it: thresholds, on_flag, on_error, ...)."""
     from aligners.aligner.model import Aligner
     from aligners.backends.openai import OpenAIBackend
     from aligners.cli.align import build_squad
@@ -46,222 +44,225 @@ def build_proxy_squad(
         None if aligner_url else aligner_format,
         model,
         None,
-        threshold,
-        check_only,
         max_new_tokens=aligner_max_new_tokens,
-        block_threshold=block_threshold,
     )
+
+
+#: What every endpoint enforces (``ServerLimits`` fields): these options become ``limits``.
+LIMIT_OPTIONS: dict[str, tuple[Any, Any]] = {
+    name: (kind, typer.Option(default, "--" + name.replace("_", "-"), min=low, help=help_text))
+    for name, kind, default, low, help_text in (
+        ("max_request_bytes", int, 1_000_000, 1, None),
+        ("default_max_tokens", int, 256, 1, None),
+        ("max_tokens_limit", int, 4096, 1, None),
+        (
+            "request_timeout",
+            float,
+            300.0,
+            0.1,
+            "Seconds a request may take before it gets 504 (local generation stops too).",
+        ),
+        (
+            "shutdown_timeout",
+            float,
+            10.0,
+            0.1,
+            "Seconds SIGTERM waits for requests in flight before the process exits.",
+        ),
+    )
+}
+
+
+@with_options(LIMIT_OPTIONS, "limits", dict)
+@policy_options(
+    "server",
+    notes={
+        "on_flag": "Here block answers with finish_reason content_filter, raise with HTTP 422.",
+        "check_request": "Here: the last user message, before the upstream.",
+        "on_error": "Here raise is HTTP 500 alignment_error.",
+    },
+)
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    plain: bool = typer.Option(
+        False, "--plain", help="Serve --model directly (no squad): an OpenAI-compatible server."
+    ),
+    model: str = typer.Option(
+        "smollm2",
+        "--model",
+        help="Local model: the upstream of the proxy, or what --plain serves.",
+    ),
+    served_model_name: str | None = typer.Option(
+        None, "--served-model-name", help="Name in /v1/models (proxy default: aligners)."
+    ),
+    upstream_url: str | None = typer.Option(
+        None,
+        "--upstream-url",
+        help="Remote OpenAI-compatible API root, e.g. http://gpu:8000/v1.",
+    ),
+    upstream_model: str | None = typer.Option(
+        None, "--upstream-model", help="Model name at the upstream server."
+    ),
+    upstream_api_key_env: str = typer.Option(
+        "UPSTREAM_API_KEY", "--upstream-api-key-env", help="Env var with the upstream's key."
+    ),
+    upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", min=0.1),
+    tokenizer: str | None = typer.Option(
+        None,
+        "--tokenizer",
+        help="Model whose tokenizer counts the returned text (max_tokens, usage); default: "
+        "the local upstream's or a local aligner's.",
+    ),
+    criteria: str | None = typer.Option(None, "--criteria", "-c", help="Comma-separated criteria."),
+    context_roles: str | None = typer.Option(
+        None,
+        "--context-roles",
+        help="Comma-separated message roles (system, developer, tool) whose content is "
+        "the answer's sources when a request sets no aligners.context (default: none).",
+    ),
+    allow_client_policy: list[str] | None = typer.Option(
+        None,
+        "--allow-client-policy",
+        help="Let clients set this per-request option freely (repeatable): criteria, "
+        "threshold, block_threshold, check_only, on_flag, check_request, "
+        "request_threshold. Otherwise a request may only tighten the server's policy "
+        "(a relaxing one gets HTTP 403).",
+    ),
+    aligner_url: str | None = typer.Option(
+        None, "--aligner-url", help="Run the aligners on this OpenAI-compatible server."
+    ),
+    aligner_model: str | None = typer.Option(
+        None, "--aligner-model", help="Aligner model (local path/alias, or the remote name)."
+    ),
+    aligner_format: str | None = typer.Option(None, "--aligner-format", help="e.g. chat, pku."),
+    adapter: str | None = typer.Option(
+        None, "--adapter", help="With --plain: a PEFT adapter on --model (a trained aligner)."
+    ),
+    classifier: str | None = typer.Option(
+        None, "--classifier", help="With --plain: also serve this classifier at /classify."
+    ),
+    served_classifier_name: str | None = typer.Option(None, "--served-classifier-name"),
+    aligner_api_key_env: str = typer.Option("ALIGNER_API_KEY", "--aligner-api-key-env"),
+    aligner_max_new_tokens: int | None = typer.Option(
+        None, "--aligner-max-new-tokens", min=1, help="Cap on each correction's length."
+    ),
+    api_key_env: str = typer.Option(
+        "ALIGNERS_API_KEY",
+        "--api-key-env",
+        help="Env var holding this server's key; when set, clients must send it.",
+    ),
+    log_level: str = typer.Option("info", "--log-level"),
+    policy: SquadPolicy | None = None,
+    limits: dict[str, Any] | None = None,
+) -> None:
+    """Serve the aligning proxy (default) or a plain model (--plain) with the OpenAI API."""
+    from aligners.server import run
+
+    limits = {"api_key": _api_key(api_key_env), **(limits or {})}
+    options: dict[str, Any] = {
+        "upstream_url": upstream_url,
+        "upstream_model": upstream_model,
+        "upstream_api_key_env": upstream_api_key_env,
+        "upstream_timeout": upstream_timeout,
+        "tokenizer": tokenizer,
+        "served_model_name": served_model_name,
+        "criteria": criteria,
+        "context_roles": context_roles,
+        "allow_client_policy": allow_client_policy,
+        "aligner": (aligner_url, aligner_model, aligner_format, aligner_api_key_env),
+        "aligner_max_new_tokens": aligner_max_new_tokens,
+        "plain_options": {
+            "adapter": adapter,
+            "classifier": classifier,
+            "served_classifier_name": served_classifier_name,
+        },
+    }
+    application = _application(plain, model, policy, limits, **options)
+    run(
+        application,
+        host=host,
+        port=port,
+        log_level=log_level,
+        shutdown_timeout=limits["shutdown_timeout"],
+    )
+
+
+def _application(
+    plain: bool,
+    model: str,
+    policy: SquadPolicy | None,
+    limits: dict[str, Any],
+    *,
+    upstream_url: str | None,
+    served_model_name: str | None,
+    criteria: str | None,
+    context_roles: str | None,
+    allow_client_policy: list[str] | None,
+    aligner: tuple[str | None, str | None, str | None, str],
+    aligner_max_new_tokens: int | None,
+    plain_options: dict[str, Any],
+    **upstream: Any,
+) -> Any:
+    """The app ``serve`` runs: the plain model server, or the proxy the options describe."""
+    from pydantic import ValidationError
+
+    from aligners.server.common import describe_validation_error
+
+    aligner_url, aligner_model, aligner_format, aligner_api_key_env = aligner
+    try:
+        if plain:
+            if upstream_url or aligner_url:
+                raise typer.BadParameter(
+                    "--plain serves --model only; drop the --upstream/--aligner options"
+                )
+            if _squad_policy_given(policy) or allow_client_policy:
+                raise typer.BadParameter(
+                    "--on-flag, --on-error, --blocked-message, --check-request and "
+                    "--allow-client-policy go with the proxy, not --plain (it has no squad)"
+                )
+            return _plain_app(model, served_model_name, limits | plain_options)
+        if plain_options["classifier"] or plain_options["adapter"]:
+            raise typer.BadParameter("--classifier and --adapter go with --plain")
+        proxy = _proxy_settings(
+            upstream_url=upstream_url,
+            **upstream,
+            local_model=model,
+            served_model_name=served_model_name or "aligners",
+            policy=policy,
+            allow_client_policy=_policy_fields(allow_client_policy or []),
+            context_roles=[r.strip() for r in (context_roles or "").split(",") if r.strip()],
+            **limits,
+        )
+        squad = build_proxy_squad(
+            criteria,
+            aligner_url,
+            aligner_model,
+            aligner_format,
+            aligner_api_key_env,
+            aligner_max_new_tokens,
+        )
+        return _proxy_app(proxy, squad)
+    except ValidationError as exc:  # one line naming the bad option, not a pydantic dump
+        raise typer.BadParameter(describe_validation_error(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to the CLI."""
+    app.command()(serve)
 
-    @app.command()
-    def serve(
-        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-        port: int = typer.Option(8000, "--port", min=0, max=65535),
-        plain: bool = typer.Option(
-            False, "--plain", help="Serve --model directly (no squad): an OpenAI-compatible server."
-        ),
-        model: str = typer.Option(
-            "smollm2",
-            "--model",
-            help="Local model: the upstream of the proxy, or what --plain serves.",
-        ),
-        served_model_name: str | None = typer.Option(
-            None, "--served-model-name", help="Name in /v1/models (proxy default: aligners)."
-        ),
-        upstream_url: str | None = typer.Option(
-            None,
-            "--upstream-url",
-            help="Remote OpenAI-compatible API root, e.g. http://gpu:8000/v1.",
-        ),
-        upstream_model: str | None = typer.Option(
-            None, "--upstream-model", help="Model name at the upstream server."
-        ),
-        upstream_api_key_env: str = typer.Option(
-            "UPSTREAM_API_KEY", "--upstream-api-key-env", help="Env var with the upstream's key."
-        ),
-        upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", min=0.1),
-        tokenizer: str | None = typer.Option(
-            None,
-            "--tokenizer",
-            help="Model whose tokenizer counts the returned text (max_tokens, usage); default: "
-            "the local upstream's or a local aligner's.",
-        ),
-        criteria: str | None = typer.Option(
-            None, "--criteria", "-c", help="Comma-separated criteria."
-        ),
-        context_roles: str | None = typer.Option(
-            None,
-            "--context-roles",
-            help="Comma-separated message roles (system, developer, tool) whose content is "
-            "the answer's sources when a request sets no aligners.context (default: none).",
-        ),
-        threshold: float | None = threshold_option(),
-        block_threshold: float | None = block_threshold_option(),
-        check_only: bool = typer.Option(False, "--check-only", help="Score only, never rewrite."),
-        on_flag: str = typer.Option(
-            "rewrite",
-            "--on-flag",
-            help="What happens to a flagged answer: rewrite, block (blocked message, "
-            "finish_reason content_filter), raise (HTTP 422), rewrite_or_block.",
-        ),
-        blocked_message: str | None = typer.Option(
-            None, "--blocked-message", help="The text a blocked answer or request becomes."
-        ),
-        check_request: bool = typer.Option(
-            False,
-            "--check-request",
-            help="Check the last user message with the request inspector first; a request it "
-            "turns away gets the blocked message without an upstream call.",
-        ),
-        request_threshold: float | None = typer.Option(
-            None,
-            "--request-threshold",
-            min=0.0,
-            max=1.0,
-            help="Requests scoring under it are turned away (default: the inspector's own).",
-        ),
-        allow_client_policy: list[str] | None = typer.Option(
-            None,
-            "--allow-client-policy",
-            help="Let clients set this per-request option freely (repeatable): criteria, "
-            "threshold, block_threshold, check_only, on_flag, check_request, "
-            "request_threshold. Otherwise a request may only tighten the server's policy "
-            "(a relaxing one gets HTTP 403).",
-        ),
-        aligner_url: str | None = typer.Option(
-            None, "--aligner-url", help="Run the aligners on this OpenAI-compatible server."
-        ),
-        aligner_model: str | None = typer.Option(
-            None, "--aligner-model", help="Aligner model (local path/alias, or the remote name)."
-        ),
-        aligner_format: str | None = typer.Option(None, "--aligner-format", help="e.g. chat, pku."),
-        adapter: str | None = typer.Option(
-            None, "--adapter", help="With --plain: a PEFT adapter on --model (a trained aligner)."
-        ),
-        classifier: str | None = typer.Option(
-            None, "--classifier", help="With --plain: also serve this classifier at /classify."
-        ),
-        served_classifier_name: str | None = typer.Option(None, "--served-classifier-name"),
-        aligner_api_key_env: str = typer.Option("ALIGNER_API_KEY", "--aligner-api-key-env"),
-        aligner_max_new_tokens: int | None = typer.Option(
-            None, "--aligner-max-new-tokens", min=1, help="Cap on each correction's length."
-        ),
-        api_key_env: str = typer.Option(
-            "ALIGNERS_API_KEY",
-            "--api-key-env",
-            help="Env var holding this server's key; when set, clients must send it.",
-        ),
-        max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", min=1),
-        default_max_tokens: int = typer.Option(256, "--default-max-tokens", min=1),
-        max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", min=1),
-        request_timeout: float = typer.Option(
-            300.0,
-            "--request-timeout",
-            min=0.1,
-            help="Seconds a request may take before it gets 504 (local generation stops too).",
-        ),
-        shutdown_timeout: float = typer.Option(
-            10.0,
-            "--shutdown-timeout",
-            min=0.1,
-            help="Seconds SIGTERM waits for requests in flight before the process exits.",
-        ),
-        on_error: str = typer.Option(
-            "return_original",
-            "--on-error",
-            help="When the squad fails on an answer: return_original (it comes back unaligned, "
-            "the failure in its record) or raise (HTTP 500).",
-        ),
-        log_level: str = typer.Option("info", "--log-level"),
-    ) -> None:
-        """Serve the aligning proxy (default) or a plain model (--plain) with the OpenAI API."""
-        from pydantic import ValidationError
 
-        from aligners.server import run
-        from aligners.server.common import describe_validation_error
-
-        limits: dict[str, Any] = {
-            "api_key": _api_key(api_key_env),
-            "max_request_bytes": max_request_bytes,
-            "default_max_tokens": default_max_tokens,
-            "max_tokens_limit": max_tokens_limit,
-            "request_timeout": request_timeout,
-            "shutdown_timeout": shutdown_timeout,
-        }
-        try:
-            if plain:
-                if upstream_url or aligner_url:
-                    raise typer.BadParameter(
-                        "--plain serves --model only; drop the --upstream/--aligner options"
-                    )
-                if (
-                    on_flag != "rewrite"
-                    or blocked_message is not None
-                    or check_request
-                    or on_error != "return_original"
-                    or allow_client_policy
-                ):
-                    raise typer.BadParameter(
-                        "--on-flag, --on-error, --blocked-message, --check-request and "
-                        "--allow-client-policy go with the proxy, not --plain (it has no squad)"
-                    )
-                classifier_options = {
-                    "adapter": adapter,
-                    "classifier": classifier,
-                    "served_classifier_name": served_classifier_name,
-                }
-                application = _plain_app(model, served_model_name, limits | classifier_options)
-            else:
-                if classifier or adapter:
-                    raise typer.BadParameter("--classifier and --adapter go with --plain")
-                parse_on_flag(on_flag)
-                allowed = _policy_fields(allow_client_policy or [])
-                proxy = _proxy_settings(
-                    upstream_url=upstream_url,
-                    upstream_model=upstream_model,
-                    upstream_api_key_env=upstream_api_key_env,
-                    upstream_timeout=upstream_timeout,
-                    tokenizer=tokenizer,
-                    local_model=model,
-                    served_model_name=served_model_name or "aligners",
-                    threshold=threshold,
-                    block_threshold=block_threshold,
-                    check_only=check_only,
-                    on_flag=on_flag,
-                    check_request=check_request,
-                    request_threshold=request_threshold,
-                    on_error=on_error,
-                    allow_client_policy=allowed,
-                    context_roles=[
-                        r.strip() for r in (context_roles or "").split(",") if r.strip()
-                    ],
-                    **({"blocked_message": blocked_message} if blocked_message is not None else {}),
-                    **limits,
-                )
-                squad = build_proxy_squad(
-                    criteria,
-                    threshold,
-                    check_only,
-                    aligner_url,
-                    aligner_model,
-                    aligner_format,
-                    aligner_api_key_env,
-                    aligner_max_new_tokens,
-                    block_threshold,
-                )
-                application = _proxy_app(proxy, squad)
-        except ValidationError as exc:  # one line naming the bad option, not a pydantic dump
-            raise typer.BadParameter(describe_validation_error(exc)) from None
-        run(
-            application,
-            host=host,
-            port=port,
-            log_level=log_level,
-            shutdown_timeout=shutdown_timeout,
-        )
+def _squad_policy_given(policy: SquadPolicy | None) -> bool:
+    """Whether the command line set a squad option that ``--plain`` (no squad) cannot honour."""
+    if policy is None:
+        return False
+    served = SquadPolicy.for_surface("server")
+    return (
+        policy.on_flag != served.on_flag
+        or policy.on_error != served.on_error
+        or "blocked_message" in policy.explicit()
+        or policy.check_request is not False
+    )
 
 
 def _policy_fields(names: list[str]) -> list[str]:

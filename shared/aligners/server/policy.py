@@ -10,8 +10,8 @@ right):
 
 - ``criteria``: every criterion of the server's squad, in any order; naming fewer drops their
   inspectors and aligners, which relaxes.
-- ``threshold`` (an answer scoring under it is flagged): at least each inspected member's
-  threshold (flag more, never less).
+- ``threshold`` (an answer scoring under it is flagged; one number or one per criterion): at
+  least each inspected member's threshold (flag more, never less).
 - ``block_threshold`` (a rewritten answer still scoring under it is blocked; no block threshold
   counts as 0): at least each inspected member's block threshold (block more).
 - ``check_only``: ``true`` -> ``false`` only (checking without rewriting or blocking relaxes).
@@ -108,9 +108,11 @@ def enforce_client_policy(
         return
     named = set(criteria) if criteria is not None else set(squad.criteria)
     inspected = [m for m in squad.members if m.inspector is not None and m.name in named]
+    wanted = options.policy()
     if options.threshold is not None and "threshold" not in open_:
         for member in inspected:
-            if options.threshold < member.threshold:
+            value = wanted.threshold_for(member.name)
+            if value is not None and value < member.threshold:
                 raise _relaxes(
                     "threshold",
                     options.threshold,
@@ -120,7 +122,8 @@ def enforce_client_policy(
     if options.block_threshold is not None and "block_threshold" not in open_:
         for member in inspected:
             current = member.block_threshold or 0.0
-            if options.block_threshold < current:
+            value = wanted.block_threshold_for(member.name)
+            if value is not None and value < current:
                 raise _relaxes(
                     "block_threshold",
                     options.block_threshold,

@@ -256,16 +256,10 @@ def _squad_for(squad: Squad, request: Any, body: ChatCompletionRequest) -> Squad
     options = body.aligners
     if options is None:
         return squad
-    extra: dict[str, Any] = {
-        name: getattr(options, name)
-        for name in ("check_only", "on_flag", "blocked_message")
-        if getattr(options, name) is not None
-    }
-    if options.threshold is not None or options.block_threshold is not None or extra:
+    policy = options.policy()
+    if policy.explicit():
         try:
-            squad = squad.with_options(
-                threshold=options.threshold, block_threshold=options.block_threshold, **extra
-            )
+            squad = squad.with_options(policy=policy)
         except ValueError as exc:  # options the squad cannot take: the client's error, not ours
             raise APIError(400, str(exc), param="aligners") from None
     return squad
@@ -317,6 +311,8 @@ class RequestGate:
     """The request check of the proxy: which inspector, whether it runs, at which threshold."""
 
     def __init__(self, settings: ProxySettings, inspector: RequestInspector | None) -> None:
+        if inspector is None and isinstance(settings.policy.check_request, RequestInspector):
+            inspector = settings.policy.check_request
         if inspector is None and settings.check_request:
             inspector = default_request_inspector()  # fails at startup, not on the first request
         self.inspector = inspector
@@ -635,9 +631,9 @@ def create_app(
     Args:
         settings: Limits, API key, upstream and squad options (defaults: local SmolLM2 upstream,
             the default squad).
-        squad: Use this squad instead of the one ``settings`` describe (``settings.on_flag`` and
-            ``settings.blocked_message`` still apply to it where they are set explicitly;
-            ``settings.on_error`` always does: what a failure costs is the server's contract).
+        squad: Use this squad instead of the one ``settings`` describe (what
+            ``settings.policy`` sets explicitly still applies to it, thresholds included;
+            ``on_error`` always does: what a failure costs is the server's contract).
         upstream: An :class:`Upstream`, an :class:`OpenAIBackend` (remote) or any other backend
             (local) instead of the one ``settings`` describe.
         request_inspector: The request inspector for ``check_request`` (default: the shipped
@@ -650,23 +646,12 @@ def create_app(
 
 
 def server_squad(settings: ProxySettings, squad: Squad | None) -> Squad:
-    """The squad the server runs: the one ``settings`` describe, or ``squad`` with the
-    server's explicit policy settings (and always its ``on_error``)."""
-    policy: dict[str, Any] = {
-        "on_flag": settings.on_flag,
-        "blocked_message": settings.blocked_message,
-        "on_error": settings.on_error,
-    }
+    """The squad the server runs: the one ``settings`` describe, or ``squad`` with what the
+    server's policy sets explicitly (always its ``on_error``: what a failure costs is the
+    server's contract)."""
     if squad is None:
-        return Squad.default(
-            settings.criteria,
-            threshold=settings.threshold,
-            block_threshold=settings.block_threshold,
-            check_only=settings.check_only,
-            **policy,
-        )
-    explicit = {k: v for k, v in policy.items() if k in settings.model_fields_set}
-    return squad.with_options(**(explicit | {"on_error": settings.on_error}))
+        return Squad.default(settings.criteria, policy=settings.policy)
+    return squad.with_options(policy=settings.policy)
 
 
 class ProxyApp:

@@ -11,8 +11,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from aligners.server.common import APIError
-from aligners.squad.result import OnFlag
-from aligners.squad.squad import BlockedMessage
+from aligners.squad.policy import (
+    BlockedMessage,
+    Flag,
+    OnFlag,
+    SquadPolicy,
+    Thresholds,
+    Unit,
+    describe,
+)
 
 
 class ChatMessage(BaseModel):
@@ -68,29 +75,19 @@ class AlignersOptions(BaseModel):
     criteria: list[str] | str | None = Field(
         default=None, description="Criteria to run (a subset of the proxy's squad)."
     )
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    block_threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Block a rewritten answer still scoring under it (0: never block).",
+    # The policy fields a request may set (the tighten-only rule: aligners.server.policy);
+    # their types and help text are SquadPolicy's.
+    threshold: Thresholds | None = Field(default=None, description=describe("threshold"))
+    block_threshold: Thresholds | None = Field(
+        default=None, description=describe("block_threshold")
     )
-    check_only: bool | None = Field(
-        default=None, description="Score only; return the answer as is."
-    )
-    on_flag: OnFlag | None = Field(
-        default=None,
-        description="What happens to a flagged answer: rewrite, block, raise, rewrite_or_block.",
-    )
+    check_only: Flag | None = Field(default=None, description=describe("check_only"))
+    on_flag: OnFlag | None = Field(default=None, description=describe("on_flag"))
     blocked_message: BlockedMessage | None = Field(
-        default=None, description="The text a blocked answer is replaced with."
+        default=None, description=describe("blocked_message")
     )
-    check_request: bool | None = Field(
-        default=None, description="Check the last user message before the upstream call."
-    )
-    request_threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Requests scoring under it are blocked."
-    )
+    check_request: Flag | None = Field(default=None, description=describe("check_request"))
+    request_threshold: Unit | None = Field(default=None, description=describe("request_threshold"))
     context: str | list[str] | None = Field(
         default=None,
         description=(
@@ -99,6 +96,12 @@ class AlignersOptions(BaseModel):
             "default; --context-roles), one passage per message."
         ),
     )
+
+    def policy(self) -> SquadPolicy:
+        """The policy fields this request sets, as a :class:`SquadPolicy` (merged onto the
+        server's squad)."""
+        names = ("threshold", "block_threshold", "check_only", "on_flag", "blocked_message")
+        return SquadPolicy(**{n: getattr(self, n) for n in names if getattr(self, n) is not None})
 
 
 #: Every parameter of OpenAI's chat completions API, and ours (``aligners``). Anything else is a

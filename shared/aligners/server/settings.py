@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from aligners.server.policy import ClientPolicyField
-from aligners.squad.result import OnError, OnFlag
-from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE, BlockedMessage
+from aligners.squad.policy import OnError, OnFlag, SquadPolicy, fold_policy
 
 
 class ServerLimits(BaseModel):
@@ -98,55 +97,18 @@ class ProxySettings(ServerLimits):
         "there). Empty by default: a generic system prompt ('You are a helpful assistant.') "
         "is no source, and checking an answer against it would drop everything it says.",
     )
-    threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Inspector score under which an aligner runs (None: each inspector's "
-        "shipped operating point, else 0.5).",
-    )
-    block_threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Under on_flag='rewrite', an answer its inspector still scores under this "
-        "after the aligners ran is blocked (None: each inspector's shipped block threshold; "
-        "0: never block).",
-    )
-    check_only: bool = Field(default=False, description="Only score answers; never rewrite.")
-    on_error: OnError = Field(
-        default="return_original",
-        description="When the squad fails on an answer: return_original (the answer comes back "
-        "unaligned, the failure in its record) or raise (HTTP 500, type alignment_error).",
-    )
     max_batch_size: int = Field(
         default=32,
         ge=1,
         description="Concurrent requests aligned as one squad batch (1 = one at a time).",
     )
-    on_flag: OnFlag = Field(
-        default="rewrite",
-        description=(
-            "What happens to a flagged answer: rewrite (the aligners fix it), block (replaced by "
-            "blocked_message, finish_reason content_filter), raise (HTTP 422 "
-            "alignment_violation), rewrite_or_block (rewrite, block what still fails). Applied "
-            "to a squad passed to create_app only when set explicitly."
-        ),
-    )
-    blocked_message: BlockedMessage = Field(
-        default=DEFAULT_BLOCKED_MESSAGE,
-        description="The text a blocked answer (or a blocked request) is replaced with.",
-    )
-    check_request: bool = Field(
-        default=False,
-        description="Check the last user message with the request inspector before calling the "
-        "upstream; a request it turns away is answered with blocked_message, no upstream call.",
-    )
-    request_threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Requests scoring under it are turned away (default: the inspector's own).",
+    policy: SquadPolicy = Field(
+        default_factory=lambda: SquadPolicy.for_surface("server"),
+        description="What happens to flagged and failing answers and to harmful requests (an "
+        "aligners.SquadPolicy; on_error defaults to return_original here: a server answers "
+        "every request it can, and raise is HTTP 500 alignment_error). The flat keywords "
+        "(on_flag=..., threshold=..., check_request=...) are merged onto it. Applied to a "
+        "squad passed to create_app where set explicitly (on_error always).",
     )
     allow_client_policy: list[ClientPolicyField] = Field(
         default_factory=list,
@@ -154,6 +116,44 @@ class ProxySettings(ServerLimits):
         "request's 'aligners' options may only tighten this server's policy (see "
         "aligners.server.policy); a request that relaxes one gets HTTP 403 naming it.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_policy(cls, data: Any) -> Any:
+        return fold_policy(data, "server")
+
+    # The policy's options, read where the server acts on them (declared in SquadPolicy).
+    @property
+    def threshold(self) -> float | dict[str, float] | None:
+        return self.policy.threshold
+
+    @property
+    def block_threshold(self) -> float | dict[str, float] | None:
+        return self.policy.block_threshold
+
+    @property
+    def check_only(self) -> bool:
+        return self.policy.check_only
+
+    @property
+    def on_error(self) -> OnError:
+        return self.policy.on_error
+
+    @property
+    def on_flag(self) -> OnFlag:
+        return self.policy.on_flag
+
+    @property
+    def blocked_message(self) -> str:
+        return self.policy.blocked_message
+
+    @property
+    def check_request(self) -> bool:
+        return self.policy.check_request is not False
+
+    @property
+    def request_threshold(self) -> float | None:
+        return self.policy.request_threshold
 
     @model_validator(mode="after")
     def _upstream_complete(self) -> ProxySettings:

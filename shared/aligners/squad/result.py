@@ -7,9 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from aligners.sources import GroundingReport
+from aligners.squad.policy import OnError, OnFlag
 
-#: What the squad does with an answer an inspector flags.
-OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
 #: What happened to one answer: nothing flagged it (``passed``), aligners changed its text
 #: (``rewritten``; aligners that ran and handed it back unchanged leave it ``flagged``),
 #: it was replaced by the blocked message (``blocked``), the squad raised (``raised``), it was
@@ -18,8 +17,8 @@ OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
 #: or the squad could not process it and returned it as it was (``failed``, under
 #: ``on_error="return_original"``).
 Action = Literal["passed", "rewritten", "blocked", "raised", "flagged", "skipped", "failed"]
-#: What a squad does when it cannot process an answer (a bad input, a model that fails).
-OnError = Literal["raise", "return_original"]
+
+__all__ = ["Action", "AlignmentResult", "OnError", "OnFlag", "StageRecord"]
 
 
 class StageRecord(BaseModel):

@@ -9,9 +9,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from aligners.aligner.grounded import GroundedRepair
 from aligners.aligner.model import Aligner, Correction
@@ -21,7 +21,16 @@ from aligners.inspector.base import ContextInspector, FeatureInspector, Inspecto
 from aligners.sources import GroundingReport, as_passages
 from aligners.squad.defaults import default_members
 from aligners.squad.member import SquadMember
-from aligners.squad.result import AlignmentResult, OnError, OnFlag, StageRecord
+from aligners.squad.policy import (
+    DEFAULT_BLOCKED_MESSAGE,
+    POLICY_FIELDS,
+    BlockedMessage,
+    OnError,
+    OnFlag,
+    OnTokenLimit,
+    SquadPolicy,
+)
+from aligners.squad.result import AlignmentResult, StageRecord
 from aligners.squad.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
 from aligners.squad.stream import ALREADY_STREAMED, SquadStream, stream_failure
 from aligners.validation import validate_batch, validate_containers, validate_item
@@ -30,25 +39,19 @@ logger = logging.getLogger(__name__)
 
 Ordering = Literal["batch-mean", "per-answer", "fixed"]
 
-
-def _has_text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("blocked_message must have text (it replaces a blocked answer)")
-    return value
-
-
-#: A blocked message: any text but blank (the squad's and the server's settings share it).
-BlockedMessage = Annotated[str, AfterValidator(_has_text)]
-
-#: What a blocked answer becomes unless ``blocked_message`` says otherwise.
-DEFAULT_BLOCKED_MESSAGE = (
-    "I can't help with that. The answer to this request was withheld because it did not pass "
-    "a safety check."
-)
+#: Kept importable from here (their home is aligners.squad.policy).
+__all__ = [
+    "DEFAULT_BLOCKED_MESSAGE",
+    "BlockedMessage",
+    "Ordering",
+    "Squad",
+    "SquadConfig",
+    "SquadMember",
+]
 
 
 class SquadConfig(BaseModel):
-    """How a squad runs its members."""
+    """How a squad runs its members: the order, the rounds, and its :class:`SquadPolicy`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,26 +65,82 @@ class SquadConfig(BaseModel):
     max_rounds: int = Field(
         default=1, ge=1, description="Above 1: repeat the stages until every answer passes."
     )
-    check_only: bool = Field(default=False, description="Score only; never rewrite.")
-    on_flag: OnFlag = Field(
-        default="rewrite",
-        description=(
-            "What happens to a flagged answer. rewrite: the aligners fix it; block: it is "
-            "replaced by blocked_message; raise: AlignmentViolation; rewrite_or_block: rewrite, "
-            "re-score, and block what still fails."
-        ),
+    policy: SquadPolicy = Field(
+        default_factory=SquadPolicy,
+        description="What happens to flagged and failing answers (thresholds live on the "
+        "members: Squad.policy reports them).",
     )
-    on_error: OnError = Field(
-        default="raise",
-        description=(
-            "When an answer cannot be processed (a bad item, a model that fails): raise, or "
-            "return_original: that answer comes back as it was with the failure in its record, "
-            "and the rest of the batch is aligned. AlignmentViolation (on_flag='raise') is a "
-            "verdict, not a failure, and is always raised."
-        ),
-    )
-    blocked_message: BlockedMessage = Field(
-        default=DEFAULT_BLOCKED_MESSAGE, description="The text a blocked answer is replaced with."
+
+    # The policy's answer-level options, read where the squad runs (declared in SquadPolicy).
+    @property
+    def check_only(self) -> bool:
+        return self.policy.check_only
+
+    @property
+    def on_flag(self) -> OnFlag:
+        return self.policy.on_flag
+
+    @property
+    def on_error(self) -> OnError:
+        return self.policy.on_error
+
+    @property
+    def blocked_message(self) -> str:
+        return self.policy.blocked_message
+
+
+#: Policy fields that live on the members once a squad is built.
+_MEMBER_FIELDS = ("threshold", "block_threshold")
+
+
+def _per_criterion(
+    field: str,
+    value: float | Mapping[str, float] | None,
+    members: Sequence[SquadMember],
+    names: Sequence[str],
+) -> dict[str, float]:
+    """One value for each of ``members``, or one per criterion from a mapping (None: none)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{field}s given for criteria {unknown} that are not in the squad "
+                f"(it has {list(names)})"
+            )
+        return dict(value)
+    return {m.name: value for m in members}
+
+
+def _known_keywords(options: Mapping[str, Any]) -> None:
+    """A misspelt keyword is a TypeError naming it (as for any Python call), not ignored."""
+    unknown = [name for name in options if name not in POLICY_FIELDS]
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r} (the squad takes ordering, max_rounds, "
+            f"policy and the policy fields: {', '.join(POLICY_FIELDS)})"
+        )
+
+
+def _with_thresholds(
+    members: tuple[SquadMember, ...], policy: SquadPolicy
+) -> tuple[SquadMember, ...]:
+    """``members`` with the policy's flag and block thresholds (those it sets)."""
+    if policy.threshold is None and policy.block_threshold is None:
+        return members
+    names = [m.name for m in members]
+    thresholds = _per_criterion("threshold", policy.threshold, members, names)
+    # one block threshold for the squad goes to the members that can block: those inspected
+    inspected = [m for m in members if m.inspector is not None]
+    blocks = _per_criterion("block_threshold", policy.block_threshold, inspected, names)
+    return tuple(
+        replace(
+            m,
+            threshold=thresholds.get(m.name, m.threshold),
+            block_threshold=blocks.get(m.name, m.block_threshold),
+        )
+        for m in members
     )
 
 
@@ -117,11 +176,17 @@ class Squad:
         *,
         ordering: Ordering = "batch-mean",
         max_rounds: int = 1,
-        check_only: bool = False,
-        on_flag: OnFlag = "rewrite",
-        blocked_message: str = DEFAULT_BLOCKED_MESSAGE,
-        on_error: OnError = "raise",
+        policy: SquadPolicy | None = None,
+        check_only: bool | None = None,
+        on_flag: OnFlag | None = None,
+        blocked_message: str | None = None,
+        on_error: OnError | None = None,
+        **policy_options: Any,
     ) -> None:
+        """``policy`` (a :class:`SquadPolicy`) says what happens to flagged and failing
+        answers; the flat keywords (``on_flag="block"``, and any other policy field such as
+        ``threshold`` or ``on_token_limit``) are merged onto it. Its thresholds are applied to
+        the members (one number, or one per criterion)."""
         if not members:
             raise ValueError("a squad needs at least one member")
         for i, member in enumerate(members):
@@ -137,14 +202,21 @@ class Squad:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"squad members must have distinct criteria, got {names}")
-        self.members = tuple(members)
-        self.config = SquadConfig(
-            ordering=ordering,
-            max_rounds=max_rounds,
+        if policy is not None and not isinstance(policy, SquadPolicy):
+            raise TypeError(f"policy must be an aligners.SquadPolicy, got {type(policy).__name__}")
+        _known_keywords(policy_options)
+        merged = (policy or SquadPolicy()).merge(
             check_only=check_only,
             on_flag=on_flag,
             blocked_message=blocked_message,
             on_error=on_error,
+            **policy_options,
+        )
+        self.members = _with_thresholds(tuple(members), merged)
+        # The thresholds now live on the members (Squad.policy reports them from there).
+        rest = {k: v for k, v in merged.explicit().items() if k not in _MEMBER_FIELDS}
+        self.config = SquadConfig(
+            ordering=ordering, max_rounds=max_rounds, policy=SquadPolicy(**rest)
         )
 
     # -- construction --------------------------------------------------------------------------
@@ -160,6 +232,7 @@ class Squad:
         inspector_encoder: str | None = None,
         inspector: str | Path | None = None,
         block_threshold: float | Mapping[str, float] | None = None,
+        policy: SquadPolicy | None = None,
         **options: Any,
     ) -> Squad:
         """The offline default squad (shipped aligners and inspectors); loads nothing yet.
@@ -172,22 +245,25 @@ class Squad:
         ``inspector`` for a saved one (a directory from ``aligners train``; a cross-encoder
         serves each criterion from its head, with its own threshold where it ships one);
         ``block_threshold`` likewise replaces the shipped block thresholds (``0``: never block
-        an answer the aligner did not fix; see :class:`SquadMember`);
-        ``options`` go to the squad (``ordering``, ``max_rounds``, ``check_only``, ``on_flag``,
-        ``blocked_message``, ``on_error``).
+        an answer the aligner did not fix; see :class:`SquadMember`); ``policy`` is a
+        :class:`SquadPolicy` (``threshold``, ``block_threshold`` and the policy fields in
+        ``options`` are merged onto it); ``options`` go to the squad (``ordering``,
+        ``max_rounds``, ``check_only``, ``on_flag``, ``blocked_message``, ``on_error``, ...).
         """
+        merged = (policy or SquadPolicy()).merge(
+            threshold=threshold,
+            block_threshold=block_threshold,
+            **{k: options.pop(k) for k in POLICY_FIELDS if k in options},
+        )
         members = default_members(
             criteria,
-            threshold=threshold,
+            threshold=merged.threshold,
             aligner=aligner,
             aligner_options=aligner_options,
             inspector_encoder=inspector_encoder,
             inspector=inspector,
         )
-        squad = cls(members, **options)
-        if block_threshold is None:
-            return squad
-        return squad.with_options(block_threshold=block_threshold)
+        return cls(members, policy=merged, **options)
 
     @classmethod
     def from_aligner(
@@ -207,51 +283,38 @@ class Squad:
         unknown = [c for c in criteria if c not in by_name]
         if unknown:
             raise ValueError(f"criteria {unknown} are not in this squad (it has {sorted(by_name)})")
-        return Squad([by_name[c] for c in criteria], **self.config.model_dump())
+        return Squad(
+            [by_name[c] for c in criteria],
+            ordering=self.config.ordering,
+            max_rounds=self.config.max_rounds,
+            policy=self.config.policy,
+        )
 
     def with_options(
         self,
         *,
-        threshold: float | Mapping[str, float] | None = None,
-        block_threshold: float | Mapping[str, float] | None = None,
+        policy: SquadPolicy | None = None,
+        ordering: Ordering | None = None,
+        max_rounds: int | None = None,
         **options: Any,
     ) -> Squad:
-        """A copy with other settings (e.g. ``threshold=0.7`` or ``{"ethical": 0.7}``,
-        ``block_threshold=0`` (never block a rewritten answer), ``check_only=True``,
-        ``on_flag="block"``)."""
-        thresholds = self._per_criterion("threshold", threshold, self.members)
-        # one block threshold for the squad goes to the members that can block: those inspected
-        inspected = [m for m in self.members if m.inspector is not None]
-        blocks = self._per_criterion("block_threshold", block_threshold, inspected)
-        members = tuple(
-            replace(
-                m,
-                threshold=thresholds.get(m.name, m.threshold),
-                block_threshold=blocks.get(m.name, m.block_threshold),
-            )
-            for m in self.members
+        """A copy with other settings: a :class:`SquadPolicy` whose explicit fields replace
+        this squad's, and/or policy fields as keywords (e.g. ``threshold=0.7`` or
+        ``{"ethical": 0.7}``, ``block_threshold=0`` (never block a rewritten answer),
+        ``check_only=True``, ``on_flag="block"``; None keeps the squad's)."""
+        _known_keywords(options)
+        return Squad(
+            self.members,
+            ordering=ordering or self.config.ordering,
+            max_rounds=max_rounds or self.config.max_rounds,
+            policy=self.config.policy.merge(policy, **options),
         )
-        return Squad(members, **(self.config.model_dump() | options))
 
-    def _per_criterion(
-        self,
-        field: str,
-        value: float | Mapping[str, float] | None,
-        members: Sequence[SquadMember],
-    ) -> dict[str, float]:
-        """One value for each of ``members``, or one per criterion from a mapping (None:
-        none)."""
-        if value is None:
-            return {}
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(self.criteria))
-            if unknown:
-                raise ValueError(
-                    f"{field}s given for criteria {unknown} that are not in the squad "
-                    f"(it has {self.criteria})"
-                )
-            return dict(value)
-        return {m.name: value for m in members}
+    @property
+    def policy(self) -> SquadPolicy:
+        """The policy this squad runs under, with its members' thresholds (per criterion)."""
+        blocks = {m.name: m.block_threshold for m in self.members if m.block_threshold is not None}
+        return self.config.policy.merge(threshold=self.thresholds, block_threshold=blocks or None)
 
     @property
     def criteria(self) -> list[str]:
@@ -484,14 +547,18 @@ class Squad:
 
     @staticmethod
     def _accept(
-        correction: Correction, aligner: Aligner | None = None
+        correction: Correction,
+        aligner: Aligner | None = None,
+        on_token_limit: OnTokenLimit | None = None,
     ) -> tuple[Correction | None, str | None]:
+        """The correction, or why it is rejected; ``on_token_limit`` (the policy's; None: the
+        aligner's own) decides about a rewrite cut at ``max_new_tokens``."""
         if not correction.text.strip():
             return None, "aligner produced empty text; kept the previous text"
         if (
             correction.hit_token_limit
             and aligner is not None
-            and aligner.config.on_token_limit == "keep_previous"
+            and (on_token_limit or aligner.config.on_token_limit) == "keep_previous"
         ):
             return None, (
                 f"rewrite stopped at max_new_tokens={aligner.config.max_new_tokens} before it "
@@ -516,7 +583,9 @@ class Squad:
             for i, question, answer in zip(indices, questions, answers):
                 try:
                     outcomes[i] = self._accept(
-                        member.aligner.correct([question], [answer])[0], member.aligner
+                        member.aligner.correct([question], [answer])[0],
+                        member.aligner,
+                        self.config.policy.on_token_limit,
                     )
                 except Exception as error:
                     outcomes[i] = (
@@ -524,7 +593,8 @@ class Squad:
                         f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
                     )
             return outcomes
-        return {i: self._accept(c, member.aligner) for i, c in zip(indices, corrections)}
+        limit = self.config.policy.on_token_limit
+        return {i: self._accept(c, member.aligner, limit) for i, c in zip(indices, corrections)}
 
     def _repair_group(
         self, repair: GroundedRepair, works: Sequence[_Work], indices: list[int]
@@ -552,7 +622,8 @@ class Squad:
             corrections = await member.aligner.acorrect(questions, answers)
         except Exception:
             return await asyncio.to_thread(self._run_group, member, works, indices)
-        return {i: self._accept(c, member.aligner) for i, c in zip(indices, corrections)}
+        limit = self.config.policy.on_token_limit
+        return {i: self._accept(c, member.aligner, limit) for i, c in zip(indices, corrections)}
 
     def _stages(
         self, works: list[_Work]

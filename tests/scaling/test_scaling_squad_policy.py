@@ -1,0 +1,86 @@
+"""The proxy composes aligners.SquadPolicy: ``ProxySettings(policy=...)`` is what the flat
+settings are, a squad given to create_app gets what the policy sets explicitly (thresholds
+too), and per-request options are policy fields (one number or one per criterion), still
+tighten-only. Against a real server on a thread."""
+
+from __future__ import annotations
+
+import pytest
+from fault_server import ANSWER
+
+from aligners import SquadPolicy
+from aligners.server import ProxySettings
+from tests.scaling.test_scaling_policies import HARMFUL, ORDINARY, REWRITE, proxy, upstream
+
+__all__ = ["proxy", "upstream"]  # the fixtures this module uses
+
+
+def test_flat_settings_are_sugar_for_the_policy() -> None:
+    flat = ProxySettings(on_flag="block", threshold=0.3, check_request=True, warmup=False)
+    given = ProxySettings(
+        policy=SquadPolicy(on_flag="block", threshold=0.3, check_request=True), warmup=False
+    )
+    assert flat.policy == given.policy
+    assert (flat.on_flag, flat.threshold, flat.check_request) == ("block", 0.3, True)
+    assert flat.on_error == "return_original"  # the server's default (one table: engine.md)
+    assert ProxySettings(policy=SquadPolicy(on_error="raise")).on_error == "raise"
+    # a flat keyword wins over the policy's field
+    assert ProxySettings(policy=SquadPolicy(on_flag="raise"), on_flag="block").on_flag == "block"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"policy": {"on_flag": "refuse"}}, "policy.on_flag"),
+        ({"threshold": 2}, r"policy.threshold\s+Value error, threshold must be in \[0, 1\]"),
+        ({"policy": SquadPolicy(), "check_only": "yes"}, "check_only must be true or false"),
+    ],
+)
+def test_bad_policy_settings_name_the_field(settings, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProxySettings(**settings)
+
+
+def test_policy_and_flat_settings_serve_the_same_answers(proxy) -> None:
+    flat = proxy(on_flag="block", blocked_message="Withheld.")
+    policy = proxy(policy=SquadPolicy(on_flag="block", blocked_message="Withheld."))
+    for question in (HARMFUL, ORDINARY):
+        one, other = flat.chat(question), policy.chat(question)
+        assert one.choices[0].message.content == other.choices[0].message.content
+        assert one.model_extra["aligners"]["action"] == other.model_extra["aligners"]["action"]
+    assert flat.chat(HARMFUL).choices[0].message.content == "Withheld."
+
+
+def test_a_given_squad_gets_the_policys_thresholds(proxy) -> None:
+    """create_app(settings, squad=...) used to drop the settings' thresholds."""
+    # the squad flags under 0.5; the server's policy lowers it under the harmful answer's 0.1
+    server = proxy(policy=SquadPolicy(threshold=0.05))
+    reply = server.chat(HARMFUL)
+    assert reply.choices[0].message.content == ANSWER
+    assert reply.model_extra["aligners"]["thresholds"] == {"ethical": 0.05}
+    assert server.chat(HARMFUL, threshold=0.5).choices[0].message.content == REWRITE
+
+
+def test_per_request_thresholds_per_criterion_are_tighten_only(proxy) -> None:
+    server = proxy()
+    tighter = server.chat(HARMFUL, threshold={"ethical": 0.6})
+    assert tighter.model_extra["aligners"]["thresholds"] == {"ethical": 0.6}
+    response = server.post(
+        {
+            "messages": [{"role": "user", "content": HARMFUL}],
+            "aligners": {"threshold": {"ethical": 0.2}},
+        }
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["param"] == "aligners.threshold"
+    unknown = server.post(
+        {
+            "messages": [{"role": "user", "content": HARMFUL}],
+            "aligners": {"threshold": {"helpful": 0.9}},
+        }
+    )
+    assert unknown.status_code == 400 and "helpful" in unknown.text
+    strict_bool = server.post(
+        {"messages": [{"role": "user", "content": HARMFUL}], "aligners": {"check_only": "yes"}}
+    )
+    assert strict_bool.status_code == 400 and "check_only" in strict_bool.text
