@@ -67,6 +67,21 @@ def test_sentences_keep_their_offsets_lines_and_abbreviations() -> None:
         ("Do you know who wrote it?", True),
         ("**Which one would you like?**", True),
         ("The sources do not mention a tower in Rome, which is 20 m tall.", True),
+        # conversation: replies and what the speaker likes or does not know, naming nothing
+        ("My pleasure!", True),
+        ("Good luck with your search.", True),
+        ("That's a great choice.", True),
+        ("Yes, I do like thrillers.", True),
+        ("I love that movie!", True),
+        ("Other than that I really don't know much about him.", True),
+        ("I haven't seen it.", True),
+        # ... but a reply that goes on, names something or says why is a claim
+        ("No, it was directed by Nolan.", False),
+        ("Well, it is a drama.", False),
+        ("I love The Prestige.", False),
+        ("I would like to recommend Inception.", False),
+        ("I think it was released in 2014.", False),
+        ("I like it because it won an award.", False),
     ],
 )
 def test_trivial_sentences_claim_nothing(sentence: str, trivial: bool) -> None:
@@ -319,7 +334,9 @@ def test_a_missing_number_caps_the_sentence(tiny_grounded_dir: Path) -> None:
     passages = [["The tower stands in Paris since 1889."]]
     answer = "The tower stands in Paris since 1925. The tower stands in Paris since 1889."
     free = inspector.verify_batch(["q"], [answer], passages, threshold=0.0)[0]
-    assert all(s.supported and not s.missing for s in free.sentences)
+    # listed whatever the settings; only missing_cap (or a combiner) turns them into a score
+    assert all(s.supported for s in free.sentences)
+    assert [s.missing for s in free.sentences] == [["1925"], []]
     inspector.settings = GroundingSettings(missing_cap=0.05)
     capped = inspector.verify_batch(["q"], [answer], passages, threshold=0.1)[0]
     first, second = capped.sentences
