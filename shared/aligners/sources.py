@@ -300,16 +300,20 @@ class ChunkIndex:
         """Every chunk with the idf-weighted content words it shares with ``claim``, best
         first; ties keep chunk order."""
         wanted = content_words(claim)
-        overlaps = [(i, sum(self.idf[w] for w in wanted & bag)) for i, bag in enumerate(self.bags)]
+        # summed in word order: a set's order changes from run to run, and with it the last
+        # bits of a sum, which would decide between two tied chunks
+        overlaps = [
+            (i, sum(self.idf[w] for w in sorted(wanted & bag))) for i, bag in enumerate(self.bags)
+        ]
         return sorted(overlaps, key=lambda item: (-item[1], item[0]))
 
     def coverage(self, words: set[str], chunk: int) -> float:
         """The idf-weighted share of ``words`` (content words) that ``chunk`` holds; 1.0 when
         there are none."""
-        total = sum(self.idf.get(w, self.unseen) for w in words)
+        total = sum(self.idf.get(w, self.unseen) for w in sorted(words))
         if not total:
             return 1.0
-        return sum(self.idf[w] for w in words & self.bags[chunk]) / total
+        return sum(self.idf[w] for w in sorted(words & self.bags[chunk])) / total
 
 
 def best_chunks(claim: str, chunks: Sequence[str], top: int) -> list[int]:
