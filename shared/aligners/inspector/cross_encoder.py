@@ -172,7 +172,8 @@ class CrossEncoderTrunk:
 
 def quantize_linear_layers(model: Any) -> Any:
     """``model`` with its ``nn.Linear`` layers in int8 (torch's dynamic quantization: weights
-    stored in int8, activations quantized per call); CPU inference only."""
+    stored in int8 with one scale per output channel, activations quantized per call); CPU
+    inference only."""
     import warnings
 
     import torch
@@ -180,9 +181,9 @@ def quantize_linear_layers(model: Any) -> Any:
     with warnings.catch_warnings():
         # torch marks torch.ao.quantization as moving to torchao; it still runs as documented
         warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.Linear}, dtype=torch.qint8
-        )
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantized = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
     return quantized
 
 

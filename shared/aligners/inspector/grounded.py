@@ -117,12 +117,12 @@ class GroundingSettings(BaseModel):
     top_passages: int = Field(
         default=2, gt=0, description="Windows read per claim (picked by shared content words)."
     )
-    extra_window_overlap: float | None = Field(
+    one_window_coverage: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
-        description="Windows after a claim's best are read only when they share at least this "
-        "share of the best one's idf-weighted overlap (None: always top_passages).",
+        description="A claim whose best window holds at least this idf-weighted share of its "
+        "content words is read against that window alone (None: always top_passages).",
     )
     short_claim_words: int = Field(
         default=5, ge=0, description="Sentences with fewer words are read with their question."
@@ -253,18 +253,14 @@ class GroundedInspector(ContextInspector):
                     sentences.append(span)
                     continue
                 claim = claim_text(question, span.text, settings.short_claim_words)
-                ranked = index.ranked(claim)[: settings.top_passages]
-                ratio = settings.extra_window_overlap
-                if ratio is not None and ranked:
-                    best = ranked[0][1]
-                    ranked = ranked[:1] + [
-                        r for r in ranked[1:] if r[1] > 0 and r[1] >= ratio * best
-                    ]
-                picked = [i for i, _ in ranked]
-                first = len(pairs)
-                pairs.extend((texts[i], claim) for i in picked)
                 words = claim_words(span.text)
                 content = set(words) - STOPWORDS
+                picked = [i for i, _ in index.ranked(claim)[: settings.top_passages]]
+                full = settings.one_window_coverage
+                if full is not None and picked and index.coverage(content, picked[0]) >= full:
+                    picked = picked[:1]
+                first = len(pairs)
+                pairs.extend((texts[i], claim) for i in picked)
                 missing_numbers = terms.missing(span.text, names=False)
                 missing = terms.missing(span.text, names=True)
                 evidence = {
