@@ -316,6 +316,30 @@ class ChunkIndex:
         return sum(self.idf[w] for w in sorted(words & self.bags[chunk])) / total
 
 
+_NEGATION = re.compile(
+    r"\b(not|no|never|none|neither|nor|nobody|nothing|nowhere|without|cannot)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
+def negated(text: str) -> bool:
+    """Whether ``text`` holds a negation ("not", "never", "didn't", "without", ...)."""
+    return _NEGATION.search(text.replace("\u2019", "'")) is not None
+
+
+def closest_sentence(claim: str, texts: Sequence[str]) -> str:
+    """The sentence of ``texts`` that shares the most content words with ``claim`` (the first
+    of those tied); empty when there is none."""
+    wanted = content_words(claim)
+    best, best_shared = "", -1
+    for text in texts:
+        for span in split_sentences(text):
+            shared = len(wanted & content_words(span.text))
+            if shared > best_shared:
+                best, best_shared = span.text, shared
+    return best
+
+
 def best_chunks(claim: str, chunks: Sequence[str], top: int) -> list[int]:
     """Indices of the ``top`` chunks that share the most (idf-weighted) content words with
     ``claim``, best first; ties keep passage order."""

@@ -42,7 +42,9 @@ from aligners.sources import (
     chunk_passages,
     claim_text,
     claim_words,
+    closest_sentence,
     is_trivial,
+    negated,
     split_sentences,
 )
 
@@ -62,6 +64,8 @@ SENTENCE_FEATURES = {
     "word-overlap baseline)",
     "missing_numbers": "1 when the sentence holds a number no passage contains",
     "missing_names": "1 when the sentence holds a capitalised name no passage contains",
+    "negation_mismatch": "1 when the sentence and the source sentence closest to it (most "
+    "shared content words, in the windows read) differ in holding a negation",
 }
 
 
@@ -272,6 +276,10 @@ class GroundedInspector(ContextInspector):
                     else 1.0,
                     "missing_numbers": float(bool(missing_numbers)),
                     "missing_names": float(len(missing) > len(missing_numbers)),
+                    "negation_mismatch": float(
+                        negated(span.text)
+                        != negated(closest_sentence(span.text, [texts[i] for i in picked]))
+                    ),
                 }
                 shown = missing if settings.check_names else missing_numbers
                 sentences.append(_Sentence(span, first, picked, shown, evidence))

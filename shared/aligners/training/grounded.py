@@ -177,8 +177,8 @@ def answer_metrics(
 def labelled_evidence(
     answers: Sequence[GroundedAnswer], inspector: GroundedInspector
 ) -> list[tuple[int, dict[str, float], int | None]]:
-    """Per scored sentence of ``answers``: (answer index, its evidence, its label where the
-    row labels its sentences)."""
+    """Per scored sentence of ``answers``: (answer index, its evidence, its label where known:
+    the row's sentence labels, else 1 for every sentence of a grounded answer)."""
     rows = inspector.evidence(
         [a.question for a in answers], [a.answer for a in answers], [a.passages for a in answers]
     )
@@ -187,6 +187,8 @@ def labelled_evidence(
         labels = answer.sentence_labels
         if labels is not None and len(labels) != len(sentences):
             labels = None
+        if labels is None and answer.label == 1:
+            labels = [1] * len(sentences)
         for position, (_, _, evidence, _) in enumerate(sentences):
             if evidence is not None:
                 found.append((index, evidence, None if labels is None else labels[position]))
@@ -247,6 +249,36 @@ def repair_rates(
         "grounded_unchanged": round(sum(unchanged) / len(unchanged), 4) if unchanged else None,
         "supported_kept": round(sum(kept) / len(kept), 4) if kept else None,
     }
+
+
+def repair_aware_threshold(
+    answers: Sequence[GroundedAnswer],
+    results: Sequence[dict[str, Any]],
+    unchanged_target: float,
+    kept_target: float,
+) -> tuple[float, bool]:
+    """The threshold with the best balanced accuracy among those at which the drop-only repair
+    meets its targets (grounded answers unchanged, supported sentences kept); ties go to the
+    threshold nearest 0.5. Returns it and whether the targets could be met (when not: the
+    best balanced accuracy over all thresholds)."""
+    labels = [a.label for a in answers]
+    scores = [r["score"] for r in results]
+    candidates = sorted({round(s, 3) for s in scores} | {0.5})
+
+    def meets(t: float) -> bool:
+        rates = repair_rates(answers, results, t)
+        unchanged, kept = rates["grounded_unchanged"], rates["supported_kept"]
+        return (unchanged is None or unchanged >= unchanged_target) and (
+            kept is None or kept >= kept_target
+        )
+
+    allowed = [t for t in candidates if meets(t)]
+    if not allowed:
+        return best_balanced_threshold(labels, scores), False
+    best = max(
+        allowed, key=lambda t: (round(balanced_accuracy(labels, scores, t), 9), -abs(t - 0.5))
+    )
+    return round(min(0.99, max(0.01, best)), 3), True
 
 
 def inspector_scorer(directory: str | Path) -> PairScorer:
@@ -373,17 +405,21 @@ def fit_grounded_settings(
         quantized=config.quantized,
     )
     train_answers = [a for a in answers if a.split == "train"]
-    if config.combiner:
-        if not train_answers:
-            raise ValueError("the combiner is fitted on train answers; there are none")
+    combiner = None
+    if config.combiner and train_answers:
         plain = GroundedInspector.from_pretrained(output)
         plain.settings = settings
         plain.trunk = type(plain.trunk)(
             plain.trunk.config, plain.trunk.directory, quantized=settings.quantized
         )
-        settings = settings.model_copy(
-            update={"combiner": fit_combiner(train_answers, plain, config.combiner_l2)}
-        )
+        try:
+            combiner = fit_combiner(train_answers, plain, config.combiner_l2)
+        except ValueError:  # one class only among the labelled sentences: nothing to fit
+            combiner = None
+    if combiner is not None:
+        settings = settings.model_copy(update={"combiner": combiner})
+    else:  # no combiner: the model's score, capped where the sentence names what is missing
+        settings = settings.model_copy(update={"missing_cap": config.missing_cap})
     # How the inspector cuts answers and sources, stored beside the weights (GroundingSettings).
     ce_config = CrossEncoderConfig.model_validate(
         ce_config.model_dump() | {"grounding": settings.model_dump()}
@@ -394,9 +430,16 @@ def fit_grounded_settings(
     metrics: dict[str, Any] = dict(extra or {})
     if valid_answers:
         results = score_answers(valid_answers, GroundedInspector.from_pretrained(output))
-        chosen_on = "validation answers"
-        threshold = best_balanced_threshold(
-            [a.label for a in valid_answers], [r["score"] for r in results]
+        threshold, met = repair_aware_threshold(
+            valid_answers, results, config.unchanged_target, config.kept_target
+        )
+        chosen_on = (
+            "validation answers: best balanced accuracy where the repair keeps "
+            f">= {config.unchanged_target:.0%} of grounded answers unchanged and "
+            f">= {config.kept_target:.0%} of supported sentences"
+            if met
+            else "validation answers: best balanced accuracy (the repair targets were not met "
+            "at any threshold)"
         )
     else:
         chosen_on = "validation pairs"
@@ -495,6 +538,7 @@ __all__ = [
     "labelled_evidence",
     "latency_answer",
     "measure_latency",
+    "repair_aware_threshold",
     "repair_rates",
     "score_answers",
     "train_grounded",
