@@ -361,6 +361,15 @@ def test_a_combiner_scores_sentences_from_their_evidence(tiny_grounded_dir: Path
     assert first.missing == ["1925"]
 
 
+def test_a_flipped_negation_is_evidence() -> None:
+    from aligners.sources import closest_sentence, negated
+
+    window = "The tower is in Paris. It was not painted gold. Bread needs flour."
+    assert closest_sentence("The tower was painted gold.", [window]) == "It was not painted gold."
+    assert negated("It wasn\u2019t painted.") and negated("He never won.")
+    assert not negated("Notable towers are tall.")
+
+
 def test_the_combiner_ships_in_the_config(tiny_grounded_dir: Path, tmp_path: Path) -> None:
     import json
     import shutil
@@ -370,7 +379,7 @@ def test_the_combiner_ships_in_the_config(tiny_grounded_dir: Path, tmp_path: Pat
     directory = tmp_path / "grounded"
     shutil.copytree(tiny_grounded_dir, directory)
     config = json.loads((directory / "inspector_config.json").read_text())
-    weights = [0.5, 2.0, 3.0, -2.0, -2.0]
+    weights = [0.5, 2.0, 3.0, -2.0, -2.0, -2.0]
     config["grounding"] = {"combiner": {"features": list(SENTENCE_FEATURES), "weights": weights}}
     (directory / "inspector_config.json").write_text(json.dumps(config))
     inspector = GroundedInspector.from_pretrained(directory)
