@@ -3,10 +3,12 @@
 Each non-trivial sentence of the answer becomes a claim (short ones are read with their
 question: "Paris." answers "What is the capital of France?"); the sources are cut into windows
 of whole sentences so a 1,000-token context fits a small encoder, and each claim is read beside
-the few windows that share the most content words with it. A MiniLM cross-encoder reads
-``[CLS] passage [SEP] claim [SEP]`` and its calibrated head gives P(supported). The answer's
-score is its least supported sentence's: one invented number makes an answer ungrounded,
-however much else is right.
+the few windows that share the most content words with it (one, when the best holds all of
+them). A MiniLM cross-encoder reads ``[CLS] passage [SEP] claim [SEP]`` and its calibrated head
+gives P(supported); a :class:`SupportCombiner` (a logistic regression shipped in the config)
+weighs that with lexical evidence: how much of the claim its window holds, numbers and names no
+passage holds, a flipped negation. The answer's score is its least supported sentence's: one
+invented number makes an answer ungrounded, however much else is right.
 
 The trained files are a cross-encoder directory (:class:`CrossEncoderConfig`, one head named
 ``grounded``); how claims and windows are cut is stored beside them under ``"grounding"`` in

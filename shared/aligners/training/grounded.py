@@ -4,8 +4,9 @@
 The pairs come from :mod:`aligners.data.grounding` with their split: ``train`` is trained on
 (subsampled to ``max_train_pairs`` so a 2-core CPU finishes in minutes), ``validation``
 calibrates the head (Platt) and chooses the shipped threshold, ``heldout`` is only measured.
-Answer-level numbers come from :class:`GroundedInspector` itself (each sentence's best
-supported source window; the answer's least supported sentence).
+The sentence combiner is fitted on the ``train`` answers' labelled sentences. Answer-level
+numbers come from :class:`GroundedInspector` itself (each sentence's combined score; the
+answer's least supported sentence).
 """
 
 from __future__ import annotations
