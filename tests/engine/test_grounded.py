@@ -67,6 +67,21 @@ def test_sentences_keep_their_offsets_lines_and_abbreviations() -> None:
         ("Do you know who wrote it?", True),
         ("**Which one would you like?**", True),
         ("The sources do not mention a tower in Rome, which is 20 m tall.", True),
+        # conversation: replies and what the speaker likes or does not know, naming nothing
+        ("My pleasure!", True),
+        ("Good luck with your search.", True),
+        ("That's a great choice.", True),
+        ("Yes, I do like thrillers.", True),
+        ("I love that movie!", True),
+        ("Other than that I really don't know much about him.", True),
+        ("I haven't seen it.", True),
+        # ... but a reply that goes on, names something or says why is a claim
+        ("No, it was directed by Nolan.", False),
+        ("Well, it is a drama.", False),
+        ("I love The Prestige.", False),
+        ("I would like to recommend Inception.", False),
+        ("I think it was released in 2014.", False),
+        ("I like it because it won an award.", False),
     ],
 )
 def test_trivial_sentences_claim_nothing(sentence: str, trivial: bool) -> None:
@@ -319,9 +334,101 @@ def test_a_missing_number_caps_the_sentence(tiny_grounded_dir: Path) -> None:
     passages = [["The tower stands in Paris since 1889."]]
     answer = "The tower stands in Paris since 1925. The tower stands in Paris since 1889."
     free = inspector.verify_batch(["q"], [answer], passages, threshold=0.0)[0]
-    assert all(s.supported and not s.missing for s in free.sentences)
+    # listed whatever the settings; only missing_cap (or a combiner) turns them into a score
+    assert all(s.supported for s in free.sentences)
+    assert [s.missing for s in free.sentences] == [["1925"], []]
     inspector.settings = GroundingSettings(missing_cap=0.05)
     capped = inspector.verify_batch(["q"], [answer], passages, threshold=0.1)[0]
     first, second = capped.sentences
     assert first.missing == ["1925"] and first.score == 0.05 and not first.supported
     assert second.missing == [] and second.score == free.sentences[1].score
+
+
+def test_a_combiner_scores_sentences_from_their_evidence(tiny_grounded_dir: Path) -> None:
+    import math
+
+    from aligners.inspector.grounded import GroundingSettings, SupportCombiner
+
+    # Only the missing number counts here: sigmoid(5 - 10) for the sentence with one, else 5.
+    combiner = SupportCombiner(features=["missing_numbers"], weights=[-10.0], bias=5.0)
+    inspector = GroundedInspector.from_pretrained(tiny_grounded_dir)
+    inspector.settings = GroundingSettings(combiner=combiner)
+    passages = [["The tower stands in Paris since 1889."]]
+    answer = "The tower stands in Paris since 1925. The tower stands in Paris since 1889."
+    first, second = inspector.verify_batch(["q"], [answer], passages, threshold=0.5)[0].sentences
+    assert math.isclose(first.score, 1 / (1 + math.exp(5))) and not first.supported
+    assert math.isclose(second.score, 1 / (1 + math.exp(-5))) and second.supported
+    assert first.missing == ["1925"]
+
+
+def test_a_flipped_negation_is_evidence() -> None:
+    from aligners.sources import closest_sentence, negated
+
+    window = "The tower is in Paris. It was not painted gold. Bread needs flour."
+    assert closest_sentence("The tower was painted gold.", [window]) == "It was not painted gold."
+    assert negated("It wasn\u2019t painted.") and negated("He never won.")
+    assert not negated("Notable towers are tall.")
+
+
+def test_the_combiner_ships_in_the_config(tiny_grounded_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from aligners.inspector.grounded import SENTENCE_FEATURES, SupportCombiner
+
+    directory = tmp_path / "grounded"
+    shutil.copytree(tiny_grounded_dir, directory)
+    config = json.loads((directory / "inspector_config.json").read_text())
+    weights = [0.5, 2.0, 3.0, -2.0, -2.0, -2.0]
+    config["grounding"] = {"combiner": {"features": list(SENTENCE_FEATURES), "weights": weights}}
+    (directory / "inspector_config.json").write_text(json.dumps(config))
+    inspector = GroundedInspector.from_pretrained(directory)
+    assert inspector.settings.combiner == SupportCombiner(
+        features=list(SENTENCE_FEATURES), weights=weights
+    )
+    evidence = inspector.evidence(["q"], ["The tower is in Rome."], [["The tower is in Paris."]])
+    ((_, passage, features, missing),) = evidence[0]
+    assert passage == 0 and missing == [] and set(features) == set(SENTENCE_FEATURES)
+    assert features["context_share"] == 0.8  # 4 of its 5 words: "rome" is not in the passage
+    assert 0 < features["window_coverage"] < 1
+    report = inspector.verify_batch(["q"], ["The tower is in Rome."], [["The tower is in Paris."]])
+    assert report[0].score == pytest.approx(inspector.settings.combiner.probability(features))
+    with pytest.raises(ValueError, match="unknown combiner features"):
+        SupportCombiner(features=["length"], weights=[1.0])
+    with pytest.raises(ValueError, match="1 combiner features but 2 weights"):
+        SupportCombiner(features=["support"], weights=[1.0, 2.0])
+
+
+def test_one_window_is_read_when_the_best_holds_the_whole_claim(
+    tiny_grounded_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aligners.inspector.grounded import GroundingSettings
+
+    inspector = GroundedInspector.from_pretrained(tiny_grounded_dir)
+    read: list[int] = []
+    original = inspector.support_logits
+
+    def counting(passages, claims):  # type: ignore[no-untyped-def]
+        read.append(len(claims))
+        return original(passages, claims)
+
+    monkeypatch.setattr(inspector, "support_logits", counting)
+    passages = [["The tower stands in Paris.", "The tower is tall.", "Bread needs flour."]]
+    answer = "The tower stands in Paris. The tower stands in Rome."
+    inspector.settings = GroundingSettings(top_passages=2)
+    inspector.verify_batch(["q"], [answer], passages)
+    inspector.settings = GroundingSettings(top_passages=2, one_window_coverage=1.0)
+    inspector.verify_batch(["q"], [answer], passages)
+    # "Rome" is in no window, so the second sentence still reads two
+    assert read == [4, 3]
+
+
+def test_a_quantized_trunk_is_cached_apart_and_scores(tiny_grounded_dir: Path) -> None:
+    from aligners.inspector.cross_encoder import CrossEncoderTrunk
+
+    plain = GroundedInspector.from_pretrained(tiny_grounded_dir)
+    quantized = GroundedInspector.from_pretrained(tiny_grounded_dir)
+    quantized.trunk = CrossEncoderTrunk(plain.trunk.config, plain.trunk.directory, quantized=True)
+    assert quantized.trunk.cache_key != plain.trunk.cache_key
+    scores = quantized.support(["The tower is in Paris."], ["It is in Paris."])
+    assert len(scores) == 1 and 0.0 < scores[0] < 1.0

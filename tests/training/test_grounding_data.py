@@ -224,6 +224,7 @@ def test_train_grounded_on_a_tiny_encoder_writes_a_loadable_directory(
             passages=[p.passage],
             answer=p.claim,
             label=p.label,
+            sentence_labels=[p.label],
             source="toy",
             split=p.split,
             edit=p.edit,
@@ -245,7 +246,7 @@ def test_train_grounded_on_a_tiny_encoder_writes_a_loadable_directory(
     assert inspector.default_threshold == metrics["heldout"]["threshold"]
     assert 0 < inspector.default_threshold < 1
     assert inspector.metrics["n_train"] == sum(p.split == "train" for p in pairs)
-    assert metrics["threshold_chosen_on"] == "validation answers"
+    assert metrics["threshold_chosen_on"].startswith("validation answers")
     assert set(metrics["heldout"]["pairs"]) == {"toy", "all"}
     assert metrics["heldout"]["answers"]["all"]["n"] == sum(p.split == "heldout" for p in pairs)
     scores = inspector.score_batch(["the capital of france is paris"], ["paris"])
@@ -253,6 +254,23 @@ def test_train_grounded_on_a_tiny_encoder_writes_a_loadable_directory(
     assert not (out / "checkpoint.pt").exists()  # removed once training finished
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["metrics"]["n_train"] == metrics["n_train"]
+    # the combiner is fitted on the train answers' sentences and ships in the config
+    from aligners.inspector.grounded import SENTENCE_FEATURES, GroundedInspector
+
+    grounded = GroundedInspector.from_pretrained(out)
+    combiner = grounded.settings.combiner
+    assert combiner is not None and combiner.features == list(SENTENCE_FEATURES)
+    assert metrics["combiner"] == combiner.model_dump()
+    assert grounded.settings.quantized and grounded.settings.missing_cap is None
+    assert {"grounded_unchanged", "supported_kept"} <= set(metrics["validation_answers"])
+
+
+def test_fit_logistic_finds_the_separating_direction() -> None:
+    from aligners.training.grounded import fit_logistic
+
+    rows = [[x, 0.0] for x in (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)]
+    weights, _ = fit_logistic(rows, [0, 0, 1, 0, 1, 1], l2=0.1)
+    assert weights[0] > 0.5 and abs(weights[1]) < 1e-6
 
 
 def test_training_resumes_from_a_checkpoint(

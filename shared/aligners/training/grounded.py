@@ -4,8 +4,9 @@
 The pairs come from :mod:`aligners.data.grounding` with their split: ``train`` is trained on
 (subsampled to ``max_train_pairs`` so a 2-core CPU finishes in minutes), ``validation``
 calibrates the head (Platt) and chooses the shipped threshold, ``heldout`` is only measured.
-Answer-level numbers come from :class:`GroundedInspector` itself (each sentence's best
-supported source window; the answer's least supported sentence).
+The sentence combiner is fitted on the ``train`` answers' labelled sentences. Answer-level
+numbers come from :class:`GroundedInspector` itself (each sentence's combined score; the
+answer's least supported sentence).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from aligners.inspector.cross_encoder import (
     read_cross_encoder_config,
     write_cross_encoder_config,
 )
-from aligners.inspector.grounded import GroundedInspector, GroundingSettings
+from aligners.inspector.grounded import (
+    SENTENCE_FEATURES,
+    GroundedInspector,
+    GroundingSettings,
+    SupportCombiner,
+)
 from aligners.training.cross_encoder import (
     METRICS_FILE,
     CrossEncoderTrainingConfig,
@@ -57,6 +63,13 @@ class GroundedTrainingConfig(BaseModel):
     save_steps: int = Field(default=100, ge=0, description="Checkpoint every N steps (0: never).")
     chunk_words: int = Field(default=60, gt=0, description="Inspector: words per window.")
     top_passages: int = Field(default=2, ge=1, description="Inspector: windows read per claim.")
+    one_window_coverage: float | None = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Inspector: a claim whose best window holds this share of its content words "
+        "is read against that window alone.",
+    )
     missing_cap: float | None = Field(
         default=0.05,
         ge=0.0,
@@ -64,6 +77,27 @@ class GroundedTrainingConfig(BaseModel):
         description="Inspector: score cap of a sentence with numbers or names no passage holds.",
     )
     check_names: bool = Field(default=True, description="Inspector: names count for the cap.")
+    quantized: bool = Field(
+        default=True, description="Inspector: the encoder's linear layers run in int8 (CPU)."
+    )
+    combiner: bool = Field(
+        default=True,
+        description="Fit a SupportCombiner (logistic regression over the model's logit and the "
+        "lexical evidence) on the train answers' labelled sentences; it replaces missing_cap.",
+    )
+    combiner_l2: float = Field(default=1.0, ge=0.0, description="L2 penalty of the combiner.")
+    unchanged_target: float = Field(
+        default=0.97,
+        ge=0.0,
+        le=1.0,
+        description="Repair target on the validation answers: grounded answers left unchanged.",
+    )
+    kept_target: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Repair target on the validation answers: supported sentences kept.",
+    )
     seed: int = 0
 
 
@@ -141,6 +175,113 @@ def answer_metrics(
     }
 
 
+def labelled_evidence(
+    answers: Sequence[GroundedAnswer], inspector: GroundedInspector
+) -> list[tuple[int, dict[str, float], int | None]]:
+    """Per scored sentence of ``answers``: (answer index, its evidence, its label where known:
+    the row's sentence labels, else 1 for every sentence of a grounded answer)."""
+    rows = inspector.evidence(
+        [a.question for a in answers], [a.answer for a in answers], [a.passages for a in answers]
+    )
+    found = []
+    for index, (answer, sentences) in enumerate(zip(answers, rows)):
+        labels = answer.sentence_labels
+        if labels is not None and len(labels) != len(sentences):
+            labels = None
+        if labels is None and answer.label == 1:
+            labels = [1] * len(sentences)
+        for position, (_, _, evidence, _) in enumerate(sentences):
+            if evidence is not None:
+                found.append((index, evidence, None if labels is None else labels[position]))
+    return found
+
+
+def fit_logistic(
+    rows: Sequence[Sequence[float]], labels: Sequence[int], l2: float = 1.0, steps: int = 50
+) -> tuple[list[float], float]:
+    """Weights and bias of an L2-penalised logistic regression (Newton's method; the bias is
+    not penalised)."""
+    import numpy as np
+
+    x = np.hstack([np.asarray(rows, dtype=float), np.ones((len(rows), 1))])
+    y = np.asarray(labels, dtype=float)
+    penalty = l2 * np.diag([1.0] * (x.shape[1] - 1) + [0.0])
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        gradient = x.T @ (p - y) + penalty @ w
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(x.shape[1])
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return [round(float(v), 6) for v in w[:-1]], round(float(w[-1]), 6)
+
+
+def fit_combiner(
+    answers: Sequence[GroundedAnswer], inspector: GroundedInspector, l2: float = 1.0
+) -> SupportCombiner:
+    """A :class:`SupportCombiner` over every sentence feature, fitted on the labelled sentences
+    of ``answers`` (the train split's)."""
+    labelled = [(e, y) for _, e, y in labelled_evidence(answers, inspector) if y is not None]
+    if len({y for _, y in labelled}) < 2:
+        raise ValueError("the combiner needs supported and unsupported labelled sentences")
+    features = list(SENTENCE_FEATURES)
+    weights, bias = fit_logistic(
+        [[e[f] for f in features] for e, _ in labelled], [y for _, y in labelled], l2
+    )
+    return SupportCombiner(
+        features=features,
+        weights=weights,
+        bias=bias,
+        fitted_on=f"{len(labelled)} labelled sentences of {len(answers)} train answers",
+    )
+
+
+def repair_rates(
+    answers: Sequence[GroundedAnswer], results: Sequence[dict[str, Any]], threshold: float
+) -> dict[str, float | None]:
+    """What the drop-only repair would do at ``threshold``: the share of grounded answers left
+    unchanged (no sentence under it) and of labelled supported sentences kept."""
+    grounded = [r for a, r in zip(answers, results) if a.label == 1]
+    unchanged = [all(s >= threshold for _, s in r["sentences"]) for r in grounded]
+    kept = [s >= threshold for r in results for y, s in r["sentences"] if y == 1]
+    return {
+        "grounded_unchanged": round(sum(unchanged) / len(unchanged), 4) if unchanged else None,
+        "supported_kept": round(sum(kept) / len(kept), 4) if kept else None,
+    }
+
+
+def repair_aware_threshold(
+    answers: Sequence[GroundedAnswer],
+    results: Sequence[dict[str, Any]],
+    unchanged_target: float,
+    kept_target: float,
+) -> tuple[float, bool]:
+    """The threshold with the best balanced accuracy among those at which the drop-only repair
+    meets its targets (grounded answers unchanged, supported sentences kept); ties go to the
+    threshold nearest 0.5. Returns it and whether the targets could be met (when not: the
+    best balanced accuracy over all thresholds)."""
+    labels = [a.label for a in answers]
+    scores = [r["score"] for r in results]
+    candidates = sorted({round(s, 3) for s in scores} | {0.5})
+
+    def meets(t: float) -> bool:
+        rates = repair_rates(answers, results, t)
+        unchanged, kept = rates["grounded_unchanged"], rates["supported_kept"]
+        return (unchanged is None or unchanged >= unchanged_target) and (
+            kept is None or kept >= kept_target
+        )
+
+    allowed = [t for t in candidates if meets(t)]
+    if not allowed:
+        return best_balanced_threshold(labels, scores), False
+    best = max(
+        allowed, key=lambda t: (round(balanced_accuracy(labels, scores, t), 9), -abs(t - 0.5))
+    )
+    return round(min(0.99, max(0.01, best)), 3), True
+
+
 def inspector_scorer(directory: str | Path) -> PairScorer:
     """Calibrated P(supported) of (passage, claim) pairs from a saved grounded directory."""
     return GroundedInspector.from_pretrained(directory).support
@@ -196,9 +337,10 @@ def train_grounded(
     max_steps: int = -1,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Train, calibrate (validation split), choose the threshold (validation answers, else
-    validation pairs), measure on the held-out split, and save the directory with one head
-    ``grounded``. Returns the metrics also written to ``metrics.json``."""
+    """Train, calibrate (validation split), then :func:`fit_grounded_settings`: the combiner
+    (train answers), the threshold (validation answers, else validation pairs) and the held-out
+    measures. Saves the directory with one head ``grounded``; returns the metrics also written
+    to ``metrics.json``."""
     config = config or GroundedTrainingConfig()
     train = _subsample(
         [p for p in pairs if p.split == "train"], config.max_train_pairs, config.seed
@@ -206,7 +348,6 @@ def train_grounded(
     validation = _subsample(
         [p for p in pairs if p.split == "validation"], config.max_validation_pairs, config.seed
     )
-    heldout = [p for p in pairs if p.split == "heldout"]
     if not train or not validation:
         raise ValueError("grounding pairs need train and validation rows (see their 'split')")
     started = time.perf_counter()
@@ -232,26 +373,74 @@ def train_grounded(
         save_steps=config.save_steps,
         resume=resume,
     )
-    train_seconds = time.perf_counter() - started
+    extra = {"n_train": len(train), "train_seconds": round(time.perf_counter() - started, 1)}
+    return fit_grounded_settings(output, pairs, config, answers=answers, extra=extra)
+
+
+def fit_grounded_settings(
+    directory: str | Path,
+    pairs: Sequence[GroundingPair],
+    config: GroundedTrainingConfig | None = None,
+    *,
+    answers: Sequence[GroundedAnswer] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything after the cross-encoder's weights, on a trained directory: how answers and
+    sources are cut (:class:`GroundingSettings`), the combiner fitted on the train answers'
+    labelled sentences, the threshold with the best balanced accuracy on the validation answers
+    (with the repair rates there), and the held-out measures. Rewrites its config and
+    ``metrics.json``; returns the metrics."""
+    config = config or GroundedTrainingConfig()
+    output = Path(directory).expanduser()
+    validation = _subsample(
+        [p for p in pairs if p.split == "validation"], config.max_validation_pairs, config.seed
+    )
+    heldout = [p for p in pairs if p.split == "heldout"]
     ce_config = read_cross_encoder_config(output)
-    # How the inspector cuts answers and sources, stored beside the weights (GroundingSettings).
     settings = GroundingSettings(
         chunk_words=config.chunk_words,
         top_passages=config.top_passages,
-        missing_cap=config.missing_cap,
+        one_window_coverage=config.one_window_coverage,
+        missing_cap=None if config.combiner else config.missing_cap,
         check_names=config.check_names,
+        quantized=config.quantized,
     )
+    train_answers = [a for a in answers if a.split == "train"]
+    combiner = None
+    if config.combiner and train_answers:
+        plain = GroundedInspector.from_pretrained(output)
+        plain.settings = settings
+        plain.trunk = type(plain.trunk)(
+            plain.trunk.config, plain.trunk.directory, quantized=settings.quantized
+        )
+        try:
+            combiner = fit_combiner(train_answers, plain, config.combiner_l2)
+        except ValueError:  # one class only among the labelled sentences: nothing to fit
+            combiner = None
+    if combiner is not None:
+        settings = settings.model_copy(update={"combiner": combiner})
+    else:  # no combiner: the model's score, capped where the sentence names what is missing
+        settings = settings.model_copy(update={"missing_cap": config.missing_cap})
+    # How the inspector cuts answers and sources, stored beside the weights (GroundingSettings).
     ce_config = CrossEncoderConfig.model_validate(
         ce_config.model_dump() | {"grounding": settings.model_dump()}
     )
     write_cross_encoder_config(output, ce_config)
     score = inspector_scorer(output)
     valid_answers = [a for a in answers if a.split == "validation"]
+    metrics: dict[str, Any] = dict(extra or {})
     if valid_answers:
         results = score_answers(valid_answers, GroundedInspector.from_pretrained(output))
-        chosen_on = "validation answers"
-        threshold = best_balanced_threshold(
-            [a.label for a in valid_answers], [r["score"] for r in results]
+        threshold, met = repair_aware_threshold(
+            valid_answers, results, config.unchanged_target, config.kept_target
+        )
+        chosen_on = (
+            "validation answers: best balanced accuracy where the repair keeps "
+            f">= {config.unchanged_target:.0%} of grounded answers unchanged and "
+            f">= {config.kept_target:.0%} of supported sentences"
+            if met
+            else "validation answers: best balanced accuracy (the repair targets were not met "
+            "at any threshold)"
         )
     else:
         chosen_on = "validation pairs"
@@ -259,16 +448,20 @@ def train_grounded(
         threshold = best_balanced_threshold([p.label for p in validation], probs)
     ce_config.thresholds[GROUNDED] = threshold
     validation_probs = score([p.passage for p in validation], [p.claim for p in validation])
-    metrics: dict[str, Any] = {
-        "n_train": len(train),
+    metrics |= {
         "n_validation": len(validation),
-        "train_seconds": round(train_seconds, 1),
         "threshold_chosen_on": chosen_on,
         "validation": classification_metrics([p.label for p in validation], validation_probs),
     }
+    if settings.combiner is not None:
+        metrics["combiner"] = settings.combiner.model_dump()
     if valid_answers:
         valid_scores = [r["score"] for r in results]
         metrics["validation_answers"] = answer_metrics(valid_answers, valid_scores, threshold)
+        metrics["validation_answers"] |= repair_rates(valid_answers, results, threshold)
+        known = [(y, s) for r in results for y, s in r["sentences"] if y is not None]
+        area = auroc([y for y, _ in known], [s for _, s in known]) if known else None
+        metrics["validation_answers"]["sentence_auroc"] = None if area is None else round(area, 4)
     write_cross_encoder_config(output, ce_config)
     held_answers = [a for a in answers if a.split == "heldout"]
     if heldout or held_answers:
@@ -340,8 +533,14 @@ __all__ = [
     "balanced_accuracy",
     "best_balanced_threshold",
     "evaluate_grounded",
+    "fit_combiner",
+    "fit_grounded_settings",
+    "fit_logistic",
+    "labelled_evidence",
     "latency_answer",
     "measure_latency",
+    "repair_aware_threshold",
+    "repair_rates",
     "score_answers",
     "train_grounded",
 ]
