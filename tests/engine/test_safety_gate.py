@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from aligners import (
     Aligner,
@@ -212,10 +213,26 @@ def test_gate_with_a_fine_tuned_request_model_ships_its_layers_and_round_trips(
     saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
     assert saved["request_trained_layers"] == 1
     assert (tmp_path / "gate" / "request_trunk.safetensors").exists()
-    # The request check keeps the frozen head: no trunk of its own.
+    # The request check reads through the gate's fine-tuned trunk, named, not copied.
     assert not (tmp_path / "request" / "request_trunk.safetensors").exists()
+    check_config = json.loads((tmp_path / "request" / "inspector_config.json").read_text())
+    assert check_config["trunk"] == "../gate/request_trunk.safetensors"
     encoder = SentenceEncoder(str(tiny_encoder_dir))
     gate = SafetyGateInspector.from_pretrained(tmp_path / "gate", encoder=encoder)
+    check = EncoderRequestInspector.from_pretrained(tmp_path / "request", encoder=encoder)
+    requests = [f"{HARMFUL_Q[0]} 1", f"{SAFE_Q[0]} 1"]
+    with torch.inference_mode():
+        request_logits = gate.heads["request"](gate.request_features(requests))[:, 0]
+    expected = [float(x) for x in torch.sigmoid(-request_logits)]
+    assert check.score_batch(requests) == pytest.approx(expected, abs=1e-5)
+    moved = EncoderRequestInspector.from_pretrained(
+        check.save_pretrained(tmp_path / "elsewhere" / "deeper"), encoder=encoder
+    )
+    assert moved.score_batch(requests) == pytest.approx(expected, abs=1e-5)
+    (tmp_path / "gate" / "request_trunk.safetensors").rename(tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match="fine-tuned trunk"):
+        EncoderRequestInspector.from_pretrained(tmp_path / "request", encoder=encoder)
+    (tmp_path / "gone").rename(tmp_path / "gate" / "request_trunk.safetensors")
     again = SafetyGateInspector.from_pretrained(
         gate.save_pretrained(tmp_path / "again"), encoder=encoder
     )

@@ -134,19 +134,54 @@ class RequestHeadConfig(BaseModel):
         default_factory=HeadCalibration,
         description="Platt scaling fitted on requests the head was not trained on.",
     )
+    trunk: str | None = Field(
+        default=None,
+        description="Fine-tuned top layers of the encoder the head reads through (a delta file, "
+        "relative to this folder; the safety gate's request_trunk.safetensors); None: the "
+        "frozen encoder.",
+    )
+    max_length: int = Field(default=64, gt=8, description="Tokens of a request read by `trunk`.")
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class EncoderRequestInspector(RequestInspector):
-    """A frozen sentence encoder embeds the request; a logistic head gives P(fine to answer)."""
+    """A sentence encoder embeds the request (frozen, or with the safety gate's fine-tuned top
+    layers when the config names a ``trunk``); a logistic head gives P(fine to answer)."""
 
     def __init__(
-        self, head: Any, config: RequestHeadConfig, *, encoder: SentenceEncoder | None = None
+        self,
+        head: Any,
+        config: RequestHeadConfig,
+        *,
+        encoder: SentenceEncoder | None = None,
+        trunk: Path | None = None,
     ) -> None:
         self.head = head.eval()
         self.config = config
         self.threshold = config.threshold
         self.encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
+        #: The fine-tuned trunk's delta file (resolved), when the config names one.
+        self.trunk = trunk
+        if config.trunk is not None and trunk is None:
+            raise ValueError(
+                f"this request head reads through the fine-tuned trunk {config.trunk!r}: load "
+                "it with from_pretrained(folder) or pass trunk="
+            )
+
+    def embed(self, requests: Sequence[str]) -> Any:
+        """The features the head reads: frozen embeddings, or the fine-tuned trunk's states."""
+        if self.trunk is None:
+            return self.encoder.encode(list(requests))
+        from aligners.inspector.tuned_trunk import load_tuned_trunk, mean_pooled
+
+        model, tokenizer = load_tuned_trunk(self.encoder, self.trunk)
+        return mean_pooled(
+            model,
+            tokenizer,
+            requests,
+            max_length=self.config.max_length,
+            dim=self.config.embedding_dim,
+        )
 
     @staticmethod
     def build_head(embedding_dim: int) -> Any:
@@ -167,8 +202,7 @@ class EncoderRequestInspector(RequestInspector):
     def _score(self, requests: Sequence[str]) -> list[float]:
         import torch
 
-        embeddings = self.encoder.encode(list(requests))
-        return [float(x) for x in torch.sigmoid(self.logits(embeddings))]
+        return [float(x) for x in torch.sigmoid(self.logits(self.embed(requests)))]
 
     @classmethod
     def from_pretrained(
@@ -190,19 +224,30 @@ class EncoderRequestInspector(RequestInspector):
         config = RequestHeadConfig(**raw)
         head = cls.build_head(config.embedding_dim)
         head.load_state_dict(load_file(str(directory / REQUEST_HEAD_WEIGHTS)))
-        return cls(head, config, encoder=encoder)
+        trunk = (directory / config.trunk).resolve() if config.trunk is not None else None
+        if trunk is not None and not trunk.exists():
+            raise FileNotFoundError(
+                f"{directory} names the fine-tuned trunk {config.trunk!r}, which is missing "
+                f"({trunk})"
+            )
+        return cls(head, config, encoder=encoder, trunk=trunk)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write the head (a few KB) and its config."""
+        """Write the head (a few KB) and its config; a fine-tuned trunk is not copied but named
+        by its path relative to the folder (it ships once, with the safety gate)."""
+        import os
+
         from safetensors.torch import save_file
 
         directory = Path(path).expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(directory / REQUEST_HEAD_WEIGHTS))
-        (directory / REQUEST_INSPECTOR_CONFIG).write_text(
-            self.config.model_dump_json(indent=2) + "\n"
-        )
+        config = self.config
+        if self.trunk is not None:
+            relative = Path(os.path.relpath(self.trunk, directory.resolve())).as_posix()
+            config = config.model_copy(update={"trunk": relative})
+        (directory / REQUEST_INSPECTOR_CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
         return directory
 
 

@@ -126,51 +126,33 @@ class SafetyGateInspector(Inspector):
 
     def request_features(self, questions: Sequence[str]) -> Any:
         """Mean-pooled states of the fine-tuned request model (``request_trained_layers`` > 0)."""
-        import torch
+        from aligners.inspector.tuned_trunk import mean_pooled
 
         model, tokenizer = self._request_model()
-        texts = [q if q.strip() else " " for q in questions]
-        if not texts:
-            return torch.zeros((0, self.config.embedding_dim))
-        pooled = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), 64):
-                batch = tokenizer(
-                    texts[start : start + 64],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.config.request_max_length,
-                    return_tensors="pt",
-                )
-                hidden = model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9))
-        return torch.cat(pooled).float()
+        return mean_pooled(
+            model,
+            tokenizer,
+            questions,
+            max_length=self.config.request_max_length,
+            dim=self.config.embedding_dim,
+        )
 
     def _request_model(self) -> tuple[Any, Any]:
-        from transformers import AutoModel, AutoTokenizer
+        from aligners.inspector.tuned_trunk import load_tuned_trunk
+
+        if self.request_model is None:
+            if self._request_trunk is None:
+                raise ValueError("this gate's request model has no weights: load it from a folder")
+            self.request_model, tokenizer = load_tuned_trunk(self.encoder, self._request_trunk)
+            return self.request_model, tokenizer
+        from transformers import AutoTokenizer
 
         from aligners.backends.cache import MODEL_CACHE
-        from aligners.inspector.cross_encoder import load_trunk_delta
 
         source = self.encoder.source
         tokenizer = MODEL_CACHE.get_or_load(
             ("tokenizer", source), lambda: AutoTokenizer.from_pretrained(source.path)
         )
-        if self.request_model is None:
-            trunk = self._request_trunk
-            if trunk is None:
-                raise ValueError("this gate's request model has no weights: load it from a folder")
-            stamp = trunk.stat().st_mtime_ns if trunk.exists() else None
-
-            def loader() -> Any:
-                model = AutoModel.from_pretrained(source.path)
-                load_trunk_delta(model, trunk)
-                return model.eval()
-
-            self.request_model = MODEL_CACHE.get_or_load(
-                ("safety-gate-request", source, str(trunk), stamp), loader
-            )
         return self.request_model, tokenizer
 
     def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
