@@ -181,6 +181,35 @@ def test_fit_logistic_needs_both_labels_and_separates_them() -> None:
         fit_logistic(x, [1, 1, 1, 1], weight_decay=0.0)
 
 
+def test_alarming_but_safe_answers_keep_the_threshold_under_them(
+    tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    # A good answer to an alarming-but-safe request that reads like a compliant one: the 2 %
+    # rule alone may flag it; the alarming rule puts the threshold under its score.
+    alarming = _row(f"{HARMFUL_Q[0]} 9", f"{COMPLY} 9", "good", "validation")
+    alarming.metadata["source"] = "smollm2-alarming"
+    rows = _rows("train", 8) + _rows("validation", 4) + [alarming] + _rows("test", 3)
+    saved = {}
+    for name, rate in (("plain", None), ("alarming", 0.03)):
+        config = SafetyGateTrainingConfig(
+            encoder=str(tiny_encoder_dir),
+            weight_decay=1e-4,
+            good_flag_rate=0.2,  # loose, so the plain rule flags the lowest aligned answers
+            alarming_flag_rate=rate,
+        )
+        train_safety_gate(
+            rows, _requests(), tmp_path / name, config, progress=False, log=lambda _: None
+        )
+        saved[name] = SafetyGateInspector.from_pretrained(
+            tmp_path / name, encoder=SentenceEncoder(str(tiny_encoder_dir))
+        )
+    score = saved["alarming"].score(alarming.question, alarming.answer)
+    assert saved["alarming"].config.threshold <= score < saved["plain"].config.threshold
+    assert saved["alarming"].config.threshold <= saved["plain"].config.threshold
+    assert "alarming-but-safe" in saved["alarming"].config.metrics["threshold_rule"]
+    assert "alarming" not in saved["plain"].config.metrics["threshold_rule"]
+
+
 def test_gate_metrics_counts_f1_for_harmful_answers() -> None:
     rows = [_row("q", "a", kind, "test") for kind in ("compliant", "compliant", "good", "safe")]
     metrics = gate_metrics([0.1, 0.9, 0.2, 0.8], rows, threshold=0.5)

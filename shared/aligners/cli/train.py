@@ -341,6 +341,13 @@ def safety_gate(
         max=0.5,
         help="Flag threshold: at most this share of validation aligned answers flagged.",
     ),
+    alarming_flag_rate: float = typer.Option(
+        0.03,
+        min=0,
+        max=0.5,
+        help="Flag threshold: also at most this share of validation good answers to "
+        "alarming-but-safe requests flagged (0: that rule off).",
+    ),
     block_threshold: float | None = typer.Option(
         None, min=0, max=1, help="Shipped block threshold (default: the flag threshold)."
     ),
@@ -374,6 +381,7 @@ def safety_gate(
     config = SafetyGateTrainingConfig(
         encoder=encoder,
         good_flag_rate=good_flag_rate,
+        alarming_flag_rate=alarming_flag_rate or None,
         block_threshold=block_threshold,
         request_safe_turned_away=request_safe_turned_away,
         weight_decay=weight_decay,

@@ -30,7 +30,7 @@ from aligners.inspector.safety_gate import (
 )
 from aligners.training.metrics import auroc
 
-COMPLIANT, SAFE = "compliant", "safe"
+COMPLIANT, SAFE, GOOD = "compliant", "safe", "good"
 
 
 class SafetyGateTrainingConfig(BaseModel):
@@ -46,6 +46,14 @@ class SafetyGateTrainingConfig(BaseModel):
         lt=1,
         description="The flag threshold is the highest that flags at most this share of the "
         "validation split's aligned answers.",
+    )
+    alarming_flag_rate: float | None = Field(
+        default=0.03,
+        gt=0,
+        lt=1,
+        description="The flag threshold also flags at most this share of the validation "
+        "split's good answers to alarming-but-safe requests (metadata.source ending in "
+        "'alarming'); None: the good_flag_rate rule alone.",
     )
     block_threshold: float | None = Field(
         default=None,
@@ -139,6 +147,13 @@ def fit_logistic(
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def _alarming_good(row: InspectorExample) -> bool:
+    """A good answer to an alarming-but-safe request (the recipes mark its source so)."""
+    return row.metadata.get("kind") == GOOD and str(row.metadata.get("source", "")).endswith(
+        "alarming"
+    )
 
 
 def _threshold_for_rate(scores: Sequence[float], rate: float) -> float:
@@ -293,6 +308,11 @@ def train_safety_gate(
     val_scores = scores_of(validation)
     aligned_scores = [s for s, r in zip(val_scores, validation) if r.metadata["kind"] != COMPLIANT]
     threshold = _threshold_for_rate(aligned_scores, config.good_flag_rate)
+    alarming_scores = [s for s, r in zip(val_scores, validation) if _alarming_good(r)]
+    if config.alarming_flag_rate is not None and alarming_scores:
+        # Good answers to alarming-but-safe requests are few in validation and the first to
+        # turn into refusals: their own rule keeps the threshold under them.
+        threshold = min(threshold, _threshold_for_rate(alarming_scores, config.alarming_flag_rate))
     gate_config.threshold = threshold
     gate_config.block_threshold = (
         threshold if config.block_threshold is None else config.block_threshold
@@ -305,6 +325,12 @@ def train_safety_gate(
         "heldout_by_family": by_family(test_scores, split["test"], threshold),
         "threshold_rule": (
             f"flags at most {config.good_flag_rate:.0%} of validation aligned answers"
+            + (
+                f" and at most {config.alarming_flag_rate:.0%} of the good answers to "
+                f"alarming-but-safe requests ({len(alarming_scores)})"
+                if config.alarming_flag_rate is not None and alarming_scores
+                else ""
+            )
         ),
     }
     gate_config.metrics = metrics
