@@ -55,6 +55,17 @@ from aligners.squad.policy import (
     SquadPolicy,
     Thresholds,
 )
+from aligners.squad.steps import (
+    Emit,
+    Machine,
+    StreamRewrite,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
+    resume,
+)
 from aligners.validation import validate_pair
 
 __version__ = "0.1.0"
@@ -122,4 +133,14 @@ __all__ = [
     "register_format",
     "resolve_request_inspector",
     "validate_pair",
+    # the step machines' parts: one sync and one async driver for every integration
+    "Emit",
+    "Machine",
+    "StreamRewrite",
+    "Work",
+    "adrive",
+    "adrive_stream",
+    "drive",
+    "drive_stream",
+    "resume",
 ]

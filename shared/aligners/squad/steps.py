@@ -4,13 +4,16 @@ A machine is a generator: it yields the work it needs done (score, rewrite, re-s
 rewrite, emit text) and receives each result. The logic lives in the machine once; a driver only
 decides how work runs: :func:`drive` in the calling thread, :func:`adrive` on an event loop
 (models run in worker threads or through their async clients). Streams drive the same machine
-and forward the text it emits.
+and forward the text it emits (:func:`drive_stream`, :func:`adrive_stream`). A step that fails is
+raised inside the machine where it waits, so the machine decides what a failure means.
+
+The integrations write their sync and async paths the same way: one machine, these drivers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,47 +31,145 @@ class Work:
 
 @dataclass(frozen=True)
 class StreamRewrite:
-    """An aligner's rewrite to stream: the driver forwards every piece to its consumer and
-    sends back ``(pieces, error)`` (the error of a stream that broke off, else None)."""
+    """Pieces to stream (an aligner's rewrite, a squad's answer): the driver sends each piece,
+    passed through ``each`` (default: the piece itself), to its consumer and sends back
+    ``(pieces, error)`` (the pieces as they came, and the error of a stream that broke off, else
+    None)."""
 
-    pieces: Callable[[], Iterator[str]]
-    apieces: Callable[[], AsyncIterator[str]]
+    pieces: Callable[[], Iterator[Any]]
+    apieces: Callable[[], AsyncIterator[Any]]
+    each: Callable[[Any], Iterable[Any]] | None = None
 
 
 @dataclass(frozen=True)
 class Emit:
-    """Text the stream sends as it is."""
+    """Something the stream sends as it is (text, or an integration's chunk)."""
 
-    text: str
+    text: Any
 
 
 Step = Work | StreamRewrite | Emit
 Machine = Generator[Step, Any, T]
 
 
+def _advance(machine: Machine[T], reply: Any, error: BaseException | None) -> Step:
+    """The machine's next step: ``reply`` sent in, or ``error`` raised where it waits (so the
+    machine may handle a failed step; if it does not, the error leaves through the driver)."""
+    return machine.throw(error) if error is not None else machine.send(reply)
+
+
 def drive(machine: Machine[T]) -> T:
     """Run a machine that only asks for :class:`Work`, in this thread."""
     reply: Any = None
+    error: BaseException | None = None
     while True:
         try:
-            step = machine.send(reply)
+            step = _advance(machine, reply, error)
         except StopIteration as done:
             result: T = done.value
             return result
         if not isinstance(step, Work):
             raise TypeError(f"drive() runs Work steps only, got {type(step).__name__}")
-        reply = step.run()
+        reply, error = None, None
+        try:
+            reply = step.run()
+        except Exception as failure:
+            error = failure
 
 
 async def adrive(machine: Machine[T]) -> T:
     """Run a machine that only asks for :class:`Work` without blocking the event loop."""
     reply: Any = None
+    error: BaseException | None = None
     while True:
         try:
-            step = machine.send(reply)
+            step = _advance(machine, reply, error)
         except StopIteration as done:
             result: T = done.value
             return result
         if not isinstance(step, Work):
             raise TypeError(f"adrive() runs Work steps only, got {type(step).__name__}")
-        reply = await (step.arun() if step.arun else asyncio.to_thread(step.run))
+        reply, error = None, None
+        try:
+            reply = await arun(step)
+        except Exception as failure:
+            error = failure
+
+
+async def arun(step: Work) -> Any:
+    """One :class:`Work` step on an event loop: its async form, else ``run`` in a thread."""
+    return await (step.arun() if step.arun else asyncio.to_thread(step.run))
+
+
+def drive_stream(machine: Machine[Any]) -> Iterator[Any]:
+    """Run a stream machine in this thread: yield what it emits and streams, run its work."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = _advance(machine, reply, error)
+        except StopIteration:
+            return
+        reply, error = None, None
+        if isinstance(step, Emit):
+            yield step.text
+        elif isinstance(step, StreamRewrite):
+            pieces: list[Any] = []
+            try:
+                for piece in step.pieces():
+                    pieces.append(piece)
+                    yield from step.each(piece) if step.each else (piece,)
+            except Exception as failure:
+                reply = (pieces, failure)
+            reply = reply or (pieces, None)
+        else:
+            try:
+                reply = step.run()
+            except Exception as failure:
+                error = failure
+
+
+async def adrive_stream(machine: Machine[Any]) -> AsyncIterator[Any]:
+    """Run a stream machine on an event loop: yield what it emits and streams, await its work."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = _advance(machine, reply, error)
+        except StopIteration:
+            return
+        reply, error = None, None
+        if isinstance(step, Emit):
+            yield step.text
+        elif isinstance(step, StreamRewrite):
+            pieces: list[Any] = []
+            try:
+                async for piece in step.apieces():
+                    pieces.append(piece)
+                    for out in step.each(piece) if step.each else (piece,):
+                        yield out
+            except Exception as failure:
+                reply = (pieces, failure)
+            reply = reply or (pieces, None)
+        else:
+            try:
+                reply = await arun(step)
+            except Exception as failure:
+                error = failure
+
+
+def resume(machine: Machine[T], reply: Any) -> Machine[T]:
+    """The rest of a machine whose last step was answered with ``reply`` outside it: use as
+    ``yield from resume(machine, reply)`` after taking its first step by hand."""
+    try:
+        step = machine.send(reply)
+        while True:
+            try:
+                reply = yield step
+            except Exception as error:
+                step = machine.throw(error)
+            else:
+                step = machine.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
