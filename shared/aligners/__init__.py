@@ -44,7 +44,7 @@ from aligners.inspector import (
 )
 from aligners.inspector.request import resolve_request_inspector
 from aligners.sources import Context, GroundingReport, SentenceSupport, as_passages
-from aligners.squad import AlignmentResult, Squad, SquadMember, StageRecord
+from aligners.squad import AlignmentResult, Squad, SquadMember, SquadStream, StageRecord
 from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.policy import (
     DEFAULT_BLOCKED_MESSAGE,
@@ -117,6 +117,7 @@ __all__ = [
     "Squad",
     "SquadMember",
     "SquadPolicy",
+    "SquadStream",
     "StageRecord",
     "TemplateFormat",
     "Thresholds",
