@@ -64,6 +64,7 @@ from aligners.squad.steps import (
     adrive_stream,
     drive,
     drive_stream,
+    mapped,
     resume,
 )
 from aligners.validation import validate_pair
@@ -143,5 +144,6 @@ __all__ = [
     "adrive_stream",
     "drive",
     "drive_stream",
+    "mapped",
     "resume",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -156,6 +157,36 @@ async def adrive_stream(machine: Machine[Any]) -> AsyncIterator[Any]:
                 reply = await arun(step)
             except Exception as failure:
                 error = failure
+
+
+def mapped(machine: Machine[T], each: Callable[[Any], Iterable[Any]]) -> Machine[T]:
+    """``machine`` with what it sends (emitted and streamed) passed through ``each``: one item
+    in, any number out. Its work and its result are left as they are."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = _advance(machine, reply, error)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        reply, error = None, None
+        if isinstance(step, Emit):
+            for item in each(step.text):
+                yield Emit(item)
+            continue
+        if isinstance(step, StreamRewrite):
+            step = StreamRewrite(step.pieces, step.apieces, partial(_each, step.each, each))
+        try:
+            reply = yield step
+        except Exception as failure:
+            error = failure
+
+
+def _each(
+    first: Callable[[Any], Iterable[Any]] | None, then: Callable[[Any], Iterable[Any]], piece: Any
+) -> list[Any]:
+    return [out for item in (first(piece) if first else (piece,)) for out in then(item)]
 
 
 def resume(machine: Machine[T], reply: Any) -> Machine[T]:
