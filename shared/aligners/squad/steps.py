@@ -13,7 +13,15 @@ The integrations write their sync and async paths the same way: one machine, the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -102,7 +110,7 @@ async def arun(step: Work) -> Any:
     return await (step.arun() if step.arun else asyncio.to_thread(step.run))
 
 
-def drive_stream(machine: Machine[Any]) -> Iterator[Any]:
+def drive_stream(machine: Machine[Any]) -> Generator[Any, None, None]:
     """Run a stream machine in this thread: yield what it emits and streams, run its work."""
     reply: Any = None
     error: BaseException | None = None
@@ -130,7 +138,7 @@ def drive_stream(machine: Machine[Any]) -> Iterator[Any]:
                 error = failure
 
 
-async def adrive_stream(machine: Machine[Any]) -> AsyncIterator[Any]:
+async def adrive_stream(machine: Machine[Any]) -> AsyncGenerator[Any, None]:
     """Run a stream machine on an event loop: yield what it emits and streams, await its work."""
     reply: Any = None
     error: BaseException | None = None
