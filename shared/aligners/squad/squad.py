@@ -813,10 +813,20 @@ class Squad:
         Under ``on_error="return_original"`` a bad item or a failing model costs no answer: the
         affected answers come back as they were, with the failure in their records.
         """
+        return drive(self.batch_steps(questions, answers, contexts))
+
+    def batch_steps(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
+    ) -> Machine[list[AlignmentResult]]:
+        """:meth:`align_batch` as a step machine (:meth:`steps` after the validation, with
+        ``on_error`` applied); :meth:`align_batch` and :meth:`aalign_batch` drive it."""
         good, failed, passages = self._valid_items(questions, answers, contexts)
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
-            aligned = drive(self.steps(q, a, passages)) if good else []
+            aligned = (yield from self.steps(q, a, passages)) if good else []
         except Exception as error:
             aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
@@ -875,13 +885,7 @@ class Squad:
         contexts: Sequence[Any] | None = None,
     ) -> list[AlignmentResult]:
         """Async :meth:`align_batch`: generation and scoring run off the event loop."""
-        good, failed, passages = self._valid_items(questions, answers, contexts)
-        q, a = [questions[i] for i in good], [answers[i] for i in good]
-        try:
-            aligned = await adrive(self.steps(q, a, passages)) if good else []
-        except Exception as error:
-            aligned = self._recover(error, q, a)
-        return self._merge(len(answers), good, aligned, failed)
+        return await adrive(self.batch_steps(questions, answers, contexts))
 
     async def aalign(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
         """Async :meth:`align`."""

@@ -69,40 +69,21 @@ def _advance(machine: Machine[T], reply: Any, error: BaseException | None) -> St
 
 def drive(machine: Machine[T]) -> T:
     """Run a machine that only asks for :class:`Work`, in this thread."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = _advance(machine, reply, error)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        if not isinstance(step, Work):
-            raise TypeError(f"drive() runs Work steps only, got {type(step).__name__}")
-        reply, error = None, None
-        try:
-            reply = step.run()
-        except Exception as failure:
-            error = failure
+    stream = drive_stream(machine)
+    try:
+        sent = next(stream)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    raise TypeError(f"drive() runs Work steps only; the machine sent {sent!r} (drive_stream)")
 
 
 async def adrive(machine: Machine[T]) -> T:
     """Run a machine that only asks for :class:`Work` without blocking the event loop."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = _advance(machine, reply, error)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        if not isinstance(step, Work):
-            raise TypeError(f"adrive() runs Work steps only, got {type(step).__name__}")
-        reply, error = None, None
-        try:
-            reply = await arun(step)
-        except Exception as failure:
-            error = failure
+    result: list[T] = []
+    async for sent in _adrive_stream(machine, result):
+        raise TypeError(f"adrive() runs Work steps only; the machine sent {sent!r}")
+    return result[0]
 
 
 async def arun(step: Work) -> Any:
@@ -110,15 +91,17 @@ async def arun(step: Work) -> Any:
     return await (step.arun() if step.arun else asyncio.to_thread(step.run))
 
 
-def drive_stream(machine: Machine[Any]) -> Generator[Any, None, None]:
-    """Run a stream machine in this thread: yield what it emits and streams, run its work."""
+def drive_stream(machine: Machine[T]) -> Generator[Any, None, T]:
+    """Run a stream machine in this thread: yield what it emits and streams, run its work;
+    its result is the generator's return value."""
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
             step = _advance(machine, reply, error)
-        except StopIteration:
-            return
+        except StopIteration as done:
+            result: T = done.value
+            return result
         reply, error = None, None
         if isinstance(step, Emit):
             yield step.text
@@ -138,14 +121,20 @@ def drive_stream(machine: Machine[Any]) -> Generator[Any, None, None]:
                 error = failure
 
 
-async def adrive_stream(machine: Machine[Any]) -> AsyncGenerator[Any, None]:
+def adrive_stream(machine: Machine[Any]) -> AsyncGenerator[Any, None]:
     """Run a stream machine on an event loop: yield what it emits and streams, await its work."""
+    return _adrive_stream(machine, [])
+
+
+async def _adrive_stream(machine: Machine[T], result: list[T]) -> AsyncGenerator[Any, None]:
+    """:func:`adrive_stream`, with the machine's result appended to ``result``."""
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
             step = _advance(machine, reply, error)
-        except StopIteration:
+        except StopIteration as done:
+            result.append(done.value)
             return
         reply, error = None, None
         if isinstance(step, Emit):
