@@ -81,7 +81,7 @@ def drive(machine: Machine[T]) -> T:
 async def adrive(machine: Machine[T]) -> T:
     """Run a machine that only asks for :class:`Work` without blocking the event loop."""
     result: list[T] = []
-    async for sent in _adrive_stream(machine, result):
+    async for sent in adrive_stream(machine, result):
         raise TypeError(f"adrive() runs Work steps only; the machine sent {sent!r}")
     return result[0]
 
@@ -121,20 +121,19 @@ def drive_stream(machine: Machine[T]) -> Generator[Any, None, T]:
                 error = failure
 
 
-def adrive_stream(machine: Machine[Any]) -> AsyncGenerator[Any, None]:
-    """Run a stream machine on an event loop: yield what it emits and streams, await its work."""
-    return _adrive_stream(machine, [])
-
-
-async def _adrive_stream(machine: Machine[T], result: list[T]) -> AsyncGenerator[Any, None]:
-    """:func:`adrive_stream`, with the machine's result appended to ``result``."""
+async def adrive_stream(
+    machine: Machine[T], result: list[T] | None = None
+) -> AsyncGenerator[Any, None]:
+    """Run a stream machine on an event loop: yield what it emits and streams, await its work;
+    its result is appended to ``result`` (an async generator returns no value)."""
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
             step = _advance(machine, reply, error)
         except StopIteration as done:
-            result.append(done.value)
+            if result is not None:
+                result.append(done.value)
             return
         reply, error = None, None
         if isinstance(step, Emit):
