@@ -55,7 +55,7 @@ from aligners.squad.policy import (
     SquadPolicy,
     Thresholds,
 )
-from aligners.squad.steps import (
+from aligners.steps import (
     Emit,
     Machine,
     StreamRewrite,

@@ -16,7 +16,7 @@ from aligners.eval.data import EvalItem
 from aligners.eval.judges import InspectorJudge, Judge, Verdict
 from aligners.eval.stats import CIMethod, WinStats, win_stats
 from aligners.eval.upstream import Upstream, make_upstream
-from aligners.squad.steps import Machine, Work, adrive, drive
+from aligners.steps import Machine, Work, adrive, drive
 
 
 class EvalConfig(BaseModel):
@@ -354,14 +354,7 @@ def evaluate(
     **upstream_options: Any,
 ) -> EvalRun:
     """Evaluate a squad on questions (answered by ``upstream``) or on items that carry answers."""
-    evaluator = Evaluator(
-        squad=squad,
-        upstream=upstream,
-        judges=judges,
-        config=config,
-        upstream_options=upstream_options,
-    )
-    return evaluator.run(items)
+    return _evaluator(squad, upstream, judges, config, upstream_options).run(items)
 
 
 async def aevaluate(
@@ -374,14 +367,23 @@ async def aevaluate(
     **upstream_options: Any,
 ) -> EvalRun:
     """Async :func:`evaluate`."""
-    evaluator = Evaluator(
+    return await _evaluator(squad, upstream, judges, config, upstream_options).arun(items)
+
+
+def _evaluator(
+    squad: Any,
+    upstream: Any,
+    judges: Sequence[Judge] | None,
+    config: EvalConfig | None,
+    upstream_options: dict[str, Any],
+) -> Evaluator:
+    return Evaluator(
         squad=squad,
         upstream=upstream,
         judges=judges,
         config=config,
         upstream_options=upstream_options,
     )
-    return await evaluator.arun(items)
 
 
 # -- summary -----------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from aligners.squad.policy import (
     SquadPolicy,
 )
 from aligners.squad.result import AlignmentResult, StageRecord
-from aligners.squad.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
 from aligners.squad.stream import ALREADY_STREAMED, SquadStream, stream_failure
+from aligners.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
 from aligners.validation import validate_batch, validate_containers, validate_item
 
 logger = logging.getLogger(__name__)
@@ -837,9 +837,9 @@ class Squad:
         answers: Sequence[str],
         passages: Sequence[tuple[str, ...]] | None = None,
     ) -> Machine[list[AlignmentResult]]:
-        """The algorithm for validated pairs as a step machine (:mod:`aligners.squad.steps`):
+        """The algorithm for validated pairs as a step machine (:mod:`aligners.steps`):
         it asks for the scoring, rewriting and re-scoring it needs and returns the results;
-        :func:`~aligners.squad.steps.drive` and ``adrive`` run it sync or async."""
+        :func:`~aligners.steps.drive` and ``adrive`` run it sync or async."""
         works = yield Work(partial(self._start, questions, answers, passages))
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}

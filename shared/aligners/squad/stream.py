@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aligners.errors import AlignmentViolation
 from aligners.sources import as_passages
 from aligners.squad.result import AlignmentResult
-from aligners.squad.steps import Emit, Machine, Work, adrive_stream, drive_stream, resume
+from aligners.steps import Emit, Machine, Work, adrive_stream, drive_stream, resume
 from aligners.validation import validate_pair
 
 if TYPE_CHECKING:
