@@ -108,8 +108,9 @@ def drive_stream(machine: Machine[T]) -> Generator[Any, None, T]:
             yield step.text
         elif isinstance(step, StreamRewrite):
             pieces: list[Any] = []
-            stream = step.pieces()
+            stream: Any = None
             try:
+                stream = step.pieces()
                 for piece in stream:
                     pieces.append(piece)
                     yield from step.each(piece) if step.each else (piece,)
@@ -145,8 +146,9 @@ async def adrive_stream(
             yield step.text
         elif isinstance(step, StreamRewrite):
             pieces: list[Any] = []
-            astream = step.apieces()
+            astream: Any = None
             try:
+                astream = step.apieces()
                 async for piece in astream:
                     pieces.append(piece)
                     for out in step.each(piece) if step.each else (piece,):
