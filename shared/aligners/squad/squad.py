@@ -567,34 +567,66 @@ class Squad:
             )
         return correction, None
 
-    def _run_group(
+    def _group_steps(
         self, member: SquadMember, works: Sequence[_Work], indices: list[int]
-    ) -> dict[int, tuple[Correction | None, str | None]]:
+    ) -> Machine[dict[int, tuple[Correction | None, str | None]]]:
+        """One member's rewrites of a group, as a step machine: one batched call; when it
+        fails, the answers one by one (sync), or (async) the whole group again in a thread."""
         if isinstance(member.aligner, GroundedRepair):
             return self._repair_group(member.aligner, works, indices)
-        assert member.aligner is not None
+        aligner = member.aligner
+        assert aligner is not None
         questions = [works[i].question for i in indices]
         answers = [works[i].text for i in indices]
         try:
-            corrections = member.aligner.correct(questions, answers)
+            corrections = yield Work(
+                lambda: aligner.correct(questions, answers),
+                lambda: aligner.acorrect(questions, answers),
+            )
         except Exception as batch_error:  # isolate the failing answers; keep the rest
-            logger.warning("aligner %s failed on a batch: %s", member.name, batch_error)
-            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-            for i, question, answer in zip(indices, questions, answers):
-                try:
-                    outcomes[i] = self._accept(
-                        member.aligner.correct([question], [answer])[0],
-                        member.aligner,
-                        self.config.policy.on_token_limit,
-                    )
-                except Exception as error:
-                    outcomes[i] = (
-                        None,
-                        f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
-                    )
-            return outcomes
+            return (
+                yield Work(
+                    partial(self._one_by_one, member, indices, questions, answers, batch_error),
+                    partial(asyncio.to_thread, self._run_group, member, works, indices),
+                )
+            )
         limit = self.config.policy.on_token_limit
-        return {i: self._accept(c, member.aligner, limit) for i, c in zip(indices, corrections)}
+        return {i: self._accept(c, aligner, limit) for i, c in zip(indices, corrections)}
+
+    def _one_by_one(
+        self,
+        member: SquadMember,
+        indices: list[int],
+        questions: list[str],
+        answers: list[str],
+        batch_error: Exception,
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        logger.warning("aligner %s failed on a batch: %s", member.name, batch_error)
+        assert isinstance(member.aligner, Aligner)
+        outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+        for i, question, answer in zip(indices, questions, answers):
+            try:
+                outcomes[i] = self._accept(
+                    member.aligner.correct([question], [answer])[0],
+                    member.aligner,
+                    self.config.policy.on_token_limit,
+                )
+            except Exception as error:
+                outcomes[i] = (
+                    None,
+                    f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
+                )
+        return outcomes
+
+    def _run_group(
+        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        return drive(self._group_steps(member, works, indices))
+
+    async def _arun_group(
+        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        return await adrive(self._group_steps(member, works, indices))
 
     def _repair_group(
         self, repair: GroundedRepair, works: Sequence[_Work], indices: list[int]
@@ -610,20 +642,6 @@ class Squad:
                 works[i].result.grounding = report
                 outcomes[i] = self._accept(repair.repair(works[i].text, report))
         return outcomes
-
-    async def _arun_group(
-        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
-    ) -> dict[int, tuple[Correction | None, str | None]]:
-        if not isinstance(member.aligner, Aligner):
-            return self._run_group(member, works, indices)
-        questions = [works[i].question for i in indices]
-        answers = [works[i].text for i in indices]
-        try:
-            corrections = await member.aligner.acorrect(questions, answers)
-        except Exception:
-            return await asyncio.to_thread(self._run_group, member, works, indices)
-        limit = self.config.policy.on_token_limit
-        return {i: self._accept(c, member.aligner, limit) for i, c in zip(indices, corrections)}
 
     def _stages(
         self, works: list[_Work]
