@@ -516,9 +516,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        async def run(
-            chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
-        ) -> AsyncIterator[Any]:
+        async def run(chunks: Any, run_manager: Any, config: Any) -> AsyncIterator[Any]:
             async for chunk in adrive_stream(self._stream_steps(await agather(chunks), config)):
                 yield chunk
 
@@ -530,10 +528,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        async def one() -> AsyncIterator[Any]:
-            yield input
-
-        async for chunk in self.atransform(one(), config, **kwargs):
+        async for chunk in self.atransform(_aiter_one(input), config, **kwargs):
             yield chunk
 
     # -- composition helpers -------------------------------------------------------------------
@@ -652,6 +647,10 @@ class AlignerSquad(BaseOutputParser[Any]):
                 description="Return the inspectors' verdicts without rewriting.",
             ),
         )
+
+
+async def _aiter_one(value: Any) -> AsyncIterator[Any]:
+    yield value
 
 
 def wrap_with_question(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -17,7 +17,6 @@ from llama_index.core.memory import BaseMemory
 
 from aligners import (
     AlignmentViolation,
-    Emit,
     Machine,
     RequestInspector,
     Squad,
@@ -27,6 +26,7 @@ from aligners import (
     adrive_stream,
     drive,
     drive_stream,
+    emitting,
     mapped,
 )
 from llamaindex_aligners.answers import (
@@ -230,7 +230,7 @@ class AlignedChatEngine(BaseChatEngine):
             response=text, metadata={METADATA_KEY: record}, is_writing_to_memory=False
         )
         if asynchronous:
-            out.achat_stream = adrive_stream(stream_steps(_chunks([text])))
+            out.achat_stream = adrive_stream(emitting(_chunks([text])))
         else:
             out.chat_stream = _chunks([text])
         return out
@@ -323,7 +323,7 @@ class AlignedChatEngine(BaseChatEngine):
                 yield from self._forget_steps(message, original)
                 raise
             yield from self._remember_steps(original, metadata[METADATA_KEY]["text"])
-            reply = stream_steps(_chunks(pieces))
+            reply = emitting(_chunks(pieces))
         else:
             reply = self._reply_steps(steps(), original, metadata)
         if asynchronous:
@@ -373,12 +373,6 @@ def _chunks(pieces: list[str]) -> Generator[ChatResponse, None, None]:
     for piece in pieces:
         text += piece
         yield _chunk(text, piece)
-
-
-def stream_steps(items: Iterable[Any]) -> Machine[None]:
-    """A stream machine that sends ``items`` (either driver sends them as they are)."""
-    for item in items:
-        yield Emit(item)
 
 
 def _join(response: StreamingAgentChatResponse) -> str:

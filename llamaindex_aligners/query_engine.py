@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from functools import partial
 from typing import Any
 
@@ -28,6 +28,7 @@ from aligners import (
     adrive_stream,
     drive,
     drive_stream,
+    emitting,
 )
 from llamaindex_aligners.answers import (
     METADATA_KEY,
@@ -198,7 +199,8 @@ class AlignedQueryEngine(BaseQueryEngine):
         if not _streams(self._query_engine):
             return Response(text, [], metadata)
         if asynchronous:
-            return AsyncStreamingResponse(response_gen=_agen([text]), metadata=metadata)
+            gen = adrive_stream(emitting([text]))
+            return AsyncStreamingResponse(response_gen=gen, metadata=metadata)
         return StreamingResponse(response_gen=_gen([text]), metadata=metadata, response_txt=text)
 
 
@@ -257,11 +259,6 @@ def _gen(pieces: list[str]) -> Generator[str, None, None]:
     yield from pieces
 
 
-async def _agen(pieces: list[str]) -> AsyncGenerator[str, None]:
-    for piece in pieces:
-        yield piece
-
-
 def _restream(
     response: StreamingResponse | AsyncStreamingResponse,
     steps: Callable[[Callable[[Record], None], Sources], Machine[None]],
@@ -283,7 +280,7 @@ def _restream(
                 lambda: list(drive_stream(steps(done, sources))),
                 lambda: _alist(adrive_stream(steps(done, sources))),
             )
-        stream = _agen(pieces) if whole else adrive_stream(steps(done, sources))
+        stream = adrive_stream(emitting(pieces) if whole else steps(done, sources))
         return AsyncStreamingResponse(
             response_gen=stream, source_nodes=response.source_nodes, metadata=metadata
         )

@@ -64,6 +64,7 @@ from aligners.steps import (
     adrive_stream,
     drive,
     drive_stream,
+    emitting,
     mapped,
     resume,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "adrive_stream",
     "drive",
     "drive_stream",
+    "emitting",
     "mapped",
     "resume",
 ]

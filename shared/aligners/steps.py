@@ -166,6 +166,12 @@ async def adrive_stream(
                 error = failure
 
 
+def emitting(items: Iterable[Any]) -> Machine[None]:
+    """A stream machine that sends ``items`` as they are (either driver)."""
+    for item in items:
+        yield Emit(item)
+
+
 def mapped(machine: Machine[T], each: Callable[[Any], Iterable[Any]]) -> Machine[T]:
     """``machine`` with what it sends (emitted and streamed) passed through ``each``: one item
     in, any number out. Its work and its result are left as they are."""

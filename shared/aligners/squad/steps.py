@@ -12,6 +12,7 @@ from aligners.steps import (
     arun,
     drive,
     drive_stream,
+    emitting,
     mapped,
     resume,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "arun",
     "drive",
     "drive_stream",
+    "emitting",
     "mapped",
     "resume",
 ]
