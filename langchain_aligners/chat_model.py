@@ -249,16 +249,8 @@ class ChatAlignersLocal(BaseChatModel):
         prompt = self._prompt(messages, config.max_new_tokens)
         return self._result(LocalGenerator(self.backend).complete(prompt, config))
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        config = self._config(stop, kwargs)
-        prompt = await asyncio.to_thread(self._prompt, messages, config.max_new_tokens)
-        return self._result(await LocalGenerator(self.backend).acomplete(prompt, config))
+    # _agenerate: LangChain's default runs _generate in a worker thread (the prompt rendering
+    # and the generation both off the event loop), which is what an async twin did by hand.
 
     def _last_chunk(self, done: Completion) -> ChatGenerationChunk:
         """The closing chunk: empty text, the usage (once per stream, as LangChain sums chunks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
@@ -20,10 +21,14 @@ except ImportError as error:  # the agents extra is optional
 
 from aligners import (
     AlignmentResult,
+    Machine,
     RequestCheck,
     RequestInspector,
     Squad,
     SquadPolicy,
+    Work,
+    adrive,
+    drive,
     resolve_request_inspector,
 )
 from langchain_aligners._inputs import METADATA_KEY, message_text, record_of
@@ -131,20 +136,22 @@ class AlignerSquadMiddleware(AgentMiddleware[AlignersAgentState, Any, Any]):
         )
         return {"messages": [reply], "jump_to": "end", REQUEST_CHECK_KEY: check.to_record()}
 
+    def _check_steps(self, state: AlignersAgentState) -> Machine[dict[str, Any] | None]:
+        request = self._request(state["messages"])
+        inspector = self.request_inspector
+        if inspector is None or request is None:
+            return None
+        args = (request, self.request_threshold)
+        check = yield Work(partial(inspector.check, *args), partial(inspector.acheck, *args))
+        return self._blocked_reply(check)
+
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
-        request = self._request(state["messages"])
-        if self.request_inspector is None or request is None:
-            return None
-        return self._blocked_reply(self.request_inspector.check(request, self.request_threshold))
+        return drive(self._check_steps(state))
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
-        request = self._request(state["messages"])
-        if self.request_inspector is None or request is None:
-            return None
-        check = await self.request_inspector.acheck(request, self.request_threshold)
-        return self._blocked_reply(check)
+        return await adrive(self._check_steps(state))
 
     # -- aligning replies ----------------------------------------------------------------------
 
@@ -162,20 +169,15 @@ class AlignerSquadMiddleware(AgentMiddleware[AlignersAgentState, Any, Any]):
         )
         return question, reply
 
-    def _update(self, state: Any) -> dict[str, Any] | None:
+    def _update_steps(self, state: Any) -> Machine[dict[str, Any] | None]:
+        """The state update that replaces the last reply with its aligned copy (a step machine:
+        the squad's call is its work)."""
         target = self._target(state["messages"])
         if target is None:
             return None
         question, reply = target
-        aligned = self.squad.invoke({"question": question, "answer": reply})
-        return self._state_update(aligned, state.get(REQUEST_CHECK_KEY))
-
-    async def _aupdate(self, state: Any) -> dict[str, Any] | None:
-        target = self._target(state["messages"])
-        if target is None:
-            return None
-        question, reply = target
-        aligned = await self.squad.ainvoke({"question": question, "answer": reply})
+        value = {"question": question, "answer": reply}
+        aligned = yield Work(partial(self.squad.invoke, value), partial(self.squad.ainvoke, value))
         return self._state_update(aligned, state.get(REQUEST_CHECK_KEY))
 
     @staticmethod
@@ -195,13 +197,13 @@ class AlignerSquadMiddleware(AgentMiddleware[AlignersAgentState, Any, Any]):
         return {"messages": [aligned]}  # same id: add_messages replaces the reply
 
     def after_model(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
-        return self._update(state) if self.when == "after_model" else None
+        return drive(self._update_steps(state)) if self.when == "after_model" else None
 
     async def aafter_model(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
-        return await self._aupdate(state) if self.when == "after_model" else None
+        return await adrive(self._update_steps(state)) if self.when == "after_model" else None
 
     def after_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
-        return self._update(state) if self.when == "after_agent" else None
+        return drive(self._update_steps(state)) if self.when == "after_agent" else None
 
     async def aafter_agent(self, state: AlignersAgentState, runtime: Any) -> dict[str, Any] | None:
-        return await self._aupdate(state) if self.when == "after_agent" else None
+        return await adrive(self._update_steps(state)) if self.when == "after_agent" else None

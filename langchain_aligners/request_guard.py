@@ -11,9 +11,9 @@ that passes runs the chain as it is; a message output gets the verdict in its re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
@@ -21,8 +21,16 @@ from langchain_core.runnables.config import patch_config
 from aligners import (
     DEFAULT_BLOCKED_MESSAGE,
     AlignmentResult,
+    Emit,
+    Machine,
     RequestCheck,
     RequestInspector,
+    StreamRewrite,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
     resolve_request_inspector,
 )
 from langchain_aligners._inputs import METADATA_KEY, question_from_input, record_of
@@ -127,64 +135,61 @@ class RequestGuard(Runnable[Any, Any]):
         """Async :meth:`check` (the inspector runs off the event loop)."""
         return await self.request_inspector.acheck(self._request(value), self.request_threshold)
 
-    # -- running -------------------------------------------------------------------------------
+    def _check_step(self, value: Any) -> Work:
+        return Work(partial(self.check, value), partial(self.acheck, value))
+
+    # -- running: one step machine per call, driven sync or async ------------------------------
+
+    def _steps(
+        self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> Machine[Any]:
+        verdict = yield self._check_step(input)
+        if not verdict.allowed:
+            return self._blocked(verdict)
+        child = patch_config(config, callbacks=run_manager.get_child())
+        output = yield Work(
+            partial(self.chain.invoke, input, child, **kwargs),
+            partial(self.chain.ainvoke, input, child, **kwargs),
+        )
+        return self._annotated(output, verdict)
+
+    def _stream_steps(
+        self, input: Any, config: RunnableConfig | None, **kwargs: Any
+    ) -> Machine[None]:
+        verdict = yield self._check_step(input)
+        if not verdict.allowed:
+            yield Emit(self._blocked(verdict))
+            return
+        _, error = yield StreamRewrite(
+            partial(self.chain.stream, input, config, **kwargs),
+            partial(self.chain.astream, input, config, **kwargs),
+        )
+        if error is not None:
+            raise error
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """The chain's output, or the blocked reply when the request is turned away."""
         # A named run of its own in callbacks and traces, with the chain as its child.
-        return self._call_with_config(self._run, input, config, run_type="chain", **kwargs)
+        def run(input: Any, run_manager: Any, config: RunnableConfig, **kw: Any) -> Any:
+            return drive(self._steps(input, run_manager, config, **kw))
 
-    def _run(
-        self,
-        input: Any,
-        run_manager: CallbackManagerForChainRun,
-        config: RunnableConfig,
-        **kwargs: Any,
-    ) -> Any:
-        verdict = self.check(input)
-        if not verdict.allowed:
-            return self._blocked(verdict)
-        child = patch_config(config, callbacks=run_manager.get_child())
-        return self._annotated(self.chain.invoke(input, child, **kwargs), verdict)
+        return self._call_with_config(run, input, config, run_type="chain", **kwargs)
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async :meth:`invoke`."""
-        return await self._acall_with_config(
-            self._arun, input, config, run_type="chain", **kwargs
-        )
+        def run(input: Any, run_manager: Any, config: RunnableConfig, **kw: Any) -> Any:
+            return adrive(self._steps(input, run_manager, config, **kw))
 
-    async def _arun(
-        self,
-        input: Any,
-        run_manager: AsyncCallbackManagerForChainRun,
-        config: RunnableConfig,
-        **kwargs: Any,
-    ) -> Any:
-        verdict = await self.acheck(input)
-        if not verdict.allowed:
-            return self._blocked(verdict)
-        child = patch_config(config, callbacks=run_manager.get_child())
-        return self._annotated(await self.chain.ainvoke(input, child, **kwargs), verdict)
+        return await self._acall_with_config(run, input, config, run_type="chain", **kwargs)
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         """The chain's stream (checked first: nothing streams from a request turned away)."""
-        verdict = self.check(input)
-        if not verdict.allowed:
-            yield self._blocked(verdict)
-            return
-        yield from self.chain.stream(input, config, **kwargs)
+        return drive_stream(self._stream_steps(input, config, **kwargs))
 
-    async def astream(
+    def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
-        verdict = await self.acheck(input)
-        if not verdict.allowed:
-            yield self._blocked(verdict)
-            return
-        async for chunk in self.chain.astream(input, config, **kwargs):
-            yield chunk
+        return adrive_stream(self._stream_steps(input, config, **kwargs))

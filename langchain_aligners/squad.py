@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-from langchain_core.callbacks.manager import (
-    AsyncCallbackManagerForChainRun,
-    CallbackManagerForChainRun,
-    adispatch_custom_event,
-    dispatch_custom_event,
-)
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+from langchain_core.messages import AnyMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import (
@@ -32,6 +26,8 @@ from aligners import (
     AlignmentResult,
     AlignmentViolation,
     BlockedMessage,
+    Emit,
+    Machine,
     OnError,
     OnFlag,
     OnTokenLimit,
@@ -39,47 +35,44 @@ from aligners import (
     Squad,
     SquadMember,
     SquadPolicy,
+    SquadStream,
+    StreamRewrite,
     Thresholds,
+    Work,
+    adrive,
+    adrive_stream,
     default_members,
+    drive,
+    drive_stream,
     list_criteria,
-    validate_pair,
 )
 from langchain_aligners._inputs import (
-    METADATA_KEY,
-    Sources,
     agather,
-    answer_text,
-    context_passages,
     gather,
     join_documents,
     question_from_input,
-    record_of,
-    record_passed,
-    stream_chunk,
-    tool_call_chunks_of,
-    tool_calls_only,
-    with_result,
+)
+from langchain_aligners._messages import (
+    APPLIED_EVENT,
+    SCORES_EVENT,
+    OutputMode,
+    emit_step,
+    output_of,
+    output_or_violation,
+    piece_chunks,
+    stream_mode,
+    stream_tail,
+)
+from langchain_aligners._parsing import (
+    InputKeys,
+    Pair,
+    input_fallback,
+    pair_contexts,
+    parse_input,
+    renumbered,
 )
 
-
-class Pair(NamedTuple):
-    """One parsed input: the question, the answer's text, the answer object, a record
-    already decided without the squad (tool calls only; an invalid answer handed back), and the
-    answer's sources (None: none given)."""
-
-    question: str
-    text: str
-    answer: Any
-    preset: AlignmentResult | None = None
-    context: Sources | None = None
-
-
-#: Custom event with the inspector scores of one answer (``astream_events`` name).
-SCORES_EVENT = "aligners_scores"
-#: Custom event naming the aligners that rewrote one answer.
-APPLIED_EVENT = "aligners_applied"
-
-OutputMode = Literal["auto", "text", "message", "record"]
+__all__ = ["APPLIED_EVENT", "SCORES_EVENT", "AlignerSquad", "OutputMode", "wrap_with_question"]
 
 #: AlignerSquad fields that are sugar for SquadPolicy fields of the same name.
 _POLICY_SUGAR = (
@@ -318,35 +311,27 @@ class AlignerSquad(BaseOutputParser[Any]):
         check_only = built.config.check_only if built is not None else self._policy.check_only
         return AlignmentResult.failed(question, answer, error, check_only=check_only)
 
-    def _align_batch(
-        self,
-        questions: list[str],
-        answers: list[str],
-        contexts: list[tuple[str, ...] | None] | None = None,
-    ) -> list[AlignmentResult]:
+    def _align_steps(self, pairs: Sequence[Pair]) -> Machine[list[AlignmentResult]]:
+        """Results for parsed pairs: skipped and failed ones recorded, the rest in one engine
+        call (sync or async, as the driver runs it)."""
+        todo = [p for p in pairs if p.preset is None]
+        if not todo:
+            return [p.preset for p in pairs if p.preset is not None]
+        questions, answers = [p.question for p in todo], [p.text for p in todo]
+        contexts = pair_contexts(todo)
         try:
-            return self.engine.align_batch(questions, answers, contexts)
+            aligned = yield Work(
+                lambda: self.engine.align_batch(questions, answers, contexts),
+                lambda: self.engine.aalign_batch(questions, answers, contexts),
+            )
         except AlignmentViolation:
             raise  # the policy the user chose, not a failure to fail open on
         except Exception as error:
             if self._policy.on_error == "raise":
                 raise
-            return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
-
-    async def _aalign_batch(
-        self,
-        questions: list[str],
-        answers: list[str],
-        contexts: list[tuple[str, ...] | None] | None = None,
-    ) -> list[AlignmentResult]:
-        try:
-            return await self.engine.aalign_batch(questions, answers, contexts)
-        except AlignmentViolation:
-            raise
-        except Exception as error:
-            if self._policy.on_error == "raise":
-                raise
-            return [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
+            aligned = [self._failed(q, a, error) for q, a in zip(questions, answers, strict=True)]
+        fresh = iter(aligned)
+        return [p.preset or renumbered(p, next(fresh)) for p in pairs]
 
     @property
     def available_criteria(self) -> list[str]:
@@ -355,125 +340,30 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     # -- input and output ----------------------------------------------------------------------
 
+    @property
+    def _keys(self) -> InputKeys:
+        return InputKeys(self.question_key, self.answer_key, self.context_key)
+
     def _pair(self, value: Any) -> Pair:
         """The (question, answer text, answer object) of one input; raises a clear error if
         invalid, unless ``on_error="return_original"`` can hand the answer back as it was."""
         try:
-            return self._parse(value)
+            return parse_input(value, self._keys)
         except (TypeError, ValueError) as error:
             if self._policy.on_error == "raise":
                 raise
-            fallback = self._fallback(value)
+            fallback = input_fallback(value, self._keys)
             if fallback is None:
                 raise  # not an answer at all: nothing to hand back
             question, text, answer = fallback
             return Pair(question, text, answer, self._failed(question, text, error))
-
-    def _parse(self, value: Any) -> Pair:
-        question: Any = ""
-        answer = value
-        context: Sources | None = None
-        if isinstance(value, Mapping):
-            if self.answer_key not in value:
-                raise ValueError(
-                    f"AlignerSquad got a dict without an {self.answer_key!r} key "
-                    f"(keys: {sorted(map(str, value))}); set answer_key= to the right one"
-                )
-            answer = value[self.answer_key]
-            if value.get(self.question_key) is not None:
-                question = question_from_input(value[self.question_key], self.question_key)
-            context = context_passages(value.get(self.context_key), self.context_key)
-        text = answer_text(answer)
-        if tool_calls_only(answer, text):
-            skipped = AlignmentResult.skipped(question, text, "tool calls only: no text to inspect")
-            return Pair(question, text, answer, skipped)
-        validate_pair(question, text)
-        return Pair(question, text, answer, None, context)
-
-    def _fallback(self, value: Any) -> tuple[str, str, Any] | None:
-        """What an invalid input still holds: its answer (a str or a message), if any."""
-        answer = value.get(self.answer_key) if isinstance(value, Mapping) else value
-        if not isinstance(answer, (str, BaseMessage)):
-            return None
-        question = value.get(self.question_key) if isinstance(value, Mapping) else ""
-        return (question if isinstance(question, str) else ""), answer_text(answer), answer
-
-    def _align_pairs(self, pairs: Sequence[Pair]) -> list[AlignmentResult]:
-        """Results for parsed pairs: skipped and failed ones recorded, the rest in one call."""
-        results: list[AlignmentResult | None] = [p.preset for p in pairs]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo:
-            aligned = self._align_batch(
-                [pairs[i].question for i in todo],
-                [pairs[i].text for i in todo],
-                _contexts([pairs[i] for i in todo]),
-            )
-            for i, result in zip(todo, aligned, strict=True):
-                results[i] = _renumbered(pairs[i], result)
-        return [r for r in results if r is not None]
-
-    async def _aalign_pairs(self, pairs: Sequence[Pair]) -> list[AlignmentResult]:
-        results: list[AlignmentResult | None] = [p.preset for p in pairs]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo:
-            aligned = await self._aalign_batch(
-                [pairs[i].question for i in todo],
-                [pairs[i].text for i in todo],
-                _contexts([pairs[i] for i in todo]),
-            )
-            for i, result in zip(todo, aligned, strict=True):
-                results[i] = _renumbered(pairs[i], result)
-        return [r for r in results if r is not None]
-
-    def _output(self, answer: Any, result: AlignmentResult) -> Any:
-        mode = self.output
-        if mode == "auto":
-            if isinstance(answer, BaseMessage):
-                mode = "message"
-            else:
-                mode = "record" if result.check_only else "text"
-        if mode == "record":
-            return record_of(result)
-        if mode == "text":
-            return result.text
-        if isinstance(answer, BaseMessage):
-            return with_result(answer, result.text, record_of(result), blocked=result.blocked)
-        return AIMessage(content=result.text, response_metadata={METADATA_KEY: record_of(result)})
-
-    @staticmethod
-    def _events(result: AlignmentResult) -> list[tuple[str, dict[str, Any]]]:
-        scores = {
-            "scores": result.initial_scores,
-            "final_scores": result.final_scores,
-            "thresholds": result.thresholds,
-            "flagged": result.flagged,
-            "question_provided": result.question_provided,
-            "check_only": result.check_only,
-        }
-        applied = {
-            "applied": result.applied,
-            "changed": result.changed,
-            "passed": record_passed(result),
-            "failures": result.failures,
-            "action": result.action,
-            "on_flag": result.on_flag,
-        }
-        return [(SCORES_EVENT, scores), (APPLIED_EVENT, applied)]
-
-    def _emit(self, result: AlignmentResult, config: RunnableConfig) -> None:
-        for name, data in self._events(result):
-            dispatch_custom_event(name, data, config=config)
-
-    async def _aemit(self, result: AlignmentResult, config: RunnableConfig) -> None:
-        for name, data in self._events(result):
-            await adispatch_custom_event(name, data, config=config)
 
     # -- BaseOutputParser ----------------------------------------------------------------------
 
     def parse(self, text: str) -> Any:
         """Align one answer without a question (no callbacks; prefer ``invoke``)."""
         pair = self._pair(text)
-        return self._output(pair[2], self._align_pairs([pair])[0])
+        return output_of(self.output, pair.answer, drive(self._align_steps([pair]))[0])
 
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
         if not result:
@@ -481,7 +371,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         first = result[0]
         value = first.message if isinstance(first, ChatGeneration) else first.text
         pair = self._pair(value)
-        return self._output(pair[2], self._align_pairs([pair])[0])
+        return output_of(self.output, pair.answer, drive(self._align_steps([pair]))[0])
 
     @property
     def _type(self) -> str:
@@ -495,45 +385,22 @@ class AlignerSquad(BaseOutputParser[Any]):
     def get_format_instructions(self) -> str:
         return ""  # the squad rewrites prose; it asks nothing of the upstream model
 
-    # -- invoke --------------------------------------------------------------------------------
+    # -- invoke, batch (one engine call for the whole batch) and stream: one step machine each,
+    # driven sync or async --------------------------------------------------------------------
+
+    def _invoke_steps(self, input: Any, config: RunnableConfig) -> Machine[Any]:
+        pair = self._pair(input)
+        (result,) = yield from self._align_steps([pair])
+        yield emit_step(result, config)
+        return output_of(self.output, pair.answer, result)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self._call_with_config(self._invoke, input, config, run_type="parser")
-
-    def _invoke(
-        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
-    ) -> Any:
-        pair = self._pair(input)
-        result = self._align_pairs([pair])[0]
-        self._emit(result, config)
-        return self._output(pair[2], result)
+        run = lambda input, config: drive(self._invoke_steps(input, config))  # noqa: E731
+        return self._call_with_config(run, input, config, run_type="parser")
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return await self._acall_with_config(self._ainvoke, input, config, run_type="parser")
-
-    async def _ainvoke(
-        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
-    ) -> Any:
-        pair = self._pair(input)
-        result = (await self._aalign_pairs([pair]))[0]  # off the event loop
-        await self._aemit(result, config)
-        return self._output(pair[2], result)
-
-    # -- batch: one engine call for the whole batch --------------------------------------------
-
-    def batch(
-        self,
-        inputs: list[Any],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="parser"
-        )
+        run = lambda input, config: adrive(self._invoke_steps(input, config))  # noqa: E731
+        return await self._acall_with_config(run, input, config, run_type="parser")
 
     def _split(self, inputs: Sequence[Any]) -> tuple[list[Any], list[int], list[Pair]]:
         """Bad inputs become their own error; the rest go to the engine together."""
@@ -548,23 +415,33 @@ class AlignerSquad(BaseOutputParser[Any]):
                 outputs[i] = error
         return outputs, indices, pairs
 
-    def _batch(
+    def _batch_steps(self, inputs: list[Any], config: list[RunnableConfig]) -> Machine[list[Any]]:
+        outputs, indices, pairs = self._split(inputs)
+        if not pairs:
+            return outputs
+        try:
+            results = yield from self._align_steps(pairs)
+        except AlignmentViolation as violation:
+            # Every input's result: skipped inputs keep their own record.
+            aligned = iter(violation.results)
+            results = [pair.preset or next(aligned) for pair in pairs]
+        for i, pair, result in zip(indices, pairs, results, strict=True):
+            yield emit_step(result, config[i])
+            outputs[i] = output_or_violation(self.output, pair.answer, result)
+        return outputs
+
+    def batch(
         self,
         inputs: list[Any],
-        run_manager: list[CallbackManagerForChainRun],
-        config: list[RunnableConfig],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
     ) -> list[Any]:
-        outputs, indices, pairs = self._split(inputs)
-        if pairs:
-            try:
-                results = self._align_pairs(pairs)
-            except AlignmentViolation as violation:
-                results = self._batch_results(pairs, violation)
-            for i, pair, result in zip(indices, pairs, results, strict=True):
-                original = pair.answer
-                self._emit(result, config[i])
-                outputs[i] = self._output_or_violation(original, result)
-        return outputs
+        run = lambda inputs, config: drive(self._batch_steps(inputs, config))  # noqa: E731
+        return self._batch_with_config(
+            run, inputs, config, return_exceptions=return_exceptions, run_type="parser"
+        ) if inputs else []
 
     async def abatch(
         self,
@@ -574,189 +451,85 @@ class AlignerSquad(BaseOutputParser[Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        if not inputs:
-            return []
+        run = lambda inputs, config: adrive(self._batch_steps(inputs, config))  # noqa: E731
         return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="parser"
-        )
+            run, inputs, config, return_exceptions=return_exceptions, run_type="parser"
+        ) if inputs else []
 
-    async def _abatch(
-        self,
-        inputs: list[Any],
-        run_manager: list[AsyncCallbackManagerForChainRun],
-        config: list[RunnableConfig],
-    ) -> list[Any]:
-        outputs, indices, pairs = self._split(inputs)
-        if pairs:
-            try:
-                results = await self._aalign_pairs(pairs)
-            except AlignmentViolation as violation:
-                results = self._batch_results(pairs, violation)
-            for i, pair, result in zip(indices, pairs, results, strict=True):
-                original = pair.answer
-                await self._aemit(result, config[i])
-                outputs[i] = self._output_or_violation(original, result)
-        return outputs
-
-    @staticmethod
-    def _batch_results(
-        pairs: Sequence[Pair], violation: AlignmentViolation
-    ) -> list[AlignmentResult]:
-        """Every input's result after a violation: skipped inputs keep their own record."""
-        aligned = iter(violation.results)
-        return [pair.preset or next(aligned) for pair in pairs]
-
-    def _output_or_violation(self, original: Any, result: AlignmentResult) -> Any:
-        """A raised answer becomes its own error (``return_exceptions=True`` returns it in
-        place; otherwise the batch raises the first one), so one answer cannot hide others."""
-        if result.action == "raised":
-            return AlignmentViolation(result)
-        return self._output(original, result)
-
-    # -- streaming: buffer the upstream answer, stream the aligned one -------------------------
-
-    def _stream_mode(self, original: Any) -> str:
-        if self.output != "auto":
-            return self.output
-        if isinstance(original, BaseMessage):
-            return "message"
+    def _stream_steps(self, value: Any, config: RunnableConfig) -> Machine[None]:
+        """One gathered input streamed: the aligned text (or message chunks) as it comes, then
+        the record. An aligner rewrites the whole answer, so the upstream stream is gathered
+        first."""
+        pair = self._pair(value)
         # Without building the engine: a squad that cannot be built must not cost the answer.
-        prebuilt = self.squad is not None and self.squad.config.check_only
-        return "record" if self._policy.check_only or prebuilt else "text"
+        check_only = self._policy.check_only or bool(self.squad and self.squad.config.check_only)
+        mode = stream_mode(self.output, pair.answer, check_only)
+        template = pair.answer if isinstance(pair.answer, BaseMessage) else None
+        if pair.preset is not None:  # tool calls only, or an answer handed back as it was
+            result = pair.preset
+            yield emit_step(result, config)
+            if result.action == "failed":
+                yield from map(Emit, piece_chunks(mode, template, pair.text))
+        else:
+            result = yield from self._streamed(pair, mode, template)
+            yield emit_step(result, config)
+        yield from map(Emit, stream_tail(mode, template, result))
+
+    def _streamed(
+        self, pair: Pair, mode: OutputMode, template: BaseMessage | None
+    ) -> Machine[AlignmentResult]:
+        """The engine's stream of one pair, passed on as it comes; its record (or, when it
+        fails before sending anything and the policy allows, the answer as it was)."""
+        opened: list[SquadStream] = []
+
+        def open_stream() -> SquadStream:  # building the stream may fail too
+            context = None if pair.context is None else pair.context.passages
+            opened.append(self.engine.stream(pair.question, pair.text, context))
+            return opened[-1]
+
+        pieces, error = yield StreamRewrite(
+            lambda: iter(open_stream()),
+            lambda: open_stream().__aiter__(),
+            each=lambda piece: piece_chunks(mode, template, piece),
+        )
+        if error is None:
+            assert opened[-1].result is not None
+            return renumbered(pair, opened[-1].result)
+        if self._policy.on_error == "raise" or pieces:
+            raise error
+        yield from map(Emit, piece_chunks(mode, template, pair.text))
+        return self._failed(pair.question, pair.text, error)
 
     def transform(
         self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(
-            input, self._transform, config, run_type="parser"
-        )
+        def run(chunks: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+            return drive_stream(self._stream_steps(gather(chunks), config))
+
+        yield from self._transform_stream_with_config(input, run, config, run_type="parser")
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         yield from self.transform(iter([input]), config, **kwargs)
 
-    def _transform(
-        self,
-        chunks: Iterator[Any],
-        run_manager: CallbackManagerForChainRun,
-        config: RunnableConfig,
-    ) -> Iterator[Any]:
-        # An aligner rewrites the whole answer, so the upstream stream is gathered first.
-        pair = self._pair(gather(chunks))
-        question, answer, original, preset, context = pair
-        mode = self._stream_mode(original)
-        template = original if isinstance(original, BaseMessage) else None
-        if preset is not None:  # tool calls only, or an answer handed back as it was
-            self._emit(preset, config)
-            if preset.action == "failed":
-                yield from self._fallback_piece(mode, template, answer)
-            yield from self._stream_tail(mode, template, preset)
-            return
-        streamed = False
-        try:
-            # Building the stream may fail too.
-            squad_stream = self.engine.stream(
-                question, answer, None if context is None else context.passages
-            )
-            for piece in squad_stream:
-                streamed = True
-                if mode == "text":
-                    yield piece
-                elif mode == "message":
-                    yield stream_chunk(piece, template)
-            result = squad_stream.result
-            if result is not None:
-                result = _renumbered(pair, result)
-        except Exception as error:
-            if self._policy.on_error == "raise" or streamed:
-                raise
-            result = self._failed(question, answer, error)
-            yield from self._fallback_piece(mode, template, answer)
-        assert result is not None
-        self._emit(result, config)
-        yield from self._stream_tail(mode, template, result)
-
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
+        async def run(chunks: Any, run_manager: Any, config: Any) -> AsyncIterator[Any]:
+            async for chunk in adrive_stream(self._stream_steps(await agather(chunks), config)):
+                yield chunk
+
         async for chunk in self._atransform_stream_with_config(
-            input, self._atransform, config, run_type="parser"
+            input, run, config, run_type="parser"
         ):
             yield chunk
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        async def one() -> AsyncIterator[Any]:
-            yield input
-
-        async for chunk in self.atransform(one(), config, **kwargs):
+        async for chunk in self.atransform(_aiter_one(input), config, **kwargs):
             yield chunk
-
-    async def _atransform(
-        self,
-        chunks: AsyncIterator[Any],
-        run_manager: AsyncCallbackManagerForChainRun,
-        config: RunnableConfig,
-    ) -> AsyncIterator[Any]:
-        pair = self._pair(await agather(chunks))
-        question, answer, original, preset, context = pair
-        mode = self._stream_mode(original)
-        template = original if isinstance(original, BaseMessage) else None
-        if preset is not None:
-            await self._aemit(preset, config)
-            tail = self._stream_tail(mode, template, preset)
-            if preset.action == "failed":
-                tail = self._fallback_piece(mode, template, answer) + tail
-            for chunk in tail:
-                yield chunk
-            return
-        streamed = False
-        try:
-            squad_stream = self.engine.stream(
-                question, answer, None if context is None else context.passages
-            )
-            async for piece in squad_stream:
-                streamed = True
-                if mode == "text":
-                    yield piece
-                elif mode == "message":
-                    yield stream_chunk(piece, template)
-            result = squad_stream.result
-            if result is not None:
-                result = _renumbered(pair, result)
-        except Exception as error:
-            if self._policy.on_error == "raise" or streamed:
-                raise
-            result = self._failed(question, answer, error)
-            for chunk in self._fallback_piece(mode, template, answer):
-                yield chunk
-        assert result is not None
-        await self._aemit(result, config)
-        for chunk in self._stream_tail(mode, template, result):
-            yield chunk
-
-    @staticmethod
-    def _fallback_piece(mode: str, template: BaseMessage | None, answer: str) -> list[Any]:
-        if mode == "text":
-            return [answer]
-        if mode == "message":
-            return [stream_chunk(answer, template)]
-        return []
-
-    @staticmethod
-    def _stream_tail(mode: str, template: BaseMessage | None, result: AlignmentResult) -> list[Any]:
-        if mode == "record":
-            return [record_of(result)]
-        if mode == "message":
-            # Metadata goes on one chunk only: chunk addition would concatenate repeated strings.
-            metadata = dict(getattr(template, "response_metadata", {}) or {})
-            metadata[METADATA_KEY] = record_of(result)
-            # Tool calls ride on the last chunk, after the aligned text (not when blocked).
-            calls = [] if result.blocked else tool_call_chunks_of(template)
-            return [stream_chunk("", template, response_metadata=metadata, tool_call_chunks=calls)]
-        return []
 
     # -- composition helpers -------------------------------------------------------------------
 
@@ -876,14 +649,8 @@ class AlignerSquad(BaseOutputParser[Any]):
         )
 
 
-def _contexts(pairs: Sequence[Pair]) -> list[tuple[str, ...] | None] | None:
-    """The pairs' contexts for the engine (None when no pair has one)."""
-    contexts = [None if p.context is None else p.context.passages for p in pairs]
-    return contexts if any(c is not None for c in contexts) else None
-
-
-def _renumbered(pair: Pair, result: AlignmentResult) -> AlignmentResult:
-    return result if pair.context is None else pair.context.renumber(result)
+async def _aiter_one(value: Any) -> AsyncIterator[Any]:
+    yield value
 
 
 def wrap_with_question(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from llama_index.core.schema import MetadataMode, NodeWithScore
@@ -12,8 +13,12 @@ from llama_index.core.schema import MetadataMode, NodeWithScore
 from aligners import (
     AlignmentResult,
     AlignmentViolation,
+    Emit,
+    Machine,
     Squad,
     SquadPolicy,
+    StreamRewrite,
+    Work,
     resolve_request_inspector,
 )
 from llamaindex_aligners.instrumentation import (
@@ -90,26 +95,14 @@ class RequestGate:
             "error": f"{type(error).__name__}: {error}",
         }
 
-    def check(self, request: str, blocked_message: str) -> Record | None:
-        """The verdict's record (``allowed`` says whether to go on), or None without a check."""
+    def check_steps(self, request: str, blocked_message: str) -> Machine[Record | None]:
+        """The verdict's record (``allowed`` says whether to go on), or None without a check;
+        a step machine (``drive`` or ``adrive`` runs it)."""
         if self.inspector is None:
             return None
+        args = (self.inspector, request, self.threshold, blocked_message, self.target)
         try:
-            verdict = check_request(
-                self.inspector, request, self.threshold, blocked_message, self.target
-            )
-        except Exception as error:
-            return self._failed(request, error)
-        return verdict.to_record()
-
-    async def acheck(self, request: str, blocked_message: str) -> Record | None:
-        """Async :meth:`check`."""
-        if self.inspector is None:
-            return None
-        try:
-            verdict = await acheck_request(
-                self.inspector, request, self.threshold, blocked_message, self.target
-            )
+            verdict = yield Work(partial(check_request, *args), partial(acheck_request, *args))
         except Exception as error:
             return self._failed(request, error)
         return verdict.to_record()
@@ -205,101 +198,53 @@ class AnswerAligner:
         logger.warning("aligner squad failed; returning the original answer: %s", error)
         return answer, error_record(question, answer, error)
 
-    def align(
+    def align_steps(
         self, question: str, answer: str, sources: Sources = NO_SOURCES
-    ) -> tuple[str, Record]:
+    ) -> Machine[tuple[str, Record]]:
         """The text to return and the record for ``response.metadata``; ``sources`` are what
-        the answer rests on (criteria such as ``grounded`` check it against them)."""
+        the answer rests on (criteria such as ``grounded`` check it against them). A step
+        machine: ``drive`` or ``adrive`` runs it."""
         if not answer.strip():
             return answer, skipped_record(question, answer, "empty answer")
         squad = self.squad
+        args = (squad, [question], [answer], self.target)
         contexts = None if sources.context is None else [sources.context]
         try:
-            result = run_squad(squad, [question], [answer], self.target, contexts)[0]
+            results = yield Work(
+                partial(run_squad, *args, contexts), partial(arun_squad, *args, contexts)
+            )
         except Exception as error:
             return self._failed(question, answer, error)
-        return result.text, sources.record(result)
+        return results[0].text, sources.record(results[0])
 
-    async def aalign(
-        self, question: str, answer: str, sources: Sources = NO_SOURCES
-    ) -> tuple[str, Record]:
-        """Async :meth:`align`."""
-        if not answer.strip():
-            return answer, skipped_record(question, answer, "empty answer")
-        squad = self.squad
-        contexts = None if sources.context is None else [sources.context]
-        try:
-            result = (await arun_squad(squad, [question], [answer], self.target, contexts))[0]
-        except Exception as error:
-            return self._failed(question, answer, error)
-        return result.text, sources.record(result)
-
-    def stream(
+    def stream_steps(
         self,
         question: str,
         answer: str,
         on_done: Callable[[Record], None],
         sources: Sources = NO_SOURCES,
-    ) -> Iterator[str]:
-        """Yield the aligned text piece by piece; ``on_done(record)`` once it has all streamed."""
+    ) -> Machine[None]:
+        """The aligned text piece by piece; ``on_done(record)`` once it has all streamed. A
+        stream machine: ``drive_stream`` or ``adrive_stream`` runs it."""
         if not answer.strip():
             on_done(skipped_record(question, answer, "empty answer"))
             if answer:
-                yield answer
+                yield Emit(answer)
             return
-        squad = self.squad
-        started = False
-
-        def done(result: AlignmentResult) -> None:
-            on_done(sources.record(result))
-
-        try:
-            for piece in iter_squad_stream(
-                squad, question, answer, done, self.target, sources.context
-            ):
-                started = True
-                yield piece
-        except Exception as error:
+        args = (self.squad, question, answer, lambda r: on_done(sources.record(r)), self.target)
+        pieces, error = yield StreamRewrite(
+            partial(iter_squad_stream, *args, sources.context),
+            partial(aiter_squad_stream, *args, sources.context),
+        )
+        if error is not None:
             # The squad keeps aligner failures itself; what lands here is the inspectors failing
             # before any text streamed. Once text has gone out it cannot be replaced: re-raise.
             # (_failed re-raises an AlignmentViolation too.)
-            if started:
-                raise
+            if pieces:
+                raise error
             text, record = self._failed(question, answer, error)
             on_done(record)
-            yield text
-
-    async def astream(
-        self,
-        question: str,
-        answer: str,
-        on_done: Callable[[Record], None],
-        sources: Sources = NO_SOURCES,
-    ) -> AsyncIterator[str]:
-        """Async :meth:`stream`."""
-        if not answer.strip():
-            on_done(skipped_record(question, answer, "empty answer"))
-            if answer:
-                yield answer
-            return
-        squad = self.squad
-        started = False
-
-        def done(result: AlignmentResult) -> None:
-            on_done(sources.record(result))
-
-        try:
-            async for piece in aiter_squad_stream(
-                squad, question, answer, done, self.target, sources.context
-            ):
-                started = True
-                yield piece
-        except Exception as error:
-            if started:
-                raise
-            text, record = self._failed(question, answer, error)
-            on_done(record)
-            yield text
+            yield Emit(text)
 
 
 def settings_from(

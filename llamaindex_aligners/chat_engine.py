@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
@@ -14,7 +15,20 @@ from llama_index.core.chat_engine.types import (
 )
 from llama_index.core.memory import BaseMemory
 
-from aligners import AlignmentViolation, RequestInspector, Squad, SquadPolicy
+from aligners import (
+    AlignmentViolation,
+    Machine,
+    RequestInspector,
+    Squad,
+    SquadPolicy,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
+    emitting,
+    mapped,
+)
 from llamaindex_aligners.answers import (
     METADATA_KEY,
     AnswerAligner,
@@ -175,38 +189,25 @@ class AlignedChatEngine(BaseChatEngine):
             del messages[i - 1]
         return True
 
-    def _update_memory(self, original: str, text: str) -> None:
-        memory = self._memory_to_update(original, text)
+    def _history_steps(
+        self, memory: BaseMemory | None, edit: Callable[[list[ChatMessage]], bool]
+    ) -> Machine[None]:
+        """Read the history, ``edit`` it in place, write it back if ``edit`` says it changed."""
         if memory is None:
             return
-        messages = list(memory.get_all())
-        if self._replace(messages, original, text):
-            memory.set(messages)
+        messages = list((yield Work(memory.get_all, memory.aget_all)))
+        if edit(messages):
+            yield Work(partial(memory.set, messages), partial(memory.aset, messages))
 
-    async def _aupdate_memory(self, original: str, text: str) -> None:
+    def _remember_steps(self, original: str, text: str) -> Machine[None]:
+        """The history holds the aligned reply instead of the inner engine's."""
         memory = self._memory_to_update(original, text)
-        if memory is None:
-            return
-        messages = list(await memory.aget_all())
-        if self._replace(messages, original, text):
-            await memory.aset(messages)
+        yield from self._history_steps(memory, lambda m: self._replace(m, original, text))
 
-    def _forget_turn(self, message: str, original: str) -> None:
+    def _forget_steps(self, message: str, original: str) -> Machine[None]:
         """Under ``on_flag="raise"``: the turn did not happen, as far as the history goes."""
         memory = self._memory()
-        if memory is None:
-            return
-        messages = list(memory.get_all())
-        if self._drop_turn(messages, message, original):
-            memory.set(messages)
-
-    async def _aforget_turn(self, message: str, original: str) -> None:
-        memory = self._memory()
-        if memory is None:
-            return
-        messages = list(await memory.aget_all())
-        if self._drop_turn(messages, message, original):
-            await memory.aset(messages)
+        yield from self._history_steps(memory, lambda m: self._drop_turn(m, message, original))
 
     # -- the request check ---------------------------------------------------------------------
 
@@ -229,7 +230,7 @@ class AlignedChatEngine(BaseChatEngine):
             response=text, metadata={METADATA_KEY: record}, is_writing_to_memory=False
         )
         if asynchronous:
-            out.achat_stream = _achunks([text])
+            out.achat_stream = adrive_stream(emitting(_chunks([text])))
         else:
             out.chat_stream = _chunks([text])
         return out
@@ -244,63 +245,59 @@ class AlignedChatEngine(BaseChatEngine):
             metadata={**(response.metadata or {}), METADATA_KEY: record},
         )
 
-    def chat(
-        self, message: str, chat_history: list[ChatMessage] | None = None
-    ) -> AgentChatResponse:
+    def _chat_steps(
+        self, message: str, chat_history: list[ChatMessage] | None
+    ) -> Machine[AgentChatResponse]:
+        """One turn as a step machine: ``chat`` drives it in this thread, ``achat`` on the event
+        loop (the same checks, calls, history edits and records)."""
         _check_message(message)
-        check = self._gate.check(message, self._aligner.blocked_message)
+        check = yield from self._gate.check_steps(message, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
             return self._blocked_reply(message, check)
-        response = self._chat_engine.chat(message, chat_history)
+        inner, history = self._chat_engine, chat_history
+        response = yield Work(
+            partial(inner.chat, message, history), partial(inner.achat, message, history)
+        )
         if isinstance(response, StreamingAgentChatResponse):  # some engines stream regardless
             response = AgentChatResponse(
-                response="".join(response.response_gen),
+                response=(yield Work(partial(_join, response), partial(_ajoin, response))),
                 sources=response.sources,
                 source_nodes=response.source_nodes,
             )
         try:
             sources = Sources.of(response.source_nodes)
-            text, record = self._aligner.align(message, response.response, sources)
+            text, record = yield from self._aligner.align_steps(message, response.response, sources)
         except AlignmentViolation:
-            self._forget_turn(message, response.response)
+            yield from self._forget_steps(message, response.response)
             raise
-        self._update_memory(response.response, text)
+        yield from self._remember_steps(response.response, text)
         return self._reply(response, text, with_request_check(record, check))
+
+    def chat(
+        self, message: str, chat_history: list[ChatMessage] | None = None
+    ) -> AgentChatResponse:
+        return drive(self._chat_steps(message, chat_history))
 
     async def achat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
-        _check_message(message)
-        check = await self._gate.acheck(message, self._aligner.blocked_message)
-        if check is not None and not check["allowed"]:
-            return self._blocked_reply(message, check)
-        response = await self._chat_engine.achat(message, chat_history)
-        if isinstance(response, StreamingAgentChatResponse):
-            pieces = [piece async for piece in response.async_response_gen()]
-            response = AgentChatResponse(
-                response="".join(pieces),
-                sources=response.sources,
-                source_nodes=response.source_nodes,
-            )
-        try:
-            sources = Sources.of(response.source_nodes)
-            text, record = await self._aligner.aalign(message, response.response, sources)
-        except AlignmentViolation:
-            await self._aforget_turn(message, response.response)
-            raise
-        await self._aupdate_memory(response.response, text)
-        return self._reply(response, text, with_request_check(record, check))
+        return await adrive(self._chat_steps(message, chat_history))
 
-    def stream_chat(
-        self, message: str, chat_history: list[ChatMessage] | None = None
-    ) -> AlignedStreamingChatResponse:
+    def _stream_chat_steps(
+        self, message: str, chat_history: list[ChatMessage] | None, asynchronous: bool
+    ) -> Machine[AlignedStreamingChatResponse]:
+        """One streamed turn as a step machine (``stream_chat``, ``astream_chat``)."""
         _check_message(message)
-        check = self._gate.check(message, self._aligner.blocked_message)
+        check = yield from self._gate.check_steps(message, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
-            return self._blocked_stream(message, check, asynchronous=False)
-        inner = self._chat_engine.stream_chat(message, chat_history)
+            return self._blocked_stream(message, check, asynchronous)
+        engine, history = self._chat_engine, chat_history
+        inner = yield Work(
+            partial(engine.stream_chat, message, history),
+            partial(engine.astream_chat, message, history),
+        )
         # Reading the whole stream also waits for the inner engine to write its history.
-        original = "".join(inner.response_gen)
+        original = yield Work(partial(_join, inner), partial(_ajoin, inner))
         sources = Sources.of(inner.source_nodes)
         metadata: dict[str, Any] = {}
         out = AlignedStreamingChatResponse(
@@ -313,69 +310,51 @@ class AlignedChatEngine(BaseChatEngine):
         def done(record: Record) -> None:
             metadata[METADATA_KEY] = with_request_check(record, check)
 
+        def steps() -> Machine[None]:
+            return self._aligner.stream_steps(message, original, done, sources)
+
         if self._aligner.decides_whole:
             # Decided before returning, so a violation raises from stream_chat itself.
             try:
-                pieces = list(self._aligner.stream(message, original, done, sources))
+                pieces = yield Work(
+                    lambda: list(drive_stream(steps())), lambda: _alist(adrive_stream(steps()))
+                )
             except AlignmentViolation:
-                self._forget_turn(message, original)
+                yield from self._forget_steps(message, original)
                 raise
-            self._update_memory(original, metadata[METADATA_KEY]["text"])
-            out.chat_stream = _chunks(pieces)
-            return out
-
-        def gen() -> Generator[ChatResponse, None, None]:
-            text = ""
-            for piece in self._aligner.stream(message, original, done, sources):
-                text += piece
-                yield _chunk(text, piece)
-            self._update_memory(original, metadata[METADATA_KEY]["text"])
-
-        out.chat_stream = gen()
+            yield from self._remember_steps(original, metadata[METADATA_KEY]["text"])
+            reply = emitting(_chunks(pieces))
+        else:
+            reply = self._reply_steps(steps(), original, metadata)
+        if asynchronous:
+            out.achat_stream = adrive_stream(reply)
+        else:
+            out.chat_stream = drive_stream(reply)
         return out
+
+    def _reply_steps(
+        self, aligned: Machine[None], original: str, metadata: dict[str, Any]
+    ) -> Machine[None]:
+        """The aligned reply's pieces as chat chunks, then the history updated to hold it."""
+        text = ""
+
+        def chunk(piece: str) -> list[ChatResponse]:
+            nonlocal text
+            text += piece
+            return [_chunk(text, piece)]
+
+        yield from mapped(aligned, chunk)
+        yield from self._remember_steps(original, metadata[METADATA_KEY]["text"])
+
+    def stream_chat(
+        self, message: str, chat_history: list[ChatMessage] | None = None
+    ) -> AlignedStreamingChatResponse:
+        return drive(self._stream_chat_steps(message, chat_history, asynchronous=False))
 
     async def astream_chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AlignedStreamingChatResponse:
-        _check_message(message)
-        check = await self._gate.acheck(message, self._aligner.blocked_message)
-        if check is not None and not check["allowed"]:
-            return self._blocked_stream(message, check, asynchronous=True)
-        inner = await self._chat_engine.astream_chat(message, chat_history)
-        original = "".join([piece async for piece in inner.async_response_gen()])
-        sources = Sources.of(inner.source_nodes)
-        metadata: dict[str, Any] = {}
-
-        def done(record: Record) -> None:
-            metadata[METADATA_KEY] = with_request_check(record, check)
-
-        stream: AsyncGenerator[ChatResponse, None]
-        if self._aligner.decides_whole:
-            try:
-                pieces = [p async for p in self._aligner.astream(message, original, done, sources)]
-            except AlignmentViolation:
-                await self._aforget_turn(message, original)
-                raise
-            await self._aupdate_memory(original, metadata[METADATA_KEY]["text"])
-            stream = _achunks(pieces)
-        else:
-
-            async def gen() -> AsyncGenerator[ChatResponse, None]:
-                text = ""
-                async for piece in self._aligner.astream(message, original, done, sources):
-                    text += piece
-                    yield _chunk(text, piece)
-                await self._aupdate_memory(original, metadata[METADATA_KEY]["text"])
-
-            stream = gen()
-
-        return AlignedStreamingChatResponse(
-            sources=inner.sources,
-            source_nodes=inner.source_nodes,
-            metadata=metadata,
-            is_writing_to_memory=False,
-            achat_stream=stream,
-        )
+        return await adrive(self._stream_chat_steps(message, chat_history, asynchronous=True))
 
 
 def _check_message(message: Any) -> None:
@@ -396,6 +375,13 @@ def _chunks(pieces: list[str]) -> Generator[ChatResponse, None, None]:
         yield _chunk(text, piece)
 
 
-async def _achunks(pieces: list[str]) -> AsyncGenerator[ChatResponse, None]:
-    for chunk in _chunks(pieces):
-        yield chunk
+def _join(response: StreamingAgentChatResponse) -> str:
+    return "".join(response.response_gen)
+
+
+async def _ajoin(response: StreamingAgentChatResponse) -> str:
+    return "".join([piece async for piece in response.async_response_gen()])
+
+
+async def _alist(pieces: AsyncIterator[str]) -> list[str]:
+    return [piece async for piece in pieces]

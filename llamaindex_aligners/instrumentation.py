@@ -17,13 +17,27 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.span import active_span_id
 
-from aligners import AlignmentResult, AlignmentViolation, RequestCheck, RequestInspector, Squad
+from aligners import (
+    AlignmentResult,
+    AlignmentViolation,
+    Machine,
+    RequestCheck,
+    RequestInspector,
+    Squad,
+    StreamRewrite,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
+)
 
 dispatcher = instrument.get_dispatcher(__name__)
 
@@ -224,6 +238,26 @@ def _error_event(error: Exception, target: str, **kw: Any) -> AlignmentErrorEven
     return AlignmentErrorEvent(target=target, error=message, **kw)
 
 
+def _run_squad_steps(
+    squad: Squad,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    target: Target,
+    contexts: Sequence[Sequence[str] | None] | None,
+) -> Machine[list[AlignmentResult]]:
+    _emit_start(squad, questions, answers, target, contexts)
+    try:
+        results = yield Work(
+            partial(squad.align_batch, questions, answers, contexts),
+            partial(squad.aalign_batch, questions, answers, contexts),
+        )
+    except Exception as error:
+        dispatcher.event(_error_event(error, target))
+        raise
+    _emit_results(results, target)
+    return results
+
+
 @dispatcher.span
 def run_squad(
     squad: Squad,
@@ -234,14 +268,7 @@ def run_squad(
 ) -> list[AlignmentResult]:
     """``squad.align_batch`` inside a span, with events (``check_only`` squads only score);
     ``contexts``: each answer's passages (None: no sources)."""
-    _emit_start(squad, questions, answers, target, contexts)
-    try:
-        results = squad.align_batch(questions, answers, contexts)
-    except Exception as error:
-        dispatcher.event(_error_event(error, target))
-        raise
-    _emit_results(results, target)
-    return results
+    return drive(_run_squad_steps(squad, questions, answers, target, contexts))
 
 
 @dispatcher.span
@@ -253,14 +280,7 @@ async def arun_squad(
     contexts: Sequence[Sequence[str] | None] | None = None,
 ) -> list[AlignmentResult]:
     """Async :func:`run_squad` (``squad.aalign_batch``; the event loop stays free)."""
-    _emit_start(squad, questions, answers, target, contexts)
-    try:
-        results = await squad.aalign_batch(questions, answers, contexts)
-    except Exception as error:
-        dispatcher.event(_error_event(error, target))
-        raise
-    _emit_results(results, target)
-    return results
+    return await adrive(_run_squad_steps(squad, questions, answers, target, contexts))
 
 
 def stream_squad(question: str, answer: str) -> None:
@@ -291,6 +311,32 @@ def _stream_failed(span: _StreamSpan, target: str, error: BaseException) -> None
     span.drop(error)
 
 
+def _squad_stream_steps(
+    squad: Squad,
+    question: str,
+    answer: str,
+    on_done: Callable[[AlignmentResult], None],
+    target: Target,
+    context: Sequence[str] | None,
+) -> Machine[None]:
+    span = _StreamSpan(question, answer)
+    contexts = None if context is None else [context]
+    _emit_start(squad, [question], [answer], target, contexts, span_id=span.id_)
+    stream = squad.stream(question, answer, context)
+    try:
+        _, error = yield StreamRewrite(lambda: iter(stream), lambda: stream.__aiter__())
+    except BaseException as stopped:  # GeneratorExit: a consumer that stopped early
+        _stream_failed(span, target, stopped)
+        raise
+    if error is not None:
+        _stream_failed(span, target, error)
+        raise error
+    assert stream.result is not None
+    _emit_results([stream.result], target, span_id=span.id_)
+    on_done(stream.result)
+    span.exit(stream.result)
+
+
 def iter_squad_stream(
     squad: Squad,
     question: str,
@@ -301,22 +347,10 @@ def iter_squad_stream(
 ) -> Iterator[str]:
     """Yield ``squad.stream(question, answer, context)`` pieces in a span; ``on_done(result)``
     at the end."""
-    span = _StreamSpan(question, answer)
-    contexts = None if context is None else [context]
-    _emit_start(squad, [question], [answer], target, contexts, span_id=span.id_)
-    stream = squad.stream(question, answer, context)
-    try:
-        yield from stream
-    except BaseException as error:  # includes GeneratorExit: a consumer that stopped early
-        _stream_failed(span, target, error)
-        raise
-    assert stream.result is not None
-    _emit_results([stream.result], target, span_id=span.id_)
-    on_done(stream.result)
-    span.exit(stream.result)
+    return drive_stream(_squad_stream_steps(squad, question, answer, on_done, target, context))
 
 
-async def aiter_squad_stream(
+def aiter_squad_stream(
     squad: Squad,
     question: str,
     answer: str,
@@ -325,20 +359,7 @@ async def aiter_squad_stream(
     context: Sequence[str] | None = None,
 ) -> AsyncIterator[str]:
     """Async :func:`iter_squad_stream` (the squad's async stream; the loop stays free)."""
-    span = _StreamSpan(question, answer)
-    contexts = None if context is None else [context]
-    _emit_start(squad, [question], [answer], target, contexts, span_id=span.id_)
-    stream = squad.stream(question, answer, context)
-    try:
-        async for piece in stream:
-            yield piece
-    except BaseException as error:
-        _stream_failed(span, target, error)
-        raise
-    assert stream.result is not None
-    _emit_results([stream.result], target, span_id=span.id_)
-    on_done(stream.result)
-    span.exit(stream.result)
+    return adrive_stream(_squad_stream_steps(squad, question, answer, on_done, target, context))
 
 
 def emit_violation(error: AlignmentViolation, target: Target) -> None:
@@ -355,6 +376,25 @@ def _emit_check(check: RequestCheck, target: str, blocked_message: str) -> None:
         )
 
 
+def _check_steps(
+    inspector: RequestInspector,
+    request: str,
+    threshold: float | None,
+    blocked_message: str,
+    target: RequestTarget,
+) -> Machine[RequestCheck]:
+    try:
+        check = yield Work(
+            partial(inspector.check, request, threshold),
+            partial(inspector.acheck, request, threshold),
+        )
+    except Exception as error:
+        dispatcher.event(_error_event(error, "request"))
+        raise
+    _emit_check(check, target, blocked_message)
+    return check
+
+
 @dispatcher.span
 def check_request(
     inspector: RequestInspector,
@@ -364,13 +404,7 @@ def check_request(
     target: RequestTarget = "answer",
 ) -> RequestCheck:
     """``inspector.check(request, threshold)`` inside a span, with its events."""
-    try:
-        check = inspector.check(request, threshold)
-    except Exception as error:
-        dispatcher.event(_error_event(error, "request"))
-        raise
-    _emit_check(check, target, blocked_message)
-    return check
+    return drive(_check_steps(inspector, request, threshold, blocked_message, target))
 
 
 @dispatcher.span
@@ -382,10 +416,4 @@ async def acheck_request(
     target: RequestTarget = "answer",
 ) -> RequestCheck:
     """Async :func:`check_request` (``inspector.acheck``: the encoder runs off the event loop)."""
-    try:
-        check = await inspector.acheck(request, threshold)
-    except Exception as error:
-        dispatcher.event(_error_event(error, "request"))
-        raise
-    _emit_check(check, target, blocked_message)
-    return check
+    return await adrive(_check_steps(inspector, request, threshold, blocked_message, target))

@@ -7,7 +7,8 @@ default, with the process-wide model cache shared with the aligners) or any othe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from functools import partial
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -28,11 +29,16 @@ from pydantic import AliasChoices, model_validator
 
 from aligners import (
     Completion,
+    Emit,
     GenerationBackend,
     GenerationConfig,
     InputTooLongError,
     LocalGenerator,
+    Machine,
+    StreamRewrite,
     TransformersBackend,
+    adrive_stream,
+    drive_stream,
 )
 
 Messages = list[dict[str, str]]
@@ -164,16 +170,21 @@ class AlignersLLM(CustomLLM):
     async def _arun(self, prompt: Messages, config: GenerationConfig) -> Completion:
         return await asyncio.to_thread(self._run, prompt, config)
 
-    def _stream_response(self, text: str, kind: str, value: Any) -> tuple[str, ChatResponse]:
-        """One stream event (a ``piece`` of text, or the finished :class:`Completion`) as a
-        chat response, with the text so far."""
-        if kind == "piece":
-            text += value
-            return text, ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=value
-            )
+    def _chat_chunk(self, text: str, delta: str | None, done: Completion | None) -> ChatResponse:
+        """A chat stream's response: a piece (``delta``) with the text so far, or the last one
+        (``done``: the finished :class:`Completion`)."""
         message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-        return text, ChatResponse(message=message, delta="", **self._extras(value))
+        if done is None:
+            return ChatResponse(message=message, delta=delta)
+        return ChatResponse(message=message, delta="", **self._extras(done))
+
+    def _completion_chunk(
+        self, text: str, delta: str | None, done: Completion | None
+    ) -> CompletionResponse:
+        """:meth:`_chat_chunk` for a completion stream."""
+        if done is None:
+            return CompletionResponse(text=text, delta=delta)
+        return CompletionResponse(text=text, delta="", **self._extras(done))
 
     def _extras(self, done: Completion) -> dict[str, Any]:
         """``additional_kwargs`` and ``raw`` of a finished reply."""
@@ -189,25 +200,44 @@ class AlignersLLM(CustomLLM):
             raw["usage"] = counts
         return {"additional_kwargs": details, "raw": raw}
 
-    def _streamed(self, prompt: Messages, config: GenerationConfig) -> Iterator[tuple[str, Any]]:
-        """``("piece", text)`` for every piece, then ``("done", Completion)``; checks the
-        context at once (not on the first ``next``)."""
+    def _stream_steps(
+        self,
+        prompt: Messages,
+        config: GenerationConfig,
+        respond: Callable[[str, str | None, Completion | None], Any],
+    ) -> Machine[None]:
+        """A stream as a stream machine: ``respond(text so far, piece, None)`` for every piece,
+        then ``respond(text, None, completion)``."""
+        done = Completion("")
+        local = LocalGenerator(self._backend)
+        text = ""
+
+        def each(piece: str) -> list[Any]:
+            nonlocal text
+            text += piece
+            return [respond(text, piece, None)]
+
+        _, error = yield StreamRewrite(
+            partial(local.stream, prompt, config, done),
+            partial(local.astream, prompt, config, done),
+            each=each,
+        )
+        if error is not None:
+            raise error
+        yield Emit(respond(text, None, done))
+
+    def _stream(
+        self, prompt: Messages, config: GenerationConfig, respond: Any
+    ) -> Generator[Any, None, None]:
+        """The sync stream; checks the context at once (not on the first ``next``)."""
         self.check_fits(prompt, config)
-        return self._pieces(prompt, config)
+        return drive_stream(self._stream_steps(prompt, config, respond))
 
-    def _pieces(self, prompt: Messages, config: GenerationConfig) -> Iterator[tuple[str, Any]]:
-        done = Completion("")
-        for piece in LocalGenerator(self._backend).stream(prompt, config, done):
-            yield "piece", piece
-        yield "done", done
-
-    async def _apieces(
-        self, prompt: Messages, config: GenerationConfig
-    ) -> AsyncIterator[tuple[str, Any]]:
-        done = Completion("")
-        async for piece in LocalGenerator(self._backend).astream(prompt, config, done):
-            yield "piece", piece
-        yield "done", done
+    async def _astream(
+        self, prompt: Messages, config: GenerationConfig, respond: Any
+    ) -> AsyncGenerator[Any, None]:
+        await asyncio.to_thread(self.check_fits, prompt, config)
+        return adrive_stream(self._stream_steps(prompt, config, respond))
 
     # -- completion ----------------------------------------------------------------------------
 
@@ -222,18 +252,7 @@ class AlignersLLM(CustomLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        events = self._streamed(self._prompt(prompt), self._config(kwargs))
-
-        def gen() -> Generator[CompletionResponse, None, None]:
-            text = ""
-            for kind, value in events:
-                if kind == "piece":
-                    text += value
-                    yield CompletionResponse(text=text, delta=value)
-                else:
-                    yield CompletionResponse(text=text, delta="", **self._extras(value))
-
-        return gen()
+        return self._stream(self._prompt(prompt), self._config(kwargs), self._completion_chunk)
 
     @llm_completion_callback()
     async def acomplete(
@@ -246,19 +265,7 @@ class AlignersLLM(CustomLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         rendered, config = self._prompt(prompt), self._config(kwargs)
-        await asyncio.to_thread(self.check_fits, rendered, config)
-        events = self._apieces(rendered, config)
-
-        async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            text = ""
-            async for kind, value in events:
-                if kind == "piece":
-                    text += value
-                    yield CompletionResponse(text=text, delta=value)
-                else:
-                    yield CompletionResponse(text=text, delta="", **self._extras(value))
-
-        return gen()
+        return await self._astream(rendered, config, self._completion_chunk)
 
     # -- chat ----------------------------------------------------------------------------------
 
@@ -272,15 +279,7 @@ class AlignersLLM(CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        events = self._streamed(self._messages(messages), self._config(kwargs))
-
-        def gen() -> Generator[ChatResponse, None, None]:
-            text = ""
-            for kind, value in events:
-                text, response = self._stream_response(text, kind, value)
-                yield response
-
-        return gen()
+        return self._stream(self._messages(messages), self._config(kwargs), self._chat_chunk)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -291,13 +290,4 @@ class AlignersLLM(CustomLLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         rendered, config = self._messages(messages), self._config(kwargs)
-        await asyncio.to_thread(self.check_fits, rendered, config)
-        events = self._apieces(rendered, config)
-
-        async def gen() -> AsyncGenerator[ChatResponse, None]:
-            text = ""
-            async for kind, value in events:
-                text, response = self._stream_response(text, kind, value)
-                yield response
-
-        return gen()
+        return await self._astream(rendered, config, self._chat_chunk)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from aligners import AlignmentResult, AlignmentViolation, Squad, SquadPolicy, Thresholds
+from aligners import (
+    AlignmentResult,
+    AlignmentViolation,
+    Machine,
+    Squad,
+    SquadPolicy,
+    Thresholds,
+    Work,
+    adrive,
+    drive,
+)
 from llamaindex_aligners.instrumentation import (
     AlignmentErrorEvent,
     arun_squad,
@@ -220,29 +231,32 @@ class AlignerPostprocessor(BaseNodePostprocessor):
             out.append(_annotated(node, result, self.mode))
         return out
 
-    def _postprocess_nodes(
-        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
-    ) -> list[NodeWithScore]:
+    def _steps(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> Machine[list[NodeWithScore]]:
+        """The nodes through the squad, as a step machine (one squad call its only work)."""
         squad, question, indices, texts = self._prepare(nodes, query_bundle)
         if not texts:
             return [_with_record(n, dict(EMPTY_NODE)) for n in nodes]
+        args = (squad, [question] * len(texts), texts)
         try:
-            results = run_squad(squad, [question] * len(texts), texts, target="nodes")
+            results = yield Work(
+                partial(run_squad, *args, target="nodes"),
+                partial(arun_squad, *args, target="nodes"),
+            )
         except Exception as error:
             return self._failed(nodes, error)
         return self._apply(nodes, indices, results)
 
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        return drive(self._steps(nodes, query_bundle))
+
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        squad, question, indices, texts = self._prepare(nodes, query_bundle)
-        if not texts:
-            return [_with_record(n, dict(EMPTY_NODE)) for n in nodes]
-        try:
-            results = await arun_squad(squad, [question] * len(texts), texts, target="nodes")
-        except Exception as error:
-            return self._failed(nodes, error)
-        return self._apply(nodes, indices, results)
+        return await adrive(self._steps(nodes, query_bundle))
 
     def _failed(self, nodes: list[NodeWithScore], error: Exception) -> list[NodeWithScore]:
         """What the engine could not keep node by node (e.g. a squad that cannot be built)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
+from functools import partial
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -17,7 +18,18 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from aligners import RequestInspector, Squad, SquadPolicy
+from aligners import (
+    Machine,
+    RequestInspector,
+    Squad,
+    SquadPolicy,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
+    emitting,
+)
 from llamaindex_aligners.answers import (
     METADATA_KEY,
     AnswerAligner,
@@ -147,49 +159,35 @@ class AlignedQueryEngine(BaseQueryEngine):
             )
         return question
 
-    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+    def _query_steps(self, query_bundle: QueryBundle, asynchronous: bool) -> Machine[RESPONSE_TYPE]:
+        """One query as a step machine: ``_query`` drives it in this thread, ``_aquery`` on the
+        event loop (the same checks, calls and records)."""
         question = self._question(query_bundle)
-        check = self._gate.check(question, self._aligner.blocked_message)
+        check = yield from self._gate.check_steps(question, self._aligner.blocked_message)
         if check is not None and not check["allowed"]:
-            return self._blocked(question, check, asynchronous=False)
-        response = self._query_engine.query(query_bundle)
-        if isinstance(response, StreamingResponse):
-            answer = _drain(response)
-            return _restream(
-                response, self._aligner.stream, question, answer, check, self._aligner.decides_whole
-            )
+            return self._blocked(question, check, asynchronous)
+        inner, bundle = self._query_engine, query_bundle
+        response = yield Work(partial(inner.query, bundle), partial(inner.aquery, bundle))
+        if isinstance(response, (StreamingResponse, AsyncStreamingResponse)):
+            answer = yield Work(partial(_drain, response), partial(_adrain, response))
+            steps = partial(self._aligner.stream_steps, question, answer)
+            return (yield from _restream(response, steps, check, self._aligner.decides_whole))
         if isinstance(response, Response):
             if response.response is None:
                 record = skipped_record(question, "", "no answer text")
                 return _annotate(response, with_request_check(record, check))
             sources = Sources.of(response.source_nodes)
-            text, record = self._aligner.align(question, response.response, sources)
+            aligned = self._aligner.align_steps(question, response.response, sources)
+            text, record = yield from aligned
             record = with_request_check(record, check)
             return Response(text, response.source_nodes, _metadata(response.metadata, record))
         return _unsupported(response, question, check)
 
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        return drive(self._query_steps(query_bundle, asynchronous=False))
+
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        question = self._question(query_bundle)
-        check = await self._gate.acheck(question, self._aligner.blocked_message)
-        if check is not None and not check["allowed"]:
-            return self._blocked(question, check, asynchronous=True)
-        response = await self._query_engine.aquery(query_bundle)
-        whole = self._aligner.decides_whole
-        if isinstance(response, AsyncStreamingResponse):
-            answer = await _adrain(response)
-            return await _arestream(response, self._aligner.astream, question, answer, check, whole)
-        if isinstance(response, StreamingResponse):  # a sync stream from an async call
-            answer = _drain(response)
-            return _restream(response, self._aligner.stream, question, answer, check, whole)
-        if isinstance(response, Response):
-            if response.response is None:
-                record = skipped_record(question, "", "no answer text")
-                return _annotate(response, with_request_check(record, check))
-            sources = Sources.of(response.source_nodes)
-            text, record = await self._aligner.aalign(question, response.response, sources)
-            record = with_request_check(record, check)
-            return Response(text, response.source_nodes, _metadata(response.metadata, record))
-        return _unsupported(response, question, check)
+        return await adrive(self._query_steps(query_bundle, asynchronous=True))
 
     def _blocked(self, question: str, check: Record, asynchronous: bool) -> RESPONSE_TYPE:
         """The reply to a blocked request: the blocked message, streamed if the inner engine
@@ -201,7 +199,8 @@ class AlignedQueryEngine(BaseQueryEngine):
         if not _streams(self._query_engine):
             return Response(text, [], metadata)
         if asynchronous:
-            return AsyncStreamingResponse(response_gen=_agen([text]), metadata=metadata)
+            gen = adrive_stream(emitting([text]))
+            return AsyncStreamingResponse(response_gen=gen, metadata=metadata)
         return StreamingResponse(response_gen=_gen([text]), metadata=metadata, response_txt=text)
 
 
@@ -231,16 +230,25 @@ def _unsupported(
     raise TypeError(f"cannot align a response of type {type(response).__name__}")
 
 
-def _drain(response: StreamingResponse) -> str:
+def _drain(response: StreamingResponse | AsyncStreamingResponse) -> str:
     """The whole streamed answer (an aligner needs all of it before it can rewrite)."""
+    if not isinstance(response, StreamingResponse):  # an async stream from a sync call
+        raise TypeError(f"cannot align a response of type {type(response).__name__}")
     if response.response_txt is not None:
         return response.response_txt
     return "".join(response.response_gen)
 
 
-async def _adrain(response: AsyncStreamingResponse) -> str:
+async def _adrain(response: StreamingResponse | AsyncStreamingResponse) -> str:
+    """:func:`_drain` on an event loop (a sync stream from an async call drains as it is)."""
+    if isinstance(response, StreamingResponse):
+        return _drain(response)
     pieces = [piece async for piece in response.async_response_gen()]
     return response.response_txt if response.response_txt is not None else "".join(pieces)
+
+
+async def _alist(pieces: AsyncIterator[str]) -> list[str]:
+    return [piece async for piece in pieces]
 
 
 def _empty() -> Generator[str, None, None]:
@@ -251,39 +259,43 @@ def _gen(pieces: list[str]) -> Generator[str, None, None]:
     yield from pieces
 
 
-async def _agen(pieces: list[str]) -> AsyncGenerator[str, None]:
-    for piece in pieces:
-        yield piece
-
-
 def _restream(
-    response: StreamingResponse,
-    stream: Any,
-    question: str,
-    answer: str,
+    response: StreamingResponse | AsyncStreamingResponse,
+    steps: Callable[[Callable[[Record], None], Sources], Machine[None]],
     check: Record | None = None,
     whole: bool = False,
-) -> StreamingResponse:
-    """The aligned stream. ``whole`` (an on_flag policy other than rewrite): the squad decides
-    now, so a violation raises from the query itself and the record is there at once."""
+) -> Machine[RESPONSE_TYPE]:
+    """The aligned stream, of the response's kind; ``steps(done, sources)`` is the aligner's
+    stream machine. ``whole`` (an on_flag policy other than rewrite): the squad decides now, so
+    a violation raises from the query itself and the record is there at once."""
     metadata = dict(response.metadata or {})
-    out = StreamingResponse(
-        response_gen=_empty(), source_nodes=response.source_nodes, metadata=metadata
-    )
     sources = Sources.of(response.source_nodes)
 
     def done(record: Record) -> None:
         metadata[METADATA_KEY] = with_request_check(record, check)
 
-    if whole:
-        pieces = list(stream(question, answer, done, sources))
+    if isinstance(response, AsyncStreamingResponse):
+        if whole:
+            pieces = yield Work(
+                lambda: list(drive_stream(steps(done, sources))),
+                lambda: _alist(adrive_stream(steps(done, sources))),
+            )
+        stream = adrive_stream(emitting(pieces) if whole else steps(done, sources))
+        return AsyncStreamingResponse(
+            response_gen=stream, source_nodes=response.source_nodes, metadata=metadata
+        )
+    out = StreamingResponse(
+        response_gen=_empty(), source_nodes=response.source_nodes, metadata=metadata
+    )
+    if whole:  # a sync stream: decided in this thread, as the inner engine answered
+        pieces = list(drive_stream(steps(done, sources)))
         out.response_gen = _gen(pieces)
         out.response_txt = "".join(pieces)
         return out
 
     def gen() -> Generator[str, None, None]:
         pieces = []
-        for piece in stream(question, answer, done, sources):
+        for piece in drive_stream(steps(done, sources)):
             pieces.append(piece)
             yield piece
         # Set the text so str(response) works after the generator was iterated directly.
@@ -291,33 +303,3 @@ def _restream(
 
     out.response_gen = gen()
     return out
-
-
-async def _arestream(
-    response: AsyncStreamingResponse,
-    stream: Any,
-    question: str,
-    answer: str,
-    check: Record | None = None,
-    whole: bool = False,
-) -> AsyncStreamingResponse:
-    """Async :func:`_restream`."""
-    metadata = dict(response.metadata or {})
-    sources = Sources.of(response.source_nodes)
-
-    def done(record: Record) -> None:
-        metadata[METADATA_KEY] = with_request_check(record, check)
-
-    if whole:
-        pieces = [piece async for piece in stream(question, answer, done, sources)]
-        return AsyncStreamingResponse(
-            response_gen=_agen(pieces), source_nodes=response.source_nodes, metadata=metadata
-        )
-
-    async def gen() -> AsyncGenerator[str, None]:
-        async for piece in stream(question, answer, done, sources):
-            yield piece
-
-    return AsyncStreamingResponse(
-        response_gen=gen(), source_nodes=response.source_nodes, metadata=metadata
-    )

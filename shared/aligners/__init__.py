@@ -44,7 +44,7 @@ from aligners.inspector import (
 )
 from aligners.inspector.request import resolve_request_inspector
 from aligners.sources import Context, GroundingReport, SentenceSupport, as_passages
-from aligners.squad import AlignmentResult, Squad, SquadMember, StageRecord
+from aligners.squad import AlignmentResult, Squad, SquadMember, SquadStream, StageRecord
 from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.policy import (
     DEFAULT_BLOCKED_MESSAGE,
@@ -54,6 +54,19 @@ from aligners.squad.policy import (
     OnTokenLimit,
     SquadPolicy,
     Thresholds,
+)
+from aligners.steps import (
+    Emit,
+    Machine,
+    StreamRewrite,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
+    emitting,
+    mapped,
+    resume,
 )
 from aligners.validation import validate_pair
 
@@ -106,6 +119,7 @@ __all__ = [
     "Squad",
     "SquadMember",
     "SquadPolicy",
+    "SquadStream",
     "StageRecord",
     "TemplateFormat",
     "Thresholds",
@@ -122,4 +136,16 @@ __all__ = [
     "register_format",
     "resolve_request_inspector",
     "validate_pair",
+    # the step machines' parts: one sync and one async driver for every integration
+    "Emit",
+    "Machine",
+    "StreamRewrite",
+    "Work",
+    "adrive",
+    "adrive_stream",
+    "drive",
+    "drive_stream",
+    "emitting",
+    "mapped",
+    "resume",
 ]

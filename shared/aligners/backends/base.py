@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,24 +106,52 @@ class GenerationBackend(ABC):
 
     async def astream(self, prompt: Prompt, config: GenerationConfig) -> AsyncIterator[str]:
         """Async :meth:`stream`; the default pumps the sync stream from a worker thread."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        async for piece in iterate_in_thread(lambda: self.stream(prompt, config)):
+            yield str(piece)
 
-        def pump() -> None:
-            try:
-                for piece in self.stream(prompt, config):
-                    loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
-            except BaseException as exc:  # forwarded to the consumer, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
 
-        threading.Thread(target=pump, daemon=True).start()
+T = TypeVar("T")
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """The items of the sync iterator ``make()`` returns, produced in a worker thread so the event
+    loop stays free: the async side of a sync stream. A consumer that stops early (or an event
+    loop that is gone) stops the thread at the next item, and the iterator is closed there."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop is gone (server shutting down): drop it
+            stop.set()
+
+    def pump() -> None:
+        iterator = make()
+        try:
+            for item in iterator:
+                put("item", item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # forwarded to the consumer, re-raised there
+            put("error", exc)
+        else:
+            put("done", None)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
         while True:
             kind, value = await queue.get()
-            if kind == "piece":
-                yield str(value)
+            if kind == "item":
+                yield value
             elif kind == "error":
-                raise value  # type: ignore[misc]
+                raise value
             else:
                 return
+    finally:
+        stop.set()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aligners.backends.base import GenerationBackend, GenerationConfig
+from aligners.backends.base import GenerationBackend, GenerationConfig, iterate_in_thread
 from aligners.backends.transformers import TransformersBackend
 from aligners.errors import InputTooLongError
 from aligners.formats.base import Prompt
@@ -208,39 +208,5 @@ class LocalGenerator:
         self, prompt: Prompt, config: GenerationConfig, state: Completion
     ) -> AsyncIterator[str]:
         """Async :meth:`stream`: a worker thread generates, the event loop stays free."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
-
-        def put(kind: str, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:  # the event loop is gone (server shutting down): drop it
-                stop.set()
-
-        def pump() -> None:
-            iterator = self.stream(prompt, config, state)
-            try:
-                for piece in iterator:
-                    put("piece", piece)
-                    if stop.is_set():
-                        break
-            except BaseException as exc:
-                put("error", exc)
-            else:
-                put("done", None)
-            finally:
-                iterator.close()  # type: ignore[attr-defined]
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "piece":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
-        finally:
-            stop.set()
+        async for piece in iterate_in_thread(lambda: self.stream(prompt, config, state)):
+            yield piece

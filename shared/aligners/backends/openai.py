@@ -20,11 +20,22 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from aligners.backends.base import Generation, GenerationBackend, GenerationConfig
 from aligners.errors import GenerationError
 from aligners.formats.base import Prompt
+from aligners.steps import (
+    Machine,
+    Step,
+    StreamRewrite,
+    Work,
+    adrive,
+    adrive_stream,
+    drive,
+    drive_stream,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -308,26 +319,44 @@ class OpenAIBackend(GenerationBackend):
 
     # -- sync ----------------------------------------------------------------------------------
 
+    def _retrying(self, attempt: Callable[[], Step]) -> Machine[Any]:
+        """One request's attempts as a step machine: ``attempt()`` is the step of one (a call,
+        or a stream to pass on); a retryable fault waits (backoff, or the server's Retry-After)
+        and tries again, up to ``max_retries`` times. Sync and async calls drive the same one."""
+        for number in range(self.max_retries + 1):
+            step = attempt()
+            try:
+                reply = yield step
+                if isinstance(step, StreamRewrite):
+                    _, error = reply
+                    if error is not None:
+                        raise error
+                return reply
+            except _Retryable as fault:
+                if number == self.max_retries:
+                    raise self._give_up(fault, number + 1) from fault
+                delay = self._wait(number, fault)
+                logger.warning("%s; retrying in %.2fs", fault, delay)
+                yield Work(partial(time.sleep, delay), partial(asyncio.sleep, delay))
+        raise AssertionError("unreachable")
+
+    def _post_step(self, url: str, body: dict[str, Any]) -> Work:
+        return Work(partial(self._post_once, url, body), partial(self._apost_once, url, body))
+
     def post(self, url: str, body: dict[str, Any]) -> str:
         """POST JSON with this backend's key, timeout, retries and concurrency limit; the body
         of the (successful) response. Used for generation, and by remote inspectors."""
+        return drive(self._retrying(partial(self._post_step, url, body)))
+
+    def _post_once(self, url: str, body: dict[str, Any]) -> str:
         client = self._sync_client()
-        for attempt in range(self.max_retries + 1):
+        with self._slots:
             try:
-                with self._slots:
-                    try:
-                        response = client.post(url, json=body, headers=self._headers())
-                    except self._transport_errors() as exc:
-                        raise self._describe(url, exc) from exc
-                    self._check_status(url, response, response.text)
-                return response.text
-            except _Retryable as fault:
-                if attempt == self.max_retries:
-                    raise self._give_up(fault, attempt + 1) from fault
-                delay = self._wait(attempt, fault)
-                logger.warning("%s; retrying in %.2fs", fault, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                response = client.post(url, json=body, headers=self._headers())
+            except self._transport_errors() as exc:
+                raise self._describe(url, exc) from exc
+            self._check_status(url, response, response.text)
+        return str(response.text)
 
     def _request(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, Any]:
         url, body = self._payload(prompt, config, stream=False)
@@ -364,62 +393,57 @@ class OpenAIBackend(GenerationBackend):
 
     def stream(self, prompt: Prompt, config: GenerationConfig) -> Iterator[str]:
         """Yield the completion as the server streams it (server-sent events)."""
+        return drive_stream(self._stream_steps(prompt, config))
+
+    def _stream_steps(self, prompt: Prompt, config: GenerationConfig) -> Machine[None]:
         url, body = self._payload(prompt, config, stream=True)
+        yield from self._retrying(
+            lambda: StreamRewrite(
+                partial(self._stream_once, url, body, config),
+                partial(self._astream_once, url, body, config),
+            )
+        )
+
+    def _stream_once(
+        self, url: str, body: dict[str, Any], config: GenerationConfig
+    ) -> Iterator[str]:
         client = self._sync_client()
-        for attempt in range(self.max_retries + 1):
-            emitted = False
+        emitted = False
+        with self._slots:
             try:
-                with self._slots:
-                    try:
-                        with client.stream(
-                            "POST", url, json=body, headers=self._headers()
-                        ) as response:
-                            if response.status_code >= 400:
-                                self._check_status(
-                                    url, response, response.read().decode(errors="replace")
-                                )
-                            parser = _SSEParser(url, self, config)
-                            for line in response.iter_lines():
-                                for piece in parser.feed(line):
-                                    emitted = True
-                                    yield piece
-                                if parser.done:
-                                    break
-                            parser.finish()
-                            return
-                    except self._transport_errors() as exc:
-                        fault = self._describe(url, exc)
-                        if emitted:  # text already went out: another attempt would repeat it
-                            raise GenerationError(f"{fault} after streaming began") from exc
-                        raise fault from exc
-            except _Retryable as fault:
-                if attempt == self.max_retries:
-                    raise self._give_up(fault, attempt + 1) from fault
-                delay = self._wait(attempt, fault)
-                logger.warning("%s; retrying in %.2fs", fault, delay)
-                time.sleep(delay)
+                with client.stream("POST", url, json=body, headers=self._headers()) as response:
+                    if response.status_code >= 400:
+                        raw = response.read()
+                        self._check_status(url, response, raw.decode(errors="replace"))
+                    parser = _SSEParser(url, self, config)
+                    for line in response.iter_lines():
+                        for piece in parser.feed(line):
+                            emitted = True
+                            yield piece
+                        if parser.done:
+                            break
+                    parser.finish()
+            except self._transport_errors() as exc:
+                fault = self._describe(url, exc)
+                if emitted:  # text already went out: another attempt would repeat it
+                    raise GenerationError(f"{fault} after streaming began") from exc
+                raise fault from exc
 
     # -- async ---------------------------------------------------------------------------------
 
     async def apost(self, url: str, body: dict[str, Any]) -> str:
         """Async :meth:`post`."""
+        return await adrive(self._retrying(partial(self._post_step, url, body)))
+
+    async def _apost_once(self, url: str, body: dict[str, Any]) -> str:
         client, slots = self._async_state()
-        for attempt in range(self.max_retries + 1):
+        async with slots:
             try:
-                async with slots:
-                    try:
-                        response = await client.post(url, json=body, headers=self._headers())
-                    except self._transport_errors() as exc:
-                        raise self._describe(url, exc) from exc
-                    self._check_status(url, response, response.text)
-                return response.text
-            except _Retryable as fault:
-                if attempt == self.max_retries:
-                    raise self._give_up(fault, attempt + 1) from fault
-                delay = self._wait(attempt, fault)
-                logger.warning("%s; retrying in %.2fs", fault, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                response = await client.post(url, json=body, headers=self._headers())
+            except self._transport_errors() as exc:
+                raise self._describe(url, exc) from exc
+            self._check_status(url, response, response.text)
+        return str(response.text)
 
     async def _arequest(self, prompt: Prompt, config: GenerationConfig) -> tuple[str, Any]:
         url, body = self._payload(prompt, config, stream=False)
@@ -442,41 +466,36 @@ class OpenAIBackend(GenerationBackend):
         text, finish = await self._arequest(prompt, config)
         return text, (str(finish) if finish is not None else None)
 
-    async def astream(self, prompt: Prompt, config: GenerationConfig) -> AsyncIterator[str]:
+    def astream(self, prompt: Prompt, config: GenerationConfig) -> AsyncIterator[str]:
         """Async :meth:`stream`."""
-        url, body = self._payload(prompt, config, stream=True)
+        return adrive_stream(self._stream_steps(prompt, config))
+
+    async def _astream_once(
+        self, url: str, body: dict[str, Any], config: GenerationConfig
+    ) -> AsyncIterator[str]:
         client, slots = self._async_state()
-        for attempt in range(self.max_retries + 1):
-            emitted = False
+        emitted = False
+        async with slots:
             try:
-                async with slots:
-                    try:
-                        async with client.stream(
-                            "POST", url, json=body, headers=self._headers()
-                        ) as response:
-                            if response.status_code >= 400:
-                                raw = await response.aread()
-                                self._check_status(url, response, raw.decode(errors="replace"))
-                            parser = _SSEParser(url, self, config)
-                            async for line in response.aiter_lines():
-                                for piece in parser.feed(line):
-                                    emitted = True
-                                    yield piece
-                                if parser.done:
-                                    break
-                            parser.finish()
-                            return
-                    except self._transport_errors() as exc:
-                        fault = self._describe(url, exc)
-                        if emitted:
-                            raise GenerationError(f"{fault} after streaming began") from exc
-                        raise fault from exc
-            except _Retryable as fault:
-                if attempt == self.max_retries:
-                    raise self._give_up(fault, attempt + 1) from fault
-                delay = self._wait(attempt, fault)
-                logger.warning("%s; retrying in %.2fs", fault, delay)
-                await asyncio.sleep(delay)
+                async with client.stream(
+                    "POST", url, json=body, headers=self._headers()
+                ) as response:
+                    if response.status_code >= 400:
+                        raw = await response.aread()
+                        self._check_status(url, response, raw.decode(errors="replace"))
+                    parser = _SSEParser(url, self, config)
+                    async for line in response.aiter_lines():
+                        for piece in parser.feed(line):
+                            emitted = True
+                            yield piece
+                        if parser.done:
+                            break
+                    parser.finish()
+            except self._transport_errors() as exc:
+                fault = self._describe(url, exc)
+                if emitted:
+                    raise GenerationError(f"{fault} after streaming began") from exc
+                raise fault from exc
 
     # -- discovery -----------------------------------------------------------------------------
 

@@ -413,17 +413,32 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
     medians), so every ratio compares runs minutes apart under the same machine load.
     """
     from aligners.backends.base import GenerationConfig
-    from aligners.backends.transformers import TransformersBackend
-    from aligners.eval.harness import edit_size
 
     cfg = ctx.config
-    backend = TransformersBackend("smollm2")
-    aligner = _aligner("ethical", max_new_tokens=cfg.copy_tokens)
     size = max(cfg.copy_batch, 1)
+    plain = GenerationConfig(max_new_tokens=cfg.copy_tokens, stop_strings=("<|im_end|>",))
+    groups = _copy_groups(ctx, size, plain)
+    rows, ratios, identical_all = _copy_rows(groups, plain, size, cfg)
+    stream_row, first_ratio = _copy_stream_row(
+        groups["real corrections (default ethical aligner)"], plain, cfg
+    )
+    rows.append(stream_row)
+    ratios["stream: first piece copy-aware / plain"] = first_ratio
+    return _copy_summary(rows, ratios, size, first_ratio, identical_all)
+
+
+def _copy_groups(
+    ctx: BenchContext, size: int, plain: Any
+) -> dict[str, tuple[list[Any], list[str], Any]]:
+    """The prompt groups (prompts, sources, engine): the aligner's own prompts run on the
+    aligner's model."""
+    from aligners.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend("smollm2")
+    aligner = _aligner("ethical", max_new_tokens=ctx.config.copy_tokens)
     texts = [COPY_TEXTS[i % len(COPY_TEXTS)] for i in range(size)]
     prompts = copy_prompts(len(COPY_TEXTS))
     qs, ans = ctx.pairs(size)
-    # (prompts, sources, engine): the aligner's own prompts run on the aligner's model.
     groups: dict[str, tuple[list[Any], list[str], Any]] = {
         "near-copy (fix typos)": (
             [prompts["near-copy (fix typos)"][i % len(COPY_TEXTS)] for i in range(size)],
@@ -451,13 +466,22 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
             backend,
         ),
     }
-    plain = GenerationConfig(max_new_tokens=cfg.copy_tokens, stop_strings=("<|im_end|>",))
     backend.generate([groups["near-copy (fix typos)"][0][0]], plain)  # warm up
     real_prompts, _, real_engine = groups["real corrections (default ethical aligner)"]
     # The real prompts with their own greedy output as the source: what copy-aware decoding
     # costs when the aligner leaves every answer unchanged.
     unchanged = real_engine.generate(real_prompts, plain.model_copy(update={"batch_size": size}))
     groups["unchanged (source = output)"] = (real_prompts, unchanged, real_engine)
+    return groups
+
+
+def _copy_rows(
+    groups: dict[str, tuple[list[Any], list[str], Any]], plain: Any, size: int, cfg: Any
+) -> tuple[list[dict[str, Any]], dict[str, float], bool]:
+    """Each group timed plain, copy-aware and floor, at batch 1 and ``size``: the rows, the
+    ratios, and whether copy-aware text was identical everywhere."""
+    from aligners.eval.harness import edit_size
+
     rows: list[dict[str, Any]] = []
     ratios: dict[str, float] = {}
     identical_all = True
@@ -502,8 +526,15 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
                     "mean_edit_size": statistics.fmean(edits),
                 }
             )
-    # Streaming: time to the first piece, one real correction at a time.
-    stream_prompts, stream_sources, engine = groups["real corrections (default ethical aligner)"]
+    return rows, ratios, identical_all
+
+
+def _copy_stream_row(
+    group: tuple[list[Any], list[str], Any], plain: Any, cfg: Any
+) -> tuple[dict[str, Any], float]:
+    """Streaming: time to the first piece, one real correction at a time (the row, and the
+    copy-aware / plain ratio of first-piece medians)."""
+    stream_prompts, stream_sources, engine = group
     firsts: dict[str, list[float]] = {"plain": [], "copy-aware": []}
     totals: dict[str, list[float]] = {"plain": [], "copy-aware": []}
     for prompt, source in list(zip(stream_prompts, stream_sources))[: cfg.copy_texts]:
@@ -517,19 +548,26 @@ def bench_copy(ctx: BenchContext) -> dict[str, Any]:
                 totals[label].append(time.perf_counter() - start)
                 firsts[label].append(first)
     first_ratio = statistics.median(firsts["copy-aware"]) / statistics.median(firsts["plain"])
-    ratios["stream: first piece copy-aware / plain"] = first_ratio
-    rows.append(
-        {
-            "what": "streaming one real correction (first piece / whole stream)",
-            "batch": 1,
-            "prompts": min(cfg.copy_texts, len(stream_prompts)),
-            "plain_s": statistics.median(totals["plain"]),
-            "copy_aware_s": statistics.median(totals["copy-aware"]),
-            "speedup": statistics.median(totals["plain"]) / statistics.median(totals["copy-aware"]),
-            "first_piece_plain_s": statistics.median(firsts["plain"]),
-            "first_piece_copy_aware_s": statistics.median(firsts["copy-aware"]),
-        }
-    )
+    row = {
+        "what": "streaming one real correction (first piece / whole stream)",
+        "batch": 1,
+        "prompts": min(cfg.copy_texts, len(stream_prompts)),
+        "plain_s": statistics.median(totals["plain"]),
+        "copy_aware_s": statistics.median(totals["copy-aware"]),
+        "speedup": statistics.median(totals["plain"]) / statistics.median(totals["copy-aware"]),
+        "first_piece_plain_s": statistics.median(firsts["plain"]),
+        "first_piece_copy_aware_s": statistics.median(firsts["copy-aware"]),
+    }
+    return row, first_ratio
+
+
+def _copy_summary(
+    rows: list[dict[str, Any]],
+    ratios: dict[str, float],
+    size: int,
+    first_ratio: float,
+    identical_all: bool,
+) -> dict[str, Any]:
     checks = {
         "batch 1 unchanged within 1.5x of floor": ratios[
             "unchanged (source = output), batch 1: vs floor"

@@ -6,6 +6,7 @@ import difflib
 import statistics
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from aligners.eval.data import EvalItem
 from aligners.eval.judges import InspectorJudge, Judge, Verdict
 from aligners.eval.stats import CIMethod, WinStats, win_stats
 from aligners.eval.upstream import Upstream, make_upstream
+from aligners.steps import Machine, Work, adrive, drive
 
 
 class EvalConfig(BaseModel):
@@ -240,8 +242,16 @@ class Evaluator:
 
     def run(self, items: Sequence[EvalItem | str]) -> EvalRun:
         """Evaluate every item: answer (unless answered), align, judge, summarise."""
-        items = _as_items(items)
-        show = self.config.progress
+        return drive(self._steps(_as_items(items), self.config.progress))
+
+    async def arun(self, items: Sequence[EvalItem | str]) -> EvalRun:
+        """Async :meth:`run`: the upstream, squad and judges run off the event loop (no
+        progress bars)."""
+        return await adrive(self._steps(_as_items(items), False))
+
+    def _steps(self, items: list[EvalItem], show: bool) -> Machine[EvalRun]:
+        """The evaluation as a step machine: the upstream, squad and judge calls are its work
+        (:meth:`run` and :meth:`arun` drive it)."""
         originals = [item.answer or "" for item in items]
         upstream_seconds: dict[int, float] = {}
         upstream_errors: dict[int, str] = {}
@@ -251,9 +261,13 @@ class Evaluator:
             with _bar(len(needed), "upstream answers", show) as bar:
                 for chunk in self._batches(len(needed)):
                     indices = [needed[k] for k in chunk]
+                    questions = [items[i].question for i in indices]
                     start = time.perf_counter()
                     try:
-                        answers = upstream.answer_batch([items[i].question for i in indices])
+                        answers = yield Work(
+                            partial(upstream.answer_batch, questions),
+                            partial(upstream.aanswer_batch, questions),
+                        )
                     except Exception as error:  # record it per question; the run goes on
                         answers = [""] * len(indices)
                         for i in indices:
@@ -268,115 +282,66 @@ class Evaluator:
         examples: list[EvalExample | None] = [None] * len(items)
         with _bar(len(items), "squad", show) as bar:
             for batch in self._batches(len(items)):
-                good, bad = self._valid(originals, batch)
-                for i in bad:
-                    examples[i] = _error_example(
-                        items[i],
-                        originals[i],
-                        upstream_errors.get(i, "empty answer: nothing to align"),
-                    )
-                if good:
-                    start = time.perf_counter()
-                    try:
-                        results = self.squad.align_batch(
-                            [items[i].question for i in good], [originals[i] for i in good]
-                        )
-                    except Exception:  # isolate the failing answer(s); keep the rest
-                        done = self._squad_one_by_one(items, originals, good)
-                    else:
-                        elapsed = time.perf_counter() - start
-                        pairs = zip(good, results, strict=True)
-                        done = [_example_from_result(items[i], r) for i, r in pairs]
-                        for example in done:
-                            example.squad_seconds = elapsed / len(good)
-                    for i, example in zip(good, done, strict=True):
-                        examples[i] = example
+                yield from self._squad_steps(items, originals, batch, upstream_errors, examples)
                 bar.update(len(batch))
         final = [e for e in examples if e is not None]
         for i, example in enumerate(final):
             example.upstream_seconds = upstream_seconds.get(i)
         for judge in self.judges:
-            self._judge(judge, final)
+            yield from self._judge_steps(judge, final, show)
         return EvalRun(final, summarize(final, self, self.config))
 
-    def _judge(self, judge: Judge, examples: list[EvalExample]) -> None:
+    def _squad_steps(
+        self,
+        items: list[EvalItem],
+        originals: list[str],
+        batch: range,
+        upstream_errors: dict[int, str],
+        examples: list[EvalExample | None],
+    ) -> Machine[None]:
+        """One batch through the squad, into ``examples``."""
+        good, bad = self._valid(originals, batch)
+        for i in bad:
+            examples[i] = _error_example(
+                items[i],
+                originals[i],
+                upstream_errors.get(i, "empty answer: nothing to align"),
+            )
+        if not good:
+            return
+        questions, answers = [items[i].question for i in good], [originals[i] for i in good]
+        start = time.perf_counter()
+        try:
+            results = yield Work(
+                partial(self.squad.align_batch, questions, answers),
+                partial(self.squad.aalign_batch, questions, answers),
+            )
+        except Exception:  # isolate the failing answer(s); keep the rest
+            done = self._squad_one_by_one(items, originals, good)
+        else:
+            elapsed = time.perf_counter() - start
+            done = [_example_from_result(items[i], r) for i, r in zip(good, results, strict=True)]
+            for example in done:
+                example.squad_seconds = elapsed / len(good)
+        for i, example in zip(good, done, strict=True):
+            examples[i] = example
+
+    def _judge_steps(self, judge: Judge, examples: list[EvalExample], show: bool) -> Machine[None]:
         todo = [e for e in examples if e.error is None]
-        with _bar(len(todo), f"judge {judge.name}", self.config.progress) as bar:
+        with _bar(len(todo), f"judge {judge.name}", show) as bar:
             for chunk in self._batches(len(todo)):
                 part = [todo[k] for k in chunk]
+                texts = ([e.question for e in part], [e.original for e in part])
+                aligned = [e.aligned for e in part]
                 start = time.perf_counter()
-                verdicts = judge.judge(
-                    [e.question for e in part],
-                    [e.original for e in part],
-                    [e.aligned for e in part],
+                verdicts = yield Work(
+                    partial(judge.judge, *texts, aligned), partial(judge.ajudge, *texts, aligned)
                 )
                 elapsed = time.perf_counter() - start
                 for example, verdict in zip(part, verdicts, strict=True):
                     verdict.detail.setdefault("seconds", elapsed / len(part))
                     example.verdicts[judge.name] = verdict
                 bar.update(len(part))
-
-    async def arun(self, items: Sequence[EvalItem | str]) -> EvalRun:
-        """Async :meth:`run`: the upstream, squad and judges run off the event loop."""
-        items = _as_items(items)
-        originals = [item.answer or "" for item in items]
-        upstream_seconds: dict[int, float] = {}
-        upstream_errors: dict[int, str] = {}
-        needed = self._answers_needed(items)
-        if needed:
-            upstream = self.upstream
-            for chunk in self._batches(len(needed)):
-                indices = [needed[k] for k in chunk]
-                start = time.perf_counter()
-                try:
-                    answers = await upstream.aanswer_batch([items[i].question for i in indices])
-                except Exception as error:  # record it per question; the run goes on
-                    answers = [""] * len(indices)
-                    for i in indices:
-                        upstream_errors[i] = f"upstream failed ({type(error).__name__}: {error})"
-                elapsed = time.perf_counter() - start
-                for i, answer in zip(indices, answers, strict=True):
-                    originals[i] = answer
-                    upstream_seconds[i] = elapsed / len(indices)
-        examples: list[EvalExample] = []
-        for batch in self._batches(len(items)):
-            good, bad = self._valid(originals, batch)
-            done: dict[int, EvalExample] = {
-                i: _error_example(
-                    items[i], originals[i], upstream_errors.get(i, "empty answer: nothing to align")
-                )
-                for i in bad
-            }
-            if good:
-                start = time.perf_counter()
-                try:
-                    results = await self.squad.aalign_batch(
-                        [items[i].question for i in good], [originals[i] for i in good]
-                    )
-                except Exception:  # isolate the failing answer(s); keep the rest
-                    singles = self._squad_one_by_one(items, originals, good)
-                    for i, example in zip(good, singles, strict=True):
-                        done[i] = example
-                else:
-                    elapsed = time.perf_counter() - start
-                    for i, result in zip(good, results, strict=True):
-                        done[i] = _example_from_result(items[i], result)
-                        done[i].squad_seconds = elapsed / len(good)
-            examples.extend(done[i] for i in batch)
-        for i, example in enumerate(examples):
-            example.upstream_seconds = upstream_seconds.get(i)
-        for judge in self.judges:
-            todo = [e for e in examples if e.error is None]
-            for chunk in self._batches(len(todo)):
-                part = [todo[k] for k in chunk]
-                verdicts = await judge.ajudge(
-                    [e.question for e in part],
-                    [e.original for e in part],
-                    [e.aligned for e in part],
-                )
-                for example, verdict in zip(part, verdicts, strict=True):
-                    example.verdicts[judge.name] = verdict
-        return EvalRun(examples, summarize(examples, self, self.config))
 
 
 def evaluate(
@@ -389,14 +354,7 @@ def evaluate(
     **upstream_options: Any,
 ) -> EvalRun:
     """Evaluate a squad on questions (answered by ``upstream``) or on items that carry answers."""
-    evaluator = Evaluator(
-        squad=squad,
-        upstream=upstream,
-        judges=judges,
-        config=config,
-        upstream_options=upstream_options,
-    )
-    return evaluator.run(items)
+    return _evaluator(squad, upstream, judges, config, upstream_options).run(items)
 
 
 async def aevaluate(
@@ -409,14 +367,23 @@ async def aevaluate(
     **upstream_options: Any,
 ) -> EvalRun:
     """Async :func:`evaluate`."""
-    evaluator = Evaluator(
+    return await _evaluator(squad, upstream, judges, config, upstream_options).arun(items)
+
+
+def _evaluator(
+    squad: Any,
+    upstream: Any,
+    judges: Sequence[Judge] | None,
+    config: EvalConfig | None,
+    upstream_options: dict[str, Any],
+) -> Evaluator:
+    return Evaluator(
         squad=squad,
         upstream=upstream,
         judges=judges,
         config=config,
         upstream_options=upstream_options,
     )
-    return await evaluator.arun(items)
 
 
 # -- summary -----------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -15,6 +15,7 @@ from aligners.backends.base import GenerationBackend, GenerationConfig
 from aligners.eval.stats import Outcome
 from aligners.eval.upstream import achat_model_batch, chat_model_batch, is_chat_model
 from aligners.inspector.base import Inspector
+from aligners.steps import Machine, Work, adrive, drive
 
 
 class Verdict(BaseModel):
@@ -53,15 +54,21 @@ class Judge(ABC):
     ) -> list[Verdict]:
         """Verdicts for pairs whose texts differ."""
 
-    def judge(
+    def _judge_steps(
         self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
-    ) -> list[Verdict]:
-        """One verdict per question (``win`` = the aligned answer is better)."""
+    ) -> Machine[list[Verdict]]:
+        """:meth:`_judge` as a step machine (async: in a worker thread); judges with an async
+        client make it ask for their async call."""
+        return (yield Work(partial(self._judge, questions, originals, aligned)))
+
+    def _steps(
+        self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
+    ) -> Machine[list[Verdict]]:
         _check(questions, originals, aligned)
         todo = _differing(originals, aligned)
         verdicts = [IDENTICAL.model_copy(deep=True) for _ in questions]
         if todo:
-            fresh = self._judge(
+            fresh = yield from self._judge_steps(
                 [questions[i] for i in todo],
                 [originals[i] for i in todo],
                 [aligned[i] for i in todo],
@@ -70,11 +77,17 @@ class Judge(ABC):
                 verdicts[i] = verdict
         return verdicts
 
+    def judge(
+        self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
+    ) -> list[Verdict]:
+        """One verdict per question (``win`` = the aligned answer is better)."""
+        return drive(self._steps(questions, originals, aligned))
+
     async def ajudge(
         self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
     ) -> list[Verdict]:
-        """Async :meth:`judge` (the default runs it in a worker thread)."""
-        return await asyncio.to_thread(self.judge, questions, originals, aligned)
+        """Async :meth:`judge` (by default :meth:`_judge` runs in a worker thread)."""
+        return await adrive(self._steps(questions, originals, aligned))
 
 
 def _compare(before: float, after: float, margin: float) -> Outcome:
@@ -256,31 +269,21 @@ class PairwiseJudge(Judge):
     def _judge(
         self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
     ) -> list[Verdict]:
+        return drive(self._judge_steps(questions, originals, aligned))
+
+    def _judge_steps(
+        self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
+    ) -> Machine[list[Verdict]]:
         conversations = self.conversations(questions, originals, aligned)
         if isinstance(self.model, GenerationBackend):
-            replies = self.model.generate(conversations, self.config)  # type: ignore[arg-type]
+            generate = partial(self.model.generate, conversations, self.config)  # type: ignore[arg-type]
+            replies = yield Work(generate)
         else:
-            replies = chat_model_batch(self.model, conversations, self.max_concurrency)
-        return self.combine(replies)
-
-    async def ajudge(
-        self, questions: Sequence[str], originals: Sequence[str], aligned: Sequence[str]
-    ) -> list[Verdict]:
-        if isinstance(self.model, GenerationBackend):
-            return await super().ajudge(questions, originals, aligned)
-        _check(questions, originals, aligned)
-        todo = _differing(originals, aligned)
-        verdicts = [IDENTICAL.model_copy(deep=True) for _ in questions]
-        if todo:
-            conversations = self.conversations(
-                [questions[i] for i in todo],
-                [originals[i] for i in todo],
-                [aligned[i] for i in todo],
+            args = (self.model, conversations, self.max_concurrency)
+            replies = yield Work(
+                partial(chat_model_batch, *args), partial(achat_model_batch, *args)
             )
-            replies = await achat_model_batch(self.model, conversations, self.max_concurrency)
-            for i, verdict in zip(todo, self.combine(replies), strict=True):
-                verdicts[i] = verdict
-        return verdicts
+        return self.combine(replies)
 
 
 class RewardModelJudge(Judge):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -123,85 +124,110 @@ def create_model_app(
     model: str | GenerationBackend = "smollm2",
     settings: ModelServerSettings | None = None,
 ) -> Any:
-    """The FastAPI app serving ``model`` (an alias/path, or any backend) the OpenAI way.
+    """The FastAPI app serving ``model`` (an alias/path, or any backend) the OpenAI way
+    (:class:`ModelApp`'s ``app``).
 
     Endpoints: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (both with
     ``stream``), ``/classify`` and ``/v1/classify`` (vLLM's classification API, when
     ``settings.classifier`` names a sequence classifier), ``/health`` (process is up), ``/ready``
     (weights loaded).
     """
+    return ModelApp(model, settings).app
 
-    if settings is None:
-        settings = ModelServerSettings(model=model if isinstance(model, str) else "model")
-    if isinstance(model, str):
-        backend: GenerationBackend = TransformersBackend(model, adapter=settings.adapter)
-    else:
-        backend = model
-    generator = LocalGenerator(backend)
-    name = settings.name
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    readiness = Readiness()
-    classifier = _Classifier(settings.classifier) if settings.classifier else None
 
-    def warm() -> None:
-        generator.warmup()
-        if classifier is not None:
-            classifier.load()
+class ModelApp:
+    """The model server: what it serves, and one method per route (``app`` is the FastAPI app;
+    see :func:`create_model_app` for the arguments)."""
+
+    def __init__(
+        self,
+        model: str | GenerationBackend = "smollm2",
+        settings: ModelServerSettings | None = None,
+    ) -> None:
+        if settings is None:
+            settings = ModelServerSettings(model=model if isinstance(model, str) else "model")
+        self.settings = settings
+        if isinstance(model, str):
+            self.backend: GenerationBackend = TransformersBackend(model, adapter=settings.adapter)
+        else:
+            self.backend = model
+        self.generator = LocalGenerator(self.backend)
+        self.name = settings.name
+        self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.readiness = Readiness()
+        self.classifier = _Classifier(settings.classifier) if settings.classifier else None
+        self.app = self._build()
+
+    def _build(self) -> FastAPI:
+        app = FastAPI(title="aligners model server", lifespan=self.lifespan)
+        app.state.readiness = self.readiness
+        install_error_handlers(app)
+        install_request_logging(app)
+        app.get("/health")(self.health)
+        app.get("/ready")(self.ready)
+        app.get("/v1/models")(self.models)
+        app.post("/v1/completions")(self.completions)
+        app.post("/v1/chat/completions")(self.chat_completions)
+        app.add_api_route("/classify", self.classify, methods=["POST"])
+        app.add_api_route("/v1/classify", self.classify, methods=["POST"])
+        return app
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def warm(self) -> None:
+        self.generator.warmup()
+        if self.classifier is not None:
+            self.classifier.load()
 
     @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(readiness.run(warm if settings.warmup else lambda: None))
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        work = self.warm if self.settings.warmup else lambda: None
+        task = asyncio.create_task(self.readiness.run(work))
         yield
         task.cancel()
 
-    app = FastAPI(title="aligners model server", lifespan=lifespan)
-    app.state.readiness = readiness
-    install_error_handlers(app)
-    install_request_logging(app)
-
-    def check_model(requested: str | None) -> None:
-        if requested and requested != name:
+    def check_model(self, requested: str | None) -> None:
+        if requested and requested != self.name:
             raise APIError(
                 404,
-                f"model {requested!r} is not served here; available: [{name!r}]",
+                f"model {requested!r} is not served here; available: [{self.name!r}]",
                 "not_found_error",
                 "model",
             )
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
+    # -- routes --------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
-    async def ready() -> Any:
-        status, body = readiness.body()
+    async def ready(self) -> Any:
+        status, body = self.readiness.body()
         return JSONResponse(body, status_code=status)
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
-        check_api_key(request, api_key)
+    async def models(self, request: Request) -> dict[str, Any]:
+        check_api_key(request, self.api_key)
         return {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "aligners"}],
+            "data": [{"id": self.name, "object": "model", "created": 0, "owned_by": "aligners"}],
         }
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
-        check_api_key(request, api_key)
+    async def completions(self, request: Request) -> Any:
+        check_api_key(request, self.api_key)
+        settings = self.settings
         body: CompletionRequest = await read_json(
             request, settings.max_request_bytes, CompletionRequest
         )
-        check_model(body.model)
+        self.check_model(body.model)
         config = generation_config(body, settings, body.max_tokens)
         request.state.log_fields.update(endpoint="completions", prompts=len(body.prompts))
         if body.stream:
             if len(body.prompts) != 1:
                 raise APIError(400, "stream=true takes one prompt", param="prompt")
-            return await stream_response(body.prompts[0], config, "text_completion")
+            return await self.stream_response(body.prompts[0], config, "text_completion")
         deadline = Deadline(settings.request_timeout)
         try:
             results = await deadline.run(
-                asyncio.gather(*(generator.acomplete(p, config) for p in body.prompts)),
+                asyncio.gather(*(self.generator.acomplete(p, config) for p in body.prompts)),
                 "generation",
             )
         except ValueError as exc:  # e.g. a prompt over the model's context
@@ -210,7 +236,7 @@ def create_model_app(
             "id": new_id("cmpl"),
             "object": "text_completion",
             "created": int(time.time()),
-            "model": name,
+            "model": self.name,
             "choices": [
                 {"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
                 for i, r in enumerate(results)
@@ -218,21 +244,21 @@ def create_model_app(
             "usage": _sum_usage(results),
         }
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        check_api_key(request, api_key)
+    async def chat_completions(self, request: Request) -> Any:
+        check_api_key(request, self.api_key)
+        settings = self.settings
         body: ChatCompletionRequest = await read_json(
             request, settings.max_request_bytes, ChatCompletionRequest
         )
-        check_model(body.model)
+        self.check_model(body.model)
         config = generation_config(body, settings, body.token_limit)
         messages = chat_messages(body)
         request.state.log_fields.update(endpoint="chat", messages=len(messages))
         if body.stream:
-            return await stream_response(messages, config, "chat.completion.chunk")
+            return await self.stream_response(messages, config, "chat.completion.chunk")
         try:
             result = await Deadline(settings.request_timeout).run(
-                generator.acomplete(messages, config), "generation"
+                self.generator.acomplete(messages, config), "generation"
             )
         except ValueError as exc:  # e.g. the model has no chat template, or over its context
             raise APIError(400, str(exc), param="messages") from None
@@ -240,7 +266,7 @@ def create_model_app(
             "id": new_id("chatcmpl"),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": name,
+            "model": self.name,
             "choices": [
                 {
                     "index": 0,
@@ -251,8 +277,9 @@ def create_model_app(
             "usage": usage(result.prompt_tokens, result.completion_tokens),
         }
 
-    async def classify(request: Request) -> Any:
-        check_api_key(request, api_key)
+    async def classify(self, request: Request) -> Any:
+        check_api_key(request, self.api_key)
+        settings, classifier = self.settings, self.classifier
         if classifier is None:
             raise APIError(
                 404, "this server has no classifier (start it with --classifier)", "not_found_error"
@@ -281,50 +308,58 @@ def create_model_app(
             ],
         }
 
-    app.add_api_route("/classify", classify, methods=["POST"])
-    app.add_api_route("/v1/classify", classify, methods=["POST"])
+    # -- streaming -----------------------------------------------------------------------------
 
-    async def stream_response(prompt: Prompt, config: GenerationConfig, kind: str) -> Any:
+    async def stream_response(self, prompt: Prompt, config: GenerationConfig, kind: str) -> Any:
         try:  # before the headers: a prompt that cannot be answered is a 400, not a broken stream
-            await generator.acheck_fits(prompt, config)
+            await self.generator.acheck_fits(prompt, config)
         except ValueError as exc:
             raise APIError(400, str(exc), param="prompt") from None
         ident = new_id("chatcmpl" if kind.startswith("chat") else "cmpl")
-        created = int(time.time())
+        chunk = partial(_stream_chunk, ident, kind, int(time.time()), self.name)
+        return StreamingResponse(
+            self._events(prompt, config, kind, chunk), media_type="text/event-stream"
+        )
 
-        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-            if kind == "text_completion":
-                choice: dict[str, Any] = {"index": 0, "text": text or "", "finish_reason": finish}
-            else:
-                delta: dict[str, Any] = {"role": "assistant"} if first else {}
-                if text is not None:
-                    delta["content"] = text
-                choice = {"index": 0, "delta": delta, "finish_reason": finish}
-            return {
-                "id": ident,
-                "object": kind,
-                "created": created,
-                "model": name,
-                "choices": [choice],
-            }
+    async def _events(
+        self,
+        prompt: Prompt,
+        config: GenerationConfig,
+        kind: str,
+        chunk: Callable[..., dict[str, Any]],
+    ) -> AsyncIterator[str]:
+        state = Completion("")
+        if kind != "text_completion":
+            yield sse(chunk("", None, first=True))
+        try:
+            async for piece in self.generator.astream(prompt, config, state):
+                yield sse(chunk(piece, None))
+        except Exception as exc:  # headers are sent: report in-band, as OpenAI servers do
+            logger.error("generation failed mid-stream", extra={"fields": {"error": str(exc)}})
+            yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
+            return
+        yield sse(chunk(None if kind != "text_completion" else "", state.finish_reason))
+        yield sse("[DONE]")
 
-        async def events() -> AsyncIterator[str]:
-            state = Completion("")
-            if kind != "text_completion":
-                yield sse(chunk("", None, first=True))
-            try:
-                async for piece in generator.astream(prompt, config, state):
-                    yield sse(chunk(piece, None))
-            except Exception as exc:  # headers are sent: report in-band, as OpenAI servers do
-                logger.error("generation failed mid-stream", extra={"fields": {"error": str(exc)}})
-                yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
-                return
-            yield sse(chunk(None if kind != "text_completion" else "", state.finish_reason))
-            yield sse("[DONE]")
 
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    return app
+def _stream_chunk(
+    ident: str,
+    kind: str,
+    created: int,
+    model: str,
+    text: str | None,
+    finish: str | None,
+    first: bool = False,
+) -> dict[str, Any]:
+    """One streamed chunk of a completion (``text_completion``) or a chat completion."""
+    if kind == "text_completion":
+        choice: dict[str, Any] = {"index": 0, "text": text or "", "finish_reason": finish}
+    else:
+        delta: dict[str, Any] = {"role": "assistant"} if first else {}
+        if text is not None:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
 
 
 def _sum_usage(results: list[Completion]) -> dict[str, int] | None:

@@ -31,8 +31,8 @@ from aligners.squad.policy import (
     SquadPolicy,
 )
 from aligners.squad.result import AlignmentResult, StageRecord
-from aligners.squad.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
 from aligners.squad.stream import ALREADY_STREAMED, SquadStream, stream_failure
+from aligners.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
 from aligners.validation import validate_batch, validate_containers, validate_item
 
 logger = logging.getLogger(__name__)
@@ -567,34 +567,66 @@ class Squad:
             )
         return correction, None
 
-    def _run_group(
+    def _group_steps(
         self, member: SquadMember, works: Sequence[_Work], indices: list[int]
-    ) -> dict[int, tuple[Correction | None, str | None]]:
+    ) -> Machine[dict[int, tuple[Correction | None, str | None]]]:
+        """One member's rewrites of a group, as a step machine: one batched call; when it
+        fails, the answers one by one (sync), or (async) the whole group again in a thread."""
         if isinstance(member.aligner, GroundedRepair):
             return self._repair_group(member.aligner, works, indices)
-        assert member.aligner is not None
+        aligner = member.aligner
+        assert aligner is not None
         questions = [works[i].question for i in indices]
         answers = [works[i].text for i in indices]
         try:
-            corrections = member.aligner.correct(questions, answers)
+            corrections = yield Work(
+                lambda: aligner.correct(questions, answers),
+                lambda: aligner.acorrect(questions, answers),
+            )
         except Exception as batch_error:  # isolate the failing answers; keep the rest
-            logger.warning("aligner %s failed on a batch: %s", member.name, batch_error)
-            outcomes: dict[int, tuple[Correction | None, str | None]] = {}
-            for i, question, answer in zip(indices, questions, answers):
-                try:
-                    outcomes[i] = self._accept(
-                        member.aligner.correct([question], [answer])[0],
-                        member.aligner,
-                        self.config.policy.on_token_limit,
-                    )
-                except Exception as error:
-                    outcomes[i] = (
-                        None,
-                        f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
-                    )
-            return outcomes
+            return (
+                yield Work(
+                    partial(self._one_by_one, member, indices, questions, answers, batch_error),
+                    partial(asyncio.to_thread, self._run_group, member, works, indices),
+                )
+            )
         limit = self.config.policy.on_token_limit
-        return {i: self._accept(c, member.aligner, limit) for i, c in zip(indices, corrections)}
+        return {i: self._accept(c, aligner, limit) for i, c in zip(indices, corrections)}
+
+    def _one_by_one(
+        self,
+        member: SquadMember,
+        indices: list[int],
+        questions: list[str],
+        answers: list[str],
+        batch_error: Exception,
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        logger.warning("aligner %s failed on a batch: %s", member.name, batch_error)
+        assert isinstance(member.aligner, Aligner)
+        outcomes: dict[int, tuple[Correction | None, str | None]] = {}
+        for i, question, answer in zip(indices, questions, answers):
+            try:
+                outcomes[i] = self._accept(
+                    member.aligner.correct([question], [answer])[0],
+                    member.aligner,
+                    self.config.policy.on_token_limit,
+                )
+            except Exception as error:
+                outcomes[i] = (
+                    None,
+                    f"aligner failed ({type(error).__name__}: {error}); kept the previous text",
+                )
+        return outcomes
+
+    def _run_group(
+        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        return drive(self._group_steps(member, works, indices))
+
+    async def _arun_group(
+        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
+    ) -> dict[int, tuple[Correction | None, str | None]]:
+        return await adrive(self._group_steps(member, works, indices))
 
     def _repair_group(
         self, repair: GroundedRepair, works: Sequence[_Work], indices: list[int]
@@ -610,20 +642,6 @@ class Squad:
                 works[i].result.grounding = report
                 outcomes[i] = self._accept(repair.repair(works[i].text, report))
         return outcomes
-
-    async def _arun_group(
-        self, member: SquadMember, works: Sequence[_Work], indices: list[int]
-    ) -> dict[int, tuple[Correction | None, str | None]]:
-        if not isinstance(member.aligner, Aligner):
-            return self._run_group(member, works, indices)
-        questions = [works[i].question for i in indices]
-        answers = [works[i].text for i in indices]
-        try:
-            corrections = await member.aligner.acorrect(questions, answers)
-        except Exception:
-            return await asyncio.to_thread(self._run_group, member, works, indices)
-        limit = self.config.policy.on_token_limit
-        return {i: self._accept(c, member.aligner, limit) for i, c in zip(indices, corrections)}
 
     def _stages(
         self, works: list[_Work]
@@ -813,10 +831,20 @@ class Squad:
         Under ``on_error="return_original"`` a bad item or a failing model costs no answer: the
         affected answers come back as they were, with the failure in their records.
         """
+        return drive(self.batch_steps(questions, answers, contexts))
+
+    def batch_steps(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        contexts: Sequence[Any] | None = None,
+    ) -> Machine[list[AlignmentResult]]:
+        """:meth:`align_batch` as a step machine (:meth:`steps` after the validation, with
+        ``on_error`` applied); :meth:`align_batch` and :meth:`aalign_batch` drive it."""
         good, failed, passages = self._valid_items(questions, answers, contexts)
         q, a = [questions[i] for i in good], [answers[i] for i in good]
         try:
-            aligned = drive(self.steps(q, a, passages)) if good else []
+            aligned = (yield from self.steps(q, a, passages)) if good else []
         except Exception as error:
             aligned = self._recover(error, q, a)
         return self._merge(len(answers), good, aligned, failed)
@@ -827,9 +855,9 @@ class Squad:
         answers: Sequence[str],
         passages: Sequence[tuple[str, ...]] | None = None,
     ) -> Machine[list[AlignmentResult]]:
-        """The algorithm for validated pairs as a step machine (:mod:`aligners.squad.steps`):
+        """The algorithm for validated pairs as a step machine (:mod:`aligners.steps`):
         it asks for the scoring, rewriting and re-scoring it needs and returns the results;
-        :func:`~aligners.squad.steps.drive` and ``adrive`` run it sync or async."""
+        :func:`~aligners.steps.drive` and ``adrive`` run it sync or async."""
         works = yield Work(partial(self._start, questions, answers, passages))
         rewrite = self._before_rewriting(works)
         by_name = {m.name: m for m in self.members}
@@ -875,13 +903,7 @@ class Squad:
         contexts: Sequence[Any] | None = None,
     ) -> list[AlignmentResult]:
         """Async :meth:`align_batch`: generation and scoring run off the event loop."""
-        good, failed, passages = self._valid_items(questions, answers, contexts)
-        q, a = [questions[i] for i in good], [answers[i] for i in good]
-        try:
-            aligned = await adrive(self.steps(q, a, passages)) if good else []
-        except Exception as error:
-            aligned = self._recover(error, q, a)
-        return self._merge(len(answers), good, aligned, failed)
+        return await adrive(self.batch_steps(questions, answers, contexts))
 
     async def aalign(self, question: str, answer: str, context: Any = None) -> AlignmentResult:
         """Async :meth:`align`."""

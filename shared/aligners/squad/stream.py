@@ -1,16 +1,16 @@
-"""A squad's answer as a stream: two small drivers of the squad's stream step machine."""
+"""A squad's answer as a stream: the squad's stream step machine, driven sync or async."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aligners.errors import AlignmentViolation
 from aligners.sources import as_passages
 from aligners.squad.result import AlignmentResult
-from aligners.squad.steps import Emit, StreamRewrite, Work
+from aligners.steps import Emit, Machine, Work, adrive_stream, drive_stream, resume
 from aligners.validation import validate_pair
 
 if TYPE_CHECKING:
@@ -59,92 +59,36 @@ class SquadStream:
         self.result = self.squad.failure_record(self.question, self.answer, error)
         return self.result.text
 
-    def __iter__(self) -> Iterator[str]:
+    def steps(self) -> Machine[None]:
+        """This stream as one step machine (what :meth:`__iter__` and :meth:`__aiter__` drive):
+        the squad's stream steps, with the record kept on ``result``."""
         squad = self.squad
         if squad.decides_whole:
             # Streamed text cannot be taken back, so the other policies decide on the whole
             # answer first and send it in one piece.
-            self.result = squad.align(self.question, self.answer, self.context)
-            yield self.result.text
+            self.result = yield Work(
+                partial(squad.align, self.question, self.answer, self.context),
+                partial(squad.aalign, self.question, self.answer, self.context),
+            )
+            yield Emit(self.result.text)
             return
         if self._invalid is not None:
             if text := self._fallback(self._invalid):  # an empty answer: nothing to send
-                yield text
+                yield Emit(text)
             return
         machine = squad.stream_steps(self.question, self.answer, self.passages)
-        reply: Any = None
-        first = True
-        while True:
-            try:
-                step = machine.send(reply)
-            except StopIteration as done:
-                self.result = done.value
-                return
-            reply = None
-            if isinstance(step, Emit):
-                yield step.text
-            elif isinstance(step, StreamRewrite):
-                pieces: list[str] = []
-                try:
-                    for piece in step.pieces():
-                        pieces.append(piece)
-                        yield piece
-                except Exception as error:
-                    reply = (pieces, error)
-                reply = reply or (pieces, None)
-            else:
-                try:
-                    reply = step.run()
-                except Exception as failure:
-                    if not first:  # only the first scoring falls back; later steps record
-                        raise
-                    if text := self._fallback(failure):
-                        yield text
-                    return
-                first = False
+        first = next(machine)  # the first scoring, the one step that falls back
+        try:
+            reply = yield first
+        except Exception as failure:
+            if text := self._fallback(failure):
+                yield Emit(text)
+            return
+        self.result = yield from resume(machine, reply)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from drive_stream(self.steps())
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        squad = self.squad
-        if squad.decides_whole:
-            self.result = await squad.aalign(self.question, self.answer, self.context)
-            yield self.result.text
-            return
-        if self._invalid is not None:
-            if text := self._fallback(self._invalid):
-                yield text
-            return
-        machine = squad.stream_steps(self.question, self.answer, self.passages)
-        reply: Any = None
-        first = True
-        while True:
-            try:
-                step = machine.send(reply)
-            except StopIteration as done:
-                self.result = done.value
-                return
-            reply = None
-            if isinstance(step, Emit):
-                yield step.text
-            elif isinstance(step, StreamRewrite):
-                pieces: list[str] = []
-                try:
-                    async for piece in step.apieces():
-                        pieces.append(piece)
-                        yield piece
-                except Exception as error:
-                    reply = (pieces, error)
-                reply = reply or (pieces, None)
-            else:
-                try:
-                    reply = await _arun(step)
-                except Exception as failure:
-                    if not first:
-                        raise
-                    if text := self._fallback(failure):
-                        yield text
-                    return
-                first = False
-
-
-async def _arun(step: Work) -> Any:
-    return await (step.arun() if step.arun else asyncio.to_thread(step.run))
+        async for text in adrive_stream(self.steps()):
+            yield text
