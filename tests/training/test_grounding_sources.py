@@ -340,3 +340,21 @@ def test_keep_sources_are_trained_on_whole() -> None:
     assert [p.label for p in rest] == [1, 0] * 7  # twins stay together
     # Without kept sources the sampling is the one it always was.
     assert _subsample(big, 20, 0) == _subsample(big, 20, 0, ())
+
+
+def test_cli_builds_from_labelled_sets_and_checks_their_paths(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aligners.cli.main import app
+
+    begin = make_begin(tmp_path / "BEGIN-dataset")
+    faithdial = make_faithdial(tmp_path / "FaithDial")
+    out = tmp_path / "out"
+    args = ["data", "grounding", "--no-synthetic", "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--begin", str(begin), "--faithdial", str(faithdial)])
+    assert result.exit_code == 0, result.output
+    assert '"begin_dev": 3' in result.output and '"faithdial_audit": 4' in result.output
+    assert {p.source for p in read_pairs(out / "pairs.jsonl")} == {"begin_dev", "faithdial_audit"}
+    args[-1] = str(tmp_path / "out2")
+    missing = CliRunner().invoke(app, [*args, "--wice", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and not (tmp_path / "out2").exists()  # a usage error
