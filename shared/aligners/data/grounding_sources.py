@@ -36,7 +36,7 @@ import csv
 import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,17 @@ def _normal(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
+def blind_key(knowledge: str, response: str) -> str:
+    """A (knowledge, response) pair's identity, blind to case, spacing and punctuation."""
+    return _hash_id("blind", _normal(knowledge), _normal(response))
+
+
+def _blind_overlap() -> frozenset[str]:
+    from aligners.data.grounding_blind import BLIND_OVERLAP
+
+    return BLIND_OVERLAP
+
+
 def _root(path: str | Path) -> Path:
     return Path(path).expanduser()
 
@@ -92,9 +103,12 @@ def _root(path: str | Path) -> Path:
 _BEGIN_LABELS = {"fully attributable": 1, "not fully attributable": 0}
 
 
-def read_begin_dev(path: str | Path) -> list[LabelledTurn]:
+def read_begin_dev(path: str | Path, exclude: Collection[str] | None = None) -> list[LabelledTurn]:
     """BEGIN's dev split (the three ``begin_dev_*.tsv`` files under a clone of
-    google/BEGIN-dataset); "Generic" responses are left out. Never reads the test files."""
+    google/BEGIN-dataset); "Generic" responses are left out, and pairs whose
+    :func:`blind_key` is in ``exclude`` (default: those a blind set holds too, among them 97
+    WoW rows of TRUE's BEGIN and 11 of BEGIN test). Never reads the test files."""
+    exclude = _blind_overlap() if exclude is None else exclude
     rows: list[LabelledTurn] = []
     for benchmark, relative in BEGIN_DEV_FILES.items():
         file = _root(path) / relative
@@ -105,6 +119,8 @@ def read_begin_dev(path: str | Path) -> list[LabelledTurn]:
                 label = _BEGIN_LABELS.get((row.get("begin_label") or "").strip().lower())
                 knowledge, response = (row.get(k) or "" for k in ("knowledge", "response"))
                 if label is None or not knowledge.strip() or not response.strip():
+                    continue
+                if blind_key(knowledge, response) in exclude:
                     continue
                 rows.append(
                     LabelledTurn(
@@ -131,9 +147,13 @@ def faithdial_label(value: str) -> int | None:
     return None
 
 
-def read_faithdial_audit(path: str | Path) -> list[LabelledTurn]:
+def read_faithdial_audit(
+    path: str | Path, exclude: Collection[str] | None = None
+) -> list[LabelledTurn]:
     """FaithDial's audit files (``data-audit/*/*.csv`` under a clone of McGill-NLP/FaithDial,
-    or that folder itself): (knowledge, previous turn, response, BEGIN label) per row."""
+    or that folder itself): (knowledge, previous turn, response, BEGIN label) per row; pairs
+    whose :func:`blind_key` is in ``exclude`` (default: those a blind set holds) left out."""
+    exclude = _blind_overlap() if exclude is None else exclude
     root = _root(path)
     folder = root / FAITHDIAL_AUDIT_DIR if (root / FAITHDIAL_AUDIT_DIR).is_dir() else root
     rows: list[LabelledTurn] = []
@@ -150,6 +170,8 @@ def read_faithdial_audit(path: str | Path) -> list[LabelledTurn]:
                 knowledge, history, response, label_text = (v.strip() for v in values[:4])
                 label = faithdial_label(label_text)
                 if label is None or not knowledge or not response:
+                    continue
+                if blind_key(knowledge, response) in exclude:
                     continue
                 rows.append(
                     LabelledTurn(
@@ -398,6 +420,7 @@ __all__ = [
     "DIALOGUE_SOURCES",
     "LabelledTurn",
     "best_window",
+    "blind_key",
     "faithdial_label",
     "labelled_data",
     "labelled_sources",
