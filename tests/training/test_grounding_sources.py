@@ -358,3 +358,22 @@ def test_cli_builds_from_labelled_sets_and_checks_their_paths(tmp_path: Path) ->
     args[-1] = str(tmp_path / "out2")
     missing = CliRunner().invoke(app, [*args, "--wice", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and not (tmp_path / "out2").exists()  # a usage error
+
+
+def test_pairs_a_blind_set_holds_are_dropped(tmp_path: Path) -> None:
+    from aligners.data.grounding_blind import BLIND_OVERLAP
+    from aligners.data.grounding_sources import blind_key
+
+    begin = make_begin(tmp_path / "BEGIN-dataset")
+    faithdial = make_faithdial(tmp_path / "FaithDial")
+    # Case, spacing and punctuation do not hide a pair.
+    held = blind_key(KNOWLEDGE[0].upper(), "about  330 metres")
+    assert [r.response for r in read_begin_dev(begin, exclude={held})] == [
+        "It is 450 metres tall.",
+        "Armstrong recorded it in Chicago in 1928.",
+    ]
+    gold = blind_key(KNOWLEDGE[3], "Crayola started with oil paint. It was in 1920.")
+    assert len(read_faithdial_audit(faithdial, exclude={gold})) == 3
+    # The shipped list (hashes, 16 hex digits) is the default.
+    assert BLIND_OVERLAP and all(len(k) == 16 for k in BLIND_OVERLAP)
+    assert len(read_begin_dev(begin)) == len(read_begin_dev(begin, exclude=()))
