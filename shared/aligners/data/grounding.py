@@ -852,9 +852,9 @@ def build_grounding_data(
     if given:
         from aligners.data.grounding_sources import labelled_sources, read_sources
 
-        rows = read_sources(**given)
-        read = {name: len(source_rows) for name, source_rows in rows.items()}
-        labelled_pairs, labelled_answers = labelled_sources(rows, config)
+        labelled_rows = read_sources(**given)
+        read = {name: len(source_rows) for name, source_rows in labelled_rows.items()}
+        labelled_pairs, labelled_answers = labelled_sources(labelled_rows, config)
         pairs += labelled_pairs
         answers += labelled_answers
     out = Path(output).expanduser()
