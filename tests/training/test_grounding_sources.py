@@ -226,6 +226,11 @@ def test_factcheck_gpt_stances(tmp_path: Path) -> None:
         ("partially-support", 0),
         ("irrelevant", 0),
     ]
+    # One claim against two evidence passages: two pairs, split together by the claim.
+    pairs, answers = labelled_data(rows, GroundingDataConfig(), answers=False)
+    assert len(pairs) == 4 and answers == []
+    abu = [p for p in pairs if p.claim == "MBZUAI is in Abu Dhabi."]
+    assert sorted(p.label for p in abu) == [0, 1] and len({p.split for p in abu}) == 1
 
 
 def test_absent_folders_give_no_rows(tmp_path: Path) -> None:

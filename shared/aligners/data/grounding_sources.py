@@ -317,7 +317,7 @@ def labelled_data(
     seen: set[tuple[str, str, str]] = set()
     by_split: dict[Split, list[LabelledTurn]] = {}
     for row in rows:
-        key = (row.source, row.split_key, _normal(row.response))
+        key = (row.source, _normal(row.knowledge), _normal(row.response))
         if key in seen:  # the same response to the same knowledge, labelled twice: keep one
             continue
         seen.add(key)
