@@ -31,7 +31,9 @@
 #          AlpacaEval answers; MiniLM top 2 layers, 8,000 pairs, 2 epochs (~25 min on 2 CPU cores;
 #          RESUME=1 continues from the last checkpoint), then the sentence combiner fitted on the
 #          train answers and the threshold chosen on the validation answers (int8 trunk; ~4 min);
-#          numbers in its MODEL_CARD.md
+#          numbers in its MODEL_CARD.md. Human-labelled sets (--begin, --faithdial, --wice,
+#          --factcheck-gpt of `aligners data grounding`, read from local git clones) are not in
+#          the shipped model: BEGIN dev + FaithDial did not measure better on validation (card).
 # general: the helpful/factuality frozen heads (shipped) and the general aligner (GPU advised;
 #          not shipped: the default models stay under 20 MB, so those criteria use SmolLM2 zero-shot).
 # Every step runs unchanged on a GPU (`make setup TORCH_SPEC=...`), just faster.

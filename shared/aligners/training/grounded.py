@@ -59,6 +59,11 @@ class GroundedTrainingConfig(BaseModel):
     max_train_pairs: int | None = Field(
         default=12000, gt=0, description="Subsample the training pairs (twins kept together)."
     )
+    keep_sources: list[str] = Field(
+        default_factory=list,
+        description="Sources whose train pairs are all trained on; the others fill the rest of "
+        "max_train_pairs (small human-labelled sets are not thinned out by the large ones).",
+    )
     max_validation_pairs: int | None = Field(default=2000, gt=0)
     save_steps: int = Field(default=100, ge=0, description="Checkpoint every N steps (0: never).")
     chunk_words: int = Field(default=60, gt=0, description="Inspector: words per window.")
@@ -101,13 +106,22 @@ class GroundedTrainingConfig(BaseModel):
     seed: int = 0
 
 
-def _subsample(pairs: Sequence[GroundingPair], limit: int | None, seed: int) -> list[GroundingPair]:
+def _subsample(
+    pairs: Sequence[GroundingPair],
+    limit: int | None,
+    seed: int,
+    keep_sources: Sequence[str] = (),
+) -> list[GroundingPair]:
     """At most ``limit`` pairs, keeping each supported claim with its unsupported twin (they
-    are written one after the other) so labels and lengths stay balanced."""
-    twins = [list(pairs[i : i + 2]) for i in range(0, len(pairs), 2)]
-    if limit is not None and len(pairs) > limit:
-        twins = random.Random(seed).sample(twins, k=limit // 2)
-    return [p for twin in twins for p in twin]
+    are written one after the other) so labels and lengths stay balanced. Pairs of
+    ``keep_sources`` are all kept (in front) and count towards ``limit``."""
+    kept = [p for p in pairs if p.source in keep_sources]
+    rest = [p for p in pairs if p.source not in keep_sources]
+    twins = [list(rest[i : i + 2]) for i in range(0, len(rest), 2)]
+    room = None if limit is None else max(0, limit - len(kept))
+    if room is not None and len(rest) > room:
+        twins = random.Random(seed).sample(twins, k=room // 2)
+    return kept + [p for twin in twins for p in twin]
 
 
 def best_balanced_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
@@ -343,7 +357,10 @@ def train_grounded(
     to ``metrics.json``."""
     config = config or GroundedTrainingConfig()
     train = _subsample(
-        [p for p in pairs if p.split == "train"], config.max_train_pairs, config.seed
+        [p for p in pairs if p.split == "train"],
+        config.max_train_pairs,
+        config.seed,
+        config.keep_sources,
     )
     validation = _subsample(
         [p for p in pairs if p.split == "validation"], config.max_validation_pairs, config.seed
