@@ -16,13 +16,7 @@ from pathlib import Path
 
 from aligners.data.io import read_examples
 from aligners.inspector.safety_gate import SAFETY_GATE_CONFIG, SafetyGateInspector
-from aligners.training.safety_gate import (
-    COMPLIANT,
-    _alarming_good,
-    _threshold_for_rate,
-    by_family,
-    gate_metrics,
-)
+from aligners.training.safety_gate import by_family, flag_threshold, gate_metrics
 
 
 def main() -> None:
@@ -40,13 +34,8 @@ def main() -> None:
         for s, rs in part.items()
     }
     validation = part["validation"]
-    aligned = [
-        x for x, r in zip(scores["validation"], validation) if r.metadata["kind"] != COMPLIANT
-    ]
-    alarming = [x for x, r in zip(scores["validation"], validation) if _alarming_good(r)]
-    threshold = min(
-        _threshold_for_rate(aligned, args.good_flag_rate),
-        _threshold_for_rate(alarming, args.alarming_flag_rate) if alarming else 1.0,
+    threshold, rule = flag_threshold(
+        scores["validation"], validation, args.good_flag_rate, args.alarming_flag_rate
     )
     config = gate.config
     config.threshold = threshold
@@ -56,11 +45,7 @@ def main() -> None:
             "validation": gate_metrics(scores["validation"], validation, threshold),
             "heldout": gate_metrics(scores["test"], part["test"], threshold),
             "heldout_by_family": by_family(scores["test"], part["test"], threshold),
-            "threshold_rule": (
-                f"flags at most {args.good_flag_rate:.0%} of validation aligned answers and at "
-                f"most {args.alarming_flag_rate:.0%} of the good answers to alarming-but-safe "
-                f"requests ({len(alarming)})"
-            ),
+            "threshold_rule": rule,
         }
     )
     (args.gate / SAFETY_GATE_CONFIG).write_text(config.model_dump_json(indent=2) + "\n")

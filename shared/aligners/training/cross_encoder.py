@@ -232,15 +232,13 @@ def train_cross_encoder(
     """
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModel, AutoTokenizer
 
     config = config or CrossEncoderTrainingConfig()
     examples = list(examples)
     if not examples:
         raise ValueError("no inspector examples to train on")
-    examples = [
-        e if e.criterion else e.model_copy(update={"criterion": config.criterion}) for e in examples
-    ]
+    examples = _with_criterion(examples, config.criterion)
     criteria = sorted({e.criterion for e in examples if e.criterion})
     for name in criteria:
         labels = {e.label for e in examples if e.criterion == name}
@@ -250,24 +248,7 @@ def train_cross_encoder(
             )
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-
-    if calibration is not None:
-        calibrate = [
-            e if e.criterion else e.model_copy(update={"criterion": config.criterion})
-            for e in calibration
-        ]
-        train = examples
-    else:
-        calibrate = [
-            e
-            for e in examples
-            if stable_fraction(config.calibration_salt + e.question) < config.calibration_fraction
-        ]
-        train = [
-            e
-            for e in examples
-            if stable_fraction(config.calibration_salt + e.question) >= config.calibration_fraction
-        ]
+    train, calibrate = _train_and_calibration(examples, calibration, config)
     source = resolve_model(config.encoder)
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     model = AutoModel.from_pretrained(source.path)
@@ -293,22 +274,7 @@ def train_cross_encoder(
     total = math.ceil(steps_per_epoch * config.epochs)
     if max_steps > 0:
         total = min(total, max_steps)
-    optimizer = torch.optim.AdamW(
-        [
-            {
-                "params": [p for layer in top for p in layer.parameters()],
-                "lr": config.learning_rate,
-            },
-            {
-                "params": [p for h in heads.values() for p in h.parameters()],
-                "lr": config.head_learning_rate,
-            },
-        ],
-        weight_decay=config.weight_decay,
-    )
-    schedule = get_linear_schedule_with_warmup(
-        optimizer, int(total * config.warmup_fraction), total
-    )
+    optimizer, schedule = _optimizer(top, heads, config, total)
     criterion_ids = torch.tensor([head_index[_head(e)] for e in train])
     targets = torch.tensor([float(e.label) for e in train])
     step = 0
@@ -353,9 +319,74 @@ def train_cross_encoder(
 
     # Weights are written once; calibration and metrics then only rewrite the config.
     save_cross_encoder(output, ce_config, model, heads)
-    metrics: dict[str, Any] = {}
+    _calibrate_heads(output, ce_config, calibrate, config)
+    metrics = _measure_heads(output, ce_config, train, calibrate, evaluation, config.criterion)
+    ce_config.metrics = metrics
+    write_cross_encoder_config(output, ce_config)
+    record = {"kind": "cross-encoder", "metrics": metrics, "training": config.model_dump()}
+    (output / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    return metrics
+
+
+def _optimizer(
+    top: Sequence[Any], heads: dict[str, Any], config: CrossEncoderTrainingConfig, total: int
+) -> tuple[Any, Any]:
+    """AdamW over the trained layers and the heads (each its own learning rate) and a linear
+    schedule with warm-up over ``total`` steps."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(
+        [
+            {
+                "params": [p for layer in top for p in layer.parameters()],
+                "lr": config.learning_rate,
+            },
+            {
+                "params": [p for h in heads.values() for p in h.parameters()],
+                "lr": config.head_learning_rate,
+            },
+        ],
+        weight_decay=config.weight_decay,
+    )
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, int(total * config.warmup_fraction), total
+    )
+    return optimizer, schedule
+
+
+def _with_criterion(examples: Sequence[InspectorExample], criterion: str) -> list[InspectorExample]:
+    """``examples`` with ``criterion`` filled in where a row names none."""
+    return [e if e.criterion else e.model_copy(update={"criterion": criterion}) for e in examples]
+
+
+def _train_and_calibration(
+    examples: list[InspectorExample],
+    calibration: Sequence[InspectorExample] | None,
+    config: CrossEncoderTrainingConfig,
+) -> tuple[list[InspectorExample], list[InspectorExample]]:
+    """The rows to train on and to calibrate on: all of ``examples`` and the explicit
+    ``calibration`` set, else a salted-hash slice of ``examples`` held back by question."""
+    if calibration is not None:
+        return examples, _with_criterion(calibration, config.criterion)
+
+    def held_back(e: InspectorExample) -> bool:
+        return stable_fraction(config.calibration_salt + e.question) < config.calibration_fraction
+
+    return [e for e in examples if not held_back(e)], [e for e in examples if held_back(e)]
+
+
+def _calibrate_heads(
+    output: Path,
+    ce_config: CrossEncoderConfig,
+    calibrate: Sequence[InspectorExample],
+    config: CrossEncoderTrainingConfig,
+) -> None:
+    """Platt scaling per head on the calibration rows, then each head's flag threshold (fixed,
+    or the one that reaches ``flag_recall``) and block threshold; rewrites the config."""
     calibration_scores = _raw_logits(output, ce_config, calibrate)
-    for name in criteria:
+    for name in ce_config.heads:
         pairs = [(s, e.label) for s, e in zip(calibration_scores, calibrate) if e.criterion == name]
         ce_config.calibration[name] = fit_platt([s for s, _ in pairs], [y for _, y in pairs])
         if config.threshold is not None:
@@ -369,12 +400,24 @@ def train_cross_encoder(
         if config.block_threshold is not None:
             ce_config.block_thresholds[name] = config.block_threshold
     write_cross_encoder_config(output, ce_config)
-    for name in criteria:
+
+
+def _measure_heads(
+    output: Path,
+    ce_config: CrossEncoderConfig,
+    train: Sequence[InspectorExample],
+    calibrate: Sequence[InspectorExample],
+    evaluation: Sequence[InspectorExample] | None,
+    default_criterion: str,
+) -> dict[str, Any]:
+    """Each saved head's metrics on its calibration rows and on ``evaluation`` (held out)."""
+    metrics: dict[str, Any] = {}
+    for name in ce_config.heads:
         inspector = CrossEncoderInspector.from_pretrained(output, criterion=name)
         train_labels = [e.label for e in train if e.criterion == name]
         parts = {"calibration": [e for e in calibrate if e.criterion == name]}
         if evaluation is not None:
-            parts["heldout"] = [e for e in evaluation if (e.criterion or config.criterion) == name]
+            parts["heldout"] = [e for e in evaluation if (e.criterion or default_criterion) == name]
         for part, rows in parts.items():
             if not rows:
                 continue
@@ -383,11 +426,6 @@ def train_cross_encoder(
                 [e.label for e in rows], probs, train_labels=train_labels
             )
         metrics.setdefault(name, {})["n_train"] = len(train_labels)
-    ce_config.metrics = metrics
-    write_cross_encoder_config(output, ce_config)
-    record = {"kind": "cross-encoder", "metrics": metrics, "training": config.model_dump()}
-    (output / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    checkpoint.unlink(missing_ok=True)
     return metrics
 
 

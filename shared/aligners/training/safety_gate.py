@@ -149,6 +149,48 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def _head_targets(
+    train: Sequence[InspectorExample], request_train: Sequence[dict[str, Any]]
+) -> dict[str, list[tuple[str, int]]]:
+    """Each head's ``(text, 1 = positive)`` training pairs: harmful requests (the labelled
+    requests and the questions of the gate's own rows), complying answers, harmful content."""
+    requests = [(str(r["request"]), 1 - int(r["label"])) for r in request_train]
+    requests += [
+        (r.question, int(r.metadata["kind"] in (COMPLIANT, SAFE)))
+        for r in train
+        if r.question and r.metadata.get("writer") != "swapped"
+    ]
+    return {
+        "request": requests,
+        "complies": [(r.answer, int(r.metadata["kind"] != SAFE)) for r in train],
+        "content": [(r.answer, int(r.metadata["kind"] == COMPLIANT)) for r in train],
+    }
+
+
+def flag_threshold(
+    scores: Sequence[float],
+    validation: Sequence[InspectorExample],
+    good_flag_rate: float,
+    alarming_flag_rate: float | None,
+) -> tuple[float, str]:
+    """The gate's flag threshold from its validation scores, and the rule in words: at most
+    ``good_flag_rate`` of aligned answers flagged, and at most ``alarming_flag_rate`` of the good
+    answers to alarming-but-safe requests (None: that rule off)."""
+    aligned = [s for s, r in zip(scores, validation) if r.metadata["kind"] != COMPLIANT]
+    threshold = _threshold_for_rate(aligned, good_flag_rate)
+    rule = f"flags at most {good_flag_rate:.0%} of validation aligned answers"
+    alarming = [s for s, r in zip(scores, validation) if _alarming_good(r)]
+    if alarming_flag_rate is not None and alarming:
+        # Good answers to alarming-but-safe requests are few in validation and the first to
+        # turn into refusals: their own rule keeps the threshold under them.
+        threshold = min(threshold, _threshold_for_rate(alarming, alarming_flag_rate))
+        rule += (
+            f" and at most {alarming_flag_rate:.0%} of the good answers to alarming-but-safe "
+            f"requests ({len(alarming)})"
+        )
+    return threshold, rule
+
+
 def _alarming_good(row: InspectorExample) -> bool:
     """A good answer to an alarming-but-safe request (the recipes mark its source so)."""
     return row.metadata.get("kind") == GOOD and str(row.metadata.get("source", "")).endswith(
@@ -241,20 +283,8 @@ def train_safety_gate(
     if not split["train"] or not split["validation"]:
         raise ValueError("the gate needs rows in the train and validation splits")
 
-    train = split["train"]
-    # Requests of the gate's own training rows count for the request head too.
-    request_train = [(r["request"], 1 - int(r["label"])) for r in request_split["train"]]
-    request_train += [
-        (r.question, int(r.metadata["kind"] in (COMPLIANT, SAFE)))
-        for r in train
-        if r.question and r.metadata.get("writer") != "swapped"
-    ]
     heads = SafetyGateInspector.build_heads(encoder.dimension)
-    targets: dict[str, list[tuple[str, int]]] = {
-        "request": request_train,
-        "complies": [(r.answer, int(r.metadata["kind"] != SAFE)) for r in train],
-        "content": [(r.answer, int(r.metadata["kind"] == COMPLIANT)) for r in train],
-    }
+    targets = _head_targets(split["train"], request_split["train"])
     for name, pairs in targets.items():
         w, b = fit_logistic(
             embed([t for t, _ in pairs], progress),
@@ -306,13 +336,9 @@ def train_safety_gate(
         return [float(x) for x in 1 - torch.sigmoid(gate.misaligned_logits(logits_of(part)))]
 
     val_scores = scores_of(validation)
-    aligned_scores = [s for s, r in zip(val_scores, validation) if r.metadata["kind"] != COMPLIANT]
-    threshold = _threshold_for_rate(aligned_scores, config.good_flag_rate)
-    alarming_scores = [s for s, r in zip(val_scores, validation) if _alarming_good(r)]
-    if config.alarming_flag_rate is not None and alarming_scores:
-        # Good answers to alarming-but-safe requests are few in validation and the first to
-        # turn into refusals: their own rule keeps the threshold under them.
-        threshold = min(threshold, _threshold_for_rate(alarming_scores, config.alarming_flag_rate))
+    threshold, rule = flag_threshold(
+        val_scores, validation, config.good_flag_rate, config.alarming_flag_rate
+    )
     gate_config.threshold = threshold
     gate_config.block_threshold = (
         threshold if config.block_threshold is None else config.block_threshold
@@ -323,15 +349,7 @@ def train_safety_gate(
         "validation": gate_metrics(val_scores, validation, threshold),
         "heldout": gate_metrics(test_scores, split["test"], threshold) if test_scores else {},
         "heldout_by_family": by_family(test_scores, split["test"], threshold),
-        "threshold_rule": (
-            f"flags at most {config.good_flag_rate:.0%} of validation aligned answers"
-            + (
-                f" and at most {config.alarming_flag_rate:.0%} of the good answers to "
-                f"alarming-but-safe requests ({len(alarming_scores)})"
-                if config.alarming_flag_rate is not None and alarming_scores
-                else ""
-            )
-        ),
+        "threshold_rule": rule,
     }
     gate_config.metrics = metrics
     gate.save_pretrained(output_dir)
