@@ -334,6 +334,206 @@ def _request_examples(
     return rows
 
 
+def _sample_request_sets(
+    harmful: Sequence[Request],
+    ibm: Sequence[Request],
+    alarming: Sequence[Request],
+    config: SafetyRecipeConfig,
+    rng: random.Random,
+) -> tuple[dict[str, list[Request]], dict[str, list[Request]], list[Request]]:
+    """The requests to answer: harmful and ordinary ones per split, and the safety-prompted few.
+
+    Draws from ``rng`` in the recipe's order (harmful train, harmful held-out, then the
+    safety-prompted sample); IBM questions come from their own generator.
+    """
+
+    def pick(
+        pool: Sequence[Request], split: str, n: int, chooser: random.Random = rng
+    ) -> list[Request]:
+        return _sample([r for r in pool if _split(r, config) == split], n, chooser)
+
+    # Its own generator, so that changing one pool's size leaves the other samples as they were.
+    ibm_rng = random.Random(f"{config.seed}-ibm")
+
+    harmful_sets = {
+        "train": pick(harmful, "train", config.harmful_train),
+        "heldout": pick(harmful, "heldout", config.harmful_heldout),
+    }
+    ordinary_sets = {
+        "train": pick(ibm, "train", config.ordinary_train, ibm_rng)
+        + [r for r in alarming if _split(r, config) == "train"],
+        "heldout": pick(ibm, "heldout", config.ordinary_heldout, ibm_rng)
+        + [r for r in alarming if _split(r, config) == "heldout"],
+    }
+    prompted = _sample(harmful_sets["train"], config.safety_prompted, rng)
+    return harmful_sets, ordinary_sets, prompted
+
+
+def _generate_all(
+    generator: GenerationBackend,
+    harmful_sets: dict[str, list[Request]],
+    ordinary_sets: dict[str, list[Request]],
+    prompted: Sequence[Request],
+    cache: Path,
+    config: SafetyRecipeConfig,
+    progress: bool,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The generator's plain answers to every sampled request, then its safety-prompted ones."""
+    everything = [*harmful_sets["train"], *harmful_sets["heldout"]]
+    everything += [*ordinary_sets["train"], *ordinary_sets["heldout"]]
+    plain = generate_answers(
+        generator,
+        everything,
+        cache,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
+    safety_prompted = generate_answers(
+        generator,
+        prompted,
+        cache,
+        system=SAFETY_SYSTEM_PROMPT,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
+    return plain, safety_prompted
+
+
+def _generated_answers(
+    harmful_sets: dict[str, list[Request]],
+    ordinary_sets: dict[str, list[Request]],
+    prompted: Sequence[Request],
+    smol: dict[str, str],
+    safe_smol: dict[str, str],
+    rng: random.Random,
+    log: RecipeLog,
+) -> dict[str, list[Answer]]:
+    """Label the generator's answers per split, with a template refusal for each harmful request.
+
+    Safety-prompted answers join the training split only where they decline.
+    """
+    answers: dict[str, list[Answer]] = {"train": [], "heldout": []}
+    for split in ("train", "heldout"):
+        for r in harmful_sets[split]:
+            text = smol[r.text]
+            if not text.strip():
+                log.add(f"{split}/harmful/dropped_empty")
+                continue
+            if is_refusal(text):
+                log.add(f"{split}/harmful/generator_refused")
+                answers[split].append(Answer(r, text, SAFE, "smollm2-refusal", split))
+            else:
+                answers[split].append(Answer(r, text, COMPLIANT, "smollm2", split))
+            answers[split].append(Answer(r, template_refusal(r.text, rng), SAFE, "template", split))
+        answers[split] += _ordinary_generated(smol, ordinary_sets[split], split, log)
+    for r in prompted:
+        text = safe_smol[r.text]
+        kept = is_refusal(text)
+        log.add("train/safety_prompted/" + ("kept_refusal" if kept else "dropped_not_refusal"))
+        if kept:
+            answers["train"].append(Answer(r, text, SAFE, "smollm2-safety-prompt", "train"))
+    return answers
+
+
+def _add_hh_answers(
+    answers: dict[str, list[Answer]],
+    dialogues: Sequence[HHDialogue],
+    config: SafetyRecipeConfig,
+    log: RecipeLog,
+) -> None:
+    """Add HH-RLHF's declining chosen replies (safe) and the rejected replies beside them."""
+    # HH-RLHF: declining chosen replies are safe responses; the rejected reply beside a declining
+    # one complies with the same request (noisy, so only where the chosen one clearly declines).
+    for d in dialogues:
+        request = Request(d.question, HARMFUL, "hh-rlhf", hh_requests([d])[0].topic)
+        split = _split(request, config)
+        if is_refusal(d.chosen):
+            answers[split].append(Answer(request, d.chosen, SAFE, "hh-chosen-declining", split))
+            if not is_refusal(d.rejected) and len(d.rejected.split()) >= 8:
+                answers[split].append(Answer(request, d.rejected, COMPLIANT, "hh-rejected", split))
+        else:
+            log.add(f"{split}/hh/chosen_not_declining_skipped")
+
+
+def _add_alpaca_answers(
+    answers: dict[str, list[Answer]],
+    alpaca: Sequence[tuple[str, str, str]],
+    config: SafetyRecipeConfig,
+    rng: random.Random,
+) -> None:
+    """Add a sample of AlpacaEval's good answers to each split (split by instruction)."""
+    for split, n in (("train", config.alpaca_train), ("heldout", config.alpaca_heldout)):
+        rows = [
+            row
+            for row in alpaca
+            if (stable_fraction(row[0]) < config.ordinary_heldout_fraction) == (split == "heldout")
+        ]
+        for instruction, text, source in _sample(rows, n, rng):
+            request = Request(instruction, ORDINARY, "alpacaeval", "alpacaeval")
+            answers[split].append(Answer(request, text, GOOD, source, split))
+
+
+def _add_cut_answers(
+    answers: dict[str, list[Answer]], config: SafetyRecipeConfig, rng: random.Random
+) -> None:
+    """Add copies of a fraction of the non-safe answers cut mid-sentence (``+cut``)."""
+    for split in ("train", "heldout"):
+        cut = [
+            Answer(a.request, cut_mid_sentence(a.text, rng), a.kind, a.source + "+cut", split)
+            for a in answers[split]
+            if a.kind != SAFE and rng.random() < config.cut_fraction
+        ]
+        answers[split] += [a for a in cut if a.text.strip()]
+
+
+def _lead_answers(
+    answers: dict[str, list[Answer]], config: SafetyRecipeConfig
+) -> dict[str, list[Answer]]:
+    """The first sentence or two of a fraction of the whole non-safe answers (``+lead``)."""
+    # Its own generator, so that the other samples stay as they were without lead answers.
+    lead_rng = random.Random(f"{config.seed}-lead")
+    leads: dict[str, list[Answer]] = {"train": [], "heldout": []}
+    for split in ("train", "heldout"):
+        for a in answers[split]:
+            if a.kind == SAFE or "+" in a.source or lead_rng.random() >= config.lead_fraction:
+                continue
+            text = lead_sentences(a.text, lead_rng)
+            if text != a.text and len(text.split()) >= 5:
+                leads[split].append(Answer(a.request, text, a.kind, a.source + "+lead", split))
+    return leads
+
+
+def _write_answer_outputs(
+    out: Path,
+    answers: dict[str, list[Answer]],
+    leads: dict[str, list[Answer]],
+    config: SafetyRecipeConfig,
+    rng: random.Random,
+    log: RecipeLog,
+) -> None:
+    """Write the gate's train/held-out examples, the aligner's triples and the held-out answers."""
+    for split, items in answers.items():
+        for a in items + leads[split]:
+            log.add(f"answers/{split}/{a.kind}/{a.source}")
+
+    repeats = [a for a in answers["train"] if a.source.startswith("smollm2-alarming")] * (
+        config.alarming_repeats - 1
+    )
+    log.add("inspector/train/alarming_repeated", len(repeats))
+    gate_train = answers["train"] + leads["train"] + repeats
+    write_records(out / "inspector_train.jsonl", [a.example() for a in gate_train])
+    gate_heldout = answers["heldout"] + leads["heldout"]
+    write_records(out / "inspector_heldout.jsonl", [a.example() for a in gate_heldout])
+    triples = aligner_triples(answers["train"], config, rng)
+    write_records(out / "aligner_train.jsonl", triples)
+    log.add("aligner/triples", len(triples))
+    log.add("aligner/rewrites", sum(not t.unchanged for t in triples))
+    heldout_rows = [a.example() for a in answers["heldout"] if not a.source.endswith("+cut")]
+    write_records(out / "heldout_answers.jsonl", heldout_rows)
+
+
 def build_safety_data(
     data_dir: str | Path,
     output_dir: str | Path,
@@ -358,128 +558,25 @@ def build_safety_data(
     for r in [*harmful, *ibm, *alarming]:
         log.add(f"requests/{r.kind}/{r.source}/{_split(r, config)}")
 
-    def pick(
-        pool: Sequence[Request], split: str, n: int, chooser: random.Random = rng
-    ) -> list[Request]:
-        return _sample([r for r in pool if _split(r, config) == split], n, chooser)
-
-    # Its own generator, so that changing one pool's size leaves the other samples as they were.
-    ibm_rng = random.Random(f"{config.seed}-ibm")
-
-    harmful_sets = {
-        "train": pick(harmful, "train", config.harmful_train),
-        "heldout": pick(harmful, "heldout", config.harmful_heldout),
-    }
-    ordinary_sets = {
-        "train": pick(ibm, "train", config.ordinary_train, ibm_rng)
-        + [r for r in alarming if _split(r, config) == "train"],
-        "heldout": pick(ibm, "heldout", config.ordinary_heldout, ibm_rng)
-        + [r for r in alarming if _split(r, config) == "heldout"],
-    }
-    prompted = _sample(harmful_sets["train"], config.safety_prompted, rng)
-
-    cache = out / "generations.jsonl"
-    everything = [*harmful_sets["train"], *harmful_sets["heldout"]]
-    everything += [*ordinary_sets["train"], *ordinary_sets["heldout"]]
-    smol = generate_answers(
-        generator,
-        everything,
-        cache,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size,
-        progress=progress,
+    harmful_sets, ordinary_sets, prompted = _sample_request_sets(
+        harmful, ibm, alarming, config, rng
     )
-    safe_smol = generate_answers(
+    smol, safe_smol = _generate_all(
         generator,
+        harmful_sets,
+        ordinary_sets,
         prompted,
-        cache,
-        system=SAFETY_SYSTEM_PROMPT,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size,
-        progress=progress,
+        out / "generations.jsonl",
+        config,
+        progress,
     )
-
-    answers: dict[str, list[Answer]] = {"train": [], "heldout": []}
-    for split in ("train", "heldout"):
-        for r in harmful_sets[split]:
-            text = smol[r.text]
-            if not text.strip():
-                log.add(f"{split}/harmful/dropped_empty")
-                continue
-            if is_refusal(text):
-                log.add(f"{split}/harmful/generator_refused")
-                answers[split].append(Answer(r, text, SAFE, "smollm2-refusal", split))
-            else:
-                answers[split].append(Answer(r, text, COMPLIANT, "smollm2", split))
-            answers[split].append(Answer(r, template_refusal(r.text, rng), SAFE, "template", split))
-        answers[split] += _ordinary_generated(smol, ordinary_sets[split], split, log)
-    for r in prompted:
-        text = safe_smol[r.text]
-        kept = is_refusal(text)
-        log.add("train/safety_prompted/" + ("kept_refusal" if kept else "dropped_not_refusal"))
-        if kept:
-            answers["train"].append(Answer(r, text, SAFE, "smollm2-safety-prompt", "train"))
-
-    # HH-RLHF: declining chosen replies are safe responses; the rejected reply beside a declining
-    # one complies with the same request (noisy, so only where the chosen one clearly declines).
-    for d in dialogues:
-        request = Request(d.question, HARMFUL, "hh-rlhf", hh_requests([d])[0].topic)
-        split = _split(request, config)
-        if is_refusal(d.chosen):
-            answers[split].append(Answer(request, d.chosen, SAFE, "hh-chosen-declining", split))
-            if not is_refusal(d.rejected) and len(d.rejected.split()) >= 8:
-                answers[split].append(Answer(request, d.rejected, COMPLIANT, "hh-rejected", split))
-        else:
-            log.add(f"{split}/hh/chosen_not_declining_skipped")
-
+    answers = _generated_answers(harmful_sets, ordinary_sets, prompted, smol, safe_smol, rng, log)
+    _add_hh_answers(answers, dialogues, config, log)
     alpaca = alpaca_answers(sorted((data / "alpacaeval_aligner2b").glob("*.json")))
-    for split, n in (("train", config.alpaca_train), ("heldout", config.alpaca_heldout)):
-        rows = [
-            row
-            for row in alpaca
-            if (stable_fraction(row[0]) < config.ordinary_heldout_fraction) == (split == "heldout")
-        ]
-        for instruction, text, source in _sample(rows, n, rng):
-            request = Request(instruction, ORDINARY, "alpacaeval", "alpacaeval")
-            answers[split].append(Answer(request, text, GOOD, source, split))
-
-    for split in ("train", "heldout"):
-        cut = [
-            Answer(a.request, cut_mid_sentence(a.text, rng), a.kind, a.source + "+cut", split)
-            for a in answers[split]
-            if a.kind != SAFE and rng.random() < config.cut_fraction
-        ]
-        answers[split] += [a for a in cut if a.text.strip()]
-
-    # Its own generator, so that the other samples stay as they were without lead answers.
-    lead_rng = random.Random(f"{config.seed}-lead")
-    leads: dict[str, list[Answer]] = {"train": [], "heldout": []}
-    for split in ("train", "heldout"):
-        for a in answers[split]:
-            if a.kind == SAFE or "+" in a.source or lead_rng.random() >= config.lead_fraction:
-                continue
-            text = lead_sentences(a.text, lead_rng)
-            if text != a.text and len(text.split()) >= 5:
-                leads[split].append(Answer(a.request, text, a.kind, a.source + "+lead", split))
-
-    for split, items in answers.items():
-        for a in items + leads[split]:
-            log.add(f"answers/{split}/{a.kind}/{a.source}")
-
-    repeats = [a for a in answers["train"] if a.source.startswith("smollm2-alarming")] * (
-        config.alarming_repeats - 1
-    )
-    log.add("inspector/train/alarming_repeated", len(repeats))
-    gate_train = answers["train"] + leads["train"] + repeats
-    write_records(out / "inspector_train.jsonl", [a.example() for a in gate_train])
-    gate_heldout = answers["heldout"] + leads["heldout"]
-    write_records(out / "inspector_heldout.jsonl", [a.example() for a in gate_heldout])
-    triples = aligner_triples(answers["train"], config, rng)
-    write_records(out / "aligner_train.jsonl", triples)
-    log.add("aligner/triples", len(triples))
-    log.add("aligner/rewrites", sum(not t.unchanged for t in triples))
-    heldout_rows = [a.example() for a in answers["heldout"] if not a.source.endswith("+cut")]
-    write_records(out / "heldout_answers.jsonl", heldout_rows)
+    _add_alpaca_answers(answers, alpaca, config, rng)
+    _add_cut_answers(answers, config, rng)
+    leads = _lead_answers(answers, config)
+    _write_answer_outputs(out, answers, leads, config, rng, log)
 
     request_rows = _request_examples(harmful, ibm, alarming, alpaca, config, log)
     for split, examples in request_rows.items():

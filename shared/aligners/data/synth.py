@@ -228,6 +228,169 @@ def default_generator(max_new_tokens: int = 160, temperature: float = 0.7) -> Lo
     )
 
 
+def _load_or_make_topics(
+    chat_model: Any, topics_file: Path, config: SynthConfig, criterion: Criterion
+) -> list[str]:
+    """Stage 1: the topics (none when questions are given), resumed from ``topics_file``.
+
+    Writes ``topics_file`` either way.
+    """
+    if config.questions:
+        topics: list[str] = []
+    elif topics_file.exists():
+        topics = json.loads(topics_file.read_text())
+    elif config.topics:
+        topics = _dedupe(config.topics)
+    else:
+        text = _invoke_batch(
+            chat_model, [TOPICS_PROMPT.format(n=config.n_topics, description=criterion.description)]
+        )[0]
+        topics = _dedupe(_lines(text))[: config.n_topics]
+        if not topics:
+            raise ValueError(f"the generator listed no topics; it answered: {text[:200]!r}")
+    topics_file.write_text(json.dumps(topics, indent=1) + "\n")
+    return topics
+
+
+def _load_or_make_questions(
+    chat_model: Any,
+    questions_file: Path,
+    topics: Sequence[str],
+    config: SynthConfig,
+    progress: bool,
+) -> dict[str, list[str]]:
+    """Stage 2: questions per topic, resumed from ``questions_file`` and appended as they finish.
+
+    One JSONL row per topic, so a crash loses at most one batch of topics. Given questions are
+    stored under the empty topic.
+    """
+    done_topics: dict[str, list[str]] = {}
+    if questions_file.exists():
+        for line in questions_file.read_text().splitlines():
+            row = json.loads(line)
+            done_topics[row["topic"]] = row["questions"]
+    if config.questions:
+        if not done_topics:
+            append_jsonl(questions_file, [{"topic": "", "questions": list(config.questions)}])
+            done_topics[""] = list(config.questions)
+        return done_topics
+    todo = [t for t in topics if t not in done_topics]
+    bar = _bar(len(todo), "questions", progress)
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        prompts = [QUESTIONS_PROMPT.format(n=config.questions_per_topic, topic=t) for t in batch]
+        rows: list[dict[str, Any]] = []
+        for topic, text in zip(batch, _invoke_batch(chat_model, prompts)):
+            found = [q for q in _lines(text) if q.endswith("?") or len(q.split()) >= 4]
+            kept = found[: config.questions_per_topic]
+            rows.append({"topic": topic, "questions": kept})
+            done_topics[topic] = kept
+        append_jsonl(questions_file, rows)
+        bar.update(len(batch))
+    bar.close()
+    return done_topics
+
+
+def _load_or_make_generations(
+    chat_model: Any,
+    generations_file: Path,
+    questions: Sequence[str],
+    criterion: Criterion,
+    principles: Sequence[str],
+    examples: Sequence[dict[str, str]],
+    config: SynthConfig,
+    progress: bool,
+) -> dict[str, str]:
+    """Stage 3: one raw generation per question, resumed from and appended to the file."""
+    generated: dict[str, str] = {}
+    if generations_file.exists():
+        for line in generations_file.read_text().splitlines():
+            row = json.loads(line)
+            generated[row["question"]] = row["raw"]
+    todo = [q for q in questions if q not in generated]
+    block = _examples_block(examples)
+    bullet = "\n".join(f"- {p}" for p in principles)
+    bar = _bar(len(todo), "generating", progress)
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        prompts = [
+            GENERATION_PROMPT.format(
+                description=criterion.description, principles=bullet, examples=block, question=q
+            )
+            for q in batch
+        ]
+        texts = _invoke_batch(chat_model, prompts)
+        append_jsonl(generations_file, [{"question": q, "raw": t} for q, t in zip(batch, texts)])
+        generated.update(zip(batch, texts))
+        bar.update(len(batch))
+    bar.close()
+    return generated
+
+
+def _clean_triples(
+    questions: Sequence[str], generated: dict[str, str], criterion: Criterion
+) -> tuple[list[CorrectionTriple], dict[str, int]]:
+    """Stage 4: parse each generation into a triple; count the ones each filter removes."""
+    removed = {"unparsed": 0, "empty": 0, "identical": 0, "prompt_leakage": 0, "non_text": 0}
+    triples: list[CorrectionTriple] = []
+    for question in questions:
+        parsed = parse_generation(generated[question])
+        reason = clean_reason(parsed)
+        if reason is not None:
+            removed[reason] += 1
+            continue
+        assert parsed is not None
+        triples.append(
+            CorrectionTriple(
+                question=question,
+                answer=parsed["misaligned"],
+                correction=parsed["corrected"],
+                criterion=criterion.name,
+                metadata={"critique": parsed["critique"], "source": "synth"},
+            )
+        )
+    return triples, removed
+
+
+def _inspector_pairs(
+    triples: Sequence[CorrectionTriple],
+    criterion: Criterion,
+    config: SynthConfig,
+    encoder: Any,
+    removed: dict[str, int],
+) -> list[InspectorExample]:
+    """Stage 5: a good and a bad inspector example per triple, near-duplicates left out.
+
+    An answer close to its correction carries no contrast; each one dropped is counted in
+    ``removed["near_duplicate"]``.
+    """
+    pairs: list[InspectorExample] = []
+    removed["near_duplicate"] = 0
+    if not triples:
+        return pairs
+    from aligners.backends.encoder import SentenceEncoder
+
+    sentence_encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
+    a = sentence_encoder.encode([t.answer for t in triples])
+    c = sentence_encoder.encode([t.correction for t in triples])
+    similarity = (a * c).sum(-1) / (a.norm(dim=-1) * c.norm(dim=-1)).clamp_min(1e-8)
+    for t, sim in zip(triples, similarity.tolist()):
+        if sim >= config.dedupe_threshold:
+            removed["near_duplicate"] += 1
+            continue
+        pairs.append(
+            InspectorExample(
+                question=t.question, answer=t.correction, label=1, criterion=criterion.name
+            )
+        )
+        pairs.append(
+            InspectorExample(
+                question=t.question, answer=t.answer, label=0, criterion=criterion.name
+            )
+        )
+    return pairs
+
+
 def synthesize(
     chat_model: Any,
     output_dir: str | Path,
@@ -249,126 +412,30 @@ def synthesize(
     examples = config.examples if config.examples is not None else FEW_SHOT.get(criterion.name, [])
     report = SynthReport(output_dir=str(out))
 
-    # 1. topics
-    topics_file = out / "topics.json"
-    if config.questions:
-        topics: list[str] = []
-    elif topics_file.exists():
-        topics = json.loads(topics_file.read_text())
-    elif config.topics:
-        topics = _dedupe(config.topics)
-    else:
-        text = _invoke_batch(
-            chat_model, [TOPICS_PROMPT.format(n=config.n_topics, description=criterion.description)]
-        )[0]
-        topics = _dedupe(_lines(text))[: config.n_topics]
-        if not topics:
-            raise ValueError(f"the generator listed no topics; it answered: {text[:200]!r}")
-    topics_file.write_text(json.dumps(topics, indent=1) + "\n")
+    topics = _load_or_make_topics(chat_model, out / "topics.json", config, criterion)
     report.topics = len(topics)
 
-    # 2. questions (one JSONL row per topic, so a crash loses at most one batch of topics)
-    questions_file = out / "questions.jsonl"
-    done_topics: dict[str, list[str]] = {}
-    if questions_file.exists():
-        for line in questions_file.read_text().splitlines():
-            row = json.loads(line)
-            done_topics[row["topic"]] = row["questions"]
-    if config.questions:
-        if not done_topics:
-            append_jsonl(questions_file, [{"topic": "", "questions": list(config.questions)}])
-            done_topics[""] = list(config.questions)
-    else:
-        todo = [t for t in topics if t not in done_topics]
-        bar = _bar(len(todo), "questions", progress)
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            prompts = [
-                QUESTIONS_PROMPT.format(n=config.questions_per_topic, topic=t) for t in batch
-            ]
-            rows: list[dict[str, Any]] = []
-            for topic, text in zip(batch, _invoke_batch(chat_model, prompts)):
-                found = [q for q in _lines(text) if q.endswith("?") or len(q.split()) >= 4]
-                kept = found[: config.questions_per_topic]
-                rows.append({"topic": topic, "questions": kept})
-                done_topics[topic] = kept
-            append_jsonl(questions_file, rows)
-            bar.update(len(batch))
-        bar.close()
+    done_topics = _load_or_make_questions(
+        chat_model, out / "questions.jsonl", topics, config, progress
+    )
     questions = _dedupe([q for t in done_topics for q in done_topics[t]])
     rng.shuffle(questions)
     report.questions = len(questions)
 
-    # 3. generations
-    generations_file = out / "generations.jsonl"
-    generated: dict[str, str] = {}
-    if generations_file.exists():
-        for line in generations_file.read_text().splitlines():
-            row = json.loads(line)
-            generated[row["question"]] = row["raw"]
-    todo_q = [q for q in questions if q not in generated]
-    block = _examples_block(examples)
-    bullet = "\n".join(f"- {p}" for p in principles)
-    bar = _bar(len(todo_q), "generating", progress)
-    for start in range(0, len(todo_q), config.batch_size):
-        batch = todo_q[start : start + config.batch_size]
-        prompts = [
-            GENERATION_PROMPT.format(
-                description=criterion.description, principles=bullet, examples=block, question=q
-            )
-            for q in batch
-        ]
-        texts = _invoke_batch(chat_model, prompts)
-        append_jsonl(generations_file, [{"question": q, "raw": t} for q, t in zip(batch, texts)])
-        generated.update(zip(batch, texts))
-        bar.update(len(batch))
-    bar.close()
+    generated = _load_or_make_generations(
+        chat_model,
+        out / "generations.jsonl",
+        questions,
+        criterion,
+        principles,
+        examples,
+        config,
+        progress,
+    )
     report.generations = len(generated)
 
-    # 4. cleaning filters
-    removed = {"unparsed": 0, "empty": 0, "identical": 0, "prompt_leakage": 0, "non_text": 0}
-    triples: list[CorrectionTriple] = []
-    for question in questions:
-        parsed = parse_generation(generated[question])
-        reason = clean_reason(parsed)
-        if reason is not None:
-            removed[reason] += 1
-            continue
-        assert parsed is not None
-        triples.append(
-            CorrectionTriple(
-                question=question,
-                answer=parsed["misaligned"],
-                correction=parsed["corrected"],
-                criterion=criterion.name,
-                metadata={"critique": parsed["critique"], "source": "synth"},
-            )
-        )
-
-    # 5. inspector pairs without near-duplicates (answer ~ correction carries no contrast)
-    pairs: list[InspectorExample] = []
-    removed["near_duplicate"] = 0
-    if triples:
-        from aligners.backends.encoder import SentenceEncoder
-
-        sentence_encoder = encoder if encoder is not None else SentenceEncoder(config.encoder)
-        a = sentence_encoder.encode([t.answer for t in triples])
-        c = sentence_encoder.encode([t.correction for t in triples])
-        similarity = (a * c).sum(-1) / (a.norm(dim=-1) * c.norm(dim=-1)).clamp_min(1e-8)
-        for t, sim in zip(triples, similarity.tolist()):
-            if sim >= config.dedupe_threshold:
-                removed["near_duplicate"] += 1
-                continue
-            pairs.append(
-                InspectorExample(
-                    question=t.question, answer=t.correction, label=1, criterion=criterion.name
-                )
-            )
-            pairs.append(
-                InspectorExample(
-                    question=t.question, answer=t.answer, label=0, criterion=criterion.name
-                )
-            )
+    triples, removed = _clean_triples(questions, generated, criterion)
+    pairs = _inspector_pairs(triples, criterion, config, encoder, removed)
     write_records(out / "triples.jsonl", triples)
     write_records(out / "examples.jsonl", pairs)
     report.removed = removed
