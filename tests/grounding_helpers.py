@@ -80,15 +80,7 @@ class WordOverlapInspector(ContextInspector):
                         passage=best,
                     )
                 )
-            scored = [s.score for s in sentences if s.score is not None]
-            reports.append(
-                GroundingReport(
-                    score=min(scored, default=1.0),
-                    threshold=limit,
-                    passages=len(passages),
-                    sentences=sentences,
-                )
-            )
+            reports.append(GroundingReport.of(sentences, threshold=limit, passages=len(passages)))
         return reports
 
 

@@ -379,6 +379,20 @@ class GroundingReport(BaseModel):
     passages: int = Field(description="How many passages the answer was checked against.")
     sentences: list[SentenceSupport] = Field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls, sentences: list[SentenceSupport], *, threshold: float, passages: int
+    ) -> GroundingReport:
+        """The report of scored sentences: the answer scores as its least supported sentence,
+        and one with nothing to check (only pleasantries) as fully supported."""
+        scored = [s.score for s in sentences if s.score is not None]
+        return cls(
+            score=min(scored, default=1.0),
+            threshold=threshold,
+            passages=passages,
+            sentences=sentences,
+        )
+
     @property
     def unsupported(self) -> list[SentenceSupport]:
         """The sentences no passage supports."""

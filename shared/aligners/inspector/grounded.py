@@ -347,14 +347,5 @@ class GroundedInspector(ContextInspector):
                         missing=list(missing),
                     )
                 )
-            scored = [v.score for v in verdicts if v.score is not None]
-            # Nothing to check (only pleasantries) is nothing unsupported.
-            reports.append(
-                GroundingReport(
-                    score=min(scored, default=1.0),
-                    threshold=limit,
-                    passages=len(passages),
-                    sentences=verdicts,
-                )
-            )
+            reports.append(GroundingReport.of(verdicts, threshold=limit, passages=len(passages)))
         return reports

@@ -138,22 +138,13 @@ class SafetyGateInspector(Inspector):
         )
 
     def _request_model(self) -> tuple[Any, Any]:
-        from aligners.inspector.tuned_trunk import load_tuned_trunk
+        from aligners.inspector.tuned_trunk import encoder_tokenizer, load_tuned_trunk
 
         if self.request_model is None:
             if self._request_trunk is None:
                 raise ValueError("this gate's request model has no weights: load it from a folder")
-            self.request_model, tokenizer = load_tuned_trunk(self.encoder, self._request_trunk)
-            return self.request_model, tokenizer
-        from transformers import AutoTokenizer
-
-        from aligners.backends.cache import MODEL_CACHE
-
-        source = self.encoder.source
-        tokenizer = MODEL_CACHE.get_or_load(
-            ("tokenizer", source), lambda: AutoTokenizer.from_pretrained(source.path)
-        )
-        return self.request_model, tokenizer
+            self.request_model, _ = load_tuned_trunk(self.encoder, self._request_trunk)
+        return self.request_model, encoder_tokenizer(self.encoder)
 
     def _score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         import torch

@@ -14,18 +14,28 @@ from typing import Any
 from aligners.backends.encoder import SentenceEncoder
 
 
+def encoder_tokenizer(encoder: SentenceEncoder) -> Any:
+    """The tokenizer of the encoder's model (from the process-wide model cache)."""
+    from transformers import AutoTokenizer
+
+    from aligners.backends.cache import MODEL_CACHE
+
+    source = encoder.source
+    return MODEL_CACHE.get_or_load(
+        ("tokenizer", source), lambda: AutoTokenizer.from_pretrained(source.path)
+    )
+
+
 def load_tuned_trunk(encoder: SentenceEncoder, trunk: Path) -> tuple[Any, Any]:
     """The encoder's transformer with the fine-tuned layers of ``trunk`` loaded over it, and
     its tokenizer (both from the process-wide model cache)."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     from aligners.backends.cache import MODEL_CACHE
     from aligners.inspector.cross_encoder import load_trunk_delta
 
     source = encoder.source
-    tokenizer = MODEL_CACHE.get_or_load(
-        ("tokenizer", source), lambda: AutoTokenizer.from_pretrained(source.path)
-    )
+    tokenizer = encoder_tokenizer(encoder)
     path = trunk.resolve()
     if not path.exists():
         raise FileNotFoundError(f"fine-tuned trunk {path} is missing")
