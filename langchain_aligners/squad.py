@@ -19,6 +19,8 @@ from langchain_core.runnables import (
     RunnablePassthrough,
     RunnableSerializable,
 )
+from langchain_core.runnables.configurable import RunnableConfigurableFields
+from langchain_core.runnables.utils import AnyConfigurableField
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from aligners import (
@@ -44,6 +46,7 @@ from aligners import (
     default_members,
     drive,
     drive_stream,
+    given_fields,
     list_criteria,
 )
 from langchain_aligners._inputs import (
@@ -162,7 +165,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     )
     max_rounds: int | None = Field(default=None, ge=1, description="Rounds of stages (None: 1).")
     check_only: bool | None = Field(
-        default=None, description=SquadPolicy.describe("check_only", "the policy's")
+        default=False, description=SquadPolicy.describe("check_only", "the policy's")
     )
     question_key: str = Field(default="question", description="Question key of dict inputs.")
     answer_key: str = Field(default="answer", description="Answer key of dict inputs.")
@@ -217,7 +220,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         default=None, description=SquadPolicy.describe("blocked_message", "the squad's")
     )
     on_error: OnError | None = Field(
-        default=None,
+        default="raise",
         description=SquadPolicy.describe("on_error", "the policy's; raise here")
         + " Always applied here, also to a squad given as squad=.",
     )
@@ -236,8 +239,9 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     @model_validator(mode="after")
     def _merged_policy(self) -> AlignerSquad:
-        # One merge and validation path: a bad value fails here, naming its field.
-        flat = {name: getattr(self, name) for name in _POLICY_SUGAR}
+        # One merge and validation path: a bad value fails here, naming its field. Only the
+        # flat fields passed count: a default read back (on_error="raise") overrides nothing.
+        flat = given_fields(self, _POLICY_SUGAR)
         self._policy = SquadPolicy.for_surface("langchain", self.policy).merge(**flat)
         return self
 
@@ -258,7 +262,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     def with_policy(self, policy: SquadPolicy | None = None, **fields: Any) -> AlignerSquad:
         """A copy whose policy has ``policy``'s explicit fields merged on, with other ``fields``
         (validated again, so the copy's engine reflects them)."""
-        data = {name: getattr(self, name) for name in type(self).model_fields} | fields
+        data = given_fields(self, type(self).model_fields) | fields
         data["policy"] = (self.policy or SquadPolicy()).merge(policy)
         return type(self)(**data)
 
@@ -614,6 +618,14 @@ class AlignerSquad(BaseOutputParser[Any]):
         squad: Runnable[Any, Any] = self  # a dict in: the parser's input type says str
         return (retrieve | answer | squad).with_config(run_name="GroundedChain")
 
+    def configurable_fields(self, **kwargs: AnyConfigurableField) -> RunnableSerializable[Any, Any]:
+        """LangChain's configurable fields, rebuilt per call from the fields this parser was
+        given and the configured ones (LangChain passes every field, so an untouched flat
+        default such as ``on_error="raise"`` would otherwise override ``policy``)."""
+        configurable = super().configurable_fields(**kwargs)
+        assert isinstance(configurable, RunnableConfigurableFields)
+        return _GivenFields(default=configurable.default, fields=configurable.fields)
+
     def configurable(self, prefix: str = "aligner_") -> RunnableSerializable[Any, Any]:
         """This squad with per-call settings: ``{prefix}criteria`` (a list of names),
         ``{prefix}threshold``, ``{prefix}block_threshold`` and ``{prefix}check_only`` under
@@ -647,6 +659,28 @@ class AlignerSquad(BaseOutputParser[Any]):
                 description="Return the inspectors' verdicts without rewriting.",
             ),
         )
+
+
+class _GivenFields(RunnableConfigurableFields):
+    """:meth:`AlignerSquad.configurable_fields`: a configured parser keeps its unset fields
+    unset."""
+
+    def _prepare(
+        self, config: RunnableConfig | None = None
+    ) -> tuple[Runnable[Any, Any], RunnableConfig]:
+        runnable, config = super()._prepare(config)
+        if runnable is self.default:
+            return runnable, config
+        asked = config.get("configurable", {})
+        configured = {
+            key
+            for key, spec in self.fields.items()
+            if not isinstance(spec, ConfigurableField) or spec.id in asked
+        }
+        default = self.default
+        assert isinstance(default, AlignerSquad) and isinstance(runnable, AlignerSquad)
+        kept = default.model_fields_set | configured
+        return type(default)(**given_fields(runnable, kept)), config
 
 
 async def _aiter_one(value: Any) -> AsyncIterator[Any]:

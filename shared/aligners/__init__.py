@@ -54,6 +54,7 @@ from aligners.squad.policy import (
     OnTokenLimit,
     SquadPolicy,
     Thresholds,
+    given_fields,
 )
 from aligners.steps import (
     Emit,
@@ -129,6 +130,7 @@ __all__ = [
     "default_members",
     "get_criterion",
     "get_format",
+    "given_fields",
     "list_criteria",
     "list_formats",
     "load_inspector",

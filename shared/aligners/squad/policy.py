@@ -19,7 +19,7 @@ pre-built squad changes only what it names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -262,6 +262,14 @@ POLICY_CHOICES: dict[str, tuple[str, ...]] = {
 def describe(name: str, none: str | None = None) -> str:
     """:meth:`SquadPolicy.describe`."""
     return SquadPolicy.describe(name, none)
+
+
+def given_fields(model: BaseModel, names: Iterable[str]) -> dict[str, Any]:
+    """The fields among ``names`` that ``model`` was given (pydantic's ``model_fields_set``),
+    with their values: a surface's flat policy keywords read their old defaults back, but only
+    those passed are merged onto its policy, so an untouched default never overrides a
+    ``policy=`` (nor a given squad's own)."""
+    return {name: getattr(model, name) for name in names if name in model.model_fields_set}
 
 
 def fold_policy(data: Any, surface: str) -> Any:
