@@ -6,9 +6,20 @@ would change the answer in ways these servers cannot honour (``n > 1``, tools) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from aligners.server.common import APIError
 from aligners.squad.policy import (
@@ -67,10 +78,53 @@ class _Sampling(BaseModel):
             raise APIError(400, "logprobs and best_of are not supported by this server")
 
 
+#: Per-request flags that earlier releases also took as the strings "true" and "false".
+STRING_FLAGS = ("check_only", "check_request")
+
+
+def string_flag_notice(name: str, value: str) -> str:
+    """What a client is told when it sends a flag as a string (deprecated)."""
+    word = value.strip().lower()
+    return (
+        f"aligners.{name}: the string {value!r} is deprecated and will be a 400 in the next "
+        f"release; send the JSON boolean {word}"
+    )
+
+
 class AlignersOptions(BaseModel):
-    """Per-request squad options, sent as the ``aligners`` field of a chat completion request."""
+    """Per-request squad options, sent as the ``aligners`` field of a chat completion request.
+
+    ``check_only`` and ``check_request`` are JSON booleans; the strings ``"true"`` and
+    ``"false"`` (any case), which earlier releases took, still work in this release with a
+    deprecation notice (:attr:`deprecations`); any other string is a 400.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _string_flags(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AlignersOptions]
+    ) -> AlignersOptions:
+        notices: list[str] = []
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for name in STRING_FLAGS:
+                value = data.get(name)
+                if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                    notices.append(string_flag_notice(name, value))
+                    data[name] = value.strip().lower() == "true"
+        options = handler(data)
+        options._deprecations = tuple(notices)
+        return options
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """Deprecated forms this request used, one notice each (the proxy logs them and sends
+        them back in a ``Warning`` header and the record's ``deprecations``)."""
+        return self._deprecations
 
     criteria: list[str] | str | None = Field(
         default=None, description="Criteria to run (a subset of the proxy's squad)."
