@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from aligners.inspector.request import RequestInspector
+from aligners.validation import warn_deprecated
 
 #: What the squad does with an answer an inspector flags.
 OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
@@ -89,7 +90,21 @@ def _thresholds(value: Any, info: ValidationInfo) -> Any:
     return _check_unit(value, field)
 
 
+def _string_flag(value: Any, field: str | None) -> Any:
+    """``"true"``/``"false"`` (any case) as the bool, with a deprecation warning (earlier
+    releases took them, as pydantic's lax bool does); anything else as it is."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in ("true", "false"):
+        return value
+    warn_deprecated(
+        f"{field}={value!r}: a string for a flag is deprecated and will be an error in the "
+        f"next release; pass {word.capitalize()}"
+    )
+    return word == "true"
+
+
 def _a_bool(value: Any, info: ValidationInfo) -> Any:
+    value = _string_flag(value, info.field_name)
     if not isinstance(value, bool):
         raise ValueError(
             f"{info.field_name} must be true or false, got {type(value).__name__} {value!r}"
@@ -98,6 +113,7 @@ def _a_bool(value: Any, info: ValidationInfo) -> Any:
 
 
 def _a_check(value: Any, info: ValidationInfo) -> Any:
+    value = _string_flag(value, info.field_name)
     if not isinstance(value, (bool, RequestInspector)):
         # A TypeError (it passes through pydantic), as resolve_request_inspector raises.
         raise TypeError(
