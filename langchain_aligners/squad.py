@@ -29,6 +29,7 @@ from aligners import (
     AlignmentViolation,
     BlockedMessage,
     Emit,
+    FlatThresholds,
     Machine,
     OnError,
     OnFlag,
@@ -39,7 +40,6 @@ from aligners import (
     SquadPolicy,
     SquadStream,
     StreamRewrite,
-    Thresholds,
     Work,
     adrive,
     adrive_stream,
@@ -154,10 +154,10 @@ class AlignerSquad(BaseOutputParser[Any]):
         "the flat fields (threshold, on_flag, ...) are merged onto it. Here on_error is "
         "always applied, raise by default, also to a squad given as squad=.",
     )
-    threshold: Thresholds | None = Field(
+    threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the policy's")
     )
-    block_threshold: Thresholds | None = Field(
+    block_threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("block_threshold", "the policy's")
     )
     ordering: Literal["batch-mean", "per-answer", "fixed"] | None = Field(

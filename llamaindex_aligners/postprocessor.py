@@ -13,10 +13,10 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from aligners import (
     AlignmentResult,
     AlignmentViolation,
+    FlatThresholds,
     Machine,
     Squad,
     SquadPolicy,
-    Thresholds,
     Work,
     adrive,
     drive,
@@ -98,10 +98,10 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         description="The policy (an aligners.SquadPolicy); the flat fields below are merged "
         "onto it, None keeping its value (and a given squad's own).",
     )
-    threshold: Thresholds | None = Field(
+    threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")
     )
-    block_threshold: Thresholds | None = Field(
+    block_threshold: FlatThresholds | None = Field(
         default=None,
         description=SquadPolicy.describe("block_threshold", "the squad's own")
         + " Acts in mode='rewrite' under on_flag='rewrite'.",

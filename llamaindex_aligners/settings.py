@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from aligners import (
     AlignmentResult,
     BlockedMessage,
+    FlatThresholds,
     OnError,
     OnFlag,
     Squad,
     SquadPolicy,
-    Thresholds,
     given_fields,
 )
 
@@ -63,10 +63,10 @@ class AlignmentSettings(BaseModel):
     policy: SquadPolicy | None = Field(
         default=None, description="The policy; the flat fields below are merged onto it."
     )
-    threshold: Thresholds | None = Field(
+    threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")
     )
-    block_threshold: Thresholds | None = Field(
+    block_threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("block_threshold", "the squad's own")
     )
     check_only: bool | None = Field(

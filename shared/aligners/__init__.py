@@ -49,6 +49,7 @@ from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.policy import (
     DEFAULT_BLOCKED_MESSAGE,
     BlockedMessage,
+    FlatThresholds,
     OnError,
     OnFlag,
     OnTokenLimit,
@@ -98,6 +99,7 @@ __all__ = [
     "CrossEncoderInspector",
     "EncoderHeadInspector",
     "EncoderRequestInspector",
+    "FlatThresholds",
     "FunctionInspector",
     "FunctionRequestInspector",
     "GenerationBackend",

@@ -170,3 +170,14 @@ def test_copies_keep_the_policy_over_the_flat_defaults(make_squad) -> None:
     assert failed["action"] == "failed" and failed["text"] == "  "
     record = configured.invoke(BOMB_ANSWER)
     assert record["flagged"] == ["ethical"] and record["text"] == BOMB_ANSWER
+
+
+def test_a_threshold_as_a_numeric_string_warns(make_squad) -> None:
+    """AlignerSquad(threshold="0.5") worked before (pydantic's lax float): still, deprecated."""
+    engine = make_squad(ethical=flags_bomb)
+    with pytest.warns(DeprecationWarning, match=r"threshold='0.05': a threshold as a string"):
+        squad = AlignerSquad(squad=engine, threshold="0.05", block_threshold={"ethical": "0"})
+    assert squad.threshold == 0.05 and squad.block_threshold == {"ethical": 0.0}
+    assert squad.engine.thresholds == {"ethical": 0.05}
+    with pytest.raises(ValidationError, match="threshold"):
+        AlignerSquad(threshold="high")

@@ -188,3 +188,19 @@ def test_a_flat_keyword_passed_wins_over_the_policy_even_at_its_default() -> Non
     assert out[0].node.get_content() == HARMFUL
     # None is "not given": the policy's value stays
     assert AlignmentSettings(policy=policy, on_error=None).resolved_policy.on_error == "raise"
+
+
+def test_a_threshold_as_a_numeric_string_warns() -> None:
+    """AlignmentSettings(threshold="0.5") worked before (pydantic's lax float): still,
+    deprecated; the engine itself never took strings."""
+    from llamaindex_aligners import AlignmentSettings
+
+    with pytest.warns(DeprecationWarning, match=r"threshold\['ethical'\]='0.7'"):
+        settings = AlignmentSettings(threshold={"ethical": "0.7"})
+    assert settings.resolved_policy.threshold == {"ethical": 0.7}
+    squad, _ = policy_squad()
+    with pytest.warns(DeprecationWarning, match="a threshold as a string is deprecated"):
+        post = AlignerPostprocessor(squad=squad, threshold="0.05")
+    assert post.get_squad().thresholds == {"ethical": 0.05}
+    with pytest.raises(ValueError, match="threshold"):
+        SquadPolicy(threshold="0.5")

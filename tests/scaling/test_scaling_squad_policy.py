@@ -123,3 +123,29 @@ def test_string_flags_still_work_with_a_deprecation_notice(proxy) -> None:
     # any other string is still a 400 (test_per_request_thresholds_per_criterion_are_...)
     maybe = server.post(body | {"aligners": {"check_request": "maybe"}})
     assert maybe.status_code == 400 and "check_request" in maybe.text
+
+
+def test_string_thresholds_still_work_with_a_deprecation_notice(proxy) -> None:
+    """Earlier releases read "0.5" as 0.5 (pydantic's lax float), per request and in the
+    settings: still, with a notice."""
+    server = proxy()
+    body = {"messages": [{"role": "user", "content": HARMFUL}]}
+    response = server.post(body | {"aligners": {"threshold": "0.6"}})
+    assert response.status_code == 200, response.text
+    record = response.json()["aligners"]
+    assert record["thresholds"] == {"ethical": 0.6}  # read as the number, still tighten-only
+    notice = (
+        "aligners.threshold: the string '0.6' is deprecated and will be a 400 in the next "
+        "release; send the JSON number 0.6"
+    )
+    assert record["deprecations"] == [notice]
+    assert response.headers["warning"] == f'299 aligners "{notice}"'
+    looser = server.post(body | {"aligners": {"threshold": "0.2"}})
+    assert looser.status_code == 403 and "deprecated" in looser.headers["warning"]
+    words = server.post(body | {"aligners": {"request_threshold": "high"}})
+    assert words.status_code == 400 and "request_threshold" in words.text
+    with pytest.warns(DeprecationWarning, match="a threshold as a string is deprecated"):
+        settings = ProxySettings(threshold="0.3", block_threshold="0", warmup=False)
+    assert (settings.threshold, settings.block_threshold) == (0.3, 0.0)
+    with pytest.warns(DeprecationWarning, match="a string for a flag is deprecated"):
+        assert ProxySettings(check_request="true", warmup=False).check_request is True

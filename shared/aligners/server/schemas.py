@@ -80,23 +80,34 @@ class _Sampling(BaseModel):
 
 #: Per-request flags that earlier releases also took as the strings "true" and "false".
 STRING_FLAGS = ("check_only", "check_request")
+#: Per-request thresholds that earlier releases also took as numeric strings ("0.5").
+STRING_NUMBERS = ("threshold", "block_threshold", "request_threshold")
 
 
-def string_flag_notice(name: str, value: str) -> str:
-    """What a client is told when it sends a flag as a string (deprecated)."""
+def _legacy_form(name: str, value: Any) -> tuple[Any, str | None]:
+    """A deprecated form of a per-request option (a flag as "true"/"false", a threshold as a
+    numeric string) as the value it names, with the notice a client gets; else as it is."""
+    if not isinstance(value, str):
+        return value, None
     word = value.strip().lower()
-    return (
-        f"aligners.{name}: the string {value!r} is deprecated and will be a 400 in the next "
-        f"release; send the JSON boolean {word}"
-    )
+    if name in STRING_FLAGS and word in ("true", "false"):
+        return word == "true", f"send the JSON boolean {word}"
+    if name in STRING_NUMBERS:
+        try:
+            number = float(value)
+        except ValueError:
+            return value, None
+        return number, f"send the JSON number {number}"
+    return value, None
 
 
 class AlignersOptions(BaseModel):
     """Per-request squad options, sent as the ``aligners`` field of a chat completion request.
 
-    ``check_only`` and ``check_request`` are JSON booleans; the strings ``"true"`` and
-    ``"false"`` (any case), which earlier releases took, still work in this release with a
-    deprecation notice (:attr:`deprecations`); any other string is a 400.
+    ``check_only`` and ``check_request`` are JSON booleans and the thresholds JSON numbers; the
+    strings earlier releases also took (``"true"``/``"false"`` in any case, ``"0.5"``) still
+    work in this release with a deprecation notice (:attr:`deprecations`); any other string is
+    a 400.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -105,17 +116,21 @@ class AlignersOptions(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _string_flags(
+    def _legacy_forms(
         cls, data: Any, handler: ModelWrapValidatorHandler[AlignersOptions]
     ) -> AlignersOptions:
         notices: list[str] = []
         if isinstance(data, Mapping):
             data = dict(data)
-            for name in STRING_FLAGS:
-                value = data.get(name)
-                if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-                    notices.append(string_flag_notice(name, value))
-                    data[name] = value.strip().lower() == "true"
+            for name in (*STRING_FLAGS, *STRING_NUMBERS):
+                given = data.get(name)
+                value, fix = _legacy_form(name, given)
+                if fix is not None:
+                    data[name] = value
+                    notices.append(
+                        f"aligners.{name}: the string {given!r} is deprecated and will be a 400 "
+                        f"in the next release; {fix}"
+                    )
         options = handler(data)
         options._deprecations = tuple(notices)
         return options

@@ -103,6 +103,30 @@ def _string_flag(value: Any, field: str | None) -> Any:
     return word == "true"
 
 
+def numeric_string(value: Any, field: str) -> Any:
+    """A threshold given as a numeric string (``"0.5"``), as the adapters' and the server's
+    settings took it before this release: the number, with a deprecation warning; anything
+    else as it is (the engine never took strings)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    warn_deprecated(
+        f"{field}={value!r}: a threshold as a string is deprecated and will be an error in the "
+        f"next release; pass the number {number}"
+    )
+    return number
+
+
+def _flat_thresholds(value: Any, info: ValidationInfo) -> Any:
+    field = info.field_name or "threshold"
+    if isinstance(value, Mapping):
+        value = {key: numeric_string(number, f"{field}[{key!r}]") for key, number in value.items()}
+    return _thresholds(numeric_string(value, field), info)
+
+
 def _a_bool(value: Any, info: ValidationInfo) -> Any:
     value = _string_flag(value, info.field_name)
     if not isinstance(value, bool):
@@ -127,6 +151,9 @@ def _a_check(value: Any, info: ValidationInfo) -> Any:
 Unit = Annotated[float, BeforeValidator(_unit)]
 #: One threshold for every criterion, or one per criterion.
 Thresholds = Annotated[float | dict[str, float], BeforeValidator(_thresholds)]
+#: :data:`Thresholds` for a surface's flat keywords, which took numeric strings before this
+#: release (pydantic's lax float): ``"0.5"`` still works there, with a deprecation warning.
+FlatThresholds = Annotated[float | dict[str, float], BeforeValidator(_flat_thresholds)]
 #: A flag: a real bool (JSON's "yes" or 1 is a mistake).
 Flag = Annotated[bool, BeforeValidator(_a_bool)]
 #: The request check: off, on (the shipped request inspector), or this inspector.
@@ -305,6 +332,9 @@ def fold_policy(data: Any, surface: str) -> Any:
     elif given is not None:
         raise TypeError(f"policy must be an aligners.SquadPolicy, got {type(given).__name__}")
     folded |= {k: data.pop(k) for k in POLICY_FIELDS if k in data and data[k] is not None}
+    for name in ("threshold", "block_threshold", "request_threshold"):  # "0.5": deprecated
+        if name in folded and not isinstance(folded[name], Mapping):
+            folded[name] = numeric_string(folded[name], name)
     for name in POLICY_FIELDS:
         data.pop(name, None)  # an explicit None: the policy's own
     data["policy"] = folded
