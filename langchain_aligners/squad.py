@@ -147,7 +147,8 @@ class AlignerSquad(BaseOutputParser[Any]):
         description="Criteria to enforce (default: the squad's, or the engine's DEFAULT_CRITERIA).",
     )
     # The policy (aligners.SquadPolicy declares each option, its default and its meaning); the
-    # flat fields below are sugar merged onto it, None leaving the policy's value.
+    # flat fields below are sugar: those passed are merged onto it (None: the policy's value),
+    # those left out read their defaults and change nothing.
     policy: SquadPolicy | None = Field(
         default=None,
         description="What happens to flagged and failing answers (an aligners.SquadPolicy); "

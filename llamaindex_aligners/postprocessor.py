@@ -95,8 +95,8 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     criteria: list[str] | None = Field(default=None, description="Squad members to use.")
     policy: SquadPolicy | None = Field(
         default=None,
-        description="The policy (an aligners.SquadPolicy); the flat fields below are merged "
-        "onto it, None keeping its value (and a given squad's own).",
+        description="The policy (an aligners.SquadPolicy); the flat fields below that are "
+        "passed are merged onto it (left out or None: its value, and a given squad's own).",
     )
     threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")

@@ -12,14 +12,16 @@ from typing import Any
 _INTERNAL = ("aligners", "langchain_aligners", "llamaindex_aligners", "pydantic", "pydantic_core")
 
 
+def _package(frame: Any) -> str:
+    return str(frame.f_globals.get("__name__", "")).partition(".")[0]
+
+
 def warn_deprecated(message: str) -> None:
     """A ``DeprecationWarning`` (``message`` says what changes and what to do instead),
     attributed to the first caller outside this project and pydantic (a validator runs a few
     frames below the line that built the object)."""
     level, frame = 2, sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[
-        0
-    ] in _INTERNAL:
+    while frame.f_back is not None and _package(frame) in _INTERNAL:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, DeprecationWarning, stacklevel=level)
 
