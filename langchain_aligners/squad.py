@@ -19,6 +19,8 @@ from langchain_core.runnables import (
     RunnablePassthrough,
     RunnableSerializable,
 )
+from langchain_core.runnables.configurable import RunnableConfigurableFields
+from langchain_core.runnables.utils import AnyConfigurableField
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from aligners import (
@@ -27,6 +29,7 @@ from aligners import (
     AlignmentViolation,
     BlockedMessage,
     Emit,
+    FlatThresholds,
     Machine,
     OnError,
     OnFlag,
@@ -37,13 +40,13 @@ from aligners import (
     SquadPolicy,
     SquadStream,
     StreamRewrite,
-    Thresholds,
     Work,
     adrive,
     adrive_stream,
     default_members,
     drive,
     drive_stream,
+    given_fields,
     list_criteria,
 )
 from langchain_aligners._inputs import (
@@ -144,17 +147,18 @@ class AlignerSquad(BaseOutputParser[Any]):
         description="Criteria to enforce (default: the squad's, or the engine's DEFAULT_CRITERIA).",
     )
     # The policy (aligners.SquadPolicy declares each option, its default and its meaning); the
-    # flat fields below are sugar merged onto it, None leaving the policy's value.
+    # flat fields below are sugar: those passed are merged onto it (None: the policy's value),
+    # those left out read their defaults and change nothing.
     policy: SquadPolicy | None = Field(
         default=None,
         description="What happens to flagged and failing answers (an aligners.SquadPolicy); "
         "the flat fields (threshold, on_flag, ...) are merged onto it. Here on_error is "
         "always applied, raise by default, also to a squad given as squad=.",
     )
-    threshold: Thresholds | None = Field(
+    threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the policy's")
     )
-    block_threshold: Thresholds | None = Field(
+    block_threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("block_threshold", "the policy's")
     )
     ordering: Literal["batch-mean", "per-answer", "fixed"] | None = Field(
@@ -162,7 +166,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     )
     max_rounds: int | None = Field(default=None, ge=1, description="Rounds of stages (None: 1).")
     check_only: bool | None = Field(
-        default=None, description=SquadPolicy.describe("check_only", "the policy's")
+        default=False, description=SquadPolicy.describe("check_only", "the policy's")
     )
     question_key: str = Field(default="question", description="Question key of dict inputs.")
     answer_key: str = Field(default="answer", description="Answer key of dict inputs.")
@@ -217,7 +221,7 @@ class AlignerSquad(BaseOutputParser[Any]):
         default=None, description=SquadPolicy.describe("blocked_message", "the squad's")
     )
     on_error: OnError | None = Field(
-        default=None,
+        default="raise",
         description=SquadPolicy.describe("on_error", "the policy's; raise here")
         + " Always applied here, also to a squad given as squad=.",
     )
@@ -236,8 +240,9 @@ class AlignerSquad(BaseOutputParser[Any]):
 
     @model_validator(mode="after")
     def _merged_policy(self) -> AlignerSquad:
-        # One merge and validation path: a bad value fails here, naming its field.
-        flat = {name: getattr(self, name) for name in _POLICY_SUGAR}
+        # One merge and validation path: a bad value fails here, naming its field. Only the
+        # flat fields passed count: a default read back (on_error="raise") overrides nothing.
+        flat = given_fields(self, _POLICY_SUGAR)
         self._policy = SquadPolicy.for_surface("langchain", self.policy).merge(**flat)
         return self
 
@@ -258,7 +263,7 @@ class AlignerSquad(BaseOutputParser[Any]):
     def with_policy(self, policy: SquadPolicy | None = None, **fields: Any) -> AlignerSquad:
         """A copy whose policy has ``policy``'s explicit fields merged on, with other ``fields``
         (validated again, so the copy's engine reflects them)."""
-        data = {name: getattr(self, name) for name in type(self).model_fields} | fields
+        data = given_fields(self, type(self).model_fields) | fields
         data["policy"] = (self.policy or SquadPolicy()).merge(policy)
         return type(self)(**data)
 
@@ -614,6 +619,14 @@ class AlignerSquad(BaseOutputParser[Any]):
         squad: Runnable[Any, Any] = self  # a dict in: the parser's input type says str
         return (retrieve | answer | squad).with_config(run_name="GroundedChain")
 
+    def configurable_fields(self, **kwargs: AnyConfigurableField) -> RunnableSerializable[Any, Any]:
+        """LangChain's configurable fields, rebuilt per call from the fields this parser was
+        given and the configured ones (LangChain passes every field, so an untouched flat
+        default such as ``on_error="raise"`` would otherwise override ``policy``)."""
+        configurable = super().configurable_fields(**kwargs)
+        assert isinstance(configurable, RunnableConfigurableFields)
+        return _GivenFields(default=configurable.default, fields=configurable.fields)
+
     def configurable(self, prefix: str = "aligner_") -> RunnableSerializable[Any, Any]:
         """This squad with per-call settings: ``{prefix}criteria`` (a list of names),
         ``{prefix}threshold``, ``{prefix}block_threshold`` and ``{prefix}check_only`` under
@@ -647,6 +660,28 @@ class AlignerSquad(BaseOutputParser[Any]):
                 description="Return the inspectors' verdicts without rewriting.",
             ),
         )
+
+
+class _GivenFields(RunnableConfigurableFields):
+    """:meth:`AlignerSquad.configurable_fields`: a configured parser keeps its unset fields
+    unset."""
+
+    def _prepare(
+        self, config: RunnableConfig | None = None
+    ) -> tuple[Runnable[Any, Any], RunnableConfig]:
+        runnable, config = super()._prepare(config)
+        if runnable is self.default:
+            return runnable, config
+        asked = config.get("configurable", {})
+        configured = {
+            key
+            for key, spec in self.fields.items()
+            if not isinstance(spec, ConfigurableField) or spec.id in asked
+        }
+        default = self.default
+        assert isinstance(default, AlignerSquad) and isinstance(runnable, AlignerSquad)
+        kept = default.model_fields_set | configured
+        return type(default)(**given_fields(runnable, kept)), config
 
 
 async def _aiter_one(value: Any) -> AsyncIterator[Any]:

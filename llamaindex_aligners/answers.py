@@ -265,5 +265,5 @@ def settings_from(
         return AlignmentSettings(criteria=criteria, policy=merged, **given)  # type: ignore[arg-type]
     if not merged.explicit() and not given:
         return settings
-    data = settings.model_dump(exclude={"policy"}) | given
+    data = settings.model_dump(exclude={"policy"}, exclude_unset=True) | given
     return AlignmentSettings(**data, policy=(settings.policy or SquadPolicy()).merge(merged))

@@ -13,13 +13,14 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from aligners import (
     AlignmentResult,
     AlignmentViolation,
+    FlatThresholds,
     Machine,
     Squad,
     SquadPolicy,
-    Thresholds,
     Work,
     adrive,
     drive,
+    given_fields,
 )
 from llamaindex_aligners.instrumentation import (
     AlignmentErrorEvent,
@@ -49,6 +50,17 @@ logger = logging.getLogger(__name__)
 METADATA_KEY = "aligners"
 
 NodeMode = Literal["drop", "rewrite", "annotate"]
+
+#: The postprocessor's fields that are AlignmentSettings fields.
+_SETTINGS_FIELDS = (
+    "criteria",
+    "policy",
+    "threshold",
+    "block_threshold",
+    "on_error",
+    "on_flag",
+    "blocked_message",
+)
 
 
 class AlignerPostprocessor(BaseNodePostprocessor):
@@ -83,20 +95,20 @@ class AlignerPostprocessor(BaseNodePostprocessor):
     criteria: list[str] | None = Field(default=None, description="Squad members to use.")
     policy: SquadPolicy | None = Field(
         default=None,
-        description="The policy (an aligners.SquadPolicy); the flat fields below are merged "
-        "onto it, None keeping its value (and a given squad's own).",
+        description="The policy (an aligners.SquadPolicy); the flat fields below that are "
+        "passed are merged onto it (left out or None: its value, and a given squad's own).",
     )
-    threshold: Thresholds | None = Field(
+    threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")
     )
-    block_threshold: Thresholds | None = Field(
+    block_threshold: FlatThresholds | None = Field(
         default=None,
         description=SquadPolicy.describe("block_threshold", "the squad's own")
         + " Acts in mode='rewrite' under on_flag='rewrite'.",
     )
     mode: NodeMode = Field(default="annotate", description="What to do with failing nodes.")
     on_error: OnError | None = Field(
-        default=None,
+        default="return_original",
         description=SquadPolicy.describe("on_error", "return_original here")
         + " Carried out by the engine node by node; 'keep' is accepted for return_original.",
     )
@@ -139,15 +151,9 @@ class AlignerPostprocessor(BaseNodePostprocessor):
         return "AlignerPostprocessor"
 
     def _values(self) -> dict[str, Any]:
-        return {
-            "criteria": self.criteria,
-            "policy": self.policy,
-            "threshold": self.threshold,
-            "block_threshold": self.block_threshold,
-            "on_error": self.on_error,
-            "on_flag": self.on_flag,
-            "blocked_message": self.blocked_message,
-        }
+        """The settings fields this postprocessor was given (a default left out overrides
+        nothing: its policy's value, or the squad's own, stays)."""
+        return given_fields(self, _SETTINGS_FIELDS)
 
     def settings(self, **overrides: Any) -> AlignmentSettings:
         """This postprocessor's settings (``overrides`` win), as the wrappers take them."""

@@ -9,11 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from aligners import (
     AlignmentResult,
     BlockedMessage,
+    FlatThresholds,
     OnError,
     OnFlag,
     Squad,
     SquadPolicy,
-    Thresholds,
+    given_fields,
 )
 
 
@@ -47,10 +48,11 @@ class AlignmentSettings(BaseModel):
     """Which criteria to inspect and the policy: what to do with a flagged answer and when the
     squad fails (an ``aligners.SquadPolicy``, which declares each option and its default).
 
-    The flat fields are sugar merged onto ``policy``; ``None`` keeps the policy's value (and, for
-    a given squad, the squad's own). Here ``on_error`` defaults to ``"return_original"`` (a
-    query engine serves end users: a failure costs the alignment, not the answer), carried out
-    by the engine, answer by answer.
+    The flat fields are sugar merged onto ``policy``: those passed (not None) replace its values;
+    those left out read their defaults (``on_error="return_original"``, ``check_only=False``)
+    but keep the policy's value (and, for a given squad, the squad's own). Here ``on_error``
+    defaults to ``"return_original"`` (a query engine serves end users: a failure costs the
+    alignment, not the answer), carried out by the engine, answer by answer.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -61,17 +63,17 @@ class AlignmentSettings(BaseModel):
     policy: SquadPolicy | None = Field(
         default=None, description="The policy; the flat fields below are merged onto it."
     )
-    threshold: Thresholds | None = Field(
+    threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("threshold", "the squad's own")
     )
-    block_threshold: Thresholds | None = Field(
+    block_threshold: FlatThresholds | None = Field(
         default=None, description=SquadPolicy.describe("block_threshold", "the squad's own")
     )
     check_only: bool | None = Field(
-        default=None, description=SquadPolicy.describe("check_only", "the policy's")
+        default=False, description=SquadPolicy.describe("check_only", "the policy's")
     )
     on_error: OnError | None = Field(
-        default=None,
+        default="return_original",
         description=SquadPolicy.describe("on_error", "return_original here")
         + " 'keep' is accepted for return_original.",
     )
@@ -102,8 +104,9 @@ class AlignmentSettings(BaseModel):
     def resolved_policy(self) -> SquadPolicy:
         """The policy these settings apply: LlamaIndex's defaults, ``policy``, then the flat
         fields (what it sets explicitly replaces a given squad's)."""
-        flat = {name: getattr(self, name) for name in POLICY_SUGAR}
-        return SquadPolicy.for_surface("llamaindex", self.policy).merge(**flat)
+        return SquadPolicy.for_surface("llamaindex", self.policy).merge(
+            **given_fields(self, POLICY_SUGAR)
+        )
 
 
 def configure_squad(squad: Squad | None, settings: AlignmentSettings) -> Squad:

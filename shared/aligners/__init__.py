@@ -49,11 +49,13 @@ from aligners.squad.defaults import DEFAULT_CRITERIA, default_members
 from aligners.squad.policy import (
     DEFAULT_BLOCKED_MESSAGE,
     BlockedMessage,
+    FlatThresholds,
     OnError,
     OnFlag,
     OnTokenLimit,
     SquadPolicy,
     Thresholds,
+    given_fields,
 )
 from aligners.steps import (
     Emit,
@@ -97,6 +99,7 @@ __all__ = [
     "CrossEncoderInspector",
     "EncoderHeadInspector",
     "EncoderRequestInspector",
+    "FlatThresholds",
     "FunctionInspector",
     "FunctionRequestInspector",
     "GenerationBackend",
@@ -129,6 +132,7 @@ __all__ = [
     "default_members",
     "get_criterion",
     "get_format",
+    "given_fields",
     "list_criteria",
     "list_formats",
     "load_inspector",

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from typing import Any
+
+#: Packages whose frames a deprecation warning skips, so that it names the caller's line.
+_INTERNAL = ("aligners", "langchain_aligners", "llamaindex_aligners", "pydantic", "pydantic_core")
+
+
+def _package(frame: Any) -> str:
+    return str(frame.f_globals.get("__name__", "")).partition(".")[0]
+
+
+def warn_deprecated(message: str) -> None:
+    """A ``DeprecationWarning`` (``message`` says what changes and what to do instead),
+    attributed to the first caller outside this project and pydantic (a validator runs a few
+    frames below the line that built the object)."""
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and _package(frame) in _INTERNAL:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)
 
 
 def is_blank(text: str) -> bool:

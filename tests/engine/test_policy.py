@@ -199,3 +199,55 @@ def test_policy_on_token_limit_overrides_the_aligners(taught_ibm_dir: Path) -> N
     )
     assert kept.text == "bad answer" and "max_new_tokens=3" in kept.failures[0]
     assert taken.text != "bad answer" and taken.stages[0].hit_token_limit
+
+
+# -- what earlier releases took still works this release, with a DeprecationWarning -----------
+
+
+@pytest.mark.parametrize(("word", "value"), [("true", True), ("FALSE", False), (" True ", True)])
+def test_a_flag_as_the_string_true_or_false_warns(word, value) -> None:
+    with pytest.warns(DeprecationWarning, match="a string for a flag is deprecated") as caught:
+        policy = SquadPolicy(check_only=word, check_request=word)
+    assert (policy.check_only, policy.check_request) == (value, value)
+    assert caught[0].filename == __file__  # it names the caller's line, not pydantic's
+    with pytest.warns(DeprecationWarning, match=f"pass {value}"):
+        squad = Squad(_members(), check_only=word)
+    assert squad.config.check_only is value
+    # any other string is still an error (test_a_bad_value_names_its_field: "yes")
+
+
+def test_squad_config_flat_fields_warn_and_go_to_the_policy() -> None:
+    from aligners.squad import SquadConfig
+
+    with pytest.warns(DeprecationWarning, match=r"SquadConfig\(on_flag=\.\.\.\) is deprecated"):
+        config = SquadConfig(on_flag="block", max_rounds=2)
+    assert config.policy == SquadPolicy(on_flag="block") and config.max_rounds == 2
+    with pytest.warns(DeprecationWarning, match=r"SquadConfig\(check_only=\.\.\., on_error"):
+        config = SquadConfig(
+            policy=SquadPolicy(on_flag="block"), check_only=True, on_error="return_original"
+        )
+    assert config.policy.explicit() == {
+        "on_flag": "block",
+        "check_only": True,
+        "on_error": "return_original",
+    }
+
+
+def test_setting_a_policy_option_on_squad_config_warns_and_applies() -> None:
+    squad = Squad(_members())
+    with pytest.warns(DeprecationWarning, match=r"setting squad.config.on_flag is deprecated"):
+        squad.config.on_flag = "block"
+    assert squad.config.on_flag == "block" and squad.policy.on_flag == "block"
+    assert squad.align("q", "harmful").action == "blocked"
+    with pytest.warns(DeprecationWarning), pytest.raises(ValidationError, match="on_error"):
+        squad.config.on_error = "keep"
+
+
+def test_a_squad_rebuilt_from_its_config_dump_warns_and_keeps_the_policy() -> None:
+    """``Squad(members, **squad.config.model_dump())`` (how earlier releases copied a squad)
+    gets the policy as a dict now."""
+    squad = Squad(_members(), on_flag="block", blocked_message="Withheld.", max_rounds=2)
+    with pytest.warns(DeprecationWarning, match=r"Squad\(policy=<a dict>\) is deprecated"):
+        copy = Squad(squad.members, **squad.config.model_dump())
+    assert copy.config == squad.config
+    assert copy.align("q", "harmful").text == "Withheld."

@@ -98,3 +98,86 @@ def test_middleware_policy_reaches_the_parser(make_squad) -> None:
     reply = agent.invoke({"messages": [HumanMessage("Tell me about fireworks.")]})["messages"][-1]
     assert reply.response_metadata[METADATA_KEY]["action"] == "blocked"
     assert parser.resolved_policy.on_flag == "rewrite"  # the given parser is not changed
+
+
+# -- the flat attributes read their defaults as before the policy object; only those passed
+# are merged onto the policy -----------------------------------------------------------------
+
+#: AlignerSquad's flat policy fields and what they read when left out (as before SquadPolicy).
+FLAT_DEFAULTS = {
+    "threshold": None,
+    "block_threshold": None,
+    "check_only": False,
+    "on_flag": None,
+    "blocked_message": None,
+    "on_error": "raise",
+    "on_token_limit": None,
+}
+
+
+def test_flat_attributes_read_their_defaults_as_before() -> None:
+    squad = AlignerSquad()
+    assert {name: getattr(squad, name) for name in FLAT_DEFAULTS} == FLAT_DEFAULTS
+    # what is applied: LangChain's on_error, everything else the policy's own default
+    assert squad.resolved_policy == SquadPolicy(on_error="raise")
+    assert squad.resolved_policy.explicit() == {"on_error": "raise"}
+
+
+def test_a_policy_alone_is_not_overridden_by_the_flat_defaults(make_squad) -> None:
+    engine = make_squad(ethical=flags_bomb)
+    policy = SquadPolicy(on_error="return_original", check_only=True, on_flag="block")
+    squad = AlignerSquad(squad=engine, policy=policy, output="message")
+    assert (squad.on_error, squad.check_only) == ("raise", False)  # the defaults, read back
+    resolved = squad.resolved_policy
+    assert (resolved.on_error, resolved.check_only, resolved.on_flag) == (
+        "return_original",
+        True,
+        "block",
+    )
+    # carried out: an empty answer comes back as it was, a bomb is only scored
+    failed = squad.invoke(AIMessage(content="  ")).response_metadata[METADATA_KEY]
+    assert failed["action"] == "failed"
+    checked = squad.invoke(AIMessage(content=BOMB_ANSWER))
+    assert checked.content == BOMB_ANSWER and checked.response_metadata[METADATA_KEY]["flagged"]
+
+
+def test_a_flat_keyword_passed_wins_over_the_policy_even_at_its_default(make_squad) -> None:
+    engine = make_squad(ethical=flags_bomb)
+    policy = SquadPolicy(on_error="return_original", check_only=True)
+    squad = AlignerSquad(squad=engine, policy=policy, on_error="raise", check_only=False)
+    assert (squad.resolved_policy.on_error, squad.resolved_policy.check_only) == ("raise", False)
+    with pytest.raises(ValueError, match="answer is empty"):
+        squad.invoke("  ")
+    # None is "not given": the policy's value stays
+    unset = AlignerSquad(squad=engine, policy=policy, on_error=None, check_only=None)
+    assert unset.resolved_policy.on_error == "return_original" and unset.resolved_policy.check_only
+
+
+def test_copies_keep_the_policy_over_the_flat_defaults(make_squad) -> None:
+    """with_policy() and a configured call (LangChain rebuilds the parser from its fields)
+    pass on only the fields given, so the policy still decides."""
+    engine = make_squad(ethical=flags_bomb)
+    squad = AlignerSquad(squad=engine, policy=SquadPolicy(on_error="return_original"))
+    copy = squad.with_policy(SquadPolicy(on_flag="block"), blocked_message="Withheld.")
+    assert (copy.resolved_policy.on_error, copy.resolved_policy.on_flag) == (
+        "return_original",
+        "block",
+    )
+    assert copy.invoke(BOMB_ANSWER) == "Withheld." and copy.invoke("  ") == "  "
+    configured = squad.configurable().with_config(configurable={"aligner_check_only": True})
+    # check_only with a str answer: the record; return_original: the empty one handed back
+    failed = configured.invoke("  ")
+    assert failed["action"] == "failed" and failed["text"] == "  "
+    record = configured.invoke(BOMB_ANSWER)
+    assert record["flagged"] == ["ethical"] and record["text"] == BOMB_ANSWER
+
+
+def test_a_threshold_as_a_numeric_string_warns(make_squad) -> None:
+    """AlignerSquad(threshold="0.5") worked before (pydantic's lax float): still, deprecated."""
+    engine = make_squad(ethical=flags_bomb)
+    with pytest.warns(DeprecationWarning, match=r"threshold='0.05': a threshold as a string"):
+        squad = AlignerSquad(squad=engine, threshold="0.05", block_threshold={"ethical": "0"})
+    assert squad.threshold == 0.05 and squad.block_threshold == {"ethical": 0.0}
+    assert squad.engine.thresholds == {"ethical": 0.05}
+    with pytest.raises(ValidationError, match="threshold"):
+        AlignerSquad(threshold="high")

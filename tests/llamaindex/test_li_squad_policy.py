@@ -120,3 +120,87 @@ async def test_on_error_raise_reaches_the_engine_sync_and_async() -> None:
             post.postprocess_nodes(_nodes(HARMFUL, ZERO_WIDTH), QueryBundle("q"))
         with pytest.raises(ValueError, match=r"answers\[1\]: answer is empty"):
             await post.apostprocess_nodes(_nodes(HARMFUL, ZERO_WIDTH), QueryBundle("q"))
+
+
+# -- the flat attributes read their defaults as before the policy object; only those passed
+# are merged onto the policy -----------------------------------------------------------------
+
+
+def test_flat_attributes_read_their_defaults_as_before() -> None:
+    from llamaindex_aligners import AlignmentSettings
+
+    settings = AlignmentSettings()
+    assert (settings.on_error, settings.check_only) == ("return_original", False)
+    assert (settings.threshold, settings.block_threshold, settings.on_flag) == (None, None, None)
+    assert settings.blocked_message is None
+    post = AlignerPostprocessor()
+    assert (post.on_error, post.on_flag, post.threshold, post.block_threshold) == (
+        "return_original",
+        None,
+        None,
+        None,
+    )
+    assert post.blocked_message is None
+    # what is applied: LlamaIndex's on_error, everything else the policy's own default
+    expected = SquadPolicy(on_error="return_original")
+    assert settings.resolved_policy == post.settings().resolved_policy == expected
+
+
+def test_a_policy_alone_is_not_overridden_by_the_flat_defaults() -> None:
+    from llamaindex_aligners import AlignmentSettings
+
+    policy = SquadPolicy(on_error="raise", check_only=True)
+    settings = AlignmentSettings(policy=policy)
+    assert (settings.on_error, settings.check_only) == ("return_original", False)  # read back
+    assert settings.resolved_policy.on_error == "raise" and settings.resolved_policy.check_only
+    squad, _ = policy_squad()
+    post = AlignerPostprocessor(squad=squad, mode="rewrite", policy=policy)
+    assert post.get_squad().config.on_error == "raise" and post.get_squad().config.check_only
+    with pytest.raises(ValueError, match=r"answers\[1\]: answer is empty"):
+        post.postprocess_nodes(_nodes(HARMFUL, ZERO_WIDTH), QueryBundle("q"))
+    # the answer-level wrapper gets the policy, not the postprocessor's defaults
+    wrapped = post.wrap(AnswerEngine(answer=HARMFUL))
+    assert wrapped.settings.resolved_policy.on_error == "raise"
+    response = wrapped.query(HARMFUL_QUERY)  # check_only: scored, not rewritten
+    assert response.metadata["aligners"]["action"] == "flagged"
+    assert str(response) == HARMFUL
+    # nor are settings handed to an engine with more keywords
+    engine = AlignedQueryEngine(
+        AnswerEngine(answer=HARMFUL), squad=squad, settings=settings, on_flag="block"
+    )
+    assert engine.settings.resolved_policy == policy.merge(on_flag="block")
+
+
+def test_a_flat_keyword_passed_wins_over_the_policy_even_at_its_default() -> None:
+    from llamaindex_aligners import AlignmentSettings
+
+    policy = SquadPolicy(on_error="raise", check_only=True)
+    settings = AlignmentSettings(policy=policy, on_error="keep", check_only=False)
+    assert settings.resolved_policy.on_error == "return_original"
+    assert settings.resolved_policy.check_only is False
+    squad, _ = policy_squad()
+    post = AlignerPostprocessor(
+        squad=squad, mode="rewrite", policy=policy, on_error="return_original"
+    )
+    out = post.postprocess_nodes(_nodes(HARMFUL, ZERO_WIDTH), QueryBundle("q"))
+    # the policy's check_only stays (annotated, not rewritten); on_error is the keyword's
+    assert [n.node.metadata["aligners"]["action"] for n in out] == ["annotated", "failed"]
+    assert out[0].node.get_content() == HARMFUL
+    # None is "not given": the policy's value stays
+    assert AlignmentSettings(policy=policy, on_error=None).resolved_policy.on_error == "raise"
+
+
+def test_a_threshold_as_a_numeric_string_warns() -> None:
+    """AlignmentSettings(threshold="0.5") worked before (pydantic's lax float): still,
+    deprecated; the engine itself never took strings."""
+    from llamaindex_aligners import AlignmentSettings
+
+    with pytest.warns(DeprecationWarning, match=r"threshold\['ethical'\]='0.7'"):
+        settings = AlignmentSettings(threshold={"ethical": "0.7"})
+    assert settings.resolved_policy.threshold == {"ethical": 0.7}
+    squad, _ = policy_squad()
+    with pytest.warns(DeprecationWarning, match="a threshold as a string is deprecated"):
+        post = AlignerPostprocessor(squad=squad, threshold="0.05")
+    assert post.get_squad().thresholds == {"ethical": 0.05}
+    with pytest.raises(ValueError, match="threshold"):
+        SquadPolicy(threshold="0.5")

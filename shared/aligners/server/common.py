@@ -263,8 +263,14 @@ def configure_json_logging(level: str = "info") -> None:
         target.propagate = False
 
 
+def warning_header(notice: str) -> str:
+    """A ``Warning`` header value for a deprecation notice (code 299: a persistent warning)."""
+    return '299 aligners "' + notice.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def install_request_logging(app: Any) -> None:
-    """Log every request as one JSON line (the access log) and echo an ``X-Request-ID``."""
+    """Log every request as one JSON line (the access log) and echo an ``X-Request-ID``; each
+    notice a handler adds to ``request.state.deprecations`` becomes a ``Warning`` header."""
     from fastapi import Request
 
     @app.middleware("http")
@@ -272,9 +278,12 @@ def install_request_logging(app: Any) -> None:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         request.state.request_id = request_id
         request.state.log_fields = {}
+        request.state.deprecations = []  # notices for deprecated forms the request used
         start = time.perf_counter()
         response = await call_next(request)
         response.headers["X-Request-ID"] = request_id
+        for notice in request.state.deprecations:
+            response.headers.append("Warning", warning_header(notice))
         fields = {
             "request_id": request_id,
             "method": request.method,

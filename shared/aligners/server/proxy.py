@@ -601,6 +601,16 @@ def _question(messages: list[dict[str, str]]) -> str:
     return ""
 
 
+def deprecated_forms(request: Any, body: ChatCompletionRequest) -> tuple[str, ...]:
+    """The deprecated forms ``body`` uses (flags sent as strings), logged as warnings and sent
+    back in ``Warning`` headers (and in the record's ``deprecations``)."""
+    notices = body.aligners.deprecations if body.aligners is not None else ()
+    for notice in notices:
+        logger.warning("deprecated request option", extra={"fields": {"deprecation": notice}})
+        request.state.deprecations.append(notice)
+    return notices
+
+
 @dataclass
 class _Turn:
     """One chat completion on its way through the proxy."""
@@ -615,6 +625,7 @@ class _Turn:
     context_source: str | None = None
     request_record: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    deprecations: tuple[str, ...] = ()
     json_answer: bool = False
     started: float = field(default_factory=time.perf_counter)
 
@@ -755,6 +766,7 @@ class ProxyApp:
             request, settings.max_request_bytes, ChatCompletionRequest
         )
         body.reject_unknown()
+        deprecations = deprecated_forms(request, body)
         config = generation_config(body, settings, body.token_limit)
         messages = chat_messages(body)
         squad = _squad_for(self.squad, request, body)  # 400 for bad options, then the policy
@@ -773,6 +785,7 @@ class ProxyApp:
             ident=new_id("chatcmpl"),
             created=int(time.time()),
             cap=TokenCap(self.counter, config.max_new_tokens),
+            deprecations=deprecations,
         )
         turn.context, turn.context_source = context_of(body, messages, settings.context_roles)
         turn.fields.update(criteria=squad.criteria, stream=body.stream, requested_model=body.model)
@@ -906,6 +919,8 @@ class ProxyApp:
     def _complete_record(record: dict[str, Any], turn: _Turn) -> None:
         """What the record says beside the squad's own result."""
         record["failures"] = [*record.get("failures", []), *turn.notes]
+        if turn.deprecations:
+            record["deprecations"] = list(turn.deprecations)
         if turn.context_source is not None:
             record["context_source"] = turn.context_source
         if turn.request_record is not None:

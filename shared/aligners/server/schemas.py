@@ -6,9 +6,20 @@ would change the answer in ways these servers cannot honour (``n > 1``, tools) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from aligners.server.common import APIError
 from aligners.squad.policy import (
@@ -67,10 +78,68 @@ class _Sampling(BaseModel):
             raise APIError(400, "logprobs and best_of are not supported by this server")
 
 
+#: Per-request flags that earlier releases also took as the strings "true" and "false".
+STRING_FLAGS = ("check_only", "check_request")
+#: Per-request thresholds that earlier releases also took as numeric strings ("0.5").
+STRING_NUMBERS = ("threshold", "block_threshold", "request_threshold")
+
+
+def _legacy_form(name: str, value: Any) -> tuple[Any, str | None]:
+    """A deprecated form of a per-request option (a flag as "true"/"false", a threshold as a
+    numeric string) as the value it names, with the notice a client gets; else as it is."""
+    if not isinstance(value, str):
+        return value, None
+    word = value.strip().lower()
+    if name in STRING_FLAGS and word in ("true", "false"):
+        return word == "true", f"send the JSON boolean {word}"
+    if name in STRING_NUMBERS:
+        try:
+            number = float(value)
+        except ValueError:
+            return value, None
+        return number, f"send the JSON number {number}"
+    return value, None
+
+
 class AlignersOptions(BaseModel):
-    """Per-request squad options, sent as the ``aligners`` field of a chat completion request."""
+    """Per-request squad options, sent as the ``aligners`` field of a chat completion request.
+
+    ``check_only`` and ``check_request`` are JSON booleans and the thresholds JSON numbers; the
+    strings earlier releases also took (``"true"``/``"false"`` in any case, ``"0.5"``) still
+    work in this release with a deprecation notice (:attr:`deprecations`); any other string is
+    a 400.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _legacy_forms(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AlignersOptions]
+    ) -> AlignersOptions:
+        notices: list[str] = []
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for name in (*STRING_FLAGS, *STRING_NUMBERS):
+                given = data.get(name)
+                value, fix = _legacy_form(name, given)
+                if fix is not None:
+                    data[name] = value
+                    notices.append(
+                        f"aligners.{name}: the string {given!r} is deprecated and will be a 400 "
+                        f"in the next release; {fix}"
+                    )
+        options = handler(data)
+        options._deprecations = tuple(notices)
+        return options
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """Deprecated forms this request used, one notice each (the proxy logs them and sends
+        them back in a ``Warning`` header and the record's ``deprecations``)."""
+        return self._deprecations
 
     criteria: list[str] | str | None = Field(
         default=None, description="Criteria to run (a subset of the proxy's squad)."

@@ -19,7 +19,7 @@ pre-built squad changes only what it names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from aligners.inspector.request import RequestInspector
+from aligners.validation import warn_deprecated
 
 #: What the squad does with an answer an inspector flags.
 OnFlag = Literal["rewrite", "block", "raise", "rewrite_or_block"]
@@ -89,7 +90,45 @@ def _thresholds(value: Any, info: ValidationInfo) -> Any:
     return _check_unit(value, field)
 
 
+def _string_flag(value: Any, field: str | None) -> Any:
+    """``"true"``/``"false"`` (any case) as the bool, with a deprecation warning (earlier
+    releases took them, as pydantic's lax bool does); anything else as it is."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in ("true", "false"):
+        return value
+    warn_deprecated(
+        f"{field}={value!r}: a string for a flag is deprecated and will be an error in the "
+        f"next release; pass {word.capitalize()}"
+    )
+    return word == "true"
+
+
+def numeric_string(value: Any, field: str) -> Any:
+    """A threshold given as a numeric string (``"0.5"``), as the adapters' and the server's
+    settings took it before this release: the number, with a deprecation warning; anything
+    else as it is (the engine never took strings)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    warn_deprecated(
+        f"{field}={value!r}: a threshold as a string is deprecated and will be an error in the "
+        f"next release; pass the number {number}"
+    )
+    return number
+
+
+def _flat_thresholds(value: Any, info: ValidationInfo) -> Any:
+    field = info.field_name or "threshold"
+    if isinstance(value, Mapping):
+        value = {key: numeric_string(number, f"{field}[{key!r}]") for key, number in value.items()}
+    return _thresholds(numeric_string(value, field), info)
+
+
 def _a_bool(value: Any, info: ValidationInfo) -> Any:
+    value = _string_flag(value, info.field_name)
     if not isinstance(value, bool):
         raise ValueError(
             f"{info.field_name} must be true or false, got {type(value).__name__} {value!r}"
@@ -98,6 +137,7 @@ def _a_bool(value: Any, info: ValidationInfo) -> Any:
 
 
 def _a_check(value: Any, info: ValidationInfo) -> Any:
+    value = _string_flag(value, info.field_name)
     if not isinstance(value, (bool, RequestInspector)):
         # A TypeError (it passes through pydantic), as resolve_request_inspector raises.
         raise TypeError(
@@ -111,6 +151,9 @@ def _a_check(value: Any, info: ValidationInfo) -> Any:
 Unit = Annotated[float, BeforeValidator(_unit)]
 #: One threshold for every criterion, or one per criterion.
 Thresholds = Annotated[float | dict[str, float], BeforeValidator(_thresholds)]
+#: :data:`Thresholds` for a surface's flat keywords, which took numeric strings before this
+#: release (pydantic's lax float): ``"0.5"`` still works there, with a deprecation warning.
+FlatThresholds = Annotated[float | dict[str, float], BeforeValidator(_flat_thresholds)]
 #: A flag: a real bool (JSON's "yes" or 1 is a mistake).
 Flag = Annotated[bool, BeforeValidator(_a_bool)]
 #: The request check: off, on (the shipped request inspector), or this inspector.
@@ -264,6 +307,14 @@ def describe(name: str, none: str | None = None) -> str:
     return SquadPolicy.describe(name, none)
 
 
+def given_fields(model: BaseModel, names: Iterable[str]) -> dict[str, Any]:
+    """The fields among ``names`` that ``model`` was given (pydantic's ``model_fields_set``),
+    with their values: a surface's flat policy keywords read their old defaults back, but only
+    those passed are merged onto its policy, so an untouched default never overrides a
+    ``policy=`` (nor a given squad's own)."""
+    return {name: getattr(model, name) for name in names if name in model.model_fields_set}
+
+
 def fold_policy(data: Any, surface: str) -> Any:
     """For a settings model's ``mode="before"`` validator: its flat policy keywords (e.g.
     ``on_flag="block"``) moved into its ``policy`` field, over ``surface``'s defaults and the
@@ -281,6 +332,9 @@ def fold_policy(data: Any, surface: str) -> Any:
     elif given is not None:
         raise TypeError(f"policy must be an aligners.SquadPolicy, got {type(given).__name__}")
     folded |= {k: data.pop(k) for k in POLICY_FIELDS if k in data and data[k] is not None}
+    for name in ("threshold", "block_threshold", "request_threshold"):  # "0.5": deprecated
+        if name in folded and not isinstance(folded[name], Mapping):
+            folded[name] = numeric_string(folded[name], name)
     for name in POLICY_FIELDS:
         data.pop(name, None)  # an explicit None: the policy's own
     data["policy"] = folded

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aligners.aligner.grounded import GroundedRepair
 from aligners.aligner.model import Aligner, Correction
@@ -33,7 +33,12 @@ from aligners.squad.policy import (
 from aligners.squad.result import AlignmentResult, StageRecord
 from aligners.squad.stream import ALREADY_STREAMED, SquadStream, stream_failure
 from aligners.steps import Emit, Machine, StreamRewrite, Work, adrive, drive
-from aligners.validation import validate_batch, validate_containers, validate_item
+from aligners.validation import (
+    validate_batch,
+    validate_containers,
+    validate_item,
+    warn_deprecated,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +76,70 @@ class SquadConfig(BaseModel):
         "members: Squad.policy reports them).",
     )
 
-    # The policy's answer-level options, read where the squad runs (declared in SquadPolicy).
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_options(cls, data: Any) -> Any:
+        """``SquadConfig(on_flag=...)`` (the flat fields of earlier releases): deprecated,
+        merged onto ``policy``."""
+        if not isinstance(data, Mapping) or not any(name in data for name in _CONFIG_FLAT):
+            return data
+        data = dict(data)
+        flat = {name: data.pop(name) for name in _CONFIG_FLAT if name in data}
+        warn_deprecated(
+            f"SquadConfig({', '.join(f'{k}=...' for k in flat)}) is deprecated and will be "
+            "an error in the next release; pass policy=SquadPolicy(...) (or give the squad "
+            "these options: Squad(..., on_flag=...), squad.with_options(...))"
+        )
+        given = data.get("policy")
+        base = given if isinstance(given, SquadPolicy) else SquadPolicy(**(given or {}))
+        data["policy"] = base.merge(flat)
+        return data
+
+    # The policy's answer-level options, read where the squad runs (declared in SquadPolicy);
+    # assigning one (as earlier releases allowed) is deprecated and replaces the policy.
     @property
     def check_only(self) -> bool:
         return self.policy.check_only
+
+    @check_only.setter
+    def check_only(self, value: bool) -> None:
+        self._set_option("check_only", value)
 
     @property
     def on_flag(self) -> OnFlag:
         return self.policy.on_flag
 
+    @on_flag.setter
+    def on_flag(self, value: OnFlag) -> None:
+        self._set_option("on_flag", value)
+
     @property
     def on_error(self) -> OnError:
         return self.policy.on_error
 
+    @on_error.setter
+    def on_error(self, value: OnError) -> None:
+        self._set_option("on_error", value)
+
     @property
     def blocked_message(self) -> str:
         return self.policy.blocked_message
+
+    @blocked_message.setter
+    def blocked_message(self, value: str) -> None:
+        self._set_option("blocked_message", value)
+
+    def _set_option(self, name: str, value: Any) -> None:
+        warn_deprecated(
+            f"setting squad.config.{name} is deprecated and will be an error in the next "
+            f"release; build the squad with it (squad.with_options({name}=...), or "
+            f"Squad(..., policy=SquadPolicy({name}=...)))"
+        )
+        self.policy = self.policy.merge({name: value})
+
+
+#: SquadConfig's fields of earlier releases that are the policy's now.
+_CONFIG_FLAT = ("check_only", "on_flag", "on_error", "blocked_message")
 
 
 #: Policy fields that live on the members once a squad is built.
@@ -202,6 +255,13 @@ class Squad:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"squad members must have distinct criteria, got {names}")
+        if isinstance(policy, Mapping):  # e.g. Squad(members, **squad.config.model_dump())
+            warn_deprecated(
+                "Squad(policy=<a dict>) is deprecated and will be an error in the next release "
+                "(squad.config.model_dump() nests the policy now); pass an aligners.SquadPolicy: "
+                "Squad(members, policy=squad.policy) or squad.with_options(...)"
+            )
+            policy = SquadPolicy(**policy)
         if policy is not None and not isinstance(policy, SquadPolicy):
             raise TypeError(f"policy must be an aligners.SquadPolicy, got {type(policy).__name__}")
         _known_keywords(policy_options)
