@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--joint", action="store_true", help="Also fine-tune a joint trunk.")
     parser.add_argument("--out", type=Path, default=Path("/tmp/exp21/content_trunk.json"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     rows = read_examples(args.traffic / "gate_rows.jsonl", on_error="raise").records
     train = [r for r in rows if r.metadata["split"] == "train"]
     validation = [r for r in rows if r.metadata["split"] == "validation"]
@@ -137,6 +137,7 @@ def main() -> None:
             w, b = fit_logistic(feats, labels, weight_decay=1e-4, balanced=False)
             scores = [float(x) for x in 1 - torch.sigmoid(feats @ w + b)]
         report[name] = summarise(name, scores, validation)
+        report[name]["scores"] = scores
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
@@ -167,6 +168,13 @@ def summarise(name: str, scores: list[float], rows: Sequence[InspectorExample]) 
     """Overall and per-family numbers at the shipped threshold rule (2 % good, 3 % alarming)."""
     threshold, _ = flag_threshold(scores, rows, 0.02, 0.03)
     overall = gate_metrics(scores, rows, threshold)
+    for rate in (0.02, 0.05):
+        alone, _ = flag_threshold(scores, rows, rate, None)
+        at = gate_metrics(scores, rows, alone)
+        print(
+            f"   (good-flag rule alone, {rate:.0%}: threshold {alone} F1 {at['f1_harmful']} "
+            f"recall {at['recall_harmful']} flags {at['flag_rate']})"
+        )
     families = by_family(scores, rows, threshold)
     print(
         f"== {name}: threshold {threshold} AUROC {overall['auroc']} F1 {overall['f1_harmful']} "
