@@ -20,6 +20,7 @@ from aligners import (
 )
 from aligners.backends.encoder import SentenceEncoder
 from aligners.data.records import InspectorExample
+from aligners.inspector.safety_gate import SafetyGateConfig
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from aligners.training.safety_gate import (
     SafetyGateTrainingConfig,
@@ -272,3 +273,43 @@ def test_gate_with_a_fine_tuned_request_model_ships_its_layers_and_round_trips(
     assert scores[0] < scores[1]
     explained = gate.explain(questions[:1], answers[:1])[0]
     assert explained["harmful_request"] > 0.5
+
+
+def test_a_trunk_trained_on_answers_too_serves_the_answer_heads_and_round_trips(
+    tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
+    config = SafetyGateTrainingConfig(
+        encoder=str(tiny_encoder_dir),
+        weight_decay=1e-4,
+        request_trained_layers=1,
+        request_epochs=2,
+        request_learning_rate=1e-3,
+        trunk_on_answers=True,
+        answer_max_length=32,
+    )
+    metrics = train_safety_gate(
+        rows, _requests(), tmp_path / "gate", config, progress=False, log=lambda _: None
+    )
+    saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
+    assert saved["answers_through_trunk"] is True
+    assert saved["answer_max_length"] == 32
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    gate = SafetyGateInspector.from_pretrained(tmp_path / "gate", encoder=encoder)
+    answers = [f"{COMPLY} 1", REFUSE]
+    # The answer heads read the fine-tuned trunk's states, not the frozen embedding.
+    through_trunk = gate.answer_features(answers)
+    assert not torch.allclose(through_trunk, encoder.encode(answers), atol=1e-3)
+    test = [r for r in rows if r.metadata["split"] == "test"]
+    scores = gate.score_batch([r.question for r in test], [r.answer for r in test])
+    # What was measured at training time is what the loaded gate scores.
+    assert gate_metrics(scores, test, gate.config.threshold)["auroc"] == pytest.approx(
+        metrics["heldout"]["auroc"], abs=1e-3
+    )
+
+
+def test_answers_through_the_trunk_need_a_trunk() -> None:
+    with pytest.raises(ValueError, match="request_trained_layers"):
+        SafetyGateTrainingConfig(trunk_on_answers=True)
+    with pytest.raises(ValueError, match="request_trained_layers"):
+        SafetyGateConfig(answers_through_trunk=True)

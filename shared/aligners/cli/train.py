@@ -365,6 +365,11 @@ def safety_gate(
     ),
     request_epochs: int = typer.Option(3, min=1),
     request_learning_rate: float = typer.Option(1e-4, min=0),
+    trunk_on_answers: bool = typer.Option(
+        False,
+        help="Fine-tune the trunk on the answers' harmful content too, and let the answer heads "
+        "read through it (needs --request-trained-layers).",
+    ),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
 ) -> None:
     """Train the safety gate (harmful request x complies x harmful content on frozen MiniLM)
@@ -388,6 +393,7 @@ def safety_gate(
         request_trained_layers=request_trained_layers,
         request_epochs=request_epochs,
         request_learning_rate=request_learning_rate,
+        trunk_on_answers=trunk_on_answers,
     )
     metrics = train_safety_gate(
         read.records,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aligners.backends.encoder import SentenceEncoder
 from aligners.criteria import get_criterion
@@ -56,9 +56,22 @@ class SafetyGateConfig(BaseModel):
     request_trained_layers: int = Field(default=0, ge=0)
     #: Tokens of the question the fine-tuned request model reads.
     request_max_length: int = Field(default=64, gt=8)
+    #: The ``complies`` and ``content`` heads read the answer through the fine-tuned trunk too
+    #: (trained on requests and answers at once) instead of the frozen encoder.
+    answers_through_trunk: bool = False
+    #: Tokens of the answer the fine-tuned trunk reads (``answers_through_trunk``).
+    answer_max_length: int = Field(default=128, gt=8)
     threshold: float = Field(default=0.5, ge=0, le=1)
     block_threshold: float | None = Field(default=None, ge=0, le=1)
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _answers_need_a_trunk(self) -> SafetyGateConfig:
+        if self.answers_through_trunk and not self.request_trained_layers:
+            raise ValueError(
+                "answers_through_trunk needs a fine-tuned trunk (request_trained_layers > 0)"
+            )
+        return self
 
 
 class SafetyGateInspector(Inspector):
@@ -118,23 +131,32 @@ class SafetyGateInspector(Inspector):
 
     def embed(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[Any, Any]:
         """Question features (for the request head) and answer embeddings (for the others):
-        one frozen-encoder call for both, or the fine-tuned request model on the questions."""
+        one frozen-encoder call for both, or the fine-tuned request model on the questions (and
+        on the answers, with ``answers_through_trunk``)."""
         if not self.config.request_trained_layers:
             embeddings = self.encoder.encode(list(questions) + list(answers))
             return embeddings[: len(questions)], embeddings[len(questions) :]
+        if self.config.answers_through_trunk:
+            return self.request_features(questions), self.answer_features(answers)
         return self.request_features(questions), self.encoder.encode(list(answers))
 
     def request_features(self, questions: Sequence[str]) -> Any:
         """Mean-pooled states of the fine-tuned request model (``request_trained_layers`` > 0)."""
+        return self._trunk_features(questions, self.config.request_max_length)
+
+    def answer_features(self, answers: Sequence[str]) -> Any:
+        """What the answer heads read: the fine-tuned trunk's mean-pooled states of the answers
+        (``answers_through_trunk``), else the frozen embeddings."""
+        if not self.config.answers_through_trunk:
+            return self.encoder.encode(list(answers))
+        return self._trunk_features(answers, self.config.answer_max_length)
+
+    def _trunk_features(self, texts: Sequence[str], max_length: int) -> Any:
         from aligners.inspector.tuned_trunk import mean_pooled
 
         model, tokenizer = self._request_model()
         return mean_pooled(
-            model,
-            tokenizer,
-            questions,
-            max_length=self.config.request_max_length,
-            dim=self.config.embedding_dim,
+            model, tokenizer, texts, max_length=max_length, dim=self.config.embedding_dim
         )
 
     def _request_model(self) -> tuple[Any, Any]:
