@@ -220,17 +220,25 @@ def test_gate_metrics_counts_f1_for_harmful_answers() -> None:
     assert metrics["aligned_flag_rate"] == 0.5
 
 
+def _tuned_trunk_config(encoder_dir: Path, **extra: object) -> SafetyGateTrainingConfig:
+    """A gate whose top encoder layer is fine-tuned, quickly, on the tiny encoder."""
+    return SafetyGateTrainingConfig.model_validate(
+        {
+            "encoder": str(encoder_dir),
+            "weight_decay": 1e-4,
+            "request_trained_layers": 1,
+            "request_epochs": 2,
+            "request_learning_rate": 1e-3,
+            **extra,
+        }
+    )
+
+
 def test_gate_with_a_fine_tuned_request_model_ships_its_layers_and_round_trips(
     tiny_encoder_dir: Path, tmp_path: Path
 ) -> None:
     rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
-    config = SafetyGateTrainingConfig(
-        encoder=str(tiny_encoder_dir),
-        weight_decay=1e-4,
-        request_trained_layers=1,
-        request_epochs=2,
-        request_learning_rate=1e-3,
-    )
+    config = _tuned_trunk_config(tiny_encoder_dir)
     train_safety_gate(
         rows,
         _requests(),
@@ -279,15 +287,7 @@ def test_a_trunk_trained_on_answers_too_serves_the_answer_heads_and_round_trips(
     tiny_encoder_dir: Path, tmp_path: Path
 ) -> None:
     rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
-    config = SafetyGateTrainingConfig(
-        encoder=str(tiny_encoder_dir),
-        weight_decay=1e-4,
-        request_trained_layers=1,
-        request_epochs=2,
-        request_learning_rate=1e-3,
-        trunk_on_answers=True,
-        answer_max_length=32,
-    )
+    config = _tuned_trunk_config(tiny_encoder_dir, trunk_on_answers=True, answer_max_length=32)
     metrics = train_safety_gate(
         rows, _requests(), tmp_path / "gate", config, progress=False, log=lambda _: None
     )
