@@ -136,9 +136,7 @@ class SafetyGateInspector(Inspector):
         if not self.config.request_trained_layers:
             embeddings = self.encoder.encode(list(questions) + list(answers))
             return embeddings[: len(questions)], embeddings[len(questions) :]
-        if self.config.answers_through_trunk:
-            return self.request_features(questions), self.answer_features(answers)
-        return self.request_features(questions), self.encoder.encode(list(answers))
+        return self.request_features(questions), self.answer_features(answers)
 
     def request_features(self, questions: Sequence[str]) -> Any:
         """Mean-pooled states of the fine-tuned request model (``request_trained_layers`` > 0)."""

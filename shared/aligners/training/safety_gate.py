@@ -23,6 +23,7 @@ from aligners.data.records import InspectorExample
 from aligners.inspector.cross_encoder import HeadCalibration
 from aligners.inspector.request import EncoderRequestInspector, RequestHeadConfig
 from aligners.inspector.safety_gate import (
+    GATE_HEADS,
     REQUEST_TRUNK_WEIGHTS,
     SafetyGateConfig,
     SafetyGateInspector,
@@ -300,15 +301,9 @@ def train_safety_gate(
 
     heads = SafetyGateInspector.build_heads(encoder.dimension)
     targets = _head_targets(split["train"], request_split["train"])
-    for name, pairs in targets.items():
-        w, b = fit_logistic(
-            embed([t for t, _ in pairs], progress),
-            [y for _, y in pairs],
-            weight_decay=config.weight_decay,
-        )
-        heads[name].weight.data = w.unsqueeze(0)
-        heads[name].bias.data = b
-        log(f"head {name}: {len(pairs)} examples")
+    # With trunk_on_answers the answer heads are fitted on the trunk once it is trained.
+    frozen_names = ("request",) if config.trunk_on_answers else GATE_HEADS
+    _fit_heads(heads, targets, frozen_names, lambda t: embed(t, progress), config, log)
 
     frozen_request_head = heads["request"]
     gate_config = SafetyGateConfig(encoder=config.encoder, embedding_dim=encoder.dimension)
@@ -334,15 +329,7 @@ def train_safety_gate(
         gate.answer_features if config.trunk_on_answers else (lambda t: embed(t, progress))
     )
     if config.trunk_on_answers:
-        for name in ("complies", "content"):
-            pairs = targets[name]
-            w, b = fit_logistic(
-                answer_features([t for t, _ in pairs]),
-                [y for _, y in pairs],
-                weight_decay=config.weight_decay,
-            )
-            heads[name].weight.data = w.unsqueeze(0)
-            heads[name].bias.data = b
+        _fit_heads(heads, targets, ("complies", "content"), answer_features, config, log)
 
     def logits_of(part: Sequence[InspectorExample]) -> Any:
         questions = [r.question for r in part]
@@ -405,6 +392,27 @@ def train_safety_gate(
     return metrics
 
 
+def _fit_heads(
+    heads: Any,
+    targets: dict[str, list[tuple[str, int]]],
+    names: Sequence[str],
+    features: Callable[[Sequence[str]], Any],
+    config: SafetyGateTrainingConfig,
+    log: Callable[[str], None],
+) -> None:
+    """Fit each named head's logistic weights on ``features`` of its training texts."""
+    for name in names:
+        pairs = targets[name]
+        w, b = fit_logistic(
+            features([t for t, _ in pairs]),
+            [y for _, y in pairs],
+            weight_decay=config.weight_decay,
+        )
+        heads[name].weight.data = w.unsqueeze(0)
+        heads[name].bias.data = b
+        log(f"head {name}: {len(pairs)} examples")
+
+
 def fine_tune_request_model(
     pairs: Sequence[tuple[str, int]],
     config: SafetyGateTrainingConfig,
@@ -412,7 +420,8 @@ def fine_tune_request_model(
     progress: bool = True,
 ) -> tuple[Any, Any, int]:
     """MiniLM with its top ``request_trained_layers`` fine-tuned, and a linear head on its
-    mean-pooled states, on ``(request, 1 = harmful)`` pairs (class-balanced). The lower layers'
+    mean-pooled states, on ``(text, 1 = harmful)`` pairs (requests; with ``trunk_on_answers``
+    answers too, read up to ``answer_max_length`` tokens), class-balanced. The lower layers'
     states are computed once, so an epoch costs only the top layers. Returns the model (top
     layers rounded to float16, as shipped), the head and the number of layers trained."""
     import random
