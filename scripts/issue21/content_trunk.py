@@ -68,11 +68,6 @@ def main() -> None:
     model, tokenizer = gate._request_model()
     tuned = trunk_embedder(model, tokenizer, args.max_length)
 
-    def head(name: str, embed: Any) -> Any:
-        pairs = targets[name]
-        w, b = fit_logistic(embed([t for t, _ in pairs]), [y for _, y in pairs], weight_decay=1e-3)
-        return lambda texts: embed(texts) @ w + b
-
     request_logit = (
         gate.request_features([r.question for r in validation])
         @ gate.heads["request"].weight.data.squeeze(0)
@@ -81,10 +76,10 @@ def main() -> None:
     answers = [r.answer for r in validation]
     frozen_embed = lambda texts: frozen(texts, False)  # noqa: E731
     logits = {
-        ("complies", "frozen"): head("complies", frozen_embed)(answers),
-        ("content", "frozen"): head("content", frozen_embed)(answers),
-        ("complies", "tuned"): head("complies", tuned)(answers),
-        ("content", "tuned"): head("content", tuned)(answers),
+        ("complies", "frozen"): logistic_head(targets["complies"], frozen_embed)(answers),
+        ("content", "frozen"): logistic_head(targets["content"], frozen_embed)(answers),
+        ("complies", "tuned"): logistic_head(targets["complies"], tuned)(answers),
+        ("content", "tuned"): logistic_head(targets["content"], tuned)(answers),
     }
 
     def features(complies: str, content: str, extra: Any = None) -> Any:
@@ -108,7 +103,9 @@ def main() -> None:
             joint([r.question for r in validation]) @ joint_head.weight.data.squeeze(0)
             + joint_head.bias.data
         )
-        joint_logits = {name: head(name, joint)(answers) for name in ("complies", "content")}
+        joint_logits = {
+            name: logistic_head(targets[name], joint)(answers) for name in ("complies", "content")
+        }
         three = torch.stack([joint_request, joint_logits["complies"], joint_logits["content"]], -1)
         candidates["joint-all"] = combine_features(three)
         candidates["joint-request-only"] = combine_features(
@@ -140,6 +137,12 @@ def main() -> None:
         report[name]["scores"] = scores
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+def logistic_head(pairs: Sequence[tuple[str, int]], embed: Any) -> Any:
+    """A ``texts -> logits`` reader: a logistic head fitted on ``embed`` of ``pairs``' texts."""
+    w, b = fit_logistic(embed([t for t, _ in pairs]), [y for _, y in pairs], weight_decay=1e-3)
+    return lambda texts: embed(texts) @ w + b
 
 
 def trunk_embedder(model: Any, tokenizer: Any, max_length: int) -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from content_trunk import trunk_embedder  # scripts/issue21, beside this file
+from content_trunk import logistic_head, trunk_embedder  # scripts/issue21, beside this file
 
 from aligners.backends.encoder import SentenceEncoder
 from aligners.data.io import read_examples
@@ -83,13 +83,6 @@ def main() -> None:
         left_out = {rows[i].question for i in held}
         targets = _head_targets(train, [r for r in requests if r["request"] not in left_out])
 
-        def head(name: str, embed: Any, targets: Any = targets) -> Any:
-            pairs = targets[name]
-            w, b = fit_logistic(
-                embed([t for t, _ in pairs]), [y for _, y in pairs], weight_decay=1e-3
-            )
-            return lambda texts: embed(texts) @ w + b
-
         request_config = SafetyGateTrainingConfig(request_trained_layers=2)
         model, request_head, _ = fine_tune_request_model(targets["request"], request_config)
         tuned = trunk_embedder(model, tokenizer, args.max_length)
@@ -98,13 +91,15 @@ def main() -> None:
         a = [answers[i] for i in held]
         request_logit = request_head(short(q)).squeeze(-1).detach()
         frozen_embed = lambda texts: frozen(texts, False)  # noqa: E731
-        oof["shipped"][held] = torch.stack(
-            [request_logit, head("complies", frozen_embed)(a), head("content", frozen_embed)(a)],
-            -1,
-        )
-        oof["answers-tuned"][held] = torch.stack(
-            [request_logit, head("complies", tuned)(a), head("content", tuned)(a)], -1
-        )
+        for name, embed in (("shipped", frozen_embed), ("answers-tuned", tuned)):
+            oof[name][held] = torch.stack(
+                [
+                    request_logit,
+                    logistic_head(targets["complies"], embed)(a),
+                    logistic_head(targets["content"], embed)(a),
+                ],
+                -1,
+            )
         joint_config = SafetyGateTrainingConfig(
             request_trained_layers=2, request_max_length=args.max_length
         )
@@ -115,8 +110,8 @@ def main() -> None:
         oof["joint-all"][held] = torch.stack(
             [
                 joint_head(joint(q)).squeeze(-1).detach(),
-                head("complies", joint)(a),
-                head("content", joint)(a),
+                logistic_head(targets["complies"], joint)(a),
+                logistic_head(targets["content"], joint)(a),
             ],
             -1,
         )
