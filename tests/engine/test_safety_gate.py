@@ -25,6 +25,7 @@ from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from aligners.training.safety_gate import (
     SafetyGateTrainingConfig,
     fit_logistic,
+    flag_threshold,
     gate_metrics,
     train_safety_gate,
 )
@@ -208,7 +209,27 @@ def test_alarming_but_safe_answers_keep_the_threshold_under_them(
     assert saved["alarming"].config.threshold <= score < saved["plain"].config.threshold
     assert saved["alarming"].config.threshold <= saved["plain"].config.threshold
     assert "alarming-but-safe" in saved["alarming"].config.metrics["threshold_rule"]
+    assert "too few" in saved["alarming"].config.metrics["threshold_rule"]  # one answer
     assert "alarming" not in saved["plain"].config.metrics["threshold_rule"]
+
+
+def test_the_alarming_rule_lets_an_outlier_through_only_with_enough_answers() -> None:
+    def alarming_rows(n: int) -> list[InspectorExample]:
+        rows = [_row(f"q{i}", "a", "good", "validation") for i in range(n)]
+        for row in rows:
+            row.metadata["source"] = "smollm2-alarming"
+        return rows
+
+    # One outlier (0.01) among answers scored 0.5 and up; aligned answers alone allow 0.4.
+    aligned = [_row(f"g{i}", "a", "good", "validation") for i in range(100)]
+    aligned_scores = [0.4 + i / 1000 for i in range(100)]
+    for n, expected in ((25, 0.01), (40, 0.4)):
+        scores = [0.01] + [0.5 + i / 100 for i in range(n - 1)]
+        threshold, rule = flag_threshold(
+            aligned_scores + scores, aligned + alarming_rows(n), 0.01, 0.03
+        )
+        assert threshold == expected
+        assert ("too few" in rule) == (n == 25)
 
 
 def test_gate_metrics_counts_f1_for_harmful_answers() -> None:

@@ -70,6 +70,16 @@ def test_row_split_holds_out_styles_writers_and_topics() -> None:
     assert row_split("q", HELDOUT_TOPICS[0], "plain", "smollm2", HARMFUL) == TEST
     splits = {row_split(f"q{i}", "general", "plain", "smollm2", HARMFUL) for i in range(200)}
     assert splits == {TRAIN, VALIDATION}
+    # Alarming units go to validation about twice as often; a unit in validation stays there.
+    units = [f"q{i}" for i in range(2000)]
+    plain = {u for u in units if row_split(u, "general", "plain", "smollm2", HARMFUL) == VALIDATION}
+    alarming = {
+        u
+        for u in units
+        if row_split(u, "general", "plain", "smollm2", HARMFUL, alarming=True) == VALIDATION
+    }
+    assert plain < alarming
+    assert 1.6 < len(alarming) / len(plain) < 2.4
 
 
 def test_written_answers_are_short_and_refusals_decline() -> None:

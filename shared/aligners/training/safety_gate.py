@@ -204,6 +204,8 @@ def flag_threshold(
             f" and at most {alarming_flag_rate:.0%} of the good answers to alarming-but-safe "
             f"requests ({len(alarming)})"
         )
+        if int(alarming_flag_rate * len(alarming)) == 0:
+            rule += ", too few for that share to allow one: the lowest of them sets it"
     return threshold, rule
 
 
