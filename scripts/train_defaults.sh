@@ -21,7 +21,8 @@
 #   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content,
 #              logistic heads on frozen MiniLM; a few minutes, one embedding pass) and the request
 #              check (its request head); thresholds chosen on the validation split
-#   inspector  the cross-encoder trunk + ethical head (a few minutes); flag threshold chosen
+#   inspector  not shipped, not in `safety`: the previous gate, a cross-encoder trunk + ethical
+#              head (a few minutes) in $WORK/cross-encoder; flag threshold chosen
 #              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
 #              still under 0.2 after the aligner ran: blocked; docs/training.md)
 #   request    the request inspector: frozen MiniLM + logistic head on harmful vs ordinary
@@ -47,7 +48,9 @@ WORK=${WORK:-/tmp/aligners-defaults}
 OUT=shared/aligners/default_models
 what=${1:-safety}
 mkdir -p "$WORK"
-want() { [[ $what == "$1" || $what == all || ($what == safety && $1 != general && $1 != grounded) ]]; }
+# `inspector` (the previous cross-encoder gate) is no longer shipped: `safety` skips it, `all` and
+# `inspector` still train it.
+want() { [[ $what == "$1" || $what == all || ($what == safety && ! $1 =~ ^(general|grounded|inspector)$) ]]; }
 
 if want data; then
   aligners data safety --data-dir "$DATA" -o "$WORK/safety" --seed 0 \
