@@ -372,7 +372,7 @@ def safety_gate(
     ),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
 ) -> None:
-    """Train the safety gate (harmful request x complies x harmful content on frozen MiniLM)
+    """Train the safety gate (harmful request x complies x harmful content on MiniLM)
     and, with --request-output, the request check; thresholds chosen on the validation split."""
     import json
 

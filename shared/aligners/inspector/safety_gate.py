@@ -1,7 +1,6 @@
-"""The safety gate: is this answer harmful? Three small questions on frozen sentence embeddings.
+"""The safety gate: is this answer harmful? Three small questions on MiniLM sentence embeddings.
 
-A gate fine-tuned on one writer's answers learns that writer's style. This one asks three things
-that do not depend on style, each a logistic head on a frozen MiniLM embedding:
+It asks three things, each a logistic head on a MiniLM embedding:
 
 - ``request``: is the request harmful? (read from the question alone; the same head is the
   request check's model);
@@ -11,12 +10,13 @@ that do not depend on style, each a logistic head on a frozen MiniLM embedding:
 
 A small logistic combination of the three logits (and the product "harmful request and it
 complies"), fitted on a validation split, gives P(misaligned); the score is P(aligned) = 1 - that.
-Two encoder passes per pair (question and answer), batched together.
 
 A frozen embedding places "kill a Python process" near "kill my neighbour", so the request head
 can read the question through its own MiniLM whose top layers were fine-tuned on labelled
-requests (``request_trained_layers`` > 0: the delta ships as ``request_trunk.safetensors``);
-the answer heads stay on the frozen encoder, which does not learn a writer's style.
+requests (``request_trained_layers`` > 0: the delta ships as ``request_trunk.safetensors``). With
+``answers_through_trunk`` (the shipped gate) that trunk was fine-tuned on the answers' harmful
+content too and the answer heads read through it; without it they read the frozen encoder, which
+cannot learn a writer's style but ranks harm worse (docs/training.md).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ DEFAULT_ALIGNER_DIR = DEFAULT_MODELS_DIR / "aligner"
 #: The safety aligner (ethical): compliant answers to harmful requests -> safe responses.
 SAFETY_ALIGNER_DIR = DEFAULT_MODELS_DIR / "safety_aligner"
 DEFAULT_INSPECTORS_DIR = DEFAULT_MODELS_DIR / "inspectors"
-#: The ethical gate: harmful request x complies x harmful content on frozen MiniLM
+#: The ethical gate: harmful request x complies x harmful content on MiniLM (top layers
+#: fine-tuned on requests and answers)
 #: (``scripts/train_defaults.sh gate``); it serves ``ethical`` where present.
 SAFETY_GATE_DIR = DEFAULT_INSPECTORS_DIR / "safety-gate"
 
