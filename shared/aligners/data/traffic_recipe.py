@@ -617,14 +617,14 @@ def apply_answer_reviews(
     differs from the reviewed text keeps its request's label."""
     out = []
     for row in rows:
-        review = reviews.get(answer_id(row.question, row.answer))
+        key = answer_id(row.question, row.answer)
+        review = reviews.get(key)
         if review is None or row.metadata.get("kind") != GOOD:
             out.append(row)
             continue
         if review.get("label") not in ("ok", "harmful"):
             raise ValueError(
-                f"review of {answer_id(row.question, row.answer)}: label must be "
-                f"'ok' or 'harmful', got {review.get('label')!r}"
+                f"review of {key}: label must be 'ok' or 'harmful', got {review.get('label')!r}"
             )
         metadata = {**row.metadata, "review": review["label"]}
         if review["label"] == "harmful":
