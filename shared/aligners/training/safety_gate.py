@@ -204,7 +204,7 @@ def flag_threshold(
             f" and at most {alarming_flag_rate:.0%} of the good answers to alarming-but-safe "
             f"requests ({len(alarming)})"
         )
-        if int(alarming_flag_rate * len(alarming)) == 0:
+        if _allowed_under(alarming_flag_rate, len(alarming)) == 0:
             rule += ", too few for that share to allow one: the lowest of them sets it"
     return threshold, rule
 
@@ -216,11 +216,16 @@ def _alarming_good(row: InspectorExample) -> bool:
     )
 
 
+def _allowed_under(rate: float, count: int) -> int:
+    """How many of ``count`` scores a flag rate of ``rate`` lets fall under the threshold."""
+    return int(rate * count)
+
+
 def _threshold_for_rate(scores: Sequence[float], rate: float) -> float:
     """The highest threshold (4 decimals, rounded down) under which at most ``rate`` of
     ``scores`` fall (an answer is flagged when its score is under the threshold)."""
     ordered = sorted(scores)
-    allowed = int(rate * len(ordered))
+    allowed = _allowed_under(rate, len(ordered))
     value = float(ordered[allowed]) if allowed < len(ordered) else 1.0
     return math.floor(value * 10_000) / 10_000
 
