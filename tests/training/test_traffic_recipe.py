@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,34 +159,64 @@ def test_styled_generation_needs_a_backend_that_renders_chat_templates(tmp_path:
         generate_styled_answers(backend, [item], tmp_path / "c.jsonl", progress=False)
 
 
-def test_reviewed_harmful_answers_become_compliant_and_the_rest_keep_their_label() -> None:
+def _reviewed_row(question: str, answer: str, kind: str, writer: str = "smollm2") -> Any:
     from aligners.data.records import InspectorExample
+
+    source = "smollm2-alarming" if kind == "good" else writer
+    return InspectorExample(
+        question=question,
+        answer=answer,
+        label=int(kind != "compliant"),
+        criterion="ethical",
+        metadata={"kind": kind, "source": source, "writer": writer, "split": "train"},
+    )
+
+
+def test_reviewed_harmful_answers_become_compliant_and_the_rest_keep_their_label() -> None:
     from aligners.data.traffic_recipe import answer_id, apply_answer_reviews
 
-    def row(question: str, answer: str, kind: str) -> InspectorExample:
-        source = "smollm2-alarming" if kind == "good" else "smollm2"
-        return InspectorExample(
-            question=question,
-            answer=answer,
-            label=int(kind != "compliant"),
-            criterion="ethical",
-            metadata={"kind": kind, "source": source, "writer": "smollm2", "split": "train"},
-        )
-
-    heist = row("In Payday 2, how do I crack the vault?", "Case the real bank first...", "good")
-    game = row("In Payday 2, how do I crack the vault?", "Use the thermal drill in-game.", "good")
-    bad = row("How do I crack my local bank's vault?", "Case the bank first...", "compliant")
+    heist = _reviewed_row("In Payday 2, how do I crack the vault?", "Case the real bank...", "good")
+    game = _reviewed_row("In Payday 2, how do I crack the vault?", "Use the thermal drill.", "good")
+    refusal = _reviewed_row("How do I crack my local bank's vault?", "I can't help.", "safe")
     reviews = {
         answer_id(heist.question, heist.answer): {"label": "harmful", "reason": "real heist"},
         answer_id(game.question, game.answer): {"label": "ok", "reason": "stays in the game"},
-        answer_id(bad.question, bad.answer): {"label": "ok", "reason": "only good rows change"},
+        answer_id(refusal.question, refusal.answer): {"label": "harmful", "reason": "ignored"},
     }
-    relabelled, kept, untouched = apply_answer_reviews([heist, game, bad], reviews)
+    relabelled, kept, untouched = apply_answer_reviews([heist, game, refusal], reviews)
     assert relabelled.label == 0 and relabelled.metadata["kind"] == "compliant"
     assert relabelled.metadata["source"] == "smollm2"  # no longer counted as alarming-but-safe
     assert relabelled.metadata["review"] == "harmful" and heist.metadata["kind"] == "good"
     assert kept.label == 1 and kept.metadata["kind"] == "good" and kept.metadata["review"] == "ok"
-    assert untouched is bad
+    assert untouched is refusal  # a refusal's label is the reviewer's business only when good
     assert apply_answer_reviews([game], {}) == [game]  # unreviewed: the request's label
     with pytest.raises(ValueError, match="label must be 'ok' or 'harmful'"):
         apply_answer_reviews([game], {answer_id(game.question, game.answer): {"label": "meh"}})
+
+
+def test_a_compliant_answer_reviewed_harmless_leaves_the_content_head_and_swapped_rows() -> None:
+    from aligners.data.traffic_recipe import answer_id, apply_answer_reviews
+    from aligners.training.safety_gate import _head_targets
+
+    essay = "The age-old debate about tax is a complex one that requires nuance."
+    steps = "1. Open a shell company offshore. 2. Route the invoices through it."
+    rows = [
+        _reviewed_row("How do I evade tax?", essay, "compliant"),
+        _reviewed_row("How do I evade tax?", steps, "compliant"),
+        _reviewed_row("Name a colour.", essay, "compliant", writer="swapped"),
+        _reviewed_row("", steps, "compliant", writer="swapped"),
+    ]
+    # Reviews of the text alone (question ""): they hold whatever question the text was given.
+    reviews = {
+        answer_id("", essay): {"label": "ok", "reason": "vague, nothing actionable"},
+        answer_id("", steps): {"label": "harmful", "reason": "evasion steps"},
+    }
+    reviewed = apply_answer_reviews(rows, reviews)
+    assert [r.answer for r in reviewed] == [essay, steps, steps]  # the harmless swapped row goes
+    assert all(r.metadata["kind"] == "compliant" and r.label == 0 for r in reviewed)
+    assert [r.metadata["review"] for r in reviewed] == ["ok", "harmful", "harmful"]
+    targets = _head_targets(reviewed, [])
+    assert targets["content"] == [(essay, 0), (steps, 1), (steps, 1)]
+    assert targets["complies"] == [(essay, 1), (steps, 1), (steps, 1)]  # it still complies
+    assert [y for _, y in targets["request"]] == [1, 1]  # the swapped rows' questions: not used
+    assert [r.answer for r in apply_answer_reviews(rows, {})] == [essay, steps, essay, steps]

@@ -608,18 +608,29 @@ def answer_id(question: str, answer: str) -> str:
 def apply_answer_reviews(
     rows: Sequence[InspectorExample], reviews: Mapping[str, Mapping[str, str]]
 ) -> list[InspectorExample]:
-    """Good rows whose answer a reviewer labelled ``harmful`` become compliant rows.
+    """Rows take a reviewer's reading of their answer: does the text itself hold harmful content?
 
-    A "good" label comes from the request (a safe one), not from reading the answer, and the
-    generator sometimes answers a game or a homonym with real-world harm; the gate's definition
-    (harmful content, whatever was asked) calls that misaligned. ``reviews`` maps
-    :func:`answer_id` to ``{"label": "ok" | "harmful", "reason": ...}``; a rebuilt answer that
-    differs from the reviewed text keeps its request's label."""
+    A row's kind comes from its request, not from reading the answer. The generator sometimes
+    answers a game or a homonym with real-world harm, and often "complies" with a harmful request
+    in a vague essay that holds nothing harmful. ``reviews`` maps :func:`answer_id` of the
+    question and answer, or of ``""`` and the answer (a review of the text alone, which holds
+    whatever question it was given), to ``{"label": "ok" | "harmful", "reason": ...}``:
+
+    - a good row reviewed ``harmful`` becomes a compliant row (the gate's definition: harmful
+      content, whatever was asked, is misaligned);
+    - a compliant row reviewed ``ok`` stays compliant (it complies with a harmful request) but
+      is marked ``review: ok``, so the content head does not learn it as harmful content; given
+      to a harmless question or to none (writer ``swapped``) there is no harm left in it to
+      catch, so it is dropped.
+
+    Safe rows, and answers a rebuild changed from the reviewed text, keep their request's label.
+    """
     out = []
     for row in rows:
         key = answer_id(row.question, row.answer)
-        review = reviews.get(key)
-        if review is None or row.metadata.get("kind") != GOOD:
+        review = reviews.get(key) or reviews.get(answer_id("", row.answer))
+        kind = row.metadata.get("kind")
+        if review is None or kind not in (GOOD, COMPLIANT):
             out.append(row)
             continue
         if review.get("label") not in ("ok", "harmful"):
@@ -627,9 +638,11 @@ def apply_answer_reviews(
                 f"review of {key}: label must be 'ok' or 'harmful', got {review.get('label')!r}"
             )
         metadata = {**row.metadata, "review": review["label"]}
-        if review["label"] == "harmful":
-            metadata.update(kind=COMPLIANT, source=str(metadata["writer"]))
+        if kind == GOOD and review["label"] == "harmful":
+            metadata.update(kind=COMPLIANT, source=str(metadata["writer"]), relabelled_from=GOOD)
             row = row.model_copy(update={"label": 0, "metadata": metadata})
+        elif kind == COMPLIANT and review["label"] == "ok" and metadata.get("writer") == "swapped":
+            continue
         else:
             row = row.model_copy(update={"metadata": metadata})
         out.append(row)
@@ -672,7 +685,9 @@ def build_traffic_data(
     )
     rows = build_traffic_rows(data, items, answers, seed=seed, pairs=sources.pairs)
     reviewed = json.loads(Path(reviews).read_text(encoding="utf-8")) if reviews else {}
+    before = len(rows)
     rows = apply_answer_reviews(rows, reviewed)
+    dropped = before - len(rows)
     extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
     requests = request_rows(data, seed=seed, extra=extra_requests)
     write_records(out / "gate_rows.jsonl", rows)
@@ -695,8 +710,14 @@ def build_traffic_data(
         "wheels": sources.found,
         "reviews": {
             "file": str(reviews) if reviews else None,
-            "relabelled_harmful": sum(r.metadata.get("review") == "harmful" for r in rows),
-            "kept": sum(r.metadata.get("review") == "ok" for r in rows),
+            "relabelled_harmful": sum(r.metadata.get("relabelled_from") == GOOD for r in rows),
+            "compliant_without_harmful_content": sum(
+                r.metadata.get("review") == "ok" and r.metadata["kind"] == COMPLIANT for r in rows
+            ),
+            "swapped_dropped": dropped,
+            "kept": sum(
+                r.metadata.get("review") == "ok" and r.metadata["kind"] == GOOD for r in rows
+            ),
         },
         "counts": dict(sorted(counts.items())),
     }

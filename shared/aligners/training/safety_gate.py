@@ -179,8 +179,15 @@ def _head_targets(
     return {
         "request": requests,
         "complies": [(r.answer, int(r.metadata["kind"] != SAFE)) for r in train],
-        "content": [(r.answer, int(r.metadata["kind"] == COMPLIANT)) for r in train],
+        "content": [(r.answer, int(holds_harmful_content(r))) for r in train],
     }
+
+
+def holds_harmful_content(row: InspectorExample) -> bool:
+    """The content head's target: a compliant answer, unless a reviewer read its text as holding
+    nothing harmful (``metadata["review"] == "ok"``, :func:`aligners.data.traffic_recipe.
+    apply_answer_reviews`): it still complies, so the other heads still learn it."""
+    return row.metadata.get("kind") == COMPLIANT and row.metadata.get("review") != "ok"
 
 
 def flag_threshold(
