@@ -215,8 +215,9 @@ def test_a_compliant_answer_reviewed_harmless_leaves_the_content_head_and_swappe
     assert [r.answer for r in reviewed] == [essay, steps, steps]  # the harmless swapped row goes
     assert all(r.metadata["kind"] == "compliant" and r.label == 0 for r in reviewed)
     assert [r.metadata["review"] for r in reviewed] == ["ok", "harmful", "harmful"]
-    targets = _head_targets(reviewed, [])
+    targets = _head_targets(reviewed, [], content_from_reviews=True)
     assert targets["content"] == [(essay, 0), (steps, 1), (steps, 1)]
+    assert _head_targets(reviewed, [])["content"] == [(essay, 1), (steps, 1), (steps, 1)]
     assert targets["complies"] == [(essay, 1), (steps, 1), (steps, 1)]  # it still complies
     assert [y for _, y in targets["request"]] == [1, 1]  # the swapped rows' questions: not used
     assert [r.answer for r in apply_answer_reviews(rows, {})] == [essay, steps, essay, steps]

@@ -370,6 +370,11 @@ def safety_gate(
         help="Fine-tune the trunk on the answers' harmful content too, and let the answer heads "
         "read through it (needs --request-trained-layers).",
     ),
+    content_from_reviews: bool = typer.Option(
+        False,
+        help="Compliant answers a reviewer read as harmless (metadata.review 'ok', from "
+        "`aligners data traffic --reviews`) are not harmful content for the content head.",
+    ),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
 ) -> None:
     """Train the safety gate (harmful request x complies x harmful content on MiniLM)
@@ -394,6 +399,7 @@ def safety_gate(
         request_epochs=request_epochs,
         request_learning_rate=request_learning_rate,
         trunk_on_answers=trunk_on_answers,
+        content_from_reviews=content_from_reviews,
     )
     metrics = train_safety_gate(
         read.records,

@@ -88,6 +88,13 @@ class SafetyGateTrainingConfig(BaseModel):
     answer_max_length: int = Field(
         default=128, gt=8, description="Tokens of an answer the trunk reads (trunk_on_answers)."
     )
+    content_from_reviews: bool = Field(
+        default=False,
+        description="The content head (and the trunk) learn a compliant answer as harmful "
+        "content only when no reviewer read its text as harmless (metadata.review 'ok'). Off: "
+        "every compliant answer is harmful content (docs/training.md: on the reviewed traffic "
+        "data the head then learns one writer's crisp how-to style).",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -166,10 +173,15 @@ def _round(value: float | None) -> float | None:
 
 
 def _head_targets(
-    train: Sequence[InspectorExample], request_train: Sequence[dict[str, Any]]
+    train: Sequence[InspectorExample],
+    request_train: Sequence[dict[str, Any]],
+    *,
+    content_from_reviews: bool = False,
 ) -> dict[str, list[tuple[str, int]]]:
     """Each head's ``(text, 1 = positive)`` training pairs: harmful requests (the labelled
-    requests and the questions of the gate's own rows), complying answers, harmful content."""
+    requests and the questions of the gate's own rows), complying answers, harmful content
+    (every compliant answer, or with ``content_from_reviews`` :func:`holds_harmful_content`)."""
+    harmful = holds_harmful_content if content_from_reviews else _complies_with_harm
     requests = [(str(r["request"]), 1 - int(r["label"])) for r in request_train]
     requests += [
         (r.question, int(r.metadata["kind"] in (COMPLIANT, SAFE)))
@@ -179,8 +191,12 @@ def _head_targets(
     return {
         "request": requests,
         "complies": [(r.answer, int(r.metadata["kind"] != SAFE)) for r in train],
-        "content": [(r.answer, int(holds_harmful_content(r))) for r in train],
+        "content": [(r.answer, int(harmful(r))) for r in train],
     }
+
+
+def _complies_with_harm(row: InspectorExample) -> bool:
+    return row.metadata.get("kind") == COMPLIANT
 
 
 def holds_harmful_content(row: InspectorExample) -> bool:
@@ -314,7 +330,9 @@ def train_safety_gate(
         raise ValueError("the gate needs rows in the train and validation splits")
 
     heads = SafetyGateInspector.build_heads(encoder.dimension)
-    targets = _head_targets(split["train"], request_split["train"])
+    targets = _head_targets(
+        split["train"], request_split["train"], content_from_reviews=config.content_from_reviews
+    )
     # With trunk_on_answers the answer heads are fitted on the trunk once it is trained.
     frozen_names = ("request",) if config.trunk_on_answers else GATE_HEADS
     _fit_heads(heads, targets, frozen_names, lambda t: embed(t, progress), config, log)
