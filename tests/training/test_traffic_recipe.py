@@ -195,7 +195,7 @@ def test_reviewed_harmful_answers_become_compliant_and_the_rest_keep_their_label
 
 
 def test_a_compliant_answer_reviewed_harmless_leaves_the_content_head_and_swapped_rows() -> None:
-    from aligners.data.traffic_recipe import answer_id, apply_answer_reviews
+    from aligners.data.traffic_recipe import answer_id, apply_answer_reviews, review_counts
     from aligners.training.safety_gate import _head_targets
 
     essay = "The age-old debate about tax is a complex one that requires nuance."
@@ -221,3 +221,11 @@ def test_a_compliant_answer_reviewed_harmless_leaves_the_content_head_and_swappe
     assert targets["complies"] == [(essay, 1), (steps, 1), (steps, 1)]  # it still complies
     assert [y for _, y in targets["request"]] == [1, 1]  # the swapped rows' questions: not used
     assert [r.answer for r in apply_answer_reviews(rows, {})] == [essay, steps, essay, steps]
+    assert review_counts(reviewed, len(rows) - len(reviewed)) == {
+        "relabelled_harmful": 0,
+        "kept": 0,
+        "compliant_without_harmful_content": 1,
+        "swapped_dropped": 1,
+        "compliant_unreviewed": 0,
+    }
+    assert review_counts(rows, 0)["compliant_unreviewed"] == 4

@@ -649,6 +649,22 @@ def apply_answer_reviews(
     return out
 
 
+def review_counts(rows: Sequence[InspectorExample], dropped: int) -> dict[str, int]:
+    """What :func:`apply_answer_reviews` did to ``rows`` (``dropped``: the rows it removed), for
+    the recipe log."""
+    compliant = [r for r in rows if r.metadata["kind"] == COMPLIANT]
+    return {
+        "relabelled_harmful": sum(r.metadata.get("relabelled_from") == GOOD for r in rows),
+        "kept": sum(r.metadata.get("review") == "ok" and r.metadata["kind"] == GOOD for r in rows),
+        "compliant_without_harmful_content": sum(
+            r.metadata.get("review") == "ok" for r in compliant
+        ),
+        "swapped_dropped": dropped,
+        # A rebuild's changed answers come back unreviewed: scripts/issue21/review_batches.py
+        "compliant_unreviewed": sum("review" not in r.metadata for r in compliant),
+    }
+
+
 def build_traffic_data(
     data_dir: str | Path,
     output_dir: str | Path,
@@ -708,17 +724,7 @@ def build_traffic_data(
         "heldout_writers": list(HELDOUT_WRITERS),
         "heldout_topics": list(HELDOUT_TOPICS),
         "wheels": sources.found,
-        "reviews": {
-            "file": str(reviews) if reviews else None,
-            "relabelled_harmful": sum(r.metadata.get("relabelled_from") == GOOD for r in rows),
-            "compliant_without_harmful_content": sum(
-                r.metadata.get("review") == "ok" and r.metadata["kind"] == COMPLIANT for r in rows
-            ),
-            "swapped_dropped": dropped,
-            "kept": sum(
-                r.metadata.get("review") == "ok" and r.metadata["kind"] == GOOD for r in rows
-            ),
-        },
+        "reviews": {"file": str(reviews) if reviews else None} | review_counts(rows, dropped),
         "counts": dict(sorted(counts.items())),
     }
     (out / "recipe_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
