@@ -1,0 +1,104 @@
+"""Refit a saved gate's content head on the reviewed labels, over the gate's own trunk.
+
+    python scripts/issue21/refit_content_head.py GATE ROWS.jsonl OUT [--writer-balanced]
+
+ROWS is ``aligners data traffic ... --reviews`` output. The content head is refitted on the
+train split with :func:`aligners.training.safety_gate.holds_harmful_content` as its target (with
+``--writer-balanced`` each writer's positives and negatives are reweighted to one harm rate, so
+a writer's style carries no prior); the combination and threshold are refitted on validation by
+the training rules. The trunk is not retrained. Prints the validation metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from aligners.data.io import read_examples
+from aligners.inspector.safety_gate import SafetyGateInspector, combine_features
+from aligners.training.safety_gate import (
+    COMPLIANT,
+    fit_logistic,
+    flag_threshold,
+    gate_metrics,
+    holds_harmful_content,
+)
+
+
+def writer_weights(writers: list[str], labels: torch.Tensor) -> torch.Tensor:
+    """Per-row weights giving every writer with both labels the overall harm rate, then
+    class-balanced overall."""
+    rate = float(labels.mean())
+    counts = Counter(zip(writers, labels.int().tolist()))
+    weights = []
+    for writer, label in zip(writers, labels.int().tolist()):
+        total = counts[(writer, 0)] + counts[(writer, 1)]
+        mixed = counts[(writer, 0)] and counts[(writer, 1)]
+        share = rate if label else 1 - rate
+        weights.append(share * total / counts[(writer, label)] if mixed else 1.0)
+    w = torch.tensor(weights)
+    positive, negative = float((w * labels).sum()), float((w * (1 - labels)).sum())
+    scale = (positive + negative) / 2
+    return w * torch.where(labels > 0, scale / positive, scale / negative)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("gate", type=Path)
+    parser.add_argument("rows", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--writer-balanced", action="store_true")
+    args = parser.parse_args()
+    gate = SafetyGateInspector.from_pretrained(args.gate)
+    rows = read_examples(args.rows, on_error="raise").records
+    train = [r for r in rows if r.metadata["split"] == "train"]
+    validation = [r for r in rows if r.metadata["split"] == "validation"]
+    x = gate.answer_features([r.answer for r in train]).float()
+    y = torch.tensor([float(holds_harmful_content(r)) for r in train])
+    if args.writer_balanced:
+        # swapped rows are other writers' texts; count them with the generator's
+        writers = [str(r.metadata.get("writer")).replace("swapped", "smollm2") for r in train]
+        weights = writer_weights(writers, y)
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        b = torch.zeros(1, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = (
+                torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, weight=weights)
+                + 1e-3 * (w * w).sum()
+            )
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)  # type: ignore[arg-type]
+        w, b = w.detach(), b.detach()
+    else:
+        w, b = fit_logistic(x, y.int().tolist(), weight_decay=1e-3)
+    gate.heads["content"].weight.data = w.unsqueeze(0)
+    gate.heads["content"].bias.data = b
+    logits = gate.head_logits(
+        gate.request_features([r.question for r in validation]),
+        gate.answer_features([r.answer for r in validation]),
+    )
+    cw, cb = fit_logistic(
+        combine_features(logits),
+        [int(r.metadata["kind"] == COMPLIANT) for r in validation],
+        weight_decay=1e-4,
+        balanced=False,
+    )
+    gate.config.combine_weights = [round(float(v), 6) for v in cw]
+    gate.config.combine_bias = round(float(cb), 6)
+    scores = [float(v) for v in 1 - torch.sigmoid(gate.misaligned_logits(logits))]
+    threshold, _ = flag_threshold(scores, validation, 0.02, 0.03)
+    gate.config.threshold = gate.config.block_threshold = threshold
+    print("threshold", threshold, gate_metrics(scores, validation, threshold))
+    gate.save_pretrained(args.out)
+
+
+if __name__ == "__main__":
+    main()
