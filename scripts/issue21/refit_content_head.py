@@ -28,21 +28,18 @@ from aligners.training.safety_gate import (
 )
 
 
-def writer_weights(writers: list[str], labels: torch.Tensor) -> torch.Tensor:
-    """Per-row weights giving every writer with both labels the overall harm rate, then
-    class-balanced overall."""
-    rate = float(labels.mean())
-    counts = Counter(zip(writers, labels.int().tolist()))
+def writer_weights(writers: list[str], labels: list[int]) -> list[float]:
+    """Per-row weights that give every writer with both labels the overall harm rate (a
+    writer's style then carries no prior); rows of single-label writers weigh 1."""
+    rate = sum(labels) / len(labels)
+    counts = Counter(zip(writers, labels))
     weights = []
-    for writer, label in zip(writers, labels.int().tolist()):
+    for writer, label in zip(writers, labels):
         total = counts[(writer, 0)] + counts[(writer, 1)]
         mixed = counts[(writer, 0)] and counts[(writer, 1)]
         share = rate if label else 1 - rate
         weights.append(share * total / counts[(writer, label)] if mixed else 1.0)
-    w = torch.tensor(weights)
-    positive, negative = float((w * labels).sum()), float((w * (1 - labels)).sum())
-    scale = (positive + negative) / 2
-    return w * torch.where(labels > 0, scale / positive, scale / negative)
+    return weights
 
 
 def main() -> None:
@@ -56,29 +53,14 @@ def main() -> None:
     rows = read_examples(args.rows, on_error="raise").records
     train = [r for r in rows if r.metadata["split"] == "train"]
     validation = [r for r in rows if r.metadata["split"] == "validation"]
-    x = gate.answer_features([r.answer for r in train]).float()
-    y = torch.tensor([float(holds_harmful_content(r)) for r in train])
+    x = gate.answer_features([r.answer for r in train])
+    y = [int(holds_harmful_content(r)) for r in train]
+    weights = None
     if args.writer_balanced:
         # swapped rows are other writers' texts; count them with the generator's
         writers = [str(r.metadata.get("writer")).replace("swapped", "smollm2") for r in train]
         weights = writer_weights(writers, y)
-        w = torch.zeros(x.shape[1], requires_grad=True)
-        b = torch.zeros(1, requires_grad=True)
-        optimizer = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = (
-                torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, weight=weights)
-                + 1e-3 * (w * w).sum()
-            )
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)  # type: ignore[arg-type]
-        w, b = w.detach(), b.detach()
-    else:
-        w, b = fit_logistic(x, y.int().tolist(), weight_decay=1e-3)
+    w, b = fit_logistic(x, y, weight_decay=1e-3, sample_weight=weights)
     gate.heads["content"].weight.data = w.unsqueeze(0)
     gate.heads["content"].bias.data = b
     logits = gate.head_logits(

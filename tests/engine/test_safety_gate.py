@@ -183,6 +183,22 @@ def test_fit_logistic_needs_both_labels_and_separates_them() -> None:
         fit_logistic(x, [1, 1, 1, 1], weight_decay=0.0)
 
 
+def test_fit_logistic_counts_each_row_its_sample_weight() -> None:
+    import torch
+
+    x = torch.tensor([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2], [0.8, 0.3]])
+    # a zero weight drops a row; a weight of 2 counts it twice
+    w0, b0 = fit_logistic(x, [0, 0, 1, 1, 0], weight_decay=1e-3, sample_weight=[1, 1, 1, 1, 0])
+    w1, b1 = fit_logistic(x[:4], [0, 0, 1, 1], weight_decay=1e-3)
+    assert torch.allclose(w0, w1, atol=1e-3) and torch.allclose(b0, b1, atol=1e-3)
+    w2, b2 = fit_logistic(x, [0, 0, 1, 1, 0], weight_decay=1e-3, sample_weight=[2, 1, 1, 1, 1])
+    twice = torch.cat([x[:1], x])
+    w3, b3 = fit_logistic(twice, [0, 0, 0, 1, 1, 0], weight_decay=1e-3)
+    assert torch.allclose(w2, w3, atol=1e-3) and torch.allclose(b2, b3, atol=1e-3)
+    with pytest.raises(ValueError, match="weight on both labels"):
+        fit_logistic(x, [0, 0, 1, 1, 0], weight_decay=0.0, sample_weight=[1, 1, 0, 0, 1])
+
+
 def test_alarming_but_safe_answers_keep_the_threshold_under_them(
     tiny_encoder_dir: Path, tmp_path: Path
 ) -> None:

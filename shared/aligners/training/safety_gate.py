@@ -139,19 +139,34 @@ class EmbeddingCache:
 
 
 def fit_logistic(
-    features: Any, labels: Sequence[int], *, weight_decay: float, balanced: bool = True
+    features: Any,
+    labels: Sequence[int],
+    *,
+    weight_decay: float,
+    balanced: bool = True,
+    sample_weight: Sequence[float] | None = None,
 ) -> tuple[Any, Any]:
-    """Weights and bias of an L2-regularised logistic regression (full-batch L-BFGS)."""
+    """Weights and bias of an L2-regularised logistic regression (full-batch L-BFGS); each row
+    counts ``sample_weight`` times (1 by default), then, with ``balanced``, the two labels
+    weigh the same in total."""
     import torch
 
     x = features.float()
     y = torch.tensor(labels, dtype=torch.float32)
-    positives = float(y.sum())
-    if positives in (0.0, float(len(y))):
+    if float(y.sum()) in (0.0, float(len(y))):
         raise ValueError("logistic head needs both labels in its training data")
-    weights = torch.ones_like(y)
+    weights = (
+        torch.ones_like(y)
+        if sample_weight is None
+        else torch.tensor(list(sample_weight), dtype=torch.float32)
+    )
     if balanced:
-        weights = torch.where(y > 0, len(y) / (2 * positives), len(y) / (2 * (len(y) - positives)))
+        total, positives = float(weights.sum()), float((weights * y).sum())
+        if positives in (0.0, total):
+            raise ValueError("logistic head needs weight on both labels")
+        weights = weights * torch.where(
+            y > 0, total / (2 * positives), total / (2 * (total - positives))
+        )
     w = torch.zeros(x.shape[1], requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
@@ -159,7 +174,12 @@ def fit_logistic(
     def closure() -> Any:
         optimizer.zero_grad()
         logits = x @ w + b
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weights)
+        # over the total weight, not the row count: a row of weight 2 is two rows (the same for
+        # unit or balanced weights, which sum to the row count)
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+            * weights
+        ).sum() / weights.sum()
         loss = loss + weight_decay * (w * w).sum()
         loss.backward()
         return loss
