@@ -3,7 +3,8 @@
 Policy tests run the CLI in a subprocess with the squad swapped for one of known scores (a
 wrapper script replaces ``build_squad``), so the exit codes, stdout and stderr are the real ones.
 The quiet tests load a real (tiny) model with a real PEFT adapter: transformers prints its
-"Loading weights" bar and PEFT a FutureWarning, unless the CLI hides them.
+"Loading weights" bar and the squad's builder a FutureWarning (PEFT's own, which it used to
+rely on, is gone from peft 0.22), unless the CLI hides them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ REWRITE = "A careful, safe answer."
 WRAPPER = """
 import os
 import sys
+import warnings
 
 sys.path.insert(0, {root!r})
 import aligners.cli.align as cli_align
@@ -39,6 +41,8 @@ def build_squad(criteria, format, model, device, policy=None, *, max_new_tokens=
     crit = get_criterion("ethical")
     lm = os.environ.get("ALIGNERS_TEST_LM")
     if lm:
+        # a library warning raised while the CLI runs, whatever the installed versions warn
+        warnings.warn("loading the tiny model", FutureWarning, stacklevel=1)
         aligner = Aligner(
             lm, format="chat", criterion=crit, max_new_tokens=4,
             adapter=os.environ.get("ALIGNERS_TEST_ADAPTER"),
@@ -223,7 +227,7 @@ def test_block_threshold_reaches_the_squads_members(monkeypatch, command) -> Non
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter on the tiny model: loading it makes PEFT warn (FutureWarning)."""
+    """A LoRA adapter on the tiny model (loaded through PEFT, as the shipped aligner is)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
