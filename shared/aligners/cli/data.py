@@ -373,8 +373,9 @@ def traffic(
         None,
         "--reviews",
         help="JSON of reviewed answers ({id: {label: ok|harmful, reason}}, id = "
-        "aligners.data.traffic_recipe.answer_id): good answers reviewed harmful become "
-        "compliant rows.",
+        "aligners.data.traffic_recipe.answer_id of the question and answer, or of '' and the "
+        "answer): good answers reviewed harmful become compliant rows; compliant answers "
+        "reviewed harmless are marked (metadata.review) and leave the swapped rows.",
     ),
 ) -> None:
     """Safety data in many writers' styles, with contrast pairs, split by style, writer and

@@ -93,7 +93,7 @@ class SafetyGateTrainingConfig(BaseModel):
         description="The content head (and the trunk) learn a compliant answer as harmful "
         "content only when no reviewer read its text as harmless (metadata.review 'ok'). Off: "
         "every compliant answer is harmful content (docs/training.md: on the reviewed traffic "
-        "data the head then learns one writer's crisp how-to style).",
+        "data the trunk then learns one writer's crisp how-to style as harm).",
     )
     seed: int = 0
 
