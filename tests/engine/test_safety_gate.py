@@ -20,7 +20,11 @@ from aligners import (
 )
 from aligners.backends.encoder import SentenceEncoder
 from aligners.data.records import InspectorExample
-from aligners.inspector.safety_gate import SafetyGateConfig
+from aligners.inspector.safety_gate import (
+    LEGACY_COMBINE_FEATURES,
+    SafetyGateConfig,
+    combine_features,
+)
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from aligners.training.safety_gate import (
     SafetyGateTrainingConfig,
@@ -350,3 +354,65 @@ def test_answers_through_the_trunk_need_a_trunk() -> None:
         SafetyGateTrainingConfig(trunk_on_answers=True)
     with pytest.raises(ValueError, match="request_trained_layers"):
         SafetyGateConfig(answers_through_trunk=True)
+
+
+def test_harm_either_lets_harmful_content_outweigh_a_harmless_request() -> None:
+    # request, complies, content logits: harm given to a harmless question; a refusal of a
+    # harmful one; a good answer to a harmless one
+    logits = torch.tensor([[-6.0, 4.0, 5.0], [6.0, -5.0, 1.0], [-6.0, 4.0, -5.0]])
+    legacy = combine_features(logits)
+    assert torch.equal(legacy, combine_features(logits, LEGACY_COMBINE_FEATURES))
+    assert torch.equal(legacy[:, :3], logits)
+    either = combine_features(logits, ["harm_either"])[:, 0]
+    p = torch.sigmoid(logits)
+    expected = 1 - (1 - p[:, 0] * p[:, 1]) * (1 - p[:, 2] * p[:, 1])
+    assert torch.allclose(torch.sigmoid(either), expected, atol=1e-5)
+    # "request and complies" misses the first row; the noisy-or reads its content
+    both = combine_features(logits, ["request_and_complies"])[:, 0]
+    assert float(both[0]) < -5 and float(either[0]) > 3
+    # a refusal's content does not count: it does not comply
+    assert float(either[1]) < -4 and float(either[2]) < -4
+    with pytest.raises(ValueError, match="unknown combine_features"):
+        combine_features(logits, ["request", "nope"])
+
+
+def test_the_combination_names_its_features_and_old_configs_read_the_legacy_four() -> None:
+    assert SafetyGateConfig(combine_weights=[1, 2, 3, 4]).combine_features == list(
+        LEGACY_COMBINE_FEATURES
+    )
+    with pytest.raises(ValueError, match="unknown combine_features"):
+        SafetyGateConfig(combine_features=["content", "verdict"], combine_weights=[1, 1])
+    with pytest.raises(ValueError, match="2 combine_features but 4 combine_weights"):
+        SafetyGateConfig(combine_features=["content", "harm_either"])
+    with pytest.raises(ValueError, match="unknown combine_features"):
+        SafetyGateTrainingConfig(combine_features=["harm"])
+
+
+def test_a_gate_trained_on_chosen_features_ships_them_and_round_trips(
+    tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
+    features = ["request_and_complies", "harm_either"]
+    config = SafetyGateTrainingConfig(
+        encoder=str(tiny_encoder_dir), weight_decay=1e-4, combine_features=features
+    )
+    metrics = train_safety_gate(
+        rows, _requests(), tmp_path / "gate", config, progress=False, log=lambda _: None
+    )
+    saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
+    assert saved["combine_features"] == features and len(saved["combine_weights"]) == 2
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    gate = SafetyGateInspector.from_pretrained(tmp_path / "gate", encoder=encoder)
+    test = [r for r in rows if r.metadata["split"] == "test"]
+    scores = gate.score_batch([r.question for r in test], [r.answer for r in test])
+    assert gate_metrics(scores, test, gate.config.threshold)["auroc"] == pytest.approx(
+        metrics["heldout"]["auroc"], abs=1e-4
+    )
+    # the score is the two-feature combination of the loaded heads' logits
+    with torch.inference_mode():
+        logits = gate.head_logits(*gate.embed([test[0].question], [test[0].answer]))
+    weights = torch.tensor(saved["combine_weights"])
+    expected = 1 - torch.sigmoid(
+        combine_features(logits, features) @ weights + saved["combine_bias"]
+    )
+    assert scores[0] == pytest.approx(float(expected[0]), abs=1e-5)

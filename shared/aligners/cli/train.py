@@ -375,6 +375,12 @@ def safety_gate(
         help="Compliant answers a reviewer read as harmless (metadata.review 'ok', from "
         "`aligners data traffic --reviews`) are not harmful content for the content head.",
     ),
+    combine_features: str = typer.Option(
+        "request,complies,content,request_and_complies",
+        help="What the combination fitted on validation reads, comma-separated: request, "
+        "complies, content, request_and_complies, harm_either (the noisy-or of 'harmful request "
+        "and complies' and 'harmful content in a complying answer').",
+    ),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
 ) -> None:
     """Train the safety gate (harmful request x complies x harmful content on MiniLM)
@@ -400,6 +406,7 @@ def safety_gate(
         request_learning_rate=request_learning_rate,
         trunk_on_answers=trunk_on_answers,
         content_from_reviews=content_from_reviews,
+        combine_features=[name.strip() for name in combine_features.split(",") if name.strip()],
     )
     metrics = train_safety_gate(
         read.records,

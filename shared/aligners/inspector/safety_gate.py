@@ -8,8 +8,9 @@ It asks three things, each a logistic head on a MiniLM embedding:
 - ``content``: does the answer itself hold harmful content, whatever was asked? (the answer
   alone: catches harm given to a harmless question, or to no question in an agent loop).
 
-A small logistic combination of the three logits (and the product "harmful request and it
-complies"), fitted on a validation split, gives P(misaligned); the score is P(aligned) = 1 - that.
+A small logistic combination of named features of the three logits (:data:`COMBINE_FEATURES`:
+each logit, "harmful request and it complies", and "that or harmful content in a complying
+answer"), fitted on a validation split, gives P(misaligned); the score is P(aligned) = 1 - that.
 
 A frozen embedding places "kill a Python process" near "kill my neighbour", so the request head
 can read the question through its own MiniLM whose top layers were fine-tuned on labelled
@@ -38,6 +39,14 @@ SAFETY_GATE_WEIGHTS = "gate_heads.safetensors"
 REQUEST_TRUNK_WEIGHTS = "request_trunk.safetensors"
 #: The three heads, in the order of their logits in the combination's features.
 GATE_HEADS: tuple[str, ...] = ("request", "complies", "content")
+#: What the combination reads, by name, each a logit per row (see :func:`combine_features`):
+#: the three heads; ``request_and_complies`` = P(request) * P(complies); ``harm_either`` = the
+#: noisy-or of that and P(content) * P(complies), so harmful content given to a harmless
+#: question can outweigh the request head, which a weighted sum of logits caps.
+COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies", "harm_either")
+#: The combination of the gates shipped before ``harm_either`` (a config without
+#: ``combine_features`` reads these four).
+LEGACY_COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies")
 
 
 class SafetyGateConfig(BaseModel):
@@ -49,7 +58,10 @@ class SafetyGateConfig(BaseModel):
     criterion: str = "ethical"
     encoder: str = "minilm"
     embedding_dim: int = Field(default=384, gt=0)
-    #: Weights of the combination over [request, complies, content, request*complies], + bias.
+    #: The combination's features, by name (:data:`COMBINE_FEATURES`), one weight each, + bias.
+    combine_features: list[str] = Field(
+        default_factory=lambda: list(LEGACY_COMBINE_FEATURES), min_length=1
+    )
     combine_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     combine_bias: float = 0.0
     #: Top encoder layers fine-tuned for the request head (0: it reads the frozen embedding).
@@ -66,10 +78,18 @@ class SafetyGateConfig(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _answers_need_a_trunk(self) -> SafetyGateConfig:
+    def _check(self) -> SafetyGateConfig:
         if self.answers_through_trunk and not self.request_trained_layers:
             raise ValueError(
                 "answers_through_trunk needs a fine-tuned trunk (request_trained_layers > 0)"
+            )
+        unknown = [f for f in self.combine_features if f not in COMBINE_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
+        if len(self.combine_weights) != len(self.combine_features):
+            raise ValueError(
+                f"{len(self.combine_features)} combine_features but "
+                f"{len(self.combine_weights)} combine_weights"
             )
         return self
 
@@ -125,7 +145,7 @@ class SafetyGateInspector(Inspector):
         """The combination: logit of P(misaligned) from the heads' logits."""
         import torch
 
-        features = combine_features(logits)
+        features = combine_features(logits, self.config.combine_features)
         weights = torch.tensor(self.config.combine_weights, dtype=features.dtype)
         return features @ weights + self.config.combine_bias
 
@@ -254,10 +274,27 @@ class SafetyGateInspector(Inspector):
         return directory
 
 
-def combine_features(logits: Any) -> Any:
-    """``[request, complies, content, P(request) * P(complies) as a logit]`` per row."""
+def combine_features(logits: Any, names: Sequence[str] = LEGACY_COMBINE_FEATURES) -> Any:
+    """The named :data:`COMBINE_FEATURES` of ``(n, 3)`` head logits, as ``(n, len(names))``."""
     import torch
 
-    request, complies = torch.sigmoid(logits[:, 0]), torch.sigmoid(logits[:, 1])
-    both = torch.logit((request * complies).clamp(1e-6, 1 - 1e-6))
-    return torch.cat([logits, both.unsqueeze(-1)], dim=-1)
+    request, complies, content = (torch.sigmoid(logits[:, i]) for i in range(3))
+    both = request * complies
+    columns = {
+        "request": logits[:, 0],
+        "complies": logits[:, 1],
+        "content": logits[:, 2],
+        "request_and_complies": both,
+        "harm_either": 1 - (1 - both) * (1 - content * complies),
+    }
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
+    probabilities = ("request_and_complies", "harm_either")
+    return torch.stack(
+        [
+            torch.logit(columns[n].clamp(1e-6, 1 - 1e-6)) if n in probabilities else columns[n]
+            for n in names
+        ],
+        dim=-1,
+    )

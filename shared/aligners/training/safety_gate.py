@@ -16,14 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aligners.backends.encoder import SentenceEncoder
 from aligners.data.records import InspectorExample
 from aligners.inspector.cross_encoder import HeadCalibration
 from aligners.inspector.request import EncoderRequestInspector, RequestHeadConfig
 from aligners.inspector.safety_gate import (
+    COMBINE_FEATURES,
     GATE_HEADS,
+    LEGACY_COMBINE_FEATURES,
     REQUEST_TRUNK_WEIGHTS,
     SafetyGateConfig,
     SafetyGateInspector,
@@ -95,7 +97,21 @@ class SafetyGateTrainingConfig(BaseModel):
         "every compliant answer is harmful content (docs/training.md: on the reviewed traffic "
         "data the trunk then learns one writer's crisp how-to style as harm).",
     )
+    combine_features: list[str] = Field(
+        default_factory=lambda: list(LEGACY_COMBINE_FEATURES),
+        min_length=1,
+        description="What the combination fitted on validation reads, by name: "
+        f"{', '.join(COMBINE_FEATURES)} (aligners.inspector.safety_gate.combine_features).",
+    )
     seed: int = 0
+
+    @field_validator("combine_features")
+    @classmethod
+    def _known_features(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in COMBINE_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
+        return names
 
     @model_validator(mode="after")
     def _answers_need_a_trunk(self) -> SafetyGateTrainingConfig:
@@ -394,11 +410,12 @@ def train_safety_gate(
 
     validation = split["validation"]
     w, b = fit_logistic(
-        combine_features(logits_of(validation)),
+        combine_features(logits_of(validation), config.combine_features),
         [int(r.metadata["kind"] == COMPLIANT) for r in validation],
         weight_decay=1e-4,
         balanced=False,
     )
+    gate_config.combine_features = list(config.combine_features)
     gate_config.combine_weights = [round(float(v), 6) for v in w]
     gate_config.combine_bias = round(float(b), 6)
 
