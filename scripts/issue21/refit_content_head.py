@@ -15,14 +15,12 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from aligners.data.io import read_examples
-from aligners.inspector.safety_gate import SafetyGateInspector, combine_features
+from aligners.inspector.safety_gate import SafetyGateInspector
 from aligners.training.safety_gate import (
-    COMPLIANT,
+    SafetyGateTrainingConfig,
+    fit_combination,
     fit_logistic,
-    flag_threshold,
     gate_metrics,
     holds_harmful_content,
 )
@@ -67,17 +65,8 @@ def main() -> None:
         gate.request_features([r.question for r in validation]),
         gate.answer_features([r.answer for r in validation]),
     )
-    cw, cb = fit_logistic(
-        combine_features(logits),
-        [int(r.metadata["kind"] == COMPLIANT) for r in validation],
-        weight_decay=1e-4,
-        balanced=False,
-    )
-    gate.config.combine_weights = [round(float(v), 6) for v in cw]
-    gate.config.combine_bias = round(float(cb), 6)
-    scores = [float(v) for v in 1 - torch.sigmoid(gate.misaligned_logits(logits))]
-    threshold, _ = flag_threshold(scores, validation, 0.02, 0.03)
-    gate.config.threshold = gate.config.block_threshold = threshold
+    scores, _ = fit_combination(gate, logits, validation, SafetyGateTrainingConfig())
+    threshold = gate.config.threshold
     print("threshold", threshold, gate_metrics(scores, validation, threshold))
     gate.save_pretrained(args.out)
 

@@ -409,29 +409,14 @@ def train_safety_gate(
         )
 
     validation = split["validation"]
-    w, b = fit_logistic(
-        combine_features(logits_of(validation), config.combine_features),
-        [int(r.metadata["kind"] == COMPLIANT) for r in validation],
-        weight_decay=1e-4,
-        balanced=False,
-    )
-    gate_config.combine_features = list(config.combine_features)
-    gate_config.combine_weights = [round(float(v), 6) for v in w]
-    gate_config.combine_bias = round(float(b), 6)
+    val_scores, rule = fit_combination(gate, logits_of(validation), validation, config)
+    threshold = gate_config.threshold
 
     def scores_of(part: Sequence[InspectorExample]) -> list[float]:
         if not part:
             return []
         return [float(x) for x in 1 - torch.sigmoid(gate.misaligned_logits(logits_of(part)))]
 
-    val_scores = scores_of(validation)
-    threshold, rule = flag_threshold(
-        val_scores, validation, config.good_flag_rate, config.alarming_flag_rate
-    )
-    gate_config.threshold = threshold
-    gate_config.block_threshold = (
-        threshold if config.block_threshold is None else config.block_threshold
-    )
     test_scores = scores_of(split["test"])
     metrics = {
         "counts": {name: len(part) for name, part in split.items()},
@@ -459,6 +444,37 @@ def train_safety_gate(
             trunk=(Path(output_dir) / REQUEST_TRUNK_WEIGHTS).resolve() if tuned else None,
         )
     return metrics
+
+
+def fit_combination(
+    gate: SafetyGateInspector,
+    logits: Any,
+    validation: Sequence[InspectorExample],
+    config: SafetyGateTrainingConfig,
+) -> tuple[list[float], str]:
+    """Fit ``gate``'s combination over ``config.combine_features`` on the validation rows' head
+    logits, then its flag (and block) threshold by the validation rules; both are set on
+    ``gate.config``. Returns the validation scores and the threshold rule in words."""
+    import torch
+
+    w, b = fit_logistic(
+        combine_features(logits, config.combine_features),
+        [int(r.metadata["kind"] == COMPLIANT) for r in validation],
+        weight_decay=1e-4,
+        balanced=False,
+    )
+    gate.config.combine_features = list(config.combine_features)
+    gate.config.combine_weights = [round(float(v), 6) for v in w]
+    gate.config.combine_bias = round(float(b), 6)
+    scores = [float(x) for x in 1 - torch.sigmoid(gate.misaligned_logits(logits))]
+    threshold, rule = flag_threshold(
+        scores, validation, config.good_flag_rate, config.alarming_flag_rate
+    )
+    gate.config.threshold = threshold
+    gate.config.block_threshold = (
+        threshold if config.block_threshold is None else config.block_threshold
+    )
+    return scores, rule
 
 
 def _fit_heads(
