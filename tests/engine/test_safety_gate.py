@@ -392,7 +392,7 @@ def test_a_gate_trained_on_chosen_features_ships_them_and_round_trips(
     tiny_encoder_dir: Path, tmp_path: Path
 ) -> None:
     rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
-    features = ["request_and_complies", "harm_either"]
+    features = ["request", "complies", "harm_either"]
     config = SafetyGateTrainingConfig(
         encoder=str(tiny_encoder_dir), weight_decay=1e-4, combine_features=features
     )
@@ -400,7 +400,7 @@ def test_a_gate_trained_on_chosen_features_ships_them_and_round_trips(
         rows, _requests(), tmp_path / "gate", config, progress=False, log=lambda _: None
     )
     saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
-    assert saved["combine_features"] == features and len(saved["combine_weights"]) == 2
+    assert saved["combine_features"] == features and len(saved["combine_weights"]) == 3
     encoder = SentenceEncoder(str(tiny_encoder_dir))
     gate = SafetyGateInspector.from_pretrained(tmp_path / "gate", encoder=encoder)
     test = [r for r in rows if r.metadata["split"] == "test"]
@@ -416,3 +416,25 @@ def test_a_gate_trained_on_chosen_features_ships_them_and_round_trips(
         combine_features(logits, features) @ weights + saved["combine_bias"]
     )
     assert scores[0] == pytest.approx(float(expected[0]), abs=1e-5)
+
+
+def test_cli_trains_a_gate_on_the_features_it_names(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aligners.cli.main import app
+
+    rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
+    data, requests = tmp_path / "rows.jsonl", tmp_path / "requests.jsonl"
+    data.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    requests.write_text("".join(json.dumps(r) + "\n" for r in _requests()))
+    base = ["train", "safety-gate", str(data), "--requests", str(requests)]
+    base += ["--encoder", str(tiny_encoder_dir), "-o", str(tmp_path / "gate")]
+    runner = CliRunner()
+    result = runner.invoke(app, [*base, "--combine-features", "request, harm_either"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
+    assert saved["combine_features"] == ["request", "harm_either"]
+    result = runner.invoke(
+        app, [*base, "--combine-features", "content,verdict"], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code != 0 and "unknown combine_features ['verdict']" in result.output

@@ -376,10 +376,11 @@ def safety_gate(
         "`aligners data traffic --reviews`) are not harmful content for the content head.",
     ),
     combine_features: str = typer.Option(
-        "request,complies,content,request_and_complies",
+        "request_and_complies,harm_either",
         help="What the combination fitted on validation reads, comma-separated: request, "
         "complies, content, request_and_complies, harm_either (the noisy-or of 'harmful request "
-        "and complies' and 'harmful content in a complying answer').",
+        "and complies' and 'harmful content in a complying answer'); the gates before "
+        "2026-12-07 read request,complies,content,request_and_complies.",
     ),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
 ) -> None:
@@ -388,8 +389,16 @@ def safety_gate(
     import json
 
     from aligners.data import read_examples
+    from aligners.inspector.safety_gate import COMBINE_FEATURES
     from aligners.training.safety_gate import SafetyGateTrainingConfig, train_safety_gate
 
+    features = [name.strip() for name in combine_features.split(",") if name.strip()]
+    unknown = [name for name in features if name not in COMBINE_FEATURES]
+    if unknown or not features:
+        raise typer.BadParameter(
+            f"--combine-features: unknown combine_features {unknown}; known: "
+            f"{', '.join(COMBINE_FEATURES)}"
+        )
     read = read_examples(rows, on_error="raise")
     request_rows = [
         json.loads(line) for line in requests.read_text(encoding="utf-8").splitlines() if line
@@ -406,7 +415,7 @@ def safety_gate(
         request_learning_rate=request_learning_rate,
         trunk_on_answers=trunk_on_answers,
         content_from_reviews=content_from_reviews,
-        combine_features=[name.strip() for name in combine_features.split(",") if name.strip()],
+        combine_features=features,
     )
     metrics = train_safety_gate(
         read.records,

@@ -47,6 +47,9 @@ COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies", "harm_
 #: The combination of the gates shipped before ``harm_either`` (a config without
 #: ``combine_features`` reads these four).
 LEGACY_COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies")
+#: What training fits by default: family-out CV on the traffic recipe, recall +0.033 (95 %
+#: bootstrap +0.016..+0.053) and AUROC +0.006 over the legacy four (docs/training.md).
+DEFAULT_COMBINE_FEATURES: tuple[str, ...] = ("request_and_complies", "harm_either")
 
 
 class SafetyGateConfig(BaseModel):

@@ -24,8 +24,8 @@ from aligners.inspector.cross_encoder import HeadCalibration
 from aligners.inspector.request import EncoderRequestInspector, RequestHeadConfig
 from aligners.inspector.safety_gate import (
     COMBINE_FEATURES,
+    DEFAULT_COMBINE_FEATURES,
     GATE_HEADS,
-    LEGACY_COMBINE_FEATURES,
     REQUEST_TRUNK_WEIGHTS,
     SafetyGateConfig,
     SafetyGateInspector,
@@ -98,7 +98,7 @@ class SafetyGateTrainingConfig(BaseModel):
         "data the trunk then learns one writer's crisp how-to style as harm).",
     )
     combine_features: list[str] = Field(
-        default_factory=lambda: list(LEGACY_COMBINE_FEATURES),
+        default_factory=lambda: list(DEFAULT_COMBINE_FEATURES),
         min_length=1,
         description="What the combination fitted on validation reads, by name: "
         f"{', '.join(COMBINE_FEATURES)} (aligners.inspector.safety_gate.combine_features).",
