@@ -24,8 +24,13 @@
 #              within validation noise of the shipped one, not on it (docs/training.md)
 #   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content:
 #              logistic heads on MiniLM whose top 2 layers are fine-tuned on the labelled requests
-#              and answers at once, --trunk-on-answers; ~7 min) and the request check (its request
-#              head on the same trunk); thresholds chosen on the validation split
+#              and answers at once, --trunk-on-answers; ~7 min; combined as "harmful request and
+#              complies" or "complies and holds harmful content", --combine-features) and the
+#              request check (its request head on the same trunk); thresholds chosen on the
+#              validation split. The shipped folder keeps the trunk and heads of an earlier run
+#              with its combination refitted on the 2026-12-07 rebuild's validation split
+#              (scripts/issue21/refit_combination.py); a run of this step on that rebuild
+#              measured lower on validation (F1 0.841 vs 0.910; docs/training.md, "The combination")
 #   inspector  not shipped, not in `safety`: the previous gate, a cross-encoder trunk + ethical
 #              head (a few minutes) in $WORK/cross-encoder; flag threshold chosen
 #              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
