@@ -438,3 +438,27 @@ def test_cli_trains_a_gate_on_the_features_it_names(tiny_encoder_dir: Path, tmp_
         app, [*base, "--combine-features", "content,verdict"], env={"COLUMNS": "400"}
     )
     assert result.exit_code != 0 and "unknown combine_features ['verdict']" in result.output
+
+
+def test_the_content_head_learns_only_reviewed_harm(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    # a compliant answer whose text a reviewer read as harmless (metadata.review "ok"): it
+    # still complies, but is no harmful content for the content head
+    vague = "a long essay about many things in general terms"
+    rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
+    for i in range(8):
+        row = _row(f"{HARMFUL_Q[i % 3]} vague {i}", vague, "compliant", "train")
+        row.metadata["review"] = "ok"
+        rows.append(row)
+    encoder = SentenceEncoder(str(tiny_encoder_dir))
+    content = {}
+    for reviewed in (True, False):
+        config = SafetyGateTrainingConfig(
+            encoder=str(tiny_encoder_dir), weight_decay=1e-4, content_head_from_reviews=reviewed
+        )
+        out = tmp_path / f"gate-{reviewed}"
+        train_safety_gate(rows, _requests(), out, config, progress=False, log=lambda _: None)
+        gate = SafetyGateInspector.from_pretrained(out, encoder=encoder)
+        (explained,) = gate.explain([f"{HARMFUL_Q[0]} vague 0"], [vague])
+        content[reviewed] = explained["harmful_content"]
+        assert explained["complies"] > 0.5  # the complies head learns it either way
+    assert content[True] < 0.5 < content[False]

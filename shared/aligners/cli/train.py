@@ -375,6 +375,11 @@ def safety_gate(
         help="Compliant answers a reviewer read as harmless (metadata.review 'ok', from "
         "`aligners data traffic --reviews`) are not harmful content for the content head.",
     ),
+    content_head_from_reviews: bool = typer.Option(
+        True,
+        help="The content head (not the trunk) learns only reviewed harm: a compliant answer a "
+        "reviewer read as harmless (metadata.review 'ok') is not harmful content for it.",
+    ),
     combine_features: str = typer.Option(
         "request_and_complies,harm_either",
         help="What the combination fitted on validation reads, comma-separated: request, "
@@ -415,6 +420,7 @@ def safety_gate(
         request_learning_rate=request_learning_rate,
         trunk_on_answers=trunk_on_answers,
         content_from_reviews=content_from_reviews,
+        content_head_from_reviews=content_head_from_reviews,
         combine_features=features,
     )
     metrics = train_safety_gate(

@@ -97,6 +97,13 @@ class SafetyGateTrainingConfig(BaseModel):
         "every compliant answer is harmful content (docs/training.md: on the reviewed traffic "
         "data the trunk then learns one writer's crisp how-to style as harm).",
     )
+    content_head_from_reviews: bool = Field(
+        default=True,
+        description="The content head (not the trunk) learns a compliant answer as harmful "
+        "content only when no reviewer read its text as harmless (metadata.review 'ok'); the "
+        "trunk still learns every compliant answer. With the harm_either combination, "
+        "family-out CV recall +0.046 (docs/training.md). No effect on rows without reviews.",
+    )
     combine_features: list[str] = Field(
         default_factory=lambda: list(DEFAULT_COMBINE_FEATURES),
         min_length=1,
@@ -369,9 +376,15 @@ def train_safety_gate(
     targets = _head_targets(
         split["train"], request_split["train"], content_from_reviews=config.content_from_reviews
     )
+    # What the heads learn; the trunk learns ``targets``.
+    head_targets = dict(targets)
+    if config.content_head_from_reviews:
+        head_targets["content"] = _head_targets(split["train"], [], content_from_reviews=True)[
+            "content"
+        ]
     # With trunk_on_answers the answer heads are fitted on the trunk once it is trained.
     frozen_names = ("request",) if config.trunk_on_answers else GATE_HEADS
-    _fit_heads(heads, targets, frozen_names, lambda t: embed(t, progress), config, log)
+    _fit_heads(heads, head_targets, frozen_names, lambda t: embed(t, progress), config, log)
 
     frozen_request_head = heads["request"]
     gate_config = SafetyGateConfig(encoder=config.encoder, embedding_dim=encoder.dimension)
@@ -397,7 +410,7 @@ def train_safety_gate(
         gate.answer_features if config.trunk_on_answers else (lambda t: embed(t, progress))
     )
     if config.trunk_on_answers:
-        _fit_heads(heads, targets, ("complies", "content"), answer_features, config, log)
+        _fit_heads(heads, head_targets, ("complies", "content"), answer_features, config, log)
 
     def logits_of(part: Sequence[InspectorExample]) -> Any:
         questions = [r.question for r in part]
