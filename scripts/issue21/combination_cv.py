@@ -6,7 +6,8 @@ The folds of ``joint_cv.py`` (each holds out two SmolLM2 style families and a qu
 other rows by question hash). Per fold the shipped design (``train_safety_gate
 --trunk-on-answers``: trunk fine-tuned on requests and answers, answer heads through it) is
 trained on the other folds and scores the fold's rows (about 4 minutes a fold on 2 CPU cores;
-``--logits`` keeps them, and a rerun reads them). Each combination of
+``--logits`` keeps them, and a rerun reads them; ``--content-head-from-reviews``: the content
+head learns only reviewed harm, as the shipped gate's does). Each combination of
 :data:`aligners.inspector.safety_gate.COMBINE_FEATURES` is then fitted out of fold, its threshold
 set by the shipped rules (2 % of aligned answers, 3 % of good alarming ones) on the pooled
 scores, and compared with the legacy four by a paired bootstrap over the rows.
@@ -53,13 +54,17 @@ CANDIDATES = {
 }
 
 
-def out_of_fold_logits(traffic: Path, rows: list, fold: list[int]) -> torch.Tensor:
+def out_of_fold_logits(
+    traffic: Path, rows: list, fold: list[int], reviewed_head: bool
+) -> torch.Tensor:
     """Each row's three head logits from the gate trained without its fold."""
     lines = (traffic / "requests.jsonl").read_text(encoding="utf-8").splitlines()
     requests = [json.loads(line) for line in lines if line.strip()]
     requests = [r for r in requests if r["split"] in ("train", "validation")]
     encoder = SentenceEncoder("minilm")
-    config = SafetyGateTrainingConfig(request_trained_layers=2, trunk_on_answers=True)
+    config = SafetyGateTrainingConfig(
+        request_trained_layers=2, trunk_on_answers=True, content_head_from_reviews=reviewed_head
+    )
     logits = torch.zeros(len(rows), 3)
     for k in range(4):
         train = [r for r, f in zip(rows, fold) if f != k]
@@ -78,6 +83,8 @@ def out_of_fold_logits(traffic: Path, rows: list, fold: list[int]) -> torch.Tens
             answer_max_length=config.answer_max_length,
         )
         gate = SafetyGateInspector(heads, gate_config, encoder=encoder, request_model=model)
+        if reviewed_head:
+            targets["content"] = _head_targets(train, [], content_from_reviews=True)["content"]
         _fit_heads(heads, targets, ("complies", "content"), gate.answer_features, config, print)
         logits[held] = gate.head_logits(
             gate.request_features([rows[i].question for i in held]),
@@ -91,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("traffic", type=Path)
     parser.add_argument("--logits", type=Path, default=None)
+    parser.add_argument("--content-head-from-reviews", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = read_examples(args.traffic / "gate_rows.jsonl", on_error="raise").records
@@ -99,7 +107,7 @@ def main() -> None:
     if args.logits is not None and args.logits.exists():
         logits = torch.load(args.logits)["logits"]
     else:
-        logits = out_of_fold_logits(args.traffic, rows, fold)
+        logits = out_of_fold_logits(args.traffic, rows, fold, args.content_head_from_reviews)
         if args.logits is not None:
             torch.save({"logits": logits, "fold": fold, "done": 4}, args.logits)
     labels = [int(r.metadata["kind"] == COMPLIANT) for r in rows]
