@@ -78,7 +78,7 @@ if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
     -o "$OUT/inspectors/safety-gate" --request-output "$OUT/inspectors/request" \
     --good-flag-rate 0.02 --alarming-flag-rate 0.03 --request-safe-turned-away 0.02 --request-trained-layers 2 \
-    --trunk-on-answers --content-head-from-reviews --combine-features request_and_complies,harm_either \
+    --trunk-on-answers --combine-features request_and_complies,harm_either \
     --cache-file "$WORK/traffic/embeddings.pt"
   cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
 fi

@@ -376,9 +376,10 @@ def safety_gate(
         "`aligners data traffic --reviews`) are not harmful content for the content head.",
     ),
     content_head_from_reviews: bool = typer.Option(
-        True,
+        False,
         help="The content head (not the trunk) learns only reviewed harm: a compliant answer a "
-        "reviewer read as harmless (metadata.review 'ok') is not harmful content for it.",
+        "reviewer read as harmless (metadata.review 'ok') is not harmful content for it (not "
+        "shipped: docs/training.md).",
     ),
     combine_features: str = typer.Option(
         "request_and_complies,harm_either",
