@@ -395,16 +395,15 @@ def safety_gate(
     import json
 
     from aligners.data import read_examples
-    from aligners.inspector.safety_gate import COMBINE_FEATURES
+    from aligners.inspector.safety_gate import check_combine_features
     from aligners.training.safety_gate import SafetyGateTrainingConfig, train_safety_gate
 
-    features = [name.strip() for name in combine_features.split(",") if name.strip()]
-    unknown = [name for name in features if name not in COMBINE_FEATURES]
-    if unknown or not features:
-        raise typer.BadParameter(
-            f"--combine-features: unknown combine_features {unknown}; known: "
-            f"{', '.join(COMBINE_FEATURES)}"
+    try:
+        features = check_combine_features(
+            [name.strip() for name in combine_features.split(",") if name.strip()]
         )
+    except ValueError as error:
+        raise typer.BadParameter(f"--combine-features: {error}") from None
     read = read_examples(rows, on_error="raise")
     request_rows = [
         json.loads(line) for line in requests.read_text(encoding="utf-8").splitlines() if line

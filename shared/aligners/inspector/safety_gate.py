@@ -52,6 +52,14 @@ LEGACY_COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies")
 DEFAULT_COMBINE_FEATURES: tuple[str, ...] = ("request_and_complies", "harm_either")
 
 
+def check_combine_features(names: Sequence[str]) -> list[str]:
+    """``names`` as a list, or a ValueError naming those not in :data:`COMBINE_FEATURES`."""
+    unknown = [n for n in names if n not in COMBINE_FEATURES]
+    if unknown or not names:
+        raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
+    return list(names)
+
+
 class SafetyGateConfig(BaseModel):
     """What a safety gate needs besides its head weights."""
 
@@ -86,9 +94,7 @@ class SafetyGateConfig(BaseModel):
             raise ValueError(
                 "answers_through_trunk needs a fine-tuned trunk (request_trained_layers > 0)"
             )
-        unknown = [f for f in self.combine_features if f not in COMBINE_FEATURES]
-        if unknown:
-            raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
+        check_combine_features(self.combine_features)
         if len(self.combine_weights) != len(self.combine_features):
             raise ValueError(
                 f"{len(self.combine_features)} combine_features but "
@@ -290,9 +296,7 @@ def combine_features(logits: Any, names: Sequence[str] = LEGACY_COMBINE_FEATURES
         "request_and_complies": both,
         "harm_either": 1 - (1 - both) * (1 - content * complies),
     }
-    unknown = [n for n in names if n not in columns]
-    if unknown:
-        raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
+    check_combine_features(names)
     probabilities = ("request_and_complies", "harm_either")
     return torch.stack(
         [

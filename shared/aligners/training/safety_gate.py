@@ -29,6 +29,7 @@ from aligners.inspector.safety_gate import (
     REQUEST_TRUNK_WEIGHTS,
     SafetyGateConfig,
     SafetyGateInspector,
+    check_combine_features,
     combine_features,
 )
 from aligners.training.metrics import auroc
@@ -116,10 +117,7 @@ class SafetyGateTrainingConfig(BaseModel):
     @field_validator("combine_features")
     @classmethod
     def _known_features(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in COMBINE_FEATURES]
-        if unknown:
-            raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
-        return names
+        return check_combine_features(names)
 
     @model_validator(mode="after")
     def _answers_need_a_trunk(self) -> SafetyGateTrainingConfig:
