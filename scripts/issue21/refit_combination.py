@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aligners.data.io import read_examples
-from aligners.inspector.safety_gate import SafetyGateInspector
+from aligners.inspector.safety_gate import DEFAULT_COMBINE_FEATURES, SafetyGateInspector
 from aligners.training.safety_gate import (
     SafetyGateTrainingConfig,
     by_family,
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("gate", type=Path)
     parser.add_argument("rows", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--combine-features", default="request_and_complies,harm_either")
+    parser.add_argument("--combine-features", default=",".join(DEFAULT_COMBINE_FEATURES))
     parser.add_argument("--heldout", type=Path, default=None, help="Held-out rows to measure.")
     args = parser.parse_args()
     gate = SafetyGateInspector.from_pretrained(args.gate)
