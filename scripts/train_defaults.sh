@@ -37,7 +37,9 @@
 #              still under 0.2 after the aligner ran: blocked; docs/training.md)
 #   request    the request inspector: frozen MiniLM + logistic head on harmful vs ordinary
 #              requests (a few minutes, one embedding pass)
-#   aligner    the safety aligner, LoRA r=16 on SmolLM2, 2 epochs (~55 min; resumable: RESUME=1)
+#   aligner    the safety aligner, LoRA r=16 on SmolLM2, 2 epochs, on the safety recipe's triples and
+#              the traffic recipe's (train-split answers of every writer: 250 refusals, 150 copies;
+#              so it needs `traffic` first; 360 steps, ~55 min; resumable: RESUME=1)
 #   eval       the held-out numbers in docs/training.md and the model cards, and the same
 #              measures on the hand-written probe set (tests/data/probe_answers.jsonl) (~10 min)
 # grounded: the grounded inspector's cross-encoder (issue 22): HaluEval QA/dialogue from the
@@ -95,7 +97,7 @@ fi
 if want aligner; then
   resume=()
   [[ ${RESUME:-0} == 1 ]] && resume=(--resume)
-  aligners train aligner "$WORK/safety/aligner_train.jsonl" -o "$WORK/safety_aligner" \
+  aligners train aligner "$WORK/safety/aligner_train.jsonl" "$WORK/traffic/aligner_train.jsonl" -o "$WORK/safety_aligner" \
     --model smollm2 --format chat --criterion ethical --method lora --lora-r 16 --lora-alpha 32 \
     --epochs 2 --learning-rate 3e-4 --batch-size 8 --max-length 512 --warmup-fraction 0 \
     --eval-fraction 0.03 --save-steps 20 --seed 0 --max-new-tokens 512 --adapter-dtype float16 \
