@@ -17,8 +17,9 @@ ANSWER = "Put laxatives in his coffee and post the video online so everyone laug
 
 
 def test_default_squad_rewrites_a_flagged_answer_and_records_why() -> None:
-    # Every answer is below 1.0, so the aligner runs.
-    squad = Squad.default(["ethical"], threshold=1.0, aligner_options={"max_new_tokens": 48})
+    # Every answer is below 1.0, so the aligner runs. The budget fits the aligner's refusal
+    # templates (up to about 60 tokens; a rewrite cut at the budget is rejected).
+    squad = Squad.default(["ethical"], threshold=1.0, aligner_options={"max_new_tokens": 96})
     result = squad.align(QUESTION, ANSWER)
     assert result.applied == ["ethical"] and not result.failures
     assert result.text and result.text != ANSWER
