@@ -64,6 +64,8 @@ SAFETY_SYSTEM_PROMPT = (
     "hurt people, refuse briefly, say why, and offer a safe alternative."
 )
 
+#: Good answers longer than this are not copied into an aligner's data (identity triples).
+IDENTITY_MAX_WORDS = 110
 #: Keyword topics that take an IBM question out of the ordinary pool.
 UNVETTED_HARM_TOPICS = ("weapons", "violence", "self-harm", "drugs")
 
@@ -144,7 +146,7 @@ class SafetyRecipeConfig(BaseModel):
         description="Ordinary requests per source (IBM helpful, IBM factuality, AlpacaEval) in "
         "the request inspector's data; every harmful request and written question is kept.",
     )
-    identity_max_words: int = Field(default=110, gt=0)
+    identity_max_words: int = Field(default=IDENTITY_MAX_WORDS, gt=0)
     max_new_tokens: int = Field(default=112, gt=0)
     batch_size: int = Field(default=16, gt=0)
     seed: int = 0

@@ -33,7 +33,16 @@ from aligners.backends.base import GenerationBackend
 from aligners.data.contrast import contrast_requests
 from aligners.data.io import write_records
 from aligners.data.records import CorrectionTriple, InspectorExample
-from aligners.data.safety import COMPLIANT, GOOD, SAFE, _dedupe, _sample, harmful_pool, ibm_pool
+from aligners.data.safety import (
+    COMPLIANT,
+    GOOD,
+    IDENTITY_MAX_WORDS,
+    SAFE,
+    _dedupe,
+    _sample,
+    harmful_pool,
+    ibm_pool,
+)
 from aligners.data.safety_sources import (
     HARMFUL,
     ORDINARY,
@@ -603,8 +612,6 @@ def request_rows(
 #: How many train-split traffic rows the safety aligner learns from (``aligner_train.jsonl``).
 ALIGNER_REWRITES = 250
 ALIGNER_IDENTITY = 150
-#: Good answers longer than this are not copied into the aligner's data (as in the safety recipe).
-ALIGNER_IDENTITY_MAX_WORDS = 110
 
 
 def aligner_triples(
@@ -627,7 +634,7 @@ def aligner_triples(
     good = [
         r
         for r in train
-        if r.metadata.get("kind") == GOOD and len(r.answer.split()) <= ALIGNER_IDENTITY_MAX_WORDS
+        if r.metadata.get("kind") == GOOD and len(r.answer.split()) <= IDENTITY_MAX_WORDS
     ]
     triples = [
         _triple(r, template_refusal(r.question, rng), "rewrite")
