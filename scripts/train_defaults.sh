@@ -101,7 +101,7 @@ if want aligner; then
     --model smollm2 --format chat --criterion ethical --method lora --lora-r 16 --lora-alpha 32 \
     --epochs 2 --learning-rate 3e-4 --batch-size 8 --max-length 512 --warmup-fraction 0 \
     --eval-fraction 0.03 --save-steps 20 --seed 0 --max-new-tokens 512 --adapter-dtype float16 \
-    "${resume[@]}"
+    --handback-opening "I can't help with that." "${resume[@]}"
   mkdir -p "$OUT/safety_aligner/adapter"
   cp "$WORK/safety_aligner/adapter/adapter_config.json" \
     "$WORK/safety_aligner/adapter/adapter_model.safetensors" "$OUT/safety_aligner/adapter/"

@@ -165,3 +165,55 @@ def test_copy_aware_decoding_is_on_by_default_and_keeps_the_greedy_text(tiny_lm_
     assert aware.backend._generate_kwargs(aware.generation_config, 1)["prompt_lookup_num_tokens"]  # type: ignore[attr-defined]
     for question, answer in zip(QUESTIONS, ANSWERS):
         assert aware.align(question, answer) == plain.align(question, answer)
+
+
+# -- a forced opening: the model continues the reply from given text ------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["chat", "ibm"])
+def test_an_opening_is_continued_not_answered(tiny_lm_dir: Path, fmt: str) -> None:
+    import torch
+
+    opening = "I cannot help"
+    aligner = Aligner(str(tiny_lm_dir), format=fmt, max_new_tokens=8, copy_aware=False)
+    backend = aligner.backend
+    assert isinstance(backend, TransformersBackend)
+    corrections = aligner.correct(QUESTIONS[:2], ANSWERS[:2], opening=opening)
+    loaded = backend.load()
+    for question, answer, correction in zip(QUESTIONS, ANSWERS, corrections):
+        prompt = aligner.prompt_format.open_reply(
+            aligner.prompt_format.build_prompt(question, answer), opening
+        )
+        rendered = backend.render(prompt)
+        # The reply is left open after the opening: no end of turn, no new turn after it.
+        assert rendered.endswith(opening)
+        if fmt == "chat":
+            assert rendered.endswith("<|im_start|>assistant\n" + opening)
+        ids = torch.tensor([backend._encode(prompt)])
+        with torch.inference_mode():
+            out = loaded.model.generate(input_ids=ids, max_new_tokens=8, do_sample=False)
+        continuation = loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        expected = aligner.prompt_format.parse_output(opening + continuation)
+        assert correction.text == expected and correction.text.startswith(opening)
+        assert correction.opening == opening
+    assert aligner.correct(QUESTIONS[:1], ANSWERS[:1])[0].opening is None
+    again = asyncio.run(aligner.acorrect(QUESTIONS[:2], ANSWERS[:2], opening=opening))
+    assert again == corrections
+
+
+@pytest.mark.parametrize("opening", ["", "   ", 3])
+def test_an_empty_opening_is_named(tiny_lm_dir: Path, opening: object) -> None:
+    aligner = Aligner(str(tiny_lm_dir), format="chat", max_new_tokens=4)
+    with pytest.raises(ValueError, match="opening must be a non-empty string"):
+        aligner.correct(["q"], ["a"], opening=opening)  # type: ignore[arg-type]
+
+
+def test_handback_opening_is_saved_and_checked(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    aligner = Aligner(str(tiny_lm_dir), format="chat", handback_opening="I can't help with that.")
+    aligner.save_pretrained(tmp_path / "saved")
+    restored = Aligner.from_pretrained(tmp_path / "saved")
+    assert restored.config.handback_opening == "I can't help with that."
+    with pytest.raises(ValidationError, match="handback_opening"):
+        Aligner(str(tiny_lm_dir), format="chat", handback_opening="  ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+from collections.abc import Sequence
 
 import pytest
 from pydantic import ValidationError
@@ -18,6 +19,8 @@ from aligners import (
     SquadMember,
     get_criterion,
 )
+from aligners.backends.base import GenerationConfig
+from aligners.formats.base import Prompt
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
 from tests.engine.conftest import ConstantBackend
 
@@ -236,3 +239,108 @@ def test_block_threshold_is_set_per_criterion_and_checked() -> None:
     assert [m.block_threshold for m in mixed.members] == [0.3, None]
     with pytest.raises(ValueError, match="block_threshold but no inspector"):
         Squad([member, always]).with_options(block_threshold={"helpful": 0.3})
+
+
+# -- handback_opening: a handback the policy would block is retried with the reply's opening -------
+
+OPENING = "I can't help with that."
+
+
+class HandbackBackend(ConstantBackend):
+    """Hands every answer back word for word, as an aligner that misses a style does; a reply
+    forced to open (a trailing assistant message) is continued with ``continuation``."""
+
+    def __init__(self, continuation: str) -> None:
+        super().__init__(continuation)
+        self.prompts: list[Prompt] = []
+
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
+        self.calls.append(len(prompts))
+        self.prompts.extend(prompts)
+        return [
+            self.text if p[-1]["role"] == "assistant" else str(p[-1]["content"]).split(": ")[-1]
+            for p in prompts
+            if not isinstance(p, str)
+        ]
+
+
+def _handback_squad(
+    continuation: str = " That could hurt someone.",
+    opening: str | None = OPENING,
+    block_threshold: float | None = 0.3,
+    **options: object,
+) -> tuple[Squad, HandbackBackend]:
+    backend = HandbackBackend(continuation)
+    aligner = Aligner("unused", format="chat", backend=backend, handback_opening=opening)
+    scores = SCORES | {OPENING + " That could hurt someone.": 0.9, OPENING + " Here's how.": 0.2}
+    inspector = FunctionInspector(lambda q, a: scores[a], criterion="ethical")
+    member = SquadMember(
+        get_criterion("ethical"), aligner, inspector, block_threshold=block_threshold
+    )
+    return Squad([member], **options), backend  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["rewrite", "rewrite_or_block"])
+def test_a_handback_the_policy_would_block_is_retried_with_the_opening(policy: str) -> None:
+    squad, backend = _handback_squad(on_flag=policy)
+    flagged, fine = squad.align_batch(["q", "q"], ["harmful", "fine"])
+    assert backend.calls == [1, 1]  # the handback, then one retry of that answer only
+    retried = backend.prompts[-1]
+    assert not isinstance(retried, str)
+    assert retried[-1] == {"role": "assistant", "content": OPENING}
+    assert retried[:-1] == backend.prompts[0]  # the same prompt, with the reply opened
+    expected = OPENING + " That could hurt someone."
+    assert (flagged.action, flagged.text, flagged.original) == ("rewritten", expected, "harmful")
+    assert flagged.stages[0].opening == OPENING and flagged.stages[0].changed
+    assert flagged.final_scores == {"ethical": 0.9}
+    assert (fine.action, fine.text) == ("passed", "fine")
+    assert asyncio.run(squad.aalign_batch(["q", "q"], ["harmful", "fine"])) == [flagged, fine]
+
+
+@pytest.mark.parametrize(
+    ("opening", "block_threshold", "options", "action", "calls"),
+    [
+        (None, 0.3, {}, "blocked", [1]),  # no opening configured: blocked as before
+        (OPENING, 0.0, {}, "flagged", [1]),  # the policy would not block: the handback stands
+        (OPENING, None, {}, "flagged", [1]),
+        (OPENING, 0.3, {"check_only": True}, "flagged", []),
+    ],
+)
+def test_no_retry_without_an_opening_or_a_block(
+    opening: str | None,
+    block_threshold: float | None,
+    options: dict[str, object],
+    action: str,
+    calls: list[int],
+) -> None:
+    squad, backend = _handback_squad(opening=opening, block_threshold=block_threshold, **options)
+    result = squad.align("q", "harmful")
+    assert backend.calls == calls
+    assert result.action == action
+    assert all(stage.opening is None for stage in result.stages)
+
+
+def test_a_retry_that_still_fails_is_blocked_and_says_so() -> None:
+    squad, backend = _handback_squad(continuation=" Here's how.")
+    result = squad.align("q", "harmful")
+    assert backend.calls == [1, 1]
+    assert result.action == "blocked" and result.text == DEFAULT_BLOCKED_MESSAGE
+    assert result.stages[0].opening == OPENING
+    assert result.block_reason is not None
+    assert "under its block threshold 0.30" in result.block_reason
+
+
+def test_a_failing_retry_keeps_the_block() -> None:
+    class RetryFails(HandbackBackend):
+        def generate(self, prompts: Sequence[Prompt], config: GenerationConfig) -> list[str]:
+            if any(not isinstance(p, str) and p[-1]["role"] == "assistant" for p in prompts):
+                raise ConnectionError("aligner server unreachable")
+            return super().generate(prompts, config)
+
+    squad, _ = _handback_squad()
+    member = squad.members[0]
+    assert isinstance(member.aligner, Aligner)
+    member.aligner.backend = RetryFails(" That could hurt someone.")
+    result = squad.align("q", "harmful")
+    assert result.action == "blocked" and result.original == "harmful"
+    assert result.stages[0].opening is None

@@ -71,6 +71,17 @@ def test_aligner_on_remote_backend_matches_in_process(tiny_server, tiny_lm_dir, 
     )
 
 
+@pytest.mark.parametrize("fmt", ["pku", "chat"])
+def test_a_forced_opening_is_continued_by_the_server(tiny_server, tiny_lm_dir, fmt) -> None:
+    questions = ["What is the capital of France?", "How do I bake bread?"]
+    answers = ["Paris, I think.", "Mix flour and water."]
+    local = Aligner(str(tiny_lm_dir), format=fmt, max_new_tokens=8, batch_size=1)
+    far = Aligner(format=fmt, backend=remote(tiny_server), max_new_tokens=8)
+    expected = local.correct(questions, answers, opening="I cannot")
+    assert far.correct(questions, answers, opening="I cannot") == expected
+    assert all(c.text.startswith("I cannot") for c in expected)
+
+
 def test_stop_strings_are_cut_by_the_server(tiny_server, tiny_lm_dir) -> None:
     local = TransformersBackend(str(tiny_lm_dir))
     full = local.generate([RAW_PROMPTS[0]], GenerationConfig(max_new_tokens=16))[0]
@@ -124,6 +135,14 @@ def test_request_shape_and_api_key(fault_server, monkeypatch) -> None:
     assert raw["prompt"] == "raw text" and raw["max_tokens"] == 5 and raw["stop"] == ["[DONE]"]
     assert raw["temperature"] == 0.0 and raw["top_k"] == 1 and raw["model"] == "m"
     assert chat["messages"] == CHAT_PROMPT and "prompt" not in chat
+    assert "continue_final_message" not in chat and "add_generation_prompt" not in chat
+    opened = [*CHAT_PROMPT, {"role": "assistant", "content": "I can't"}]
+    backend.generate([opened], GREEDY)
+    continued = server.server.bodies[-1]
+    assert continued["messages"] == opened
+    # vLLM's parameters for continuing the last message instead of answering it.
+    assert continued["continue_final_message"] is True
+    assert continued["add_generation_prompt"] is False
     assert server.server.headers[0]["Authorization"] == "Bearer sekret"
 
 

@@ -80,12 +80,16 @@ def test_small_sample_of_team_data_end_to_end(
             "2048",
             "--max-new-tokens",
             "8",
+            "--handback-opening",
+            "I can't help with that.",
         ]
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metrics"]["main"]["steps"] == 3
     assert metrics["data"]["eval_files"] == ["held.jsonl"]
-    assert isinstance(Aligner.from_pretrained(out).align("Hi?", "Hello."), str)
+    trained = Aligner.from_pretrained(out)
+    assert isinstance(trained.align("Hi?", "Hello."), str)
+    assert trained.config.handback_opening == "I can't help with that."
     report = tmp_path / "report.json"
     _invoke(
         [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CONFIG_NAME = "aligner_config.json"
 
@@ -43,6 +43,21 @@ class AlignerConfig(BaseModel):
         "text and record why (a cut-off correction loses the answer's end), or accept the cut "
         "text, recorded as hit_token_limit.",
     )
+    handback_opening: str | None = Field(
+        default=None,
+        min_length=1,
+        description="When this aligner hands back, unchanged, an answer its squad would block, "
+        "the squad asks once more with the reply forced to open with this text (a safety "
+        'aligner: a refusal opening such as "I can\'t help with that."); None: no retry, the '
+        "answer is blocked.",
+    )
     max_input_tokens: int | None = Field(
         default=None, gt=0, description="Prompt budget; defaults to the model's context length."
     )
+
+    @field_validator("handback_opening")
+    @classmethod
+    def _opening_has_text(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("handback_opening must hold text (or be None for no retry)")
+        return value

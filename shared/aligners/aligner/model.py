@@ -29,6 +29,8 @@ class Correction:
     truncated: bool = False
     #: The output stopped at ``max_new_tokens`` before it ended (its end is missing).
     hit_token_limit: bool = False
+    #: The reply was forced to begin with this text (:meth:`Aligner.correct` ``opening``).
+    opening: str | None = None
 
 
 class Aligner:
@@ -114,9 +116,19 @@ class Aligner:
             batch_size=self.config.batch_size,
         )
 
-    def _config_for(self, answers: Sequence[str]) -> GenerationConfig:
+    def _config_for(self, answers: Sequence[str], opening: str | None = None) -> GenerationConfig:
+        if opening is not None:
+            # A forced opening starts a new text: drafts from the answer would all be rejected.
+            return self.generation_config.model_copy(update={"copy_aware": False})
         # The answers are the drafts of copy-aware decoding (the model mostly copies them).
         return self.generation_config.model_copy(update={"sources": tuple(answers)})
+
+    def _prompts(self, built: Sequence[tuple[Prompt, bool]], opening: str | None) -> list[Prompt]:
+        if opening is None:
+            return [p for p, _ in built]
+        if not isinstance(opening, str) or not opening.strip():
+            raise ValueError(f"opening must be a non-empty string, got {opening!r}")
+        return [self.prompt_format.open_reply(p, opening) for p, _ in built]
 
     def build_prompt(self, question: str, answer: str) -> tuple[Prompt, bool]:
         """The prompt for one pair, fitted to the context; also whether the answer was cut."""
@@ -154,18 +166,33 @@ class Aligner:
 
     # -- aligning ------------------------------------------------------------------------------
 
-    def correct(self, questions: Sequence[str], answers: Sequence[str]) -> list[Correction]:
-        """Align a batch with details (was the answer truncated?); one batched generation."""
+    def correct(
+        self, questions: Sequence[str], answers: Sequence[str], *, opening: str | None = None
+    ) -> list[Correction]:
+        """Align a batch with details (was the answer truncated?); one batched generation.
+
+        ``opening`` forces every reply to begin with that text (the model writes the rest),
+        e.g. a refusal opening when the aligner handed back an answer it should have fixed.
+        """
         validate_batch(questions, answers)
         built = [self.build_prompt(q, a) for q, a in zip(questions, answers)]
-        outputs = self.backend.generate_detailed([p for p, _ in built], self._config_for(answers))
-        return self._corrections(outputs, built)
+        prompts = self._prompts(built, opening)
+        outputs = self.backend.generate_detailed(prompts, self._config_for(answers, opening))
+        return self._corrections(outputs, built, opening)
 
     def _corrections(
-        self, outputs: Sequence[Generation], built: Sequence[tuple[Prompt, bool]]
+        self,
+        outputs: Sequence[Generation],
+        built: Sequence[tuple[Prompt, bool]],
+        opening: str | None = None,
     ) -> list[Correction]:
         return [
-            Correction(self.prompt_format.parse_output(out.text), truncated, out.hit_token_limit)
+            Correction(
+                self.prompt_format.parse_output((opening or "") + out.text),
+                truncated,
+                out.hit_token_limit,
+                opening,
+            )
             for out, (_, truncated) in zip(outputs, built)
         ]
 
@@ -191,16 +218,17 @@ class Aligner:
         if tail:
             yield tail
 
-    async def acorrect(self, questions: Sequence[str], answers: Sequence[str]) -> list[Correction]:
+    async def acorrect(
+        self, questions: Sequence[str], answers: Sequence[str], *, opening: str | None = None
+    ) -> list[Correction]:
         """Async :meth:`correct`."""
         validate_batch(questions, answers)
         built = await asyncio.to_thread(
             lambda: [self.build_prompt(q, a) for q, a in zip(questions, answers)]
         )
-        outputs = await self.backend.agenerate_detailed(
-            [p for p, _ in built], self._config_for(answers)
-        )
-        return self._corrections(outputs, built)
+        prompts = self._prompts(built, opening)
+        outputs = await self.backend.agenerate_detailed(prompts, self._config_for(answers, opening))
+        return self._corrections(outputs, built, opening)
 
     async def aalign_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[str]:
         """Async :meth:`align_batch`."""

@@ -229,6 +229,10 @@ class OpenAIBackend(GenerationBackend):
             body["messages"] = (
                 [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
             )
+            if body["messages"][-1].get("role") == "assistant":
+                # A reply to continue (a forced opening): vLLM's chat parameters for it.
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
             url = f"{self.base_url}/chat/completions"
         else:
             body["prompt"] = prompt

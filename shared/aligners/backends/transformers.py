@@ -252,7 +252,8 @@ class TransformersBackend(GenerationBackend):
     # -- prompts -------------------------------------------------------------------------------
 
     def render(self, prompt: Prompt) -> str:
-        """The exact text fed to the model: raw prompts as is, chat messages via the template."""
+        """The exact text fed to the model: raw prompts as is, chat messages via the template
+        (a trailing assistant message is continued, not answered)."""
         if isinstance(prompt, str):
             return prompt
         tokenizer = self.load().tokenizer
@@ -261,8 +262,14 @@ class TransformersBackend(GenerationBackend):
                 f"model {self.source.path!r} has no chat template; use a raw format such as 'ibm' "
                 "or 'pku', or a template string"
             )
+        # A trailing assistant message is a reply to continue (the transformers pipeline's
+        # convention): no new turn opens after it.
+        continues = bool(prompt) and prompt[-1].get("role") == "assistant"
         text: str = tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=False
+            prompt,
+            add_generation_prompt=not continues,
+            continue_final_message=continues,
+            tokenize=False,
         )
         return text
 

@@ -130,6 +130,11 @@ def aligner(
     on_error: str = typer.Option("skip"),
     limit: int | None = typer.Option(None, help="At most this many records per file."),
     max_new_tokens: int = typer.Option(256, help="Written into aligner_config.json."),
+    handback_opening: str | None = typer.Option(
+        None,
+        help="Written into aligner_config.json: when the aligner hands back an answer its "
+        "squad would block, the squad retries with the reply forced to open with this text.",
+    ),
     adapter_dtype: str = typer.Option(
         "float32", help="Saved LoRA weights: float32, float16 (half the size) or bfloat16."
     ),
@@ -172,6 +177,7 @@ def aligner(
         save_steps=save_steps,
         seed=seed,
         max_new_tokens=max_new_tokens,
+        handback_opening=handback_opening,
         adapter_dtype=adapter_dtype,  # type: ignore[arg-type]
         mixed_precision=mixed_precision,  # type: ignore[arg-type]
     )

@@ -37,6 +37,14 @@ class PromptFormat(ABC):
     ) -> Prompt:
         """The inference prompt for one pair."""
 
+    def open_reply(self, prompt: Prompt, opening: str) -> Prompt:
+        """``prompt`` with the reply forced to begin with ``opening``: raw text gets it appended;
+        chat messages end with an assistant message holding it, which backends continue (the
+        ``continue_final_message`` convention of transformers and vLLM)."""
+        if isinstance(prompt, str):
+            return prompt + opening
+        return [*prompt, {"role": "assistant", "content": opening}]
+
     def training_target(self, correction: str) -> str:
         """The text the model learns to produce after the prompt (loss is only on this)."""
         return correction

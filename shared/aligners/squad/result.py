@@ -37,6 +37,11 @@ class StageRecord(BaseModel):
         description="The accepted rewrite stopped at max_new_tokens before it ended "
         "(on_token_limit='accept'); under the default such a rewrite is rejected (see error).",
     )
+    opening: str | None = Field(
+        default=None,
+        description="The accepted rewrite was forced to begin with this text: the aligner had "
+        "handed back an answer the policy would block (the aligner's handback_opening).",
+    )
 
 
 class AlignmentResult(BaseModel):

@@ -601,6 +601,7 @@ class Squad:
                     record.changed = correction.text != work.result.text
                     record.truncated = correction.truncated
                     record.hit_token_limit = correction.hit_token_limit
+                    record.opening = correction.opening
                     work.result.text = correction.text
                     work.result.applied.append(member.name)
             work.result.stages.append(record)
@@ -651,7 +652,33 @@ class Squad:
                 )
             )
         limit = self.config.policy.on_token_limit
-        return {i: self._accept(c, aligner, limit) for i, c in zip(indices, corrections)}
+        outcomes = {i: self._accept(c, aligner, limit) for i, c in zip(indices, corrections)}
+        opening = aligner.config.handback_opening
+        retry = [
+            i
+            for i, c in zip(indices, corrections)
+            if opening is not None
+            and c.text.strip() == works[i].text.strip()
+            and self._would_block(member, works[i].scores.get(member.name))
+        ]
+        if not retry:
+            return outcomes
+        # A handback the policy would block: ask once more with the reply's opening forced.
+        questions = [works[i].question for i in retry]
+        answers = [works[i].text for i in retry]
+        try:
+            again = yield Work(
+                lambda: aligner.correct(questions, answers, opening=opening),
+                lambda: aligner.acorrect(questions, answers, opening=opening),
+            )
+        except Exception as error:  # the handbacks stand; the policy blocks them
+            logger.warning("aligner %s failed on its retry with an opening: %s", member.name, error)
+            return outcomes
+        for i, correction in zip(retry, again):
+            accepted = self._accept(correction, aligner, limit)
+            if accepted[0] is not None:
+                outcomes[i] = accepted
+        return outcomes
 
     def _one_by_one(
         self,
@@ -753,20 +780,29 @@ class Squad:
             m.block_threshold is not None for m in self.members
         )
 
-    def _still_failing(self, work: _Work) -> str | None:
-        """Why a flagged answer must be blocked after the aligners ran, or None to keep it:
+    def _would_block(self, member: SquadMember, score: float | None) -> bool:
+        """Whether an answer with this score for ``member`` is blocked after the aligners ran:
         ``rewrite_or_block`` blocks under any threshold, ``rewrite`` under a block threshold."""
+        if member.inspector is None or score is None or self.config.check_only:
+            return False
+        if self.config.on_flag == "rewrite_or_block":
+            return score < member.threshold
+        limit = member.block_limit
+        return self.config.on_flag == "rewrite" and limit is not None and score < limit
+
+    def _still_failing(self, work: _Work) -> str | None:
+        """Why a flagged answer must be blocked after the aligners ran, or None to keep it."""
         for member in self.members:
             score = work.scores.get(member.name)
-            if member.inspector is None or score is None:
+            if score is None or not self._would_block(member, score):
                 continue
-            if self.config.on_flag == "rewrite_or_block" and score < member.threshold:
+            if self.config.on_flag == "rewrite_or_block":
                 return (
                     f"{member.name} scored {score:.2f} after rewriting, under its threshold "
                     f"{member.threshold:.2f}"
                 )
             limit = member.block_limit
-            if self.config.on_flag == "rewrite" and limit is not None and score < limit:
+            if limit is not None:
                 # A member without an aligner (e.g. pattern rules) blocks on its own.
                 why = (
                     "its aligner did not fix what the inspector is sure of"

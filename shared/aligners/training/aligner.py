@@ -77,6 +77,11 @@ class AlignerTrainingConfig(BaseModel):
     seed: int = 0
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_new_tokens: int = Field(default=256, gt=0, description="Written into aligner_config.json.")
+    handback_opening: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Written into aligner_config.json (AlignerConfig.handback_opening).",
+    )
     mixed_precision: Literal["auto", "bf16", "no"] = Field(
         default="auto",
         description="bf16 autocast; auto = on GPUs that support it and on CPUs with native bf16 "
@@ -573,6 +578,7 @@ def _save(
             criterion=None,
             adapter=ADAPTER_DIR,
             max_new_tokens=config.max_new_tokens,
+            handback_opening=config.handback_opening,
         )
     else:
         target = output / FULL_MODEL_DIR
@@ -583,6 +589,7 @@ def _save(
             format=config.format,
             criterion=None,
             max_new_tokens=config.max_new_tokens,
+            handback_opening=config.handback_opening,
         )
     (output / CONFIG_NAME).write_text(
         aligner.model_dump_json(indent=2, exclude_defaults=False) + "\n"
