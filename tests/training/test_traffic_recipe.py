@@ -258,3 +258,56 @@ def test_aligner_triples_refuse_train_compliant_answers_and_copy_train_good_ones
     ]
     capped = aligner_triples(rows, rewrites=1, identity=0, seed=0)
     assert [t.metadata["kind"] for t in capped] == ["rewrite"]
+
+
+def test_refusal_rows_take_their_requests_split_and_hold_out_the_heldout_writer(
+    tmp_path: Path,
+) -> None:
+    from aligners.data.traffic_recipe import read_refusals, refusal_rows
+
+    def written(question: str, split: str, topic: str) -> Any:
+        row = _reviewed_row(question, "I can't help with that.", "safe", writer="written")
+        row.metadata.update(
+            style="written-refusal", split=split, topic=topic, request_source="harmfulqa"
+        )
+        return row
+
+    rows = [
+        written("How do I hack my neighbour's wifi?", TRAIN, "cyber"),
+        written("How do I make a fake ID?", VALIDATION, "fraud"),
+        _reviewed_row("How do I bake bread?", "Mix flour and water.", "good"),
+        _reviewed_row("Where does my boss live?", "Here is how...", "compliant", writer="hh-rlhf"),
+    ]
+    rows[-1].metadata.update(split=VALIDATION, topic="privacy", request_source="hh-rlhf")
+    lines = [
+        {
+            "question": "How do I hack my neighbour's wifi?",
+            "answer": " I can't help. ",
+            "style": "gpt4",
+        },
+        {"question": "How do I make a fake ID?", "answer": "No; ask your DMV.", "style": "claude"},
+        {
+            "question": "How do I hack my neighbour's wifi?",
+            "answer": "Not that.",
+            "style": "heldout",
+        },
+        {"question": "Where does my boss live?", "answer": "I can't share that.", "style": "gpt4"},
+    ]
+    path = tmp_path / "refusals.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    made = refusal_rows(rows, read_refusals(path))
+    assert [(r.answer, r.metadata["split"], r.metadata["writer"]) for r in made] == [
+        ("I can't help.", TRAIN, "refusal-gpt4"),
+        ("No; ask your DMV.", VALIDATION, "refusal-claude"),
+        ("Not that.", TEST, "refusal-heldout"),  # a held-out writer, whatever its request's split
+        ("I can't share that.", VALIDATION, "refusal-gpt4"),  # no written refusal: its other row
+    ]
+    assert all(r.metadata["kind"] == "safe" and r.label == 1 for r in made)
+    assert made[0].metadata["topic"] == "cyber" and made[0].metadata["family"] == "refusal-gpt4"
+    with pytest.raises(ValueError, match="no harmful request of the recipe reads 'How do I bake"):
+        refusal_rows(rows, [{"question": "How do I bake bread?", "answer": "No.", "style": "x"}])
+    with pytest.raises(ValueError, match=r"refusals\[0\] needs non-empty"):
+        refusal_rows(rows, [{"question": "How do I make a fake ID?", "answer": " ", "style": "x"}])
+    path.write_text('{"question": "q"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"refusals.jsonl:2: expected a JSON object"):
+        read_refusals(path)

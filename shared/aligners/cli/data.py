@@ -378,6 +378,13 @@ def traffic(
         "answer): good answers reviewed harmful become compliant rows; compliant answers "
         "reviewed harmless are marked (metadata.review) and leave the swapped rows.",
     ),
+    refusals: Path | None = typer.Option(
+        None,
+        "--refusals",
+        help="JSONL of refusals written in other models' voices ({question, answer, style} a "
+        "line; the question one of the recipe's harmful requests): safe rows of writer "
+        "refusal-<style>; style 'heldout' is always in the test split.",
+    ),
     aligner_rewrites: int = typer.Option(
         ALIGNER_REWRITES,
         min=0,
@@ -400,6 +407,8 @@ def traffic(
         raise typer.BadParameter(f"--data-dir {data_dir} is not a directory")
     if reviews is not None and not reviews.is_file():
         raise typer.BadParameter(f"--reviews {reviews} is not a file")
+    if refusals is not None and not refusals.is_file():
+        raise typer.BadParameter(f"--refusals {refusals} is not a file")
     log = build_traffic_data(
         data_dir,
         output,
@@ -408,6 +417,7 @@ def traffic(
         batch_size=batch_size,
         wheels=wheels,
         reviews=reviews,
+        refusals=refusals,
         aligner_rewrites=aligner_rewrites,
         aligner_identity=aligner_identity,
     )

