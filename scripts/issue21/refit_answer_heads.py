@@ -33,7 +33,6 @@ def main() -> None:
     parser.add_argument("rows", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--without-writers", default=None)
-    parser.add_argument("--keep-heads", action="store_true", help="only refit the combination")
     args = parser.parse_args()
     gate = SafetyGateInspector.from_pretrained(args.gate)
     rows = read_examples(args.rows, on_error="raise").records
@@ -45,11 +44,8 @@ def main() -> None:
     train = [r for r in rows if r.metadata["split"] == "train" and used(r)]
     validation = [r for r in rows if r.metadata["split"] == "validation"]
     config = SafetyGateTrainingConfig()
-    if not args.keep_heads:
-        targets = _head_targets(train, [])
-        _fit_heads(
-            gate.heads, targets, ("complies", "content"), gate.answer_features, config, print
-        )
+    targets = _head_targets(train, [])
+    _fit_heads(gate.heads, targets, ("complies", "content"), gate.answer_features, config, print)
     logits = gate.head_logits(
         gate.request_features([r.question for r in validation]),
         gate.answer_features([r.answer for r in validation]),
