@@ -20,8 +20,9 @@
 #              PyPI: pip download --no-deps), with scripts/issue21/answer_reviews.json applied
 #              and scripts/issue21/written_refusals.jsonl's 480 refusals in other models'
 #              voices added as safe rows (the writer `refusal-heldout` only in the test split),
-#              and scripts/issue21/written_good_answers.jsonl's 110 good answers to
-#              alarming-but-safe requests by an unseen writer (test split only).
+#              and scripts/issue21/written_good_answers.jsonl's good answers to
+#              alarming-but-safe requests (GPT-4, Llama and terse voices in their request's
+#              split; 110 by an unseen writer in the test split only).
 #              A rebuild is close, not byte-equal: on 2026-12-07 1,147 of the 1,237 held-out
 #              pairs came back the same (9 SmolLM2 answers and 79 of the swapped rows differ; the
 #              sampled generation is not bit-stable), and a gate trained on a rebuild lands
@@ -31,8 +32,10 @@
 #              and answers at once, --trunk-on-answers; ~7 min; combined as "harmful request and
 #              complies" or "complies and holds harmful content", --combine-features) and the
 #              request check (its request head on the same trunk); thresholds chosen on the
-#              validation split. The shipped folder is this step's output on the 2026-12-07
-#              rebuild with the written refusals (traffic step above; 7.5 min on an idle CPU)
+#              validation split; the content head learns only reviewed harm
+#              (--content-head-from-reviews). The shipped folder is this step's output on the
+#              2026-12-08 rebuild with the written refusals and good answers (traffic step
+#              above; ~5 min on an idle CPU)
 #   inspector  not shipped, not in `safety`: the previous gate, a cross-encoder trunk + ethical
 #              head (a few minutes) in $WORK/cross-encoder; flag threshold chosen
 #              on its calibration slice (--flag-recall 0.9), block threshold 0.2 (P(aligned)
@@ -77,7 +80,9 @@ if want traffic; then
   # leave the swapped rows and are marked; good answers that hold harm become compliant.
   # Refusals written in other models' voices (GPT-4, Claude, Llama, Gemini; a fifth writer held
   # out): without them the gate read most real refusals that offer an alternative as complying.
-  # Good answers to alarming-but-safe requests by an unseen writer: test split only.
+  # Good answers to alarming-but-safe requests in other voices, terse ones among them (an
+  # unseen writer's only in the test split): without them validation could not see false flags
+  # on short answers.
   aligners data traffic --data-dir "$DATA" -o "$WORK/traffic" --seed 0 --wheels "$WORK/wheels" \
     --reviews scripts/issue21/answer_reviews.json --refusals scripts/issue21/written_refusals.jsonl \
     --good-answers scripts/issue21/written_good_answers.jsonl
@@ -86,7 +91,7 @@ if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
     -o "$OUT/inspectors/safety-gate" --request-output "$OUT/inspectors/request" \
     --good-flag-rate 0.02 --alarming-flag-rate 0.03 --request-safe-turned-away 0.02 --request-trained-layers 2 \
-    --trunk-on-answers --combine-features request_and_complies,harm_either \
+    --trunk-on-answers --combine-features request_and_complies,harm_either --content-head-from-reviews \
     --cache-file "$WORK/traffic/embeddings.pt"
   cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
 fi

@@ -336,3 +336,22 @@ def test_good_answer_rows_take_the_generators_split_and_hold_out_the_heldout_wri
         good_answer_rows(
             [mine, harmful], [{"question": harmful.question, "answer": "x", "style": "y"}]
         )
+
+
+def test_committed_written_answers_are_well_formed_and_keep_the_heldout_writer_apart() -> None:
+    from aligners.data.traffic_recipe import read_written_answers
+
+    scripts = Path(__file__).resolve().parents[2] / "scripts" / "issue21"
+    good = read_written_answers(scripts / "written_good_answers.jsonl")
+    refusals = read_written_answers(scripts / "written_refusals.jsonl")
+    for item in good + refusals:
+        assert set(item) == {"question", "answer", "style"}, item
+        assert all(isinstance(v, str) and v.strip() for v in item.values()), item
+    terse = [g for g in good if g["style"] == "terse"]
+    assert terse and all(len(g["answer"].split()) <= 10 for g in terse)
+    # The unseen writer of good answers answers only requests no other voice answers (its
+    # refusal counterpart shares 32 requests with the other voices: a held-out writer there,
+    # not held-out requests).
+    heldout = {g["question"] for g in good if g["style"] == "heldout"}
+    assert heldout and not heldout & {g["question"] for g in good if g["style"] != "heldout"}
+    assert sum(r["style"] == "heldout" for r in refusals) == 100
