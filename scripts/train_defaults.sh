@@ -26,7 +26,10 @@
 #              A rebuild is close, not byte-equal: on 2026-12-07 1,147 of the 1,237 held-out
 #              pairs came back the same (9 SmolLM2 answers and 79 of the swapped rows differ; the
 #              sampled generation is not bit-stable), and a gate trained on a rebuild lands
-#              within validation noise of the shipped one, not on it (docs/training.md)
+#              within validation noise of the shipped one, not on it (docs/training.md). On
+#              2026-12-08 the rebuild the shipped gate was trained on differs from the
+#              committed held-out file (1,379 pairs) in 62 rows (10 sampled SmolLM2 answers and
+#              52 swapped rows); the `gate` step keeps the committed, reviewed file
 #   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content:
 #              logistic heads on MiniLM whose top 2 layers are fine-tuned on the labelled requests
 #              and answers at once, --trunk-on-answers; ~7 min; combined as "harmful request and
@@ -93,7 +96,17 @@ if want gate; then
     --good-flag-rate 0.02 --alarming-flag-rate 0.03 --request-safe-turned-away 0.02 --request-trained-layers 2 \
     --trunk-on-answers --combine-features request_and_complies,harm_either --content-head-from-reviews \
     --cache-file "$WORK/traffic/embeddings.pt"
-  cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
+  # The committed held-out file is reviewed (answer_reviews.json); a rebuild's sampled answers are
+  # not bit-stable, so its file can differ in a few dozen rows that nobody reviewed. Keep the
+  # committed one and say so; REPLACE_HELDOUT=1 copies the rebuild's over it.
+  if ! cmp -s "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl; then
+    if [[ ${REPLACE_HELDOUT:-0} == 1 ]]; then
+      cp "$WORK/traffic/heldout_answers.jsonl" tests/data/traffic_heldout_answers.jsonl
+    else
+      echo "note: $WORK/traffic/heldout_answers.jsonl differs from the committed" \
+        "tests/data/traffic_heldout_answers.jsonl; kept the committed one (REPLACE_HELDOUT=1 replaces it)" >&2
+    fi
+  fi
 fi
 if want inspector; then
   aligners train cross-encoder "$WORK/safety/inspector_train.jsonl" \
