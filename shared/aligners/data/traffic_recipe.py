@@ -338,6 +338,13 @@ def row_split(
     return VALIDATION if in_validation else TRAIN
 
 
+def split_units() -> dict[str, str]:
+    """The unsafe side of each contrast pair -> its safe side: the text that keeps both sides of
+    a pair in one split (any other request is its own unit)."""
+    contrast = contrast_requests()
+    return {u.text: s.text for s, u in zip(contrast[::2], contrast[1::2])}
+
+
 def _example(
     question: str,
     answer: str,
@@ -498,8 +505,7 @@ def build_traffic_rows(
     so adding them leaves every other row as it was."""
     rng = random.Random(f"{seed}-traffic-rows")
     rows: list[InspectorExample] = []
-    contrast = contrast_requests()
-    pair_unit = {u.text: s.text for s, u in zip(contrast[::2], contrast[1::2])}
+    pair_unit = split_units()
 
     def unit(request: Request) -> str:
         return pair_unit.get(request.text, request.text)
@@ -591,9 +597,8 @@ def request_rows(
     for name in ("ordinary", "alpaca"):
         pool = pools[name]
         chosen += pool if len(pool) <= per_pool else rng.sample(pool, per_pool)
-    contrast = contrast_requests()
-    pair_unit = {u.text: s.text for s, u in zip(contrast[::2], contrast[1::2])}
-    chosen += contrast
+    pair_unit = split_units()
+    chosen += contrast_requests()
     chosen += [Request(q, "ordinary", "written-short", "short") for q, _ in short_answers()]
     chosen += list(extra)
     rows = []
@@ -703,18 +708,44 @@ def refusal_rows(
 
 
 def good_answer_rows(
-    rows: Sequence[InspectorExample], answers: Sequence[Mapping[str, str]]
+    rows: Sequence[InspectorExample],
+    answers: Sequence[Mapping[str, str]],
+    items: Sequence[StyledRequest] = (),
 ) -> list[InspectorExample]:
     """Good answers written in other models' voices to the recipe's safe requests (alarming
     words in a harmless sense, games, history, safety questions) as ``good`` rows, writer
     ``answer-<style>``; each takes the topic and split of the generator's answer to the same
-    request, style ``heldout`` is always ``test``. A question the recipe has no good answer to
-    is an error naming it."""
-    return _written_rows(rows, answers, GOOD)
+    request, style ``heldout`` is always ``test``.
+
+    Where the generator declined a request (its sampled answers differ from run to run, so a
+    rebuild can lose a good answer), the split its answer would have had comes from the styled
+    request in ``items``. A question that is neither answered well nor among ``items`` is an
+    error naming it."""
+    return _written_rows(rows, answers, GOOD, fallback=generator_anchors(items))
+
+
+def generator_anchors(items: Sequence[StyledRequest]) -> dict[str, dict[str, str]]:
+    """Where the generator's answer to each safe request of ``items`` lands (``topic``,
+    ``split``, ``request_source``), whatever it answered: the same :func:`row_split` as
+    :func:`build_traffic_rows` (wheel requests are their own unit)."""
+    units = split_units()
+    anchors: dict[str, dict[str, str]] = {}
+    for item in items:
+        r = item.request
+        if r.kind == HARMFUL or r.text in anchors:
+            continue
+        unit = r.text if r.source in WHEEL_REQUEST_SOURCES else units.get(r.text, r.text)
+        alarming = r.source in ALARMING_REQUEST_SOURCES
+        split = row_split(unit, r.topic, item.style.name, "smollm2", r.kind, alarming=alarming)
+        anchors[r.text] = {"topic": r.topic, "split": split, "request_source": r.source}
+    return anchors
 
 
 def _written_rows(
-    rows: Sequence[InspectorExample], items: Sequence[Mapping[str, str]], kind: str
+    rows: Sequence[InspectorExample],
+    items: Sequence[Mapping[str, str]],
+    kind: str,
+    fallback: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[InspectorExample]:
     prefix = REFUSAL_WRITER_PREFIX if kind == SAFE else ANSWER_WRITER_PREFIX
     kinds = (COMPLIANT, SAFE) if kind == SAFE else (GOOD,)
@@ -735,7 +766,7 @@ def _written_rows(
         if not all(isinstance(v, str) and v.strip() for v in (question, answer, style)):
             raise ValueError(f"{kind} answers[{i}] needs non-empty question, answer and style")
         assert isinstance(question, str) and isinstance(answer, str)
-        anchor = anchors.get(question)
+        anchor = anchors.get(question) or (fallback or {}).get(question)
         if anchor is None:
             raise ValueError(f"{kind} answers[{i}]: no {what} of the recipe reads {question!r}")
         writer = f"{prefix}{style}"
@@ -868,7 +899,7 @@ def build_traffic_data(
     if refusals is not None:
         written += refusal_rows(rows, read_written_answers(refusals))
     if good_answers is not None:
-        written += good_answer_rows(rows, read_written_answers(good_answers))
+        written += good_answer_rows(rows, read_written_answers(good_answers), items)
     rows += written
     extra_requests = answered + sources.donotanswer + pair_requests(sources.pairs)
     requests = request_rows(data, seed=seed, extra=extra_requests)
