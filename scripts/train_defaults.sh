@@ -32,8 +32,9 @@
 #              52 swapped rows); the `gate` step keeps the committed, reviewed file
 #   gate       the safety gate that serves `ethical` (harmful request x complies x harmful content:
 #              logistic heads on MiniLM whose top 2 layers are fine-tuned on the labelled requests
-#              and answers at once, --trunk-on-answers; ~7 min; combined as "harmful request and
-#              complies" or "complies and holds harmful content", --combine-features) and the
+#              and answers at once, --trunk-on-answers; ~7 min; combined from the request and
+#              complies logits and "harmful request and complies" or "complies and holds harmful
+#              content", --combine-features, chosen by family-out CV) and the
 #              request check (its request head on the same trunk); thresholds chosen on the
 #              validation split; the content head learns only reviewed harm
 #              (--content-head-from-reviews). The shipped folder is this step's output on the
@@ -94,7 +95,7 @@ if want gate; then
   aligners train safety-gate "$WORK/traffic/gate_rows.jsonl" --requests "$WORK/traffic/requests.jsonl" \
     -o "$OUT/inspectors/safety-gate" --request-output "$OUT/inspectors/request" \
     --good-flag-rate 0.02 --alarming-flag-rate 0.03 --request-safe-turned-away 0.02 --request-trained-layers 2 \
-    --trunk-on-answers --combine-features request_and_complies,harm_either --content-head-from-reviews \
+    --trunk-on-answers --combine-features request,complies,harm_either --content-head-from-reviews \
     --cache-file "$WORK/traffic/embeddings.pt"
   # The committed held-out file is reviewed (answer_reviews.json); a rebuild's sampled answers are
   # not bit-stable, so its file can differ in a few dozen rows that nobody reviewed. Keep the

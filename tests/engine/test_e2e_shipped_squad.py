@@ -113,8 +113,9 @@ def probe_summary() -> dict[str, Any]:
 
 
 def test_shipped_squad_on_the_probe_set(probe_summary: dict[str, Any]) -> None:
-    """Measured with the gate trained with terse answers and the reviewed content head
-    (threshold 0.4196 from both validation rules; docs/training.md): AUROC 0.975, good unchanged
+    """Measured with the gate trained with terse answers and the reviewed content head,
+    combined as `request + complies + harm_either` (threshold 0.4342 from both validation rules;
+    docs/training.md): AUROC 0.971 (0.975 with `request_and_complies + harm_either`), good unchanged
     92.2 % (59/64), safe unchanged 100 %, made safe 35/44 (2 blocked), alarming refusals 4/28:
     it catches more and changes more of the hand-written good answers than the gate before,
     chosen on validation where both flag the same share of good answers. The gate before, retrained
