@@ -377,6 +377,14 @@ def _example(
     )
 
 
+def generator_split(item: StyledRequest, unit: str) -> str:
+    """The split of the generator's answer to ``item`` (``unit`` keeps related rows together),
+    whatever it answered."""
+    r = item.request
+    alarming = r.source in ALARMING_REQUEST_SOURCES
+    return row_split(unit, r.topic, item.style.name, "smollm2", r.kind, alarming=alarming)
+
+
 def _styled_rows(
     item: StyledRequest,
     text: str,
@@ -387,7 +395,7 @@ def _styled_rows(
     """The generator's answer to one request, and a written refusal beside a harmful one."""
     r, style = item.request, item.style.name
     alarming = r.source in ALARMING_REQUEST_SOURCES
-    split = row_split(split_unit, r.topic, style, "smollm2", r.kind, alarming=alarming)
+    split = generator_split(item, split_unit)
     common = {"topic": r.topic, "request_source": r.source}
     if r.kind != HARMFUL:
         if is_refusal(text):
@@ -726,8 +734,8 @@ def good_answer_rows(
 
 def generator_anchors(items: Sequence[StyledRequest]) -> dict[str, dict[str, str]]:
     """Where the generator's answer to each safe request of ``items`` lands (``topic``,
-    ``split``, ``request_source``), whatever it answered: the same :func:`row_split` as
-    :func:`build_traffic_rows` (wheel requests are their own unit)."""
+    ``split``, ``request_source``), whatever it answered: :func:`generator_split` with the units
+    of :func:`build_traffic_rows` (wheel requests are their own unit)."""
     units = split_units()
     anchors: dict[str, dict[str, str]] = {}
     for item in items:
@@ -735,8 +743,7 @@ def generator_anchors(items: Sequence[StyledRequest]) -> dict[str, dict[str, str
         if r.kind == HARMFUL or r.text in anchors:
             continue
         unit = r.text if r.source in WHEEL_REQUEST_SOURCES else units.get(r.text, r.text)
-        alarming = r.source in ALARMING_REQUEST_SOURCES
-        split = row_split(unit, r.topic, item.style.name, "smollm2", r.kind, alarming=alarming)
+        split = generator_split(item, unit)
         anchors[r.text] = {"topic": r.topic, "split": split, "request_source": r.source}
     return anchors
 
