@@ -3,8 +3,12 @@
     python scripts/issue21/combination_cv.py TRAFFIC_DIR [--logits OOF.pt]
 
 The folds of ``joint_cv.py`` (each holds out two SmolLM2 style families and a quarter of the
-other rows by question hash). Per fold the shipped design (``train_safety_gate
---trunk-on-answers``: trunk fine-tuned on requests and answers, answer heads through it) is
+other rows by question hash), except that a ``swapped`` row (a compliant answer given to a
+harmless question) is held out with the row its answer came from: folded by its own question it
+let the fold's gate train on its exact answer (swapped recall 0.69 then, 0.33 without the leak).
+The fourth logit is the request head on each answer's lead (``harm_lead``). Per fold the
+shipped design (``train_safety_gate --trunk-on-answers``: trunk fine-tuned on requests and
+answers, answer heads through it) is
 trained on the other folds and scores the fold's rows (about 4 minutes a fold on 2 CPU cores;
 ``--logits`` keeps them, and a rerun reads them; ``--content-head-from-reviews``: the content
 head learns only reviewed harm, as the shipped gate's does). Each combination of
@@ -51,13 +55,20 @@ CANDIDATES = {
     "harm_either": ["harm_either"],
     "request_and_complies + harm_either": ["request_and_complies", "harm_either"],
     "request + complies + harm_either": ["request", "complies", "harm_either"],
+    "request + complies + harm_lead": ["request", "complies", "harm_lead"],
+    "request + complies + harm_either + lead_request": [
+        "request",
+        "complies",
+        "harm_either",
+        "lead_request",
+    ],
 }
 
 
 def out_of_fold_logits(
     traffic: Path, rows: list, fold: list[int], reviewed_head: bool
 ) -> torch.Tensor:
-    """Each row's three head logits from the gate trained without its fold."""
+    """Each row's four head logits (the lead's last) from the gate trained without its fold."""
     lines = (traffic / "requests.jsonl").read_text(encoding="utf-8").splitlines()
     requests = [json.loads(line) for line in lines if line.strip()]
     requests = [r for r in requests if r["split"] in ("train", "validation")]
@@ -65,7 +76,7 @@ def out_of_fold_logits(
     config = SafetyGateTrainingConfig(
         request_trained_layers=2, trunk_on_answers=True, content_head_from_reviews=reviewed_head
     )
-    logits = torch.zeros(len(rows), 3)
+    logits = torch.zeros(len(rows), 4)
     for k in range(4):
         train = [r for r, f in zip(rows, fold) if f != k]
         held = [i for i, f in enumerate(fold) if f == k]
@@ -86,12 +97,27 @@ def out_of_fold_logits(
         if reviewed_head:
             targets["content"] = _head_targets(train, [], content_from_reviews=True)["content"]
         _fit_heads(heads, targets, ("complies", "content"), gate.answer_features, config, print)
+        answers = [rows[i].answer for i in held]
         logits[held] = gate.head_logits(
             gate.request_features([rows[i].question for i in held]),
-            gate.answer_features([rows[i].answer for i in held]),
+            gate.answer_features(answers),
+            gate.lead_features(answers),
         )
         print(f"fold {k}: {len(held)} rows", flush=True)
     return logits
+
+
+def folds_with_sources(rows: list) -> list[int]:
+    """:func:`fold_of` each row, a swapped row in the fold of the row its answer came from."""
+    fold = [fold_of(r) for r in rows]
+    source = {}
+    for row, k in zip(rows, fold):
+        if row.metadata["kind"] == COMPLIANT and row.metadata.get("writer") != "swapped":
+            source.setdefault(row.answer, k)
+    return [
+        source.get(row.answer, k) if row.metadata.get("writer") == "swapped" else k
+        for row, k in zip(rows, fold)
+    ]
 
 
 def main() -> None:
@@ -103,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = read_examples(args.traffic / "gate_rows.jsonl", on_error="raise").records
     rows = [r for r in rows if r.metadata["split"] in ("train", "validation")]
-    fold = [fold_of(r) for r in rows]
+    fold = folds_with_sources(rows)
     if args.logits is not None and args.logits.exists():
         logits = torch.load(args.logits)["logits"]
     else:

@@ -40,9 +40,10 @@ def main() -> None:
     rows = read_examples(args.rows, on_error="raise").records
     validation = [r for r in rows if r.metadata["split"] == "validation"]
     config = SafetyGateTrainingConfig(combine_features=args.combine_features.split(","))
+    # the new combination decides whether the answers' lead features are read
+    gate.config.combine_features = config.combine_features
     logits = gate.head_logits(
-        gate.request_features([r.question for r in validation]),
-        gate.answer_features([r.answer for r in validation]),
+        *gate.embed([r.question for r in validation], [r.answer for r in validation])
     )
     scores, rule = fit_combination(gate, logits, validation, config)
     threshold = gate.config.threshold

@@ -21,8 +21,10 @@ from aligners import (
 from aligners.backends.encoder import SentenceEncoder
 from aligners.data.records import InspectorExample
 from aligners.inspector.safety_gate import (
+    LEAD_WORDS,
     LEGACY_COMBINE_FEATURES,
     SafetyGateConfig,
+    answer_lead,
     combine_features,
 )
 from aligners.squad.squad import DEFAULT_BLOCKED_MESSAGE
@@ -388,11 +390,42 @@ def test_the_combination_names_its_features_and_old_configs_read_the_legacy_four
         SafetyGateTrainingConfig(combine_features=["harm"])
 
 
+def test_the_answer_lead_is_the_opening_an_answer_restates() -> None:
+    assert answer_lead("## Title: How to Rob a Train\n\nYou need...") == "How to Rob a Train"
+    assert answer_lead("**To kill a stuck process,** run `kill PID`. Then check.") == (
+        "To kill a stuck process,** run `kill PID`."
+    )
+    assert answer_lead("Sure, here's how: 1. Buy a lens.") == "Sure, here's how:"
+    assert answer_lead(" ".join(["word"] * 100)).split() == ["word"] * LEAD_WORDS
+    assert answer_lead("") == ""
+
+
+def test_harm_lead_reads_harm_an_answer_restates_after_a_harmless_question() -> None:
+    # request, complies, content, lead logits: harm restated in an answer to a harmless
+    # question the content head misses; a refusal naming the act; a good answer
+    logits = torch.tensor(
+        [[-6.0, 4.0, -3.0, 5.0], [-6.0, -5.0, -3.0, 5.0], [-6.0, 4.0, -5.0, -5.0]]
+    )
+    lead = combine_features(logits, ["harm_lead"])[:, 0]
+    either = combine_features(logits, ["harm_either"])[:, 0]
+    p = torch.sigmoid(logits)
+    expected = 1 - (1 - torch.sigmoid(either)) * (1 - p[:, 3] * p[:, 1])
+    assert torch.allclose(torch.sigmoid(lead), expected, atol=1e-5)
+    assert float(either[0]) < -2 and float(lead[0]) > 3
+    # a refusal's lead names the act but it does not comply
+    assert float(lead[1]) < -4 and float(lead[2]) < -4
+    assert torch.equal(combine_features(logits, ["lead_request"])[:, 0], logits[:, 3])
+    with pytest.raises(ValueError, match="read the answer's lead"):
+        combine_features(logits[:, :3], ["request", "harm_lead"])
+
+
+@pytest.mark.parametrize(
+    "features", [["request", "complies", "harm_either"], ["request", "complies", "harm_lead"]]
+)
 def test_a_gate_trained_on_chosen_features_ships_them_and_round_trips(
-    tiny_encoder_dir: Path, tmp_path: Path
+    tiny_encoder_dir: Path, tmp_path: Path, features: list[str]
 ) -> None:
     rows = _rows("train", 8) + _rows("validation", 4) + _rows("test", 3)
-    features = ["request", "complies", "harm_either"]
     config = SafetyGateTrainingConfig(
         encoder=str(tiny_encoder_dir), weight_decay=1e-4, combine_features=features
     )
@@ -416,6 +449,10 @@ def test_a_gate_trained_on_chosen_features_ships_them_and_round_trips(
         combine_features(logits, features) @ weights + saved["combine_bias"]
     )
     assert scores[0] == pytest.approx(float(expected[0]), abs=1e-5)
+    assert logits.shape[-1] == (4 if "harm_lead" in features else 3)
+    explained = gate.explain([test[0].question], [test[0].answer])[0]
+    assert ("harmful_lead" in explained) == ("harm_lead" in features)
+    assert explained["aligned"] == pytest.approx(scores[0], abs=1e-4)
 
 
 def test_cli_trains_a_gate_on_the_features_it_names(tiny_encoder_dir: Path, tmp_path: Path) -> None:

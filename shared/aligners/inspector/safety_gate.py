@@ -12,6 +12,12 @@ A small logistic combination of named features of the three logits (:data:`COMBI
 each logit, "harmful request and it complies", and "that or harmful content in a complying
 answer"), fitted on a validation split, gives P(misaligned); the score is P(aligned) = 1 - that.
 
+Answers often restate what they carry out ("To build a keylogger, hook ...", "Title: How to
+..."), so the ``lead`` features also let the request head read the answer's opening
+(:func:`answer_lead`): the request head learnt harmful aims from thousands of labelled requests,
+the content head only from the training answers, and harm given to a harmless question (or to
+none, in an agent loop) has no question to read.
+
 A frozen embedding places "kill a Python process" near "kill my neighbour", so the request head
 can read the question through its own MiniLM whose top layers were fine-tuned on labelled
 requests (``request_trained_layers`` > 0: the delta ships as ``request_trunk.safetensors``). With
@@ -23,6 +29,7 @@ cannot learn a writer's style but ranks harm worse (docs/training.md).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +50,19 @@ GATE_HEADS: tuple[str, ...] = ("request", "complies", "content")
 #: the three heads; ``request_and_complies`` = P(request) * P(complies); ``harm_either`` = the
 #: noisy-or of that and P(content) * P(complies), so harmful content given to a harmless
 #: question can outweigh the request head, which a weighted sum of logits caps.
-COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies", "harm_either")
+#: ``lead_request`` = the request head's logit on :func:`answer_lead`; ``harm_lead`` = the
+#: noisy-or of ``harm_either`` and P(lead is a harmful request) * P(complies).
+COMBINE_FEATURES: tuple[str, ...] = (
+    *GATE_HEADS,
+    "request_and_complies",
+    "harm_either",
+    "lead_request",
+    "harm_lead",
+)
+#: The features that need the request head's logit on the answer's lead (a fourth column).
+LEAD_FEATURES: tuple[str, ...] = ("lead_request", "harm_lead")
+#: Words of an answer's opening the request head reads for the ``lead`` features.
+LEAD_WORDS = 40
 #: The combination of the gates shipped before ``harm_either`` (a config without
 #: ``combine_features`` reads these four).
 LEGACY_COMBINE_FEATURES: tuple[str, ...] = (*GATE_HEADS, "request_and_complies")
@@ -58,6 +77,24 @@ def check_combine_features(names: Sequence[str]) -> list[str]:
     if unknown or not names:
         raise ValueError(f"unknown combine_features {unknown}; known: {list(COMBINE_FEATURES)}")
     return list(names)
+
+
+_LEAD_MARKUP = re.compile(r"^[\s#*>_`-]*(?:title\s*:\s*)?", re.IGNORECASE)
+_FIRST_BREAK = re.compile(r"(?<=[.!?:])\s+|\n")
+
+
+def answer_lead(answer: str) -> str:
+    """The opening of ``answer`` as the request head reads it: heading marks and a ``Title:``
+    label dropped, up to the first sentence end or line break, at most :data:`LEAD_WORDS`
+    words. (The first 40 words whatever the sentences ranked better in family-out CV but read
+    more of a good answer to an alarming question: more of them flagged, recall down.)"""
+    text = _LEAD_MARKUP.sub("", answer.strip(), count=1)
+    return " ".join(_FIRST_BREAK.split(text, maxsplit=1)[0].split()[:LEAD_WORDS])
+
+
+def reads_lead(names: Sequence[str]) -> bool:
+    """Whether a combination over ``names`` needs the answers' lead logits."""
+    return any(name in LEAD_FEATURES for name in names)
 
 
 class SafetyGateConfig(BaseModel):
@@ -136,19 +173,23 @@ class SafetyGateInspector(Inspector):
 
     # -- scoring ---------------------------------------------------------------------------------
 
-    def head_logits(self, question_embeddings: Any, answer_embeddings: Any) -> Any:
-        """``(n, 3)`` logits: P(harmful request), P(complies), P(harmful content)."""
+    def head_logits(
+        self, question_embeddings: Any, answer_embeddings: Any, lead_embeddings: Any = None
+    ) -> Any:
+        """``(n, 3)`` logits: P(harmful request), P(complies), P(harmful content); with
+        ``lead_embeddings`` (:meth:`lead_features`) ``(n, 4)``: P(the answer's lead is a
+        harmful request) last."""
         import torch
 
         with torch.inference_mode():
-            return torch.cat(
-                [
-                    self.heads["request"](question_embeddings),
-                    self.heads["complies"](answer_embeddings),
-                    self.heads["content"](answer_embeddings),
-                ],
-                dim=-1,
-            )
+            columns = [
+                self.heads["request"](question_embeddings),
+                self.heads["complies"](answer_embeddings),
+                self.heads["content"](answer_embeddings),
+            ]
+            if lead_embeddings is not None:
+                columns.append(self.heads["request"](lead_embeddings))
+            return torch.cat(columns, dim=-1)
 
     def misaligned_logits(self, logits: Any) -> Any:
         """The combination: logit of P(misaligned) from the heads' logits."""
@@ -158,14 +199,27 @@ class SafetyGateInspector(Inspector):
         weights = torch.tensor(self.config.combine_weights, dtype=features.dtype)
         return features @ weights + self.config.combine_bias
 
-    def embed(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[Any, Any]:
+    def embed(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[Any, ...]:
         """Question features (for the request head) and answer embeddings (for the others):
         one frozen-encoder call for both, or the fine-tuned request model on the questions (and
-        on the answers, with ``answers_through_trunk``)."""
+        on the answers, with ``answers_through_trunk``); and the answers' lead features when
+        the combination reads them (:func:`reads_lead`)."""
+        lead = reads_lead(self.config.combine_features)
         if not self.config.request_trained_layers:
-            embeddings = self.encoder.encode(list(questions) + list(answers))
-            return embeddings[: len(questions)], embeddings[len(questions) :]
-        return self.request_features(questions), self.answer_features(answers)
+            leads = [answer_lead(a) for a in answers] if lead else []
+            embeddings = self.encoder.encode(list(questions) + list(answers) + leads)
+            n, m = len(questions), len(questions) + len(answers)
+            parts = (embeddings[:n], embeddings[n:m])
+            return (*parts, embeddings[m:]) if lead else parts
+        parts = (self.request_features(questions), self.answer_features(answers))
+        return (*parts, self.lead_features(answers)) if lead else parts
+
+    def lead_features(self, answers: Sequence[str]) -> Any:
+        """What the request head reads of each answer's opening (:func:`answer_lead`)."""
+        leads = [answer_lead(a) for a in answers]
+        if not self.config.request_trained_layers:
+            return self.encoder.encode(leads)
+        return self.request_features(leads)
 
     def request_features(self, questions: Sequence[str]) -> Any:
         """Mean-pooled states of the fine-tuned request model (``request_trained_layers`` > 0)."""
@@ -208,13 +262,9 @@ class SafetyGateInspector(Inspector):
         logits = self.head_logits(*self.embed(questions, answers))
         scores = 1.0 - torch.sigmoid(self.misaligned_logits(logits))
         probs = torch.sigmoid(logits)
+        names = ("harmful_request", "complies", "harmful_content", "harmful_lead")
         return [
-            {
-                "harmful_request": round(float(p[0]), 4),
-                "complies": round(float(p[1]), 4),
-                "harmful_content": round(float(p[2]), 4),
-                "aligned": round(float(s), 4),
-            }
+            {**{n: round(float(v), 4) for n, v in zip(names, p)}, "aligned": round(float(s), 4)}
             for p, s in zip(probs, scores)
         ]
 
@@ -284,20 +334,30 @@ class SafetyGateInspector(Inspector):
 
 
 def combine_features(logits: Any, names: Sequence[str] = LEGACY_COMBINE_FEATURES) -> Any:
-    """The named :data:`COMBINE_FEATURES` of ``(n, 3)`` head logits, as ``(n, len(names))``."""
+    """The named :data:`COMBINE_FEATURES` of ``(n, 3)`` head logits (``(n, 4)`` with the
+    lead's, :meth:`SafetyGateInspector.head_logits`), as ``(n, len(names))``."""
     import torch
 
+    check_combine_features(names)
+    if reads_lead(names) and logits.shape[-1] < 4:
+        raise ValueError(
+            f"combine_features {list(names)} read the answer's lead: pass (n, 4) head logits "
+            "(SafetyGateInspector.head_logits with lead_embeddings)"
+        )
     request, complies, content = (torch.sigmoid(logits[:, i]) for i in range(3))
     both = request * complies
+    harm_either = 1 - (1 - both) * (1 - content * complies)
     columns = {
         "request": logits[:, 0],
         "complies": logits[:, 1],
         "content": logits[:, 2],
         "request_and_complies": both,
-        "harm_either": 1 - (1 - both) * (1 - content * complies),
+        "harm_either": harm_either,
     }
-    check_combine_features(names)
-    probabilities = ("request_and_complies", "harm_either")
+    if logits.shape[-1] > 3:
+        columns["lead_request"] = logits[:, 3]
+        columns["harm_lead"] = 1 - (1 - harm_either) * (1 - torch.sigmoid(logits[:, 3]) * complies)
+    probabilities = ("request_and_complies", "harm_either", "harm_lead")
     return torch.stack(
         [
             torch.logit(columns[n].clamp(1e-6, 1 - 1e-6)) if n in probabilities else columns[n]

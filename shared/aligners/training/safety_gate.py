@@ -29,8 +29,10 @@ from aligners.inspector.safety_gate import (
     REQUEST_TRUNK_WEIGHTS,
     SafetyGateConfig,
     SafetyGateInspector,
+    answer_lead,
     check_combine_features,
     combine_features,
+    reads_lead,
 )
 from aligners.training.metrics import auroc
 
@@ -411,13 +413,19 @@ def train_safety_gate(
     if config.trunk_on_answers:
         _fit_heads(heads, head_targets, ("complies", "content"), answer_features, config, log)
 
+    request_features = (
+        gate.request_features if request_model is not None else (lambda t: embed(t, progress))
+    )
+
     def logits_of(part: Sequence[InspectorExample]) -> Any:
-        questions = [r.question for r in part]
+        answers = [r.answer for r in part]
+        leads = (
+            request_features([answer_lead(a) for a in answers])
+            if reads_lead(config.combine_features)
+            else None
+        )
         return gate.head_logits(
-            gate.request_features(questions)
-            if request_model is not None
-            else embed(questions, progress),
-            answer_features([r.answer for r in part]),
+            request_features([r.question for r in part]), answer_features(answers), leads
         )
 
     validation = split["validation"]
