@@ -467,7 +467,9 @@ def test_cli_trains_a_gate_on_the_features_it_names(tiny_encoder_dir: Path, tmp_
     base = ["train", "safety-gate", str(data), "--requests", str(requests)]
     base += ["--encoder", str(tiny_encoder_dir), "-o", str(tmp_path / "gate")]
     runner = CliRunner()
-    result = runner.invoke(app, [*base, "--combine-features", "request, harm_either"])
+    result = runner.invoke(
+        app, [*base, "--combine-features", "request, harm_either", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "gate" / "inspector_config.json").read_text())
     assert saved["combine_features"] == ["request", "harm_either"]

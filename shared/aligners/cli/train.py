@@ -384,17 +384,19 @@ def safety_gate(
     content_head_from_reviews: bool = typer.Option(
         False,
         help="The content head (not the trunk) learns only reviewed harm: a compliant answer a "
-        "reviewer read as harmless (metadata.review 'ok') is not harmful content for it (not "
-        "shipped: docs/training.md).",
+        "reviewer read as harmless (metadata.review 'ok') is not harmful content for it (the "
+        "shipped gate's setting since 2026-12-08).",
     ),
     combine_features: str = typer.Option(
         "request_and_complies,harm_either",
         help="What the combination fitted on validation reads, comma-separated: request, "
         "complies, content, request_and_complies, harm_either (the noisy-or of 'harmful request "
-        "and complies' and 'harmful content in a complying answer'); the gates before "
-        "2026-12-07 read request,complies,content,request_and_complies.",
+        "and complies' and 'harmful content in a complying answer'), lead_request and harm_lead "
+        "(the request head on the answer's first sentence; one more trunk pass); the shipped "
+        "gate reads request,complies,harm_either.",
     ),
     cache_file: Path | None = typer.Option(None, help="Embedding cache (reruns are cheap)."),
+    seed: int = typer.Option(0, help="Seed of the trunk's fine-tuning and the heads' fits."),
 ) -> None:
     """Train the safety gate (harmful request x complies x harmful content on MiniLM)
     and, with --request-output, the request check; thresholds chosen on the validation split."""
@@ -428,6 +430,7 @@ def safety_gate(
         content_from_reviews=content_from_reviews,
         content_head_from_reviews=content_head_from_reviews,
         combine_features=features,
+        seed=seed,
     )
     metrics = train_safety_gate(
         read.records,

@@ -104,9 +104,9 @@ class SafetyGateTrainingConfig(BaseModel):
         default=False,
         description="The content head (not the trunk) learns a compliant answer as harmful "
         "content only when no reviewer read its text as harmless (metadata.review 'ok'); the "
-        "trunk still learns every compliant answer. With the harm_either combination: "
-        "family-out CV recall +0.046, but it flags refusals that offer an alternative and more "
-        "good answers (docs/training.md; not shipped). No effect on rows without reviews.",
+        "trunk still learns every compliant answer. Shipped since 2026-12-08, once validation "
+        "held terse answers and other voices (docs/training.md). No effect on rows without "
+        "reviews.",
     )
     combine_features: list[str] = Field(
         default_factory=lambda: list(DEFAULT_COMBINE_FEATURES),
