@@ -86,8 +86,9 @@ _FIRST_BREAK = re.compile(r"(?<=[.!?:])\s+|\n")
 def answer_lead(answer: str) -> str:
     """The opening of ``answer`` as the request head reads it: heading marks and a ``Title:``
     label dropped, up to the first sentence end or line break, at most :data:`LEAD_WORDS`
-    words. (The first 40 words whatever the sentences ranked better in family-out CV but read
-    more of a good answer to an alarming question: more of them flagged, recall down.)"""
+    words. (The first 40 words regardless of sentences ranked better in family-out CV, but
+    they read more of a good answer to an alarming question: more of those were flagged, and
+    the threshold rule then cost recall.)"""
     text = _LEAD_MARKUP.sub("", answer.strip(), count=1)
     return " ".join(_FIRST_BREAK.split(text, maxsplit=1)[0].split()[:LEAD_WORDS])
 
