@@ -205,15 +205,14 @@ class SafetyGateInspector(Inspector):
         one frozen-encoder call for both, or the fine-tuned request model on the questions (and
         on the answers, with ``answers_through_trunk``); and the answers' lead features when
         the combination reads them (:func:`reads_lead`)."""
-        lead = reads_lead(self.config.combine_features)
         if not self.config.request_trained_layers:
-            leads = [answer_lead(a) for a in answers] if lead else []
-            embeddings = self.encoder.encode(list(questions) + list(answers) + leads)
-            n, m = len(questions), len(questions) + len(answers)
-            parts = (embeddings[:n], embeddings[n:m])
-            return (*parts, embeddings[m:]) if lead else parts
-        parts = (self.request_features(questions), self.answer_features(answers))
-        return (*parts, self.lead_features(answers)) if lead else parts
+            embeddings = self.encoder.encode(list(questions) + list(answers))
+            parts = (embeddings[: len(questions)], embeddings[len(questions) :])
+        else:
+            parts = (self.request_features(questions), self.answer_features(answers))
+        if reads_lead(self.config.combine_features):
+            return (*parts, self.lead_features(answers))
+        return parts
 
     def lead_features(self, answers: Sequence[str]) -> Any:
         """What the request head reads of each answer's opening (:func:`answer_lead`)."""

@@ -29,7 +29,6 @@ from aligners.inspector.safety_gate import (
     REQUEST_TRUNK_WEIGHTS,
     SafetyGateConfig,
     SafetyGateInspector,
-    answer_lead,
     check_combine_features,
     combine_features,
     reads_lead,
@@ -419,11 +418,7 @@ def train_safety_gate(
 
     def logits_of(part: Sequence[InspectorExample]) -> Any:
         answers = [r.answer for r in part]
-        leads = (
-            request_features([answer_lead(a) for a in answers])
-            if reads_lead(config.combine_features)
-            else None
-        )
+        leads = gate.lead_features(answers) if reads_lead(config.combine_features) else None
         return gate.head_logits(
             request_features([r.question for r in part]), answer_features(answers), leads
         )
